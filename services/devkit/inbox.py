@@ -1,0 +1,162 @@
+"""The dev inbox: every SMS and email the stand-ins received, newest first, a box to reply to any
+SMS as that patient (delivered to the notifier as a correctly signed Twilio webhook), and a
+control that moves the dev clock forward for every service at once."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+from twilio.request_validator import RequestValidator
+
+from services.devkit.recorder import Recorder, Sent
+from shared.clock import OffsetClock
+from shared.sms_segments import segment_count
+
+OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+OPT_IN_WORDS = {"START", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+
+
+class DevInbox:
+    def __init__(
+        self,
+        *,
+        recorder: Recorder,
+        clock: OffsetClock,
+        account_sid: str,
+        auth_token: str,
+        sender: str,
+        public_url: str,
+        notifier_url: str,
+        on_clock_change: Callable[[timedelta], None] = lambda _offset: None,
+    ) -> None:
+        self.recorder = recorder
+        self.clock = clock
+        self.account_sid = account_sid
+        self.sender = sender
+        self.public_url = public_url
+        self.notifier_url = notifier_url
+        self.on_clock_change = on_clock_change
+        self.validator = RequestValidator(auth_token)
+        self.templates = Environment(
+            loader=PackageLoader("services.devkit", "templates"),
+            autoescape=select_autoescape(["html"]),
+        )
+
+    def make_app(self) -> web.Application:
+        app = web.Application(middlewares=[_same_origin_posts])
+        app.router.add_get("/", self.page)
+        app.router.add_get("/api/messages", self.messages_json)
+        app.router.add_get("/email/{id}/html", self.email_html)
+        app.router.add_post("/reply", self.reply)
+        app.router.add_post("/clock", self.move_clock)
+        return app
+
+    async def page(self, request: web.Request) -> web.Response:
+        html = self.templates.get_template("inbox.html").render(
+            items=self.recorder.items(),
+            now=self.clock.now(),
+            offset=self.clock.offset,
+            notice=request.query.get("notice", ""),
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    async def messages_json(self, request: web.Request) -> web.Response:
+        return web.json_response([i.to_json() for i in self.recorder.items()])
+
+    async def email_html(self, request: web.Request) -> web.Response:
+        for item in self.recorder.items("email"):
+            if item.id == request.match_info["id"] and item.html:
+                # The mail's HTML may carry anything; it gets no script and no network.
+                return web.Response(
+                    text=item.html,
+                    content_type="text/html",
+                    headers={
+                        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"
+                    },
+                )
+        raise web.HTTPNotFound()
+
+    async def reply(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        patient = str(form.get("from", "")).strip()
+        body = str(form.get("body", "")).strip()
+        if not patient or not body:
+            raise web.HTTPSeeOther("/?notice=Type+a+reply+first")
+        status = await self.send_reply(patient, body)
+        raise web.HTTPSeeOther(f"/?notice=Reply+delivered+to+the+notifier+(HTTP+{status})")
+
+    async def send_reply(self, patient: str, body: str) -> int:
+        """Deliver `body` from `patient` to the notifier as Twilio would; return its HTTP status."""
+        sid = "SM" + secrets.token_hex(16)
+        params = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "SmsMessageSid": sid,
+            "AccountSid": self.account_sid,
+            "From": patient,
+            "To": self.sender,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": str(segment_count(body)),
+            "SmsStatus": "received",
+            "ApiVersion": "2010-04-01",
+        }
+        keyword = body.strip(" .!").upper()
+        # Twilio's Advanced Opt-Out tags these words before forwarding them.
+        if keyword in OPT_OUT_WORDS:
+            params["OptOutType"] = "STOP"
+        elif keyword in OPT_IN_WORDS:
+            params["OptOutType"] = "START"
+        elif keyword in HELP_WORDS:
+            params["OptOutType"] = "HELP"
+        public = self.public_url + "/twilio/sms"
+        signature = self.validator.compute_signature(public, params)
+        self.recorder.add(
+            Sent(
+                channel="sms",
+                id=sid,
+                at=datetime.now(UTC),
+                to=self.sender,
+                sender=patient,
+                body=body,
+                status="received",
+                direction="inbound",
+            )
+        )
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                self.notifier_url + "/twilio/sms",
+                data=params,
+                headers={"X-Twilio-Signature": signature},
+                timeout=aiohttp.ClientTimeout(total=15),
+            ) as response:
+                return response.status
+
+    async def move_clock(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        try:
+            amount = float(str(form.get("amount", "0")))
+        except ValueError:
+            raise web.HTTPSeeOther("/?notice=The+amount+must+be+a+number") from None
+        unit = str(form.get("unit", "hours"))
+        if unit not in ("minutes", "hours", "days") or not 0 < amount <= 400:
+            raise web.HTTPSeeOther("/?notice=Move+forward+by+0-400+minutes,+hours+or+days")
+        self.clock.advance(timedelta(**{unit: amount}))
+        self.on_clock_change(self.clock.offset)
+        raise web.HTTPSeeOther("/?notice=Dev+clock+moved+forward")
+
+
+@web.middleware
+async def _same_origin_posts(request: web.Request, handler: Callable) -> web.StreamResponse:
+    # Another page open in the same browser must not be able to move the clock or send replies.
+    if request.method == "POST":
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            raise web.HTTPForbidden(text="cross-origin request refused")
+    return await handler(request)

@@ -1,0 +1,87 @@
+"""Twilio's webhooks: inbound SMS and message status callbacks, both signature-checked."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from services.notifier import inbound_messages
+from shared.web import CLOCK, POOL, SETTINGS, problem
+
+log = logging.getLogger("regimen.notifier.webhooks")
+
+VALIDATOR = web.AppKey("twilio_validator", RequestValidator)
+
+
+async def _signed_form(request: web.Request) -> dict[str, str] | None:
+    """The POSTed form if its X-Twilio-Signature is valid for our public URL, else None."""
+    form = await request.post()
+    params = {key: str(value) for key, value in form.items()}
+    signature = request.headers.get("X-Twilio-Signature", "")
+    # Twilio signs the URL it called: the public one, not the address this process listens on.
+    url = request.app[SETTINGS].public_url + request.path_qs
+    if not signature or not request.app[VALIDATOR].validate(url, params, signature):
+        return None
+    return params
+
+
+def _forbidden() -> web.Response:
+    return problem(403, "Forbidden", detail="missing or invalid X-Twilio-Signature")
+
+
+def _twiml(response: MessagingResponse) -> web.Response:
+    return web.Response(text=str(response), content_type="application/xml")
+
+
+async def inbound_sms(request: web.Request) -> web.Response:
+    params = await _signed_form(request)
+    if params is None:
+        return _forbidden()
+    missing = [name for name in ("MessageSid", "From", "To") if not params.get(name)]
+    if missing:
+        return problem(
+            400,
+            "Bad Request",
+            errors=[{"path": name, "message": "required"} for name in missing],
+        )
+    stored = await inbound_messages.record_inbound(
+        request.app[POOL],
+        message_sid=params["MessageSid"],
+        from_number=params["From"],
+        to_number=params["To"],
+        body=params.get("Body", ""),
+        opt_out_type=params.get("OptOutType") or None,
+        received_at=request.app[CLOCK].now(),
+    )
+    log.info(
+        "inbound sms",
+        extra={"message_sid": params["MessageSid"], "duplicate": stored is None},
+    )
+    # An empty <Response/> sends nothing back; reply handling decides what to answer.
+    return _twiml(MessagingResponse())
+
+
+async def status_callback(request: web.Request) -> web.Response:
+    params = await _signed_form(request)
+    if params is None:
+        return _forbidden()
+    log.info(
+        "status callback",
+        extra={
+            "message_sid": params.get("MessageSid"),
+            "status": params.get("MessageStatus"),
+            "error_code": params.get("ErrorCode"),
+        },
+    )
+    return web.Response(status=204)
+
+
+def install_webhooks(app: web.Application) -> None:
+    token = app[SETTINGS].twilio_auth_token
+    assert token is not None, "the notifier needs REGIMEN_TWILIO_AUTH_TOKEN"
+    app[VALIDATOR] = RequestValidator(token)
+    app.router.add_post("/twilio/sms", inbound_sms)
+    app.router.add_post("/twilio/status", status_callback)

@@ -1,0 +1,24 @@
+"""The scheduler service: everything the clock drives, as periodic sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from services.scheduler.sweeps import DEFAULT_SWEEPS
+from shared.clock import Clock
+from shared.config import Settings
+from shared.sweeps import Sweep, install_sweeps
+from shared.web import create_base_app
+
+
+def create_app(
+    settings: Settings,
+    clock: Clock,
+    database_url: str,
+    sweeps: Sequence[Sweep] = DEFAULT_SWEEPS,
+) -> web.Application:
+    app = create_base_app("scheduler", settings, clock, database_url)
+    install_sweeps(app, sweeps)
+    return app

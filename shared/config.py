@@ -1,0 +1,259 @@
+"""Settings from environment variables, validated once at start.
+
+Every problem is reported as a `ConfigError` whose message is one line naming the variable, so an
+operator reading a crash-looping container's log sees at once what to fix. (pydantic-settings
+would do the parsing, but its multi-line error reports are exactly what we want to avoid here.)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+Mode = Literal["dev", "production"]
+SmtpTls = Literal["none", "starttls", "tls"]
+
+DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+
+# Every variable Regimen reads; deployment files are checked against this list.
+KNOWN_VARIABLES: dict[str, str] = {
+    "DATABASE_URL": "PostgreSQL URL; unset: embedded PostgreSQL under REGIMEN_STATE_DIR/pgdata",
+    "REGIMEN_PUBLIC_URL": "URL patients and Twilio reach booking/notifier at",
+    "REGIMEN_SECRET_KEY": "signs patient links and CSRF tokens (production: required)",
+    "REGIMEN_BOOKING_PORT": "booking listen port",
+    "REGIMEN_SCHEDULER_PORT": "scheduler listen port",
+    "REGIMEN_NOTIFIER_PORT": "notifier listen port",
+    "REGIMEN_TWILIO_ACCOUNT_SID": "Twilio account SID",
+    "REGIMEN_TWILIO_AUTH_TOKEN": "Twilio auth token (also validates webhook signatures)",
+    "REGIMEN_TWILIO_FROM": "sender phone number (E.164)",
+    "REGIMEN_TWILIO_MESSAGING_SERVICE_SID": "sender Messaging Service SID",
+    "REGIMEN_TWILIO_API_URL": "base URL of the Twilio REST API",
+    "REGIMEN_TWILIO_TIMEOUT": "seconds before a Twilio API call is abandoned",
+    "REGIMEN_SMTP_HOST": "outgoing mail server",
+    "REGIMEN_SMTP_PORT": "outgoing mail port",
+    "REGIMEN_SMTP_USERNAME": "SMTP user",
+    "REGIMEN_SMTP_PASSWORD": "SMTP password",
+    "REGIMEN_SMTP_TLS": "none, starttls or tls",
+    "REGIMEN_SMTP_TIMEOUT": "seconds before an SMTP exchange is abandoned",
+    "REGIMEN_EMAIL_FROM": "From address of patient email",
+    "REGIMEN_DEV_INBOX_PORT": "dev inbox page port",
+    "REGIMEN_DEV_TWILIO_PORT": "dev Twilio API stand-in port",
+    "REGIMEN_DEV_SMTP_PORT": "dev SMTP server port",
+    "REGIMEN_STATE_DIR": "folder for embedded PostgreSQL data and dev state",
+    "REGIMEN_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
+    "REGIMEN_DB_POOL_SIZE": "maximum connections per service process",
+}
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: Mode
+    database_url: str | None
+    public_url: str
+    secret_key: str | None
+    booking_port: int
+    scheduler_port: int
+    notifier_port: int
+    twilio_account_sid: str | None
+    twilio_auth_token: str | None
+    twilio_from: str | None
+    twilio_messaging_service_sid: str | None
+    twilio_api_url: str
+    twilio_timeout: float
+    smtp_host: str | None
+    smtp_port: int
+    smtp_username: str | None
+    smtp_password: str | None
+    smtp_tls: SmtpTls
+    smtp_timeout: float
+    email_from: str | None
+    dev_inbox_port: int
+    dev_twilio_port: int
+    dev_smtp_port: int
+    state_dir: Path
+    log_level: str
+    db_pool_size: int
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name}: {raw!r} is not a port number (1-65535)")
+    return int(raw)
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be greater than 0, got {raw!r}")
+    return value
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = _text(env, name) or default
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}: {raw!r} is not an http(s) URL with a host")
+    return raw.rstrip("/")
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = _text(env, "DATABASE_URL")
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError(
+            f"DATABASE_URL: scheme must be postgresql:// (got {parts.scheme or 'none'!r})"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError("DATABASE_URL: the port is not a number") from None
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = (_text(env, name) or default).lower()
+    if raw not in allowed:
+        raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> Settings:
+    """Read and validate every setting; raise ConfigError on the first bad one."""
+    env = os.environ if env is None else env
+    smtp_tls = _choice(env, "REGIMEN_SMTP_TLS", ("none", "starttls", "tls"), "none")
+    default_smtp_port = {"none": 25, "starttls": 587, "tls": 465}[smtp_tls]
+    email_from = _text(env, "REGIMEN_EMAIL_FROM")
+    if email_from is not None and "@" not in email_from:
+        raise ConfigError(f"REGIMEN_EMAIL_FROM: {email_from!r} is not an email address")
+    secret_key = _text(env, "REGIMEN_SECRET_KEY")
+    if secret_key is not None and len(secret_key) < 32:
+        raise ConfigError("REGIMEN_SECRET_KEY: must be at least 32 characters long")
+    twilio_from = _text(env, "REGIMEN_TWILIO_FROM")
+    if twilio_from is not None and not (twilio_from.startswith("+") and twilio_from[1:].isdigit()):
+        raise ConfigError(f"REGIMEN_TWILIO_FROM: {twilio_from!r} is not an E.164 number")
+    sid = _text(env, "REGIMEN_TWILIO_ACCOUNT_SID")
+    if sid is not None and not (sid.startswith("AC") and len(sid) == 34):
+        raise ConfigError("REGIMEN_TWILIO_ACCOUNT_SID: must be 34 characters starting with AC")
+    service_sid = _text(env, "REGIMEN_TWILIO_MESSAGING_SERVICE_SID")
+    if service_sid is not None and not (service_sid.startswith("MG") and len(service_sid) == 34):
+        raise ConfigError(
+            "REGIMEN_TWILIO_MESSAGING_SERVICE_SID: must be 34 characters starting with MG"
+        )
+    log_level = _choice(env, "REGIMEN_LOG_LEVEL", ("debug", "info", "warning", "error"), "info")
+    pool_size = _text(env, "REGIMEN_DB_POOL_SIZE") or "10"
+    if not pool_size.isdigit() or not 1 <= int(pool_size) <= 500:
+        raise ConfigError(f"REGIMEN_DB_POOL_SIZE: {pool_size!r} is not a number from 1 to 500")
+    settings = Settings(
+        mode=mode,
+        database_url=_database_url(env),
+        public_url=_http_url(env, "REGIMEN_PUBLIC_URL", "http://127.0.0.1:8080"),
+        secret_key=secret_key,
+        booking_port=_port(env, "REGIMEN_BOOKING_PORT", 8080),
+        scheduler_port=_port(env, "REGIMEN_SCHEDULER_PORT", 8081),
+        notifier_port=_port(env, "REGIMEN_NOTIFIER_PORT", 8082),
+        twilio_account_sid=sid,
+        twilio_auth_token=_text(env, "REGIMEN_TWILIO_AUTH_TOKEN"),
+        twilio_from=twilio_from,
+        twilio_messaging_service_sid=service_sid,
+        twilio_api_url=_http_url(env, "REGIMEN_TWILIO_API_URL", DEFAULT_TWILIO_API_URL),
+        twilio_timeout=_positive_number(env, "REGIMEN_TWILIO_TIMEOUT", 10.0),
+        smtp_host=_text(env, "REGIMEN_SMTP_HOST"),
+        smtp_port=_port(env, "REGIMEN_SMTP_PORT", default_smtp_port),
+        smtp_username=_text(env, "REGIMEN_SMTP_USERNAME"),
+        smtp_password=_text(env, "REGIMEN_SMTP_PASSWORD"),
+        smtp_tls=smtp_tls,  # type: ignore[arg-type]
+        smtp_timeout=_positive_number(env, "REGIMEN_SMTP_TIMEOUT", 30.0),
+        email_from=email_from,
+        dev_inbox_port=_port(env, "REGIMEN_DEV_INBOX_PORT", 8025),
+        dev_twilio_port=_port(env, "REGIMEN_DEV_TWILIO_PORT", 8026),
+        dev_smtp_port=_port(env, "REGIMEN_DEV_SMTP_PORT", 1025),
+        state_dir=Path(_text(env, "REGIMEN_STATE_DIR") or ".regimen").resolve(),
+        log_level=log_level.upper(),
+        db_pool_size=int(pool_size),
+    )
+    if mode == "production":
+        require_production_settings(settings)
+    return settings
+
+
+def require_production_settings(settings: Settings) -> None:
+    """Production never falls back to dev stand-ins: every provider setting must be explicit."""
+    required = {
+        "REGIMEN_SECRET_KEY": settings.secret_key,
+        "REGIMEN_TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "REGIMEN_TWILIO_AUTH_TOKEN": settings.twilio_auth_token,
+        "REGIMEN_SMTP_HOST": settings.smtp_host,
+        "REGIMEN_EMAIL_FROM": settings.email_from,
+    }
+    for name, value in required.items():
+        if value is None:
+            raise ConfigError(f"{name}: required by 'regimen serve' (production) but not set")
+    if settings.twilio_from is None and settings.twilio_messaging_service_sid is None:
+        raise ConfigError(
+            "REGIMEN_TWILIO_FROM: required by 'regimen serve' (or set "
+            "REGIMEN_TWILIO_MESSAGING_SERVICE_SID)"
+        )
+
+
+# The dev stand-ins' credentials: fixed so that the dev inbox and the notifier agree on them.
+DEV_TWILIO_ACCOUNT_SID = "AC" + "0" * 31 + "1"
+DEV_TWILIO_FROM = "+15005550006"
+
+
+def dev_secret(state_dir: Path, name: str) -> str:
+    """A random secret generated once and kept under the state folder, so restarts keep it."""
+    path = state_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def with_dev_stand_ins(settings: Settings) -> Settings:
+    """Fill every unset provider setting with the local stand-ins `regimen dev` starts."""
+    return settings.with_overrides(
+        secret_key=settings.secret_key or dev_secret(settings.state_dir, "secret-key"),
+        twilio_account_sid=settings.twilio_account_sid or DEV_TWILIO_ACCOUNT_SID,
+        twilio_auth_token=settings.twilio_auth_token
+        or dev_secret(settings.state_dir, "twilio-auth-token"),
+        twilio_from=settings.twilio_from
+        or (None if settings.twilio_messaging_service_sid else DEV_TWILIO_FROM),
+        twilio_api_url=settings.twilio_api_url
+        if settings.twilio_api_url != DEFAULT_TWILIO_API_URL
+        else f"http://127.0.0.1:{settings.dev_twilio_port}",
+        smtp_host=settings.smtp_host or "127.0.0.1",
+        smtp_port=settings.smtp_port if settings.smtp_host else settings.dev_smtp_port,
+        email_from=settings.email_from or "clinic@regimen.localhost",
+    )
