@@ -82,7 +82,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = problem(exc.status, exc.reason, headers=dict(exc.headers))
+            kept = {
+                k: v
+                for k, v in exc.headers.items()
+                if k.lower() not in ("content-type", "content-length")
+            }
+            response = problem(exc.status, exc.reason, headers=kept)
         except Exception:
             log.exception("unhandled error", extra={"path": request.path})
             response = problem(

@@ -11,7 +11,7 @@ from shared.store import staff_tokens
 from shared.store.staff_tokens import Role, StaffToken
 from shared.web import CLOCK, POOL, problem
 
-STAFF = "staff"  # request key of the authenticated StaffToken
+STAFF = web.RequestKey("staff", StaffToken)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -1,0 +1,129 @@
+"""Settings: bad values stop the process with one line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared.config import ConfigError, load_settings
+
+PRODUCTION_ENV = {
+    "DATABASE_URL": "postgresql://regimen@db/regimen",
+    "REGIMEN_SECRET_KEY": "k" * 40,
+    "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
+    "REGIMEN_TWILIO_AUTH_TOKEN": "token",
+    "REGIMEN_TWILIO_FROM": "+15005550006",
+    "REGIMEN_SMTP_HOST": "smtp.example.com",
+    "REGIMEN_SMTP_TLS": "starttls",
+    "REGIMEN_EMAIL_FROM": "clinic@example.com",
+}
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = load_settings({})
+    assert settings.public_url == "http://127.0.0.1:8080"
+    assert (settings.booking_port, settings.scheduler_port, settings.notifier_port) == (
+        8080,
+        8081,
+        8082,
+    )
+    assert settings.dev_inbox_port == 8025
+    assert settings.twilio_api_url == "https://api.twilio.com"
+    assert settings.database_url is None
+    assert settings.smtp_tls == "none"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("REGIMEN_SMTP_TLS", "ssl3", "not one of none, starttls, tls"),
+        ("REGIMEN_BOOKING_PORT", "eighty", "not a port number"),
+        ("REGIMEN_NOTIFIER_PORT", "70000", "not a port number"),
+        ("DATABASE_URL", "mysql://db/regimen", "scheme must be postgresql://"),
+        ("DATABASE_URL", "postgresql://db:port/x", "port is not a number"),
+        ("REGIMEN_PUBLIC_URL", "clinic.example.com", "not an http(s) URL"),
+        ("REGIMEN_TWILIO_API_URL", "ftp://x", "not an http(s) URL"),
+        ("REGIMEN_SECRET_KEY", "short", "at least 32 characters"),
+        ("REGIMEN_TWILIO_FROM", "07700900123", "not an E.164 number"),
+        ("REGIMEN_TWILIO_ACCOUNT_SID", "XY123", "starting with AC"),
+        ("REGIMEN_EMAIL_FROM", "clinic", "not an email address"),
+        ("REGIMEN_TWILIO_TIMEOUT", "-1", "greater than 0"),
+    ],
+)
+def test_malformed_value_names_the_variable(name: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value})
+    message = str(caught.value)
+    assert message.startswith(f"{name}: ")
+    assert says in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "REGIMEN_SECRET_KEY",
+        "REGIMEN_TWILIO_ACCOUNT_SID",
+        "REGIMEN_TWILIO_AUTH_TOKEN",
+        "REGIMEN_TWILIO_FROM",
+        "REGIMEN_SMTP_HOST",
+        "REGIMEN_EMAIL_FROM",
+    ],
+)
+def test_production_refuses_to_start_without_real_providers(missing: str) -> None:
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"^{missing}: required by 'regimen serve'"):
+        load_settings(env, mode="production")
+
+
+def test_production_accepts_a_messaging_service_instead_of_a_number() -> None:
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "REGIMEN_TWILIO_FROM"}
+    env["REGIMEN_TWILIO_MESSAGING_SERVICE_SID"] = "MG" + "b" * 32
+    settings = load_settings(env, mode="production")
+    assert settings.twilio_from is None
+    assert settings.smtp_port == 587  # the starttls default
+
+
+def test_production_with_everything_set_keeps_the_real_twilio_api() -> None:
+    settings = load_settings(PRODUCTION_ENV, mode="production")
+    assert settings.twilio_api_url == "https://api.twilio.com"
+    assert settings.smtp_host == "smtp.example.com"
+
+
+def _regimen(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("REGIMEN_")}
+    full_env.pop("DATABASE_URL", None)
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_unreachable_database_is_one_line_naming_database_url() -> None:
+    result = _regimen(["migrate"], {"DATABASE_URL": "postgresql://nope"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("regimen: DATABASE_URL: host name not found")
+
+
+def test_unknown_smtp_tls_is_one_line_naming_the_variable() -> None:
+    result = _regimen(["serve", "notifier"], {"REGIMEN_SMTP_TLS": "sometimes"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "regimen: REGIMEN_SMTP_TLS: 'sometimes' is not one of none, starttls, tls"
+    )
+
+
+def test_serve_without_secret_key_refuses_and_names_it() -> None:
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "REGIMEN_SECRET_KEY"}
+    result = _regimen(["serve", "booking"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("regimen: REGIMEN_SECRET_KEY: required")

@@ -1,0 +1,253 @@
+"""SMS through the real twilio SDK to the stand-in, email through aiosmtplib to aiosmtpd, and the
+notifier's signed webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import trustme
+from twilio.request_validator import RequestValidator
+
+from services.devkit.recorder import Recorder
+from services.devkit.smtp_sink import RecordingHandler, start_smtp_server
+from services.devkit.twilio_standin import Fault
+from services.notifier.app import create_app as create_notifier
+from shared.clock import FrozenClock
+from shared.config import Settings
+from shared.db.pool import create_pool
+from shared.providers.email import EmailClient, EmailError, build_message
+from shared.providers.sms import SmsClient, SmsError
+from tests.conftest import SmtpSink, StandIn, serve_app
+
+PATIENT = "+447700900123"
+
+
+@pytest.fixture
+async def sms(settings: Settings) -> AsyncIterator[SmsClient]:
+    client = SmsClient(settings)
+    yield client
+    await client.close()
+
+
+async def test_sms_goes_through_the_sdk_to_the_stand_in(sms: SmsClient, twilio: StandIn) -> None:
+    sent = await sms.send(
+        PATIENT, "Your appointment is on Tue 3 Mar at 10:00.", validity_period=600
+    )
+    assert sent.sid.startswith("SM") and sent.status == "queued" and sent.segments == 1
+    [stored] = twilio.twilio.sent_to(PATIENT)
+    assert stored.sid == sent.sid
+    assert stored.from_ == "+15005550006"
+    assert stored.validity_period == 600
+    assert (await sms.fetch(sent.sid)).sid == sent.sid
+    assert [m.sid for m in await sms.list_to(PATIENT)] == [sent.sid]
+
+
+async def test_long_unicode_sms_counts_ucs2_segments(sms: SmsClient) -> None:
+    sent = await sms.send(PATIENT, "Réservation confirmée ✅ " * 5)
+    assert sent.segments == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "code"),
+    [
+        (Fault(status=400, code=21211, message="invalid number"), "permanent", 21211),
+        (Fault(status=400, code=21610, message="unsubscribed"), "permanent", 21610),
+        (Fault(status=429, code=20429, message="Too Many Requests"), "temporary", 20429),
+        (Fault(status=500, code=20500, message="Internal error"), "temporary", 20500),
+    ],
+)
+async def test_twilio_errors_are_classified(
+    sms: SmsClient, twilio: StandIn, fault: Fault, kind: str, code: int
+) -> None:
+    twilio.twilio.fail_next(fault)
+    with pytest.raises(SmsError) as caught:
+        await sms.send(PATIENT, "hello")
+    assert caught.value.kind == kind
+    assert caught.value.code == code
+    assert twilio.twilio.sent_to(PATIENT) == []
+
+
+async def test_a_hanging_twilio_is_abandoned_after_the_timeout_as_ambiguous(
+    settings: Settings, twilio: StandIn
+) -> None:
+    client = SmsClient(settings.with_overrides(twilio_timeout=0.3))
+    twilio.twilio.fail_next(Fault(hang_seconds=3, create_anyway=True))
+    try:
+        with pytest.raises(SmsError) as caught:
+            await client.send(PATIENT, "hello")
+    finally:
+        await client.close()
+    # The request left and Twilio may have sent it: the caller must reconcile, not resend.
+    assert caught.value.kind == "ambiguous"
+    assert len(twilio.twilio.sent_to(PATIENT)) == 1
+
+
+async def test_no_sdk_retries_on_5xx(sms: SmsClient, twilio: StandIn) -> None:
+    twilio.twilio.fail_next(Fault(status=503, code=20503, message="unavailable"))
+    with pytest.raises(SmsError):
+        await sms.send(PATIENT, "hello")
+    assert twilio.twilio.create_requests == 1
+
+
+async def test_refused_connection_is_temporary(settings: Settings) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    client = SmsClient(settings.with_overrides(twilio_api_url=f"http://127.0.0.1:{closed_port}"))
+    try:
+        with pytest.raises(SmsError) as caught:
+            await client.send(PATIENT, "hello")
+    finally:
+        await client.close()
+    assert caught.value.kind == "temporary"
+
+
+async def test_wrong_credentials_are_refused_by_the_stand_in(
+    settings: Settings, twilio: StandIn
+) -> None:
+    client = SmsClient(settings.with_overrides(twilio_auth_token="wrong"))
+    try:
+        with pytest.raises(SmsError) as caught:
+            await client.send(PATIENT, "hello")
+    finally:
+        await client.close()
+    assert caught.value.kind == "permanent" and caught.value.code == 20003
+
+
+async def test_email_goes_through_aiosmtplib_to_aiosmtpd(
+    settings: Settings, smtp: SmtpSink
+) -> None:
+    message = build_message(
+        sender="clinic@regimen.test",
+        to="patient@example.com",
+        subject="Your booking",
+        text="See you on Tuesday.",
+        html="<p>See you on <b>Tuesday</b>.</p>",
+    )
+    message_id = await EmailClient(settings).send(message)
+    [received] = smtp.recorder.emails_to("patient@example.com")
+    assert received.id == message_id
+    assert received.subject == "Your booking"
+    assert received.body.strip() == "See you on Tuesday."
+    assert received.html is not None and "<b>Tuesday</b>" in received.html
+
+
+async def test_smtp_down_is_temporary_and_a_5xx_is_permanent(settings: Settings) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    message = build_message(sender="c@regimen.test", to="p@example.com", subject="s", text="t")
+    with pytest.raises(EmailError) as down:
+        await EmailClient(settings.with_overrides(smtp_port=closed_port)).send(message)
+    assert down.value.kind == "temporary"
+
+    class Refusing(RecordingHandler):
+        async def handle_RCPT(self, *_args: object) -> str:  # aiosmtpd hook
+            return "550 5.1.1 mailbox unavailable"
+
+    server = await start_smtp_server(Refusing(Recorder()))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(EmailError) as refused:
+            await EmailClient(settings.with_overrides(smtp_port=port)).send(message)
+    finally:
+        server.close()
+    assert refused.value.kind == "permanent" and refused.value.code == 550
+
+
+async def test_starttls_with_a_trusted_certificate(settings: Settings) -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    handler = RecordingHandler(Recorder())
+    server = await start_smtp_server(handler, tls_context=server_context, require_starttls=True)
+    port = server.sockets[0].getsockname()[1]
+    message = build_message(sender="c@regimen.test", to="p@example.com", subject="s", text="t")
+    try:
+        starttls = settings.with_overrides(smtp_port=port, smtp_tls="starttls")
+        await EmailClient(starttls, tls_context=client_context).send(message)
+        assert len(handler.messages) == 1
+        # Without trusting the CA the certificate is refused, and that is not a crash.
+        with pytest.raises(EmailError) as untrusted:
+            await EmailClient(starttls).send(message)
+        assert "certificate" in untrusted.value.reason.lower()
+        # Plain SMTP to a server that requires STARTTLS is refused.
+        with pytest.raises(EmailError):
+            await EmailClient(settings.with_overrides(smtp_port=port)).send(message)
+    finally:
+        server.close()
+
+
+# -- the notifier's webhooks ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def notifier(settings: Settings, clock: FrozenClock, db_url: str) -> AsyncIterator[str]:
+    runner, base = await serve_app(create_notifier(settings, clock, db_url))
+    yield base
+    await runner.cleanup()
+
+
+def _inbound(sid: str, body: str = "C") -> dict[str, str]:
+    return {
+        "MessageSid": sid,
+        "AccountSid": "AC" + "0" * 31 + "1",
+        "From": PATIENT,
+        "To": "+15005550006",
+        "Body": body,
+        "NumMedia": "0",
+        "SmsStatus": "received",
+    }
+
+
+async def test_inbound_sms_needs_a_valid_signature(
+    settings: Settings, notifier: str, db_url: str
+) -> None:
+    public = settings.public_url + "/twilio/sms"
+    params = _inbound("SM" + "1" * 32)
+    good = RequestValidator("test-auth-token").compute_signature(public, params)
+    forged = RequestValidator("not-our-token").compute_signature(public, params)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(notifier + "/twilio/sms", data=params) as response:
+            assert response.status == 403
+        async with http.post(
+            notifier + "/twilio/sms", data=params, headers={"X-Twilio-Signature": forged}
+        ) as response:
+            assert response.status == 403
+        tampered = {**params, "Body": "X"}
+        async with http.post(
+            notifier + "/twilio/sms", data=tampered, headers={"X-Twilio-Signature": good}
+        ) as response:
+            assert response.status == 403
+        for _ in range(2):  # Twilio may deliver the same webhook twice
+            async with http.post(
+                notifier + "/twilio/sms", data=params, headers={"X-Twilio-Signature": good}
+            ) as response:
+                assert response.status == 200
+                assert response.content_type == "application/xml"
+                assert "<Response />" in await response.text()
+    pool = await create_pool(db_url)
+    try:
+        assert await pool.fetchval("SELECT count(*) FROM inbound_message") == 1
+    finally:
+        await pool.close()
+
+
+async def test_status_callbacks_from_the_stand_in_are_signed_and_accepted(
+    settings: Settings, notifier: str, twilio: StandIn, sms: SmsClient
+) -> None:
+    twilio.twilio.route_webhook = lambda url: url.replace(settings.public_url, notifier)
+    await sms.send(PATIENT, "hello", status_callback=settings.public_url + "/twilio/status?n=7")
+    [stored] = twilio.twilio.sent_to(PATIENT)
+    for _ in range(100):
+        if len(stored.callbacks_sent) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert stored.callbacks_sent == ["sent:204", "delivered:204"]
