@@ -1,0 +1,216 @@
+"""`regimen serve` and `regimen dev` as real processes: start, answer, stop cleanly, keep data."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from shared.config import DEV_TWILIO_ACCOUNT_SID, load_settings
+from shared.providers.email import EmailClient, build_message
+from shared.providers.sms import SmsClient
+from tests.processes import (
+    clean_env,
+    free_port,
+    postgres_processes_for,
+    start_regimen,
+    wait_for_text,
+)
+
+pytestmark = pytest.mark.slow
+
+PRODUCTION = {
+    "REGIMEN_SECRET_KEY": "s" * 40,
+    "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
+    "REGIMEN_TWILIO_AUTH_TOKEN": "token",
+    "REGIMEN_TWILIO_FROM": "+15005550006",
+    "REGIMEN_TWILIO_API_URL": "http://127.0.0.1:9",
+    "REGIMEN_SMTP_HOST": "127.0.0.1",
+    "REGIMEN_EMAIL_FROM": "clinic@regimen.test",
+}
+
+
+async def _get(url: str, **kwargs: object) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url, **kwargs) as response:  # type: ignore[arg-type]
+        return response.status, await response.text()
+
+
+def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> float:
+    started = time.monotonic()
+    process.send_signal(sig)
+    process.wait(timeout=15)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("service", ["booking", "scheduler", "notifier"])
+async def test_serve_answers_and_stops_on_sigterm_within_ten_seconds(
+    service: str, db_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = clean_env(
+        DATABASE_URL=db_url,
+        **PRODUCTION,
+        **{f"REGIMEN_{service.upper()}_PORT": str(port)},
+    )
+    log = tmp_path / "serve.log"
+    process = start_regimen(["serve", service, "--host", "127.0.0.1"], env, log)
+    try:
+        for _ in range(200):
+            try:
+                status, _ = await _get(f"http://127.0.0.1:{port}/readyz")
+                if status == 200:
+                    break
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(log.read_text())
+    finally:
+        took = await asyncio.to_thread(_stop, process)
+    assert process.returncode == 0, log.read_text()
+    assert took < 10
+    lines = log.read_text().splitlines()
+    assert any('"message": "stopped"' in line for line in lines)
+
+
+async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    ports = {
+        "REGIMEN_BOOKING_PORT": free_port(),
+        "REGIMEN_SCHEDULER_PORT": free_port(),
+        "REGIMEN_NOTIFIER_PORT": free_port(),
+        "REGIMEN_DEV_INBOX_PORT": free_port(),
+        "REGIMEN_DEV_TWILIO_PORT": free_port(),
+        "REGIMEN_DEV_SMTP_PORT": free_port(),
+    }
+    env = clean_env(REGIMEN_STATE_DIR=str(state), **{k: str(v) for k, v in ports.items()})
+    booking = f"http://127.0.0.1:{ports['REGIMEN_BOOKING_PORT']}"
+    inbox = f"http://127.0.0.1:{ports['REGIMEN_DEV_INBOX_PORT']}"
+    log = tmp_path / "dev-1.log"
+
+    started = time.monotonic()
+    process = start_regimen(["dev"], env, log)
+    try:
+        output = await asyncio.to_thread(wait_for_text, log, "Migrations applied now", process, 60)
+        assert time.monotonic() - started < 60
+        assert "demo data created" in output
+        token = re.search(r"Admin API token\s+(rgm_\S+)", output)
+        assert token is not None
+        for name in ("BOOKING", "SCHEDULER", "NOTIFIER"):
+            port = ports[f"REGIMEN_{name}_PORT"]
+            assert f"http://127.0.0.1:{port}" in output
+            assert (await _get(f"http://127.0.0.1:{port}/readyz"))[0] == 200
+        status, page = await _get(inbox + "/")
+        assert status == 200 and "Dev inbox" in page
+        me = await _get(booking + "/api/v1/me", headers={"Authorization": f"Bearer {token[1]}"})
+        assert me[0] == 200 and '"admin"' in me[1]
+
+        # One SMS and one email through the real providers reach the stand-ins and the inbox.
+        settings = load_settings(
+            {
+                "REGIMEN_TWILIO_ACCOUNT_SID": DEV_TWILIO_ACCOUNT_SID,
+                "REGIMEN_TWILIO_AUTH_TOKEN": (state / "twilio-auth-token").read_text(),
+                "REGIMEN_TWILIO_FROM": "+15005550006",
+                "REGIMEN_TWILIO_API_URL": f"http://127.0.0.1:{ports['REGIMEN_DEV_TWILIO_PORT']}",
+                "REGIMEN_SMTP_HOST": "127.0.0.1",
+                "REGIMEN_SMTP_PORT": str(ports["REGIMEN_DEV_SMTP_PORT"]),
+            }
+        )
+        sms = SmsClient(settings)
+        try:
+            await sms.send("+447700900555", "Hello from the test")
+        finally:
+            await sms.close()
+        await EmailClient(settings).send(
+            build_message(
+                sender="clinic@regimen.localhost",
+                to="patient@example.com",
+                subject="Test mail",
+                text="Hello by email",
+            )
+        )
+        async with aiohttp.ClientSession() as http:
+            async with http.get(inbox + "/api/messages") as response:
+                listed = await response.json()
+            assert [m["channel"] for m in listed] == ["email", "sms"]  # newest first
+            assert listed[1]["to"] == "+447700900555"
+
+            # A reply typed in the inbox reaches the notifier as a signed webhook.
+            async with http.post(
+                inbox + "/reply", data={"from": "+447700900555", "body": "C"}
+            ) as response:
+                assert response.status == 200
+                assert "HTTP 200" in await response.text()
+            # The clock control moves every service's clock.
+            async with http.post(inbox + "/clock", data={"amount": "2", "unit": "days"}) as r:
+                assert "2 days" in await r.text()
+            async with http.post(inbox + "/clock", data={"amount": "-5", "unit": "days"}) as r:
+                assert "Move forward by" in await r.text()
+
+        database = f"postgresql://postgres@/regimen?host={state / 'pgdata'}"
+        conn = await asyncpg.connect(database)
+        try:
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM inbound_message WHERE from_number = '+447700900555'"
+                )
+                == 1
+            )
+        finally:
+            await conn.close()
+
+        # `regimen token create` works beside the running dev server and does not stop it.
+        created = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "token",
+                "create",
+                "--role",
+                "clinician",
+                "--name",
+                "Dr Test",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        new_token = created.stdout.strip()
+        me = await _get(booking + "/api/v1/me", headers={"Authorization": f"Bearer {new_token}"})
+        assert me[0] == 200 and '"clinician"' in me[1]
+    finally:
+        took = await asyncio.to_thread(_stop, process, signal.SIGINT)
+    assert took < 10
+    assert process.returncode == 0, log.read_text()
+    assert "Regimen stopped." in log.read_text()
+    assert postgres_processes_for(state / "pgdata") == []
+
+    # Second start: fast, and everything from the first run is still there.
+    log2 = tmp_path / "dev-2.log"
+    started = time.monotonic()
+    process = start_regimen(["dev"], env, log2)
+    try:
+        output = await asyncio.to_thread(wait_for_text, log2, "Migrations applied now", process, 30)
+        assert time.monotonic() - started < 10
+        assert "demo data already present" in output
+        status, page = await _get(inbox + "/")
+        assert "Hello from the test" in page and "Test mail" in page
+        assert "ahead" in page  # the dev clock kept its offset
+        me = await _get(booking + "/api/v1/me", headers={"Authorization": f"Bearer {new_token}"})
+        assert me[0] == 200
+    finally:
+        await asyncio.to_thread(_stop, process, signal.SIGINT)
+    assert process.returncode == 0
+    assert postgres_processes_for(state / "pgdata") == []
