@@ -37,7 +37,10 @@ def _to_us(moment: datetime) -> int:
 
 
 def _from_us(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
+    # fromtimestamp with whole seconds is exact and about twice as fast as epoch + timedelta.
+    seconds, rest = divmod(micros, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.replace(microsecond=rest) if rest else moment
 
 
 def _check_local_range(starts: time, ends: time, what: str) -> None:
@@ -192,19 +195,16 @@ class FreeStart:
     practitioner_id: int
 
 
-class _Blocked:
-    """Intervals sorted by start with a running maximum of ends: overlap queries in O(log n)."""
+def _blocked(intervals: Iterable[Interval]) -> tuple[list[int], list[int]]:
+    """Starts in order, and the running maximum of ends, of busy and time-off intervals.
 
-    def __init__(self, intervals: Iterable[Interval]) -> None:
-        pairs = sorted((_to_us(i.start), _to_us(i.end)) for i in intervals)
-        self._starts = [start for start, _ in pairs]
-        self._max_ends = list(accumulate((end for _, end in pairs), max))
-
-    def overlaps(self, lo: int, hi: int) -> bool:
-        """Whether any interval meets [lo, hi)."""
-        # Only intervals starting before `hi` can overlap; one of them does iff it ends after `lo`.
-        count = bisect_left(self._starts, hi)
-        return count > 0 and self._max_ends[count - 1] > lo
+    Only intervals starting before some instant `hi` can overlap a span [lo, hi), and one of them
+    does iff the largest of their ends is after `lo`: with these two lists that is one bisect,
+    instead of a scan of every interval for every slot.
+    """
+    epoch, unit = _EPOCH, _ONE_US
+    pairs = sorted(((i.start - epoch) // unit, (i.end - epoch) // unit) for i in intervals)
+    return [start for start, _ in pairs], list(accumulate((end for _, end in pairs), max))
 
 
 def local_to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime:
@@ -230,18 +230,22 @@ def _slot_grid(
 ) -> Sequence[int]:
     """Starts on the wall-clock grid from `starts` whose whole appointment ends by `ends`."""
     range_start = _to_us(local_to_utc(day, starts, zone))
-    last_start = _to_us(local_to_utc(day, ends, zone)) - duration_us
+    range_end = _to_us(local_to_utc(day, ends, zone))
+    last_start = range_end - duration_us
     if last_start < range_start:
         return ()
-    opening = datetime.combine(day, starts, tzinfo=zone)
-    closing = datetime.combine(day, ends, tzinfo=zone)
-    if opening.utcoffset() == closing.utcoffset():
-        # No offset change inside the range (the everyday case): the wall-clock grid is a plain
-        # arithmetic progression in UTC, so no per-slot zone conversion is needed.
+    opening_wall = datetime.combine(day, starts)
+    closing_wall = datetime.combine(day, ends)
+    if (
+        range_end - range_start == (closing_wall - opening_wall) // _ONE_US
+        and existing_local_to_utc(opening_wall, zone) is not None
+        and existing_local_to_utc(closing_wall, zone) is not None
+    ):
+        # The clock does not jump inside the range (the everyday case): the wall-clock grid is a
+        # plain arithmetic progression in UTC, with no per-slot zone conversion.
         return range(range_start, last_start + 1, step // _ONE_US)
     grid: list[int] = []
-    wall = datetime.combine(day, starts)
-    closing_wall = datetime.combine(day, ends)
+    wall = opening_wall
     while wall < closing_wall:
         instant = existing_local_to_utc(wall, zone)
         if instant is not None and range_start <= _to_us(instant) <= last_start:
@@ -288,12 +292,13 @@ def free_starts(
 
     duration_us = treatment.duration // _ONE_US
     before_us = treatment.buffer_before // _ONE_US
-    after_us = treatment.buffer_after // _ONE_US
+    reach_after = duration_us + treatment.buffer_after // _ONE_US
     grids: dict[tuple[date, time, time], Sequence[int]] = {}  # practitioners share hours
     found: list[tuple[int, int, int]] = []
 
     for order, schedule in enumerate(schedules):
-        blocked = _Blocked((*schedule.busy, *schedule.time_off))
+        block_starts, block_max_ends = _blocked((*schedule.busy, *schedule.time_off))
+        practitioner = schedule.practitioner_id
         for day in _days(first_day, last_day):
             for starts, ends in schedule.ranges_on(day):
                 key = (day, starts, ends)
@@ -302,9 +307,11 @@ def free_starts(
                 for start in grids[key]:
                     if start < earliest_us or start > latest_us:
                         continue
-                    if blocked.overlaps(start - before_us, start + duration_us + after_us):
+                    # Does [start - buffer_before, end + buffer_after) meet a blocked interval?
+                    count = bisect_left(block_starts, start + reach_after)
+                    if count and block_max_ends[count - 1] > start - before_us:
                         continue
-                    found.append((start, order, schedule.practitioner_id))
+                    found.append((start, order, practitioner))
     found.sort()
     return [FreeStart(_from_us(start), practitioner) for start, _, practitioner in found]
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.scheduling.availability import (
     DEFAULT_STEP,
-    UTC,
     Busy,
     ClinicRules,
     FreeStart,
@@ -101,12 +100,14 @@ def propose_course(
     time, the day nearest the target (target, +1, -1, +2, -2, ...), the time nearest the first
     session's, then the order of `schedules`.
     """
-    by_id = _index(schedules, preferred_practitioner_id)
-    missing = [k for k in range(2, sessions + 1) if k not in gaps]
     if sessions < 1:
         raise ValueError("a course has at least one session")
+    missing = [k for k in range(2, sessions + 1) if k not in gaps]
     if missing:
         raise ValueError(f"no gap rule for session position(s) {missing}")
+    if first_start.tzinfo is None or first_start.utcoffset() is None:
+        raise ValueError("first_start must be a timezone-aware datetime")
+    by_id = _index(schedules, preferred_practitioner_id)
 
     zone = rules.zone
     local_first = first_start.astimezone(zone)
@@ -130,8 +131,17 @@ def propose_course(
     for position in range(2, sessions + 1):
         # Earlier sessions of this proposal are not in the database yet; block them here.
         current = _with_proposed(by_id, placed, treatment)
-        outcome = _place(position, gaps[position], placed[-1], treatment, current, rules, prefs,
-                         now=now, step=step)  # fmt: skip
+        outcome = _place(
+            position,
+            gaps[position],
+            placed[-1],
+            treatment,
+            current,
+            rules,
+            prefs,
+            now=now,
+            step=step,
+        )
         if isinstance(outcome, str):
             return CourseProposal(tuple(placed), False, failed_position=position, failure=outcome)
         placed.append(outcome)
@@ -228,13 +238,14 @@ def _place(
     gap = (local.date() - previous.local_date).days
     flags, reasons = _deviations(best, gap, rule, prefs, zone, first_day, last_day)
     if flags:
+        preferred = schedules[prefs.practitioner_id]
         missed = _why_target_missed(
-            treatment, schedules[prefs.practitioner_id], rules, target_day, prefs, previous,
-            now=now, step=step,
-        )  # fmt: skip
+            treatment, preferred, rules, target_day, prefs, previous, now=now, step=step
+        )
         reasons = (missed, *reasons)
-    return _session(position, best.start, best.practitioner_id, treatment, zone, gap,
-                    flags, reasons)  # fmt: skip
+    return _session(
+        position, best.start, best.practitioner_id, treatment, zone, gap, flags, reasons
+    )
 
 
 def _day_rank(day: date, target_day: date) -> int:
@@ -309,7 +320,8 @@ def _why_target_missed(
     if target is None:
         return f"target {wanted} not available: that local time does not exist that day"
     problem = why_not_free(treatment, preferred, rules, target, now=now, step=step)
-    if problem is None and target < previous.end:
+    if problem is None:
+        # Free on its own, so only the course's own order can have excluded it.
         problem = f"it would start before session {previous.position} ends"
     return f"target {wanted} not available: {problem}"
 
