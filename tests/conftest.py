@@ -193,3 +193,68 @@ def make_settings(**overrides: Any) -> Settings:
 @pytest.fixture
 def settings(twilio: StandIn, smtp: SmtpSink) -> Settings:
     return make_settings(twilio_api_url=twilio.url, smtp_port=smtp.port)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Any
+
+
+@dataclass
+class BookingApi:
+    """The booking service on a real socket, with the demo clinic and a token per role."""
+
+    base: str
+    http: Any
+    pool: asyncpg.Pool
+    clock: FrozenClock
+    tokens: dict[str, str]
+    clinic_id: int
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        role: str | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        params: Any = None,
+    ) -> Reply:
+        all_headers = dict(headers or {})
+        if role is not None:
+            all_headers["Authorization"] = f"Bearer {self.tokens[role]}"
+        async with self.http.request(
+            method, self.base + path, json=json, headers=all_headers, params=params
+        ) as response:
+            if response.content_type in ("application/json", "application/problem+json"):
+                body = await response.json(content_type=None)
+            else:
+                body = await response.text()
+            return Reply(response.status, body, response.headers)
+
+
+@pytest.fixture
+async def booking_api(
+    settings: Settings, clock: FrozenClock, db_url: str, pool: asyncpg.Pool
+) -> AsyncIterator[BookingApi]:
+    import aiohttp
+
+    from services.booking.app import create_app
+    from services.devkit.demo_data import seed_demo_data
+    from shared.store import staff_tokens
+
+    async with pool.acquire() as conn:
+        await seed_demo_data(conn)
+    clinic_id = int(await pool.fetchval("SELECT min(id) FROM clinic"))
+    tokens = {}
+    for role in staff_tokens.ROLES:
+        tokens[role], _ = await staff_tokens.create_token(
+            pool, name=f"test {role}", role=role, now=clock.now()
+        )
+    runner, base = await serve_app(create_app(settings, clock, db_url))
+    async with aiohttp.ClientSession() as http:
+        yield BookingApi(base, http, pool, clock, tokens, clinic_id)
+    await runner.cleanup()

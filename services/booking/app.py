@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from services.booking.auth import require_role, staff_of
+import services.booking.api as api_package
+from services.booking.api import API
+from services.booking.api.docs import install_docs
 from shared.clock import Clock
 from shared.config import Settings
 from shared.store import clinics
 from shared.web import POOL, create_base_app
 
 TEMPLATES = web.AppKey("templates", Environment)
+
+
+def _load_api_modules() -> None:
+    # Every module of the api package registers its endpoints on API when imported.
+    for module in pkgutil.iter_modules(api_package.__path__):
+        importlib.import_module(f"{api_package.__name__}.{module.name}")
 
 
 async def home(request: web.Request) -> web.Response:
@@ -26,18 +37,15 @@ async def home(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-@require_role("admin", "front_desk", "clinician")
-async def whoami(request: web.Request) -> web.Response:
-    staff = staff_of(request)
-    return web.json_response({"id": staff.id, "name": staff.name, "role": staff.role})
-
-
 def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Application:
     app = create_base_app("booking", settings, clock, database_url)
-    app[TEMPLATES] = Environment(
+    templates = Environment(
         loader=PackageLoader("services.booking", "templates"),
         autoescape=select_autoescape(["html"]),
     )
+    app[TEMPLATES] = templates
     app.router.add_get("/", home)
-    app.router.add_get("/api/v1/me", whoami)
+    _load_api_modules()
+    API.install(app)
+    install_docs(app, templates)
     return app

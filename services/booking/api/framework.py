@@ -1,0 +1,481 @@
+"""A thin layer over aiohttp routes: each endpoint declares its pydantic models, roles and errors
+once, and the same declaration validates requests and generates the OpenAPI document, so the two
+cannot drift apart.
+
+Handlers receive a `Ctx` and return a pydantic model (sent as JSON), a list of models, or an
+aiohttp response. Domain failures are raised as `ApiError` and leave as problem+json.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from shared.clock import Clock
+from shared.logging import request_id_var
+from shared.store import staff_tokens
+from shared.store.audit import Actor
+from shared.store.staff_tokens import Role, StaffToken
+from shared.web import CLOCK, POOL, problem
+
+PROBLEM_BASE = "https://regimen.dev/problems/"
+
+
+class ApiError(Exception):
+    """A failure the client should see as problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        type_: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.type_ = PROBLEM_BASE + type_ if type_ else "about:blank"
+        self.errors = errors
+        self.headers = headers
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        return problem(
+            self.status,
+            self.title,
+            detail=self.detail,
+            type_=self.type_,
+            errors=self.errors,
+            headers=self.headers,
+            **self.extra,
+        )
+
+
+def not_found(what: str, ident: object) -> ApiError:
+    return ApiError(404, "Not Found", f"no {what} with id {ident}", type_="not-found")
+
+
+def invalid(path: str, message: str, *, where: str = "body") -> ApiError:
+    """A 422 naming one bad field, for rules pydantic cannot check alone."""
+    return ApiError(
+        422,
+        "Unprocessable Content",
+        f"{path}: {message}",
+        type_="validation",
+        errors=[{"in": where, "path": path, "message": message}],
+    )
+
+
+@dataclass
+class Ctx:
+    request: web.Request
+    pool: asyncpg.Pool
+    clock: Clock
+    now: datetime
+    staff: StaffToken | None
+    body: Any = None
+    query: Any = None
+    path: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> Actor:
+        if self.staff is None:
+            return Actor("patient", None, "public booking")
+        return Actor("staff", self.staff.id, f"{self.staff.name} ({self.staff.role})")
+
+    @property
+    def request_id(self) -> str | None:
+        return request_id_var.get()
+
+    def if_match(self) -> int:
+        """The version the client last saw, from If-Match; required for every update."""
+        header = self.request.headers.get("If-Match")
+        if header is None:
+            raise ApiError(
+                428,
+                "Precondition Required",
+                "send If-Match with the ETag you last read, so that you do not overwrite "
+                "someone else's change",
+                type_="if-match-required",
+            )
+        match = re.fullmatch(r'(?:W/)?"(\d+)"', header.strip())
+        if match is None:
+            raise ApiError(412, "Precondition Failed", "If-Match is not an ETag we issued")
+        return int(match[1])
+
+
+Handler = Callable[[Ctx], Awaitable[Any]]
+RateLimiter = Callable[[web.Request, Ctx], Awaitable[None]]
+
+
+@dataclass
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    roles: tuple[Role, ...] | None  # None: public, no token
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: Any  # a model, list[model], or None for no content
+    status: int
+    errors: tuple[int, ...]
+    rate_limit: RateLimiter | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+def _location_path(loc: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in loc) or "(root)"
+
+
+def validation_problem(error: ValidationError, where: str) -> ApiError:
+    errors = [
+        {
+            "in": where,
+            "path": _location_path(item["loc"]),
+            "message": item["msg"],
+            "code": item["type"],
+        }
+        for item in error.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:3])
+    return ApiError(422, "Unprocessable Content", summary, type_="validation", errors=errors)
+
+
+async def authenticate(request: web.Request, roles: tuple[Role, ...], now: datetime) -> StaffToken:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "send an admin API token as 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="regimen"'},
+        )
+    staff = await staff_tokens.authenticate(request.app[POOL], token.strip(), now=now)
+    if staff is None:
+        raise ApiError(
+            401,
+            "Unauthorized",
+            "the token is unknown or revoked",
+            headers={"WWW-Authenticate": 'Bearer realm="regimen", error="invalid_token"'},
+        )
+    if staff.role not in roles:
+        raise ApiError(403, "Forbidden", f"the {staff.role} role may not do this")
+    return staff
+
+
+def _serialise(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if isinstance(result, list):
+        return [_serialise(item) for item in result]
+    return result
+
+
+class Api:
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        roles: Sequence[Role] | None,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        errors: Sequence[int] = (),
+        rate_limit: RateLimiter | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(
+                Endpoint(
+                    method=method.upper(),
+                    path=path,
+                    handler=handler,
+                    summary=summary,
+                    tag=tag,
+                    roles=tuple(roles) if roles is not None else None,
+                    body=body,
+                    query=query,
+                    response=response,
+                    status=status,
+                    errors=tuple(errors),
+                    rate_limit=rate_limit,
+                )
+            )
+            return handler
+
+        return register
+
+    def install(self, app: web.Application) -> None:
+        for endpoint in self.endpoints:
+            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
+
+
+def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        clock = request.app[CLOCK]
+        now = clock.now()
+        ctx = Ctx(request, request.app[POOL], clock, now, staff=None)
+        try:
+            if endpoint.roles is not None:
+                ctx.staff = await authenticate(request, endpoint.roles, now)
+            if endpoint.rate_limit is not None:
+                await endpoint.rate_limit(request, ctx)
+            ctx.path = _path_ids(request)
+            if endpoint.query is not None:
+                ctx.query = _parse_query(request, endpoint.query)
+            if endpoint.body is not None:
+                ctx.body = await _parse_body(request, endpoint.body)
+            result = await endpoint.handler(ctx)
+        except ApiError as error:
+            return error.response()
+        if isinstance(result, web.StreamResponse):
+            return result
+        if result is None:
+            return web.Response(status=204)
+        response = web.json_response(_serialise(result), status=endpoint.status)
+        version = getattr(result, "version", None)
+        if isinstance(version, int):
+            response.headers["ETag"] = f'"{version}"'
+        return response
+
+    handle.__name__ = endpoint.operation_id
+    return handle
+
+
+def _path_ids(request: web.Request) -> dict[str, int]:
+    ids = {}
+    for name, value in request.match_info.items():
+        # Ids are positive integers; anything else cannot name a resource.
+        if not value.isdigit() or len(value) > 18 or int(value) == 0:
+            raise ApiError(404, "Not Found", f"{name} {value!r} does not exist", type_="not-found")
+        ids[name] = int(value)
+    return ids
+
+
+def _parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw: dict[str, Any] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        field_info = model.model_fields.get(key)
+        is_list = field_info is not None and "list" in str(field_info.annotation)
+        raw[key] = values if is_list else values[-1]
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise validation_problem(error, "query") from None
+
+
+async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    if request.content_type != "application/json":
+        raise ApiError(
+            415,
+            "Unsupported Media Type",
+            "send the request body as application/json",
+            type_="unsupported-media-type",
+        )
+    try:
+        raw = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "Bad Request", "the body is not valid JSON", type_="bad-json") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise validation_problem(error, "body") from None
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+
+_STATUS_TITLES = {
+    400: "Bad request",
+    401: "No or invalid token",
+    403: "The token's role may not do this",
+    404: "Not found",
+    409: "Conflict with the current state",
+    412: "The resource changed since you read it",
+    415: "Body is not JSON",
+    422: "Invalid fields (each named by its path)",
+    428: "If-Match is required",
+    429: "Too many requests",
+}
+
+
+def _model_of(response: Any) -> tuple[type[BaseModel] | None, bool]:
+    origin = getattr(response, "__origin__", None)
+    if origin is list:
+        return response.__args__[0], True
+    return response, False
+
+
+def build_openapi(api: Api, *, title: str, version: str, description: str) -> dict[str, Any]:
+    models: list[tuple[type[BaseModel], str]] = []
+    for endpoint in api.endpoints:
+        if endpoint.body is not None:
+            models.append((endpoint.body, "validation"))
+        response_model, _ = _model_of(endpoint.response)
+        if response_model is not None:
+            models.append((response_model, "serialization"))
+    unique = list(dict.fromkeys(models))
+    refs, schema = models_json_schema(unique, ref_template="#/components/schemas/{model}")
+    components: dict[str, Any] = dict(schema.get("$defs", {}))
+    components["Problem"] = {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "required": ["type", "title", "status"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["path", "message"],
+                    "properties": {
+                        "in": {"type": "string"},
+                        "path": {"type": "string"},
+                        "message": {"type": "string"},
+                        "code": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "additionalProperties": True,
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in api.endpoints:
+        operation: dict[str, Any] = {
+            "operationId": endpoint.operation_id,
+            "summary": endpoint.summary,
+            "tags": [endpoint.tag],
+            "responses": {},
+        }
+        if endpoint.handler.__doc__:
+            operation["description"] = " ".join(endpoint.handler.__doc__.split())
+        parameters = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+            for name in re.findall(r"{(\w+)}", endpoint.path)
+        ]
+        if endpoint.query is not None:
+            query_schema = endpoint.query.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            for defs_name, defs in query_schema.pop("$defs", {}).items():
+                components.setdefault(defs_name, defs)
+            required = set(query_schema.get("required", []))
+            for name, prop in query_schema.get("properties", {}).items():
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in required,
+                        "schema": prop,
+                        **({"description": prop["description"]} if "description" in prop else {}),
+                    }
+                )
+        if endpoint.method in ("PATCH", "PUT") or any(code == 428 for code in endpoint.errors):
+            parameters.append(
+                {
+                    "name": "If-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "the ETag last read; required (428 without it)",
+                }
+            )
+        if any(code == 409 for code in endpoint.errors) and endpoint.method == "POST":
+            parameters.append(
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 200},
+                    "description": "retry safely: the same key and body give the same answer",
+                }
+            )
+        if parameters:
+            operation["parameters"] = parameters
+        if endpoint.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(endpoint.body, "validation")]}},
+            }
+        response_model, is_list = _model_of(endpoint.response)
+        if response_model is None:
+            operation["responses"][str(endpoint.status)] = {"description": "done"}
+        else:
+            ref = refs[(response_model, "serialization")]
+            body_schema = {"type": "array", "items": ref} if is_list else ref
+            operation["responses"][str(endpoint.status)] = {
+                "description": "success",
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        error_codes = set(endpoint.errors)
+        if endpoint.body is not None or endpoint.query is not None:
+            error_codes |= {422}
+        if endpoint.body is not None:
+            error_codes |= {400, 415}
+        if endpoint.roles is not None:
+            error_codes |= {401, 403}
+            operation["security"] = [{"bearer": []}]
+        else:
+            operation["security"] = []
+        if endpoint.rate_limit is not None:
+            error_codes |= {429}
+        if re.search(r"{\w+}", endpoint.path):
+            error_codes |= {404}
+        for code in sorted(error_codes):
+            operation["responses"][str(code)] = {
+                "description": _STATUS_TITLES.get(code, "error"),
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from `regimen token create`",
+                }
+            },
+        },
+    }

@@ -1,0 +1,43 @@
+"""The appointment state machine. Transitions are explicit: anything not listed is refused."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Status = Literal["held", "booked", "confirmed", "checked_in", "completed", "cancelled", "no_show"]
+
+STATUSES: tuple[Status, ...] = (
+    "held",
+    "booked",
+    "confirmed",
+    "checked_in",
+    "completed",
+    "cancelled",
+    "no_show",
+)
+
+# Active appointments occupy their practitioner's time (the exclusion constraint's WHERE clause).
+ACTIVE: frozenset[Status] = frozenset({"held", "booked", "confirmed", "checked_in"})
+TERMINAL: frozenset[Status] = frozenset({"completed", "cancelled", "no_show"})
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    "held": frozenset({"booked", "cancelled"}),
+    "booked": frozenset({"confirmed", "checked_in", "cancelled", "no_show"}),
+    "confirmed": frozenset({"checked_in", "cancelled", "no_show"}),
+    "checked_in": frozenset({"completed", "cancelled"}),
+    "completed": frozenset(),
+    "cancelled": frozenset(),
+    "no_show": frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, current: Status, wanted: Status) -> None:
+        super().__init__(f"an appointment that is {current} cannot become {wanted}")
+        self.current = current
+        self.wanted = wanted
+
+
+def check_transition(current: Status, wanted: Status) -> None:
+    if wanted not in TRANSITIONS[current]:
+        raise IllegalTransition(current, wanted)

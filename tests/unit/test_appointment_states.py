@@ -1,0 +1,43 @@
+"""Every transition of the appointment state machine, allowed and refused."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from shared.domain.appointment_states import (
+    ACTIVE,
+    STATUSES,
+    IllegalTransition,
+    check_transition,
+)
+
+ALLOWED = {
+    ("held", "booked"),
+    ("held", "cancelled"),
+    ("booked", "confirmed"),
+    ("booked", "checked_in"),
+    ("booked", "cancelled"),
+    ("booked", "no_show"),
+    ("confirmed", "checked_in"),
+    ("confirmed", "cancelled"),
+    ("confirmed", "no_show"),
+    ("checked_in", "completed"),
+    ("checked_in", "cancelled"),
+}
+
+
+@pytest.mark.parametrize(("current", "wanted"), list(itertools.product(STATUSES, STATUSES)))
+def test_transition(current: str, wanted: str) -> None:
+    if (current, wanted) in ALLOWED:
+        check_transition(current, wanted)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(IllegalTransition) as caught:
+            check_transition(current, wanted)  # type: ignore[arg-type]
+        assert caught.value.current == current
+
+
+def test_every_active_state_can_be_cancelled() -> None:
+    for status in ACTIVE:
+        check_transition(status, "cancelled")
