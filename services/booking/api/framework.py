@@ -8,6 +8,7 @@ aiohttp response. Domain failures are raised as `ApiError` and leave as problem+
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from shared.clock import Clock
@@ -479,3 +480,42 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
             },
         },
     }
+
+
+# -- pagination ------------------------------------------------------------------------------------
+
+
+class PageQuery(BaseModel):
+    """Keyset pagination: `cursor` is the opaque `next_cursor` of the previous page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=200, description="items per page")
+    cursor: str | None = Field(None, max_length=100, description="next_cursor of the last page")
+
+    def after_id(self) -> int | None:
+        return decode_cursor(self.cursor)
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind != "id" or not value.isdigit():
+            raise ValueError(cursor)
+        return int(value)
+    except ValueError:
+        raise invalid("cursor", "not a cursor this API issued", where="query") from None
+
+
+def next_cursor(items: Sequence[Any], limit: int) -> str | None:
+    """A cursor after the last item when the page is full (there may be more)."""
+    if len(items) < limit:
+        return None
+    return encode_cursor(items[-1].id)

@@ -1,0 +1,284 @@
+"""Patients and their consents (owner of `patient` and `patient_consent`).
+
+Consents are append-only: each change is a new timestamped row with its source and wording
+version, and the current consent of a kind is the newest row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+import asyncpg
+
+Executor = asyncpg.Connection | asyncpg.Pool
+ConsentKind = Literal["care_sms", "care_email", "marketing_sms", "marketing_email"]
+CONSENT_KINDS: tuple[ConsentKind, ...] = (
+    "care_sms",
+    "care_email",
+    "marketing_sms",
+    "marketing_email",
+)
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: int
+    clinic_id: int
+    first_name: str
+    last_name: str
+    mobile: str | None
+    email: str | None
+    date_of_birth: date | None
+    allergies: str
+    medications: str
+    screening: dict[str, Any]
+    notes: str
+    language: str
+    time_zone: str | None
+    sms_opted_out_at: datetime | None
+    erased_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Consent:
+    kind: ConsentKind
+    granted: bool
+    source: str
+    wording_version: str
+    recorded_at: datetime
+
+
+class StaleVersion(Exception):
+    """The patient changed since the caller read it."""
+
+
+async def create(
+    conn: Executor,
+    *,
+    clinic_id: int,
+    first_name: str,
+    last_name: str,
+    mobile: str | None,
+    email: str | None,
+    date_of_birth: date | None,
+    allergies: str = "",
+    medications: str = "",
+    screening: dict[str, Any] | None = None,
+    notes: str = "",
+    language: str = "en",
+    now: datetime,
+) -> int:
+    return int(
+        await conn.fetchval(
+            """
+            INSERT INTO patient (clinic_id, first_name, last_name, mobile, email, date_of_birth,
+                allergies, medications, screening, notes, language, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+            RETURNING id
+            """,
+            clinic_id,
+            first_name,
+            last_name,
+            mobile,
+            email,
+            date_of_birth,
+            allergies,
+            medications,
+            screening or {},
+            notes,
+            language,
+            now,
+        )
+    )
+
+
+async def get(db: Executor, patient_id: int) -> Patient | None:
+    row = await db.fetchrow(
+        """
+        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
+               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
+               version, created_at, updated_at
+        FROM patient WHERE id = $1
+        """,
+        patient_id,
+    )
+    return None if row is None else Patient(**dict(row))
+
+
+# Columns staff and patients may change; anything else is set by dedicated functions.
+UPDATABLE = (
+    "first_name",
+    "last_name",
+    "mobile",
+    "email",
+    "date_of_birth",
+    "allergies",
+    "medications",
+    "screening",
+    "notes",
+    "language",
+    "time_zone",
+)
+
+
+async def update(
+    conn: Executor,
+    patient_id: int,
+    *,
+    expected_version: int,
+    changes: dict[str, Any],
+    now: datetime,
+) -> Patient | None:
+    """Apply `changes` (keys from UPDATABLE) if the version still matches.
+
+    Returns None for an unknown patient; raises StaleVersion when someone changed it first.
+    """
+    unknown = set(changes) - set(UPDATABLE)
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    # One fixed statement: each column keeps its value unless its flag says it was sent.
+    row = await conn.fetchrow(
+        """
+        UPDATE patient SET
+            first_name    = CASE WHEN $3  THEN $4  ELSE first_name END,
+            last_name     = CASE WHEN $5  THEN $6  ELSE last_name END,
+            mobile        = CASE WHEN $7  THEN $8  ELSE mobile END,
+            email         = CASE WHEN $9  THEN $10 ELSE email END,
+            date_of_birth = CASE WHEN $11 THEN $12 ELSE date_of_birth END,
+            allergies     = CASE WHEN $13 THEN $14 ELSE allergies END,
+            medications   = CASE WHEN $15 THEN $16 ELSE medications END,
+            screening     = CASE WHEN $17 THEN $18 ELSE screening END,
+            notes         = CASE WHEN $19 THEN $20 ELSE notes END,
+            language      = CASE WHEN $21 THEN $22 ELSE language END,
+            time_zone     = CASE WHEN $23 THEN $24 ELSE time_zone END,
+            version = version + 1,
+            updated_at = $25
+        WHERE id = $1 AND version = $2
+        RETURNING id
+        """,
+        patient_id,
+        expected_version,
+        *[item for name in UPDATABLE for item in (name in changes, changes.get(name))],
+        now,
+    )
+    if row is None:
+        if await get(conn, patient_id) is None:
+            return None
+        raise StaleVersion()
+    return await get(conn, patient_id)
+
+
+async def search(
+    db: Executor,
+    *,
+    clinic_id: int,
+    name: str | None,
+    mobile: str | None,
+    email: str | None,
+    after_id: int | None,
+    limit: int,
+) -> list[Patient]:
+    """Patients matching every given filter: name by similarity (typos forgiven), phone and email
+    exactly (after normalisation by the caller); ordered by id for keyset pagination."""
+    rows = await db.fetch(
+        """
+        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
+               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
+               version, created_at, updated_at
+        FROM patient
+        WHERE clinic_id = $1
+          AND erased_at IS NULL
+          AND ($2::text IS NULL
+               OR lower(first_name || ' ' || last_name) % lower($2)
+               OR lower(first_name || ' ' || last_name) LIKE '%' || lower($2) || '%')
+          AND ($3::text IS NULL OR mobile = $3)
+          AND ($4::text IS NULL OR lower(email) = lower($4))
+          AND ($5::bigint IS NULL OR id > $5)
+        ORDER BY id
+        LIMIT $6
+        """,
+        clinic_id,
+        name,
+        mobile,
+        email,
+        after_id,
+        limit,
+    )
+    return [Patient(**dict(r)) for r in rows]
+
+
+async def find_by_contact(
+    db: Executor, *, clinic_id: int, mobile: str | None, email: str | None
+) -> Patient | None:
+    """The patient a public booking belongs to: same mobile, or same email, not erased."""
+    row = await db.fetchrow(
+        """
+        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
+               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
+               version, created_at, updated_at
+        FROM patient
+        WHERE clinic_id = $1 AND erased_at IS NULL
+          AND (($2::text IS NOT NULL AND mobile = $2)
+               OR ($3::text IS NOT NULL AND lower(email) = lower($3)))
+        ORDER BY (mobile = $2) DESC NULLS LAST, id
+        LIMIT 1
+        """,
+        clinic_id,
+        mobile,
+        email,
+    )
+    return None if row is None else Patient(**dict(row))
+
+
+async def record_consent(
+    conn: Executor,
+    patient_id: int,
+    *,
+    kind: ConsentKind,
+    granted: bool,
+    source: str,
+    wording_version: str,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO patient_consent (patient_id, kind, granted, source, wording_version,
+                                     recorded_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        """,
+        patient_id,
+        kind,
+        granted,
+        source,
+        wording_version,
+        now,
+    )
+
+
+async def current_consents(db: Executor, patient_id: int) -> dict[ConsentKind, Consent]:
+    """The newest consent row of each kind; a kind never asked about is absent (not granted)."""
+    rows = await db.fetch(
+        """
+        SELECT DISTINCT ON (kind) kind, granted, source, wording_version, recorded_at
+        FROM patient_consent WHERE patient_id = $1
+        ORDER BY kind, recorded_at DESC, id DESC
+        """,
+        patient_id,
+    )
+    return {row["kind"]: Consent(**dict(row)) for row in rows}
+
+
+async def consent_history(db: Executor, patient_id: int) -> list[Consent]:
+    rows = await db.fetch(
+        """
+        SELECT kind, granted, source, wording_version, recorded_at
+        FROM patient_consent WHERE patient_id = $1 ORDER BY recorded_at, id
+        """,
+        patient_id,
+    )
+    return [Consent(**dict(r)) for r in rows]
