@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from datetime import timedelta
 
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -11,10 +12,19 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 import services.booking.api as api_package
 from services.booking.api import API
 from services.booking.api.docs import install_docs
+from services.booking.idempotency import purge_keys
+from services.booking.ratelimit import purge_counters
 from shared.clock import Clock
 from shared.config import Settings
 from shared.store import clinics
+from shared.sweeps import Sweep, install_sweeps
 from shared.web import POOL, create_base_app
+
+# Housekeeping of tables only the booking service uses; any replica may run it.
+BOOKING_SWEEPS = [
+    Sweep("purge-rate-limit-counters", timedelta(minutes=5), purge_counters),
+    Sweep("purge-idempotency-keys", timedelta(hours=1), purge_keys),
+]
 
 TEMPLATES = web.AppKey("templates", Environment)
 
@@ -48,4 +58,5 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
     _load_api_modules()
     API.install(app)
     install_docs(app, templates)
+    install_sweeps(app, BOOKING_SWEEPS)
     return app

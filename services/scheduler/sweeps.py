@@ -1,8 +1,16 @@
-"""The scheduler's sweeps. Each one is a small function over the pool and the clock; the
-scheduling issues add theirs here (holds expiring, reminders due, no-shows, escalations)."""
+"""The scheduler's sweeps. Each one is a small function over the pool and the clock; every
+durable fact lives in our tables, so any number of scheduler replicas may run them."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from services.scheduler.holds import EXPIRE_HOLDS
+from services.scheduler.no_shows import mark_no_shows
 from shared.sweeps import Sweep
 
-DEFAULT_SWEEPS: list[Sweep] = []
+DEFAULT_SWEEPS: list[Sweep] = [
+    EXPIRE_HOLDS,
+    # No-shows are decided a grace period after the end; once a minute is plenty.
+    Sweep("mark-no-shows", timedelta(seconds=60), mark_no_shows),
+]

@@ -22,8 +22,7 @@ from shared.scheduling.availability import (
     WorkingRange,
 )
 from shared.scheduling.course import GapRule
-from shared.store import appointments
-from shared.store import schedule_reads as schedules
+from shared.store import appointments, clinics, schedules
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -158,7 +157,7 @@ async def load_schedules(
     exclude_appointment_ids: Sequence[int] = (),
 ) -> list[PractitionerSchedule]:
     """Schedules of the clinic's active practitioners (or only `practitioner_ids`), in id order."""
-    ids = await schedules.active_practitioner_ids(db, clinic_id, practitioner_ids)
+    ids = await clinics.active_practitioner_ids(db, clinic_id, practitioner_ids)
     if not ids:
         return []
     window = utc_window(first_day, last_day, zone)

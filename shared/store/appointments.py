@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -262,3 +262,384 @@ async def history(db: Executor, appointment_id: int) -> list[dict[str, Any]]:
         appointment_id,
     )
     return [dict(r) for r in rows]
+
+
+# -- reads for the admin API, moves, review flags, the no-show sweep ---------------------------
+
+
+async def list_page(
+    db: Executor,
+    *,
+    practitioner_id: int | None,
+    patient_id: int | None,
+    series_id: int | None,
+    statuses: list[str] | None,
+    first_day: date | None,
+    last_day: date | None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[Appointment]:
+    """Appointments matching every given filter, ordered by (start, id) for keyset pagination:
+    `after` is the (start, id) of the last row of the previous page. `first_day`..`last_day`
+    are local dates in each appointment's clinic zone (inclusive)."""
+    rows = await db.fetch(
+        """
+        SELECT a.* FROM appointment_detail a JOIN clinic c ON c.id = a.clinic_id
+        WHERE ($1::bigint IS NULL OR a.practitioner_id = $1)
+          AND ($2::bigint IS NULL OR a.patient_id = $2)
+          AND ($3::bigint IS NULL OR a.series_id = $3)
+          AND ($4::text[] IS NULL OR a.status = ANY($4::text[]))
+          AND ($5::date IS NULL OR (a.starts_at AT TIME ZONE c.time_zone)::date >= $5)
+          AND ($6::date IS NULL OR (a.starts_at AT TIME ZONE c.time_zone)::date <= $6)
+          -- the same bounds, widened by a day for any zone, in a form the index can use
+          AND ($5::date IS NULL OR a.starts_at >= ($5::date - 1)::timestamp AT TIME ZONE 'UTC')
+          AND ($6::date IS NULL OR a.starts_at < ($6::date + 2)::timestamp AT TIME ZONE 'UTC')
+          AND ($7::timestamptz IS NULL OR (a.starts_at, a.id) > ($7, $8::bigint))
+        ORDER BY a.starts_at, a.id
+        LIMIT $9
+        """,
+        practitioner_id,
+        patient_id,
+        series_id,
+        statuses,
+        first_day,
+        last_day,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [_appointment(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    """One line of a practitioner's day: the appointment and the names front desk needs."""
+
+    appointment: Appointment
+    patient_name: str | None
+    treatment_name: str
+
+
+async def practitioner_zone(db: Executor, practitioner_id: int) -> tuple[int, str] | None:
+    """(clinic id, clinic time zone) of a practitioner, None if unknown.
+
+    (A read of `practitioner`; belongs with the practitioner store once there is one.)
+    """
+    row = await db.fetchrow(
+        """
+        SELECT p.clinic_id, c.time_zone FROM practitioner p JOIN clinic c ON c.id = p.clinic_id
+        WHERE p.id = $1
+        """,
+        practitioner_id,
+    )
+    return None if row is None else (row["clinic_id"], row["time_zone"])
+
+
+async def schedule_for(
+    db: Executor,
+    practitioner_id: int,
+    start: datetime,
+    end: datetime,
+    *,
+    include_cancelled: bool,
+) -> list[ScheduleEntry]:
+    """A practitioner's appointments starting in [start, end), by start; cancelled ones and
+    no-shows only on request, and never holds (a hold is a form being filled in)."""
+    rows = await db.fetch(
+        """
+        SELECT a.*, t.name AS treatment_name,
+               CASE WHEN p.id IS NULL THEN NULL
+                    ELSE p.first_name || ' ' || p.last_name END AS patient_name
+        FROM appointment_detail a
+        JOIN treatment t ON t.id = a.treatment_id
+        LEFT JOIN patient p ON p.id = a.patient_id
+        WHERE a.practitioner_id = $1 AND a.starts_at >= $2 AND a.starts_at < $3
+          AND a.status <> 'held'
+          AND ($4 OR a.status NOT IN ('cancelled', 'no_show'))
+        ORDER BY a.starts_at, a.id
+        """,
+        practitioner_id,
+        start,
+        end,
+        include_cancelled,
+    )
+    entries = []
+    for row in rows:
+        data = dict(row)
+        patient_name = data.pop("patient_name")
+        treatment_name = data.pop("treatment_name")
+        entries.append(ScheduleEntry(_appointment(data), patient_name, treatment_name))
+    return entries
+
+
+async def for_series(
+    db: Executor, series_id: int, *, for_update: bool = False
+) -> list[Appointment]:
+    """Every appointment of a series (any status), by position then start; `for_update` locks
+    them so that a reschedule can shift later sessions without a concurrent change."""
+    if for_update:
+        rows = await db.fetch(
+            """
+            SELECT * FROM appointment_detail WHERE series_id = $1
+            ORDER BY position NULLS LAST, starts_at, id FOR UPDATE
+            """,
+            series_id,
+        )
+    else:
+        rows = await db.fetch(
+            """
+            SELECT * FROM appointment_detail WHERE series_id = $1
+            ORDER BY position NULLS LAST, starts_at, id
+            """,
+            series_id,
+        )
+    return [_appointment(r) for r in rows]
+
+
+async def move(
+    conn: asyncpg.Connection,
+    appointment_id: int,
+    *,
+    practitioner_id: int,
+    starts_at: datetime,
+    ends_at: datetime,
+    buffer_before: timedelta,
+    buffer_after: timedelta,
+    actor: str,
+    now: datetime,
+    reason: str = "",
+    expected_version: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> Appointment | None:
+    """Give an appointment a new time (and possibly practitioner) inside the caller's
+    transaction, keeping its id and status; writes a history event (from = to = its status).
+
+    None if unknown; raises VersionConflict, and asyncpg.ExclusionViolationError when the new
+    time is taken (the transaction is then aborted).
+    """
+    current = await get(conn, appointment_id, for_update=True)
+    if current is None:
+        return None
+    if expected_version is not None and current.version != expected_version:
+        raise VersionConflict(current)
+    await conn.execute(
+        """
+        UPDATE appointment SET practitioner_id = $2, during = tstzrange($3, $4),
+               blocked = tstzrange($3 - $5::interval, $4 + $6::interval), version = version + 1
+        WHERE id = $1
+        """,
+        appointment_id,
+        practitioner_id,
+        starts_at,
+        ends_at,
+        buffer_before,
+        buffer_after,
+    )
+    moved = {
+        "from": {
+            "starts_at": current.starts_at.isoformat(),
+            "ends_at": current.ends_at.isoformat(),
+            "practitioner_id": current.practitioner_id,
+        },
+        "to": {
+            "starts_at": starts_at.isoformat(),
+            "ends_at": ends_at.isoformat(),
+            "practitioner_id": practitioner_id,
+        },
+    }
+    await _event(
+        conn,
+        appointment_id,
+        now,
+        current.status,
+        current.status,
+        actor,
+        reason,
+        {"moved": moved, **(details or {})},
+    )
+    return await get(conn, appointment_id)
+
+
+async def set_review(
+    conn: asyncpg.Connection,
+    appointment_id: int,
+    *,
+    needs_review: bool,
+    reasons: list[str],
+    actor: str,
+    now: datetime,
+    note: str = "",
+    expected_version: int | None = None,
+) -> Appointment | None:
+    """Raise or clear the clinician-review flag (with its reasons) inside the caller's
+    transaction; the history event keeps the status and records what changed.
+
+    None if unknown; raises VersionConflict.
+    """
+    current = await get(conn, appointment_id, for_update=True)
+    if current is None:
+        return None
+    if expected_version is not None and current.version != expected_version:
+        raise VersionConflict(current)
+    await conn.execute(
+        """
+        UPDATE appointment SET needs_review = $2, review_reasons = $3, version = version + 1
+        WHERE id = $1
+        """,
+        appointment_id,
+        needs_review,
+        reasons,
+    )
+    details = {
+        "review": "flagged" if needs_review else "cleared",
+        "previous_reasons": current.review_reasons,
+        "reasons": reasons,
+    }
+    await _event(conn, appointment_id, now, current.status, current.status, actor, note, details)
+    return await get(conn, appointment_id)
+
+
+@dataclass(frozen=True)
+class NoShow:
+    id: int
+    patient_id: int | None
+    from_status: str
+
+
+async def mark_overdue_no_shows(
+    conn: asyncpg.Connection, *, now: datetime, limit: int
+) -> list[NoShow]:
+    """Booked or confirmed appointments whose end plus their clinic's no-show grace has passed
+    become `no_show` (actor 'system'), at most `limit` per call, inside the caller's transaction.
+
+    SKIP LOCKED: a row that staff are changing right now is left for the next sweep rather than
+    waited for, and two sweeping replicas never take the same row.
+    """
+    rows = await conn.fetch(
+        """
+        WITH due AS (
+            SELECT a.id, a.status FROM appointment a JOIN clinic c ON c.id = a.clinic_id
+            WHERE a.status IN ('booked', 'confirmed')
+              AND lower(a.during) < $1
+              AND upper(a.during) + make_interval(mins => c.no_show_grace_minutes) <= $1
+            ORDER BY lower(a.during)
+            LIMIT $2
+            FOR UPDATE OF a SKIP LOCKED
+        ), marked AS (
+            UPDATE appointment a SET status = 'no_show', status_changed_at = $1,
+                   version = a.version + 1
+            FROM due WHERE a.id = due.id
+            RETURNING a.id, a.patient_id, due.status AS from_status
+        ), events AS (
+            INSERT INTO appointment_event (appointment_id, at, from_status, to_status, actor,
+                                           reason)
+            SELECT id, $1, from_status, 'no_show', 'system',
+                   'not checked in by the end of the appointment plus the no-show grace'
+            FROM marked
+        )
+        SELECT id, patient_id, from_status FROM marked ORDER BY id
+        """,
+        now,
+        limit,
+    )
+    return [NoShow(r["id"], r["patient_id"], r["from_status"]) for r in rows]
+
+
+# -- Booking holds and booking (added for services/booking/booking.py) -----------------------------
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: int
+    clinic_id: int
+    treatment_id: int
+    expires_at: datetime
+    created_at: datetime
+    released_at: datetime | None
+
+
+_HOLD_COLUMNS = "id, clinic_id, treatment_id, expires_at, created_at, released_at"
+
+
+async def insert_hold(
+    conn: asyncpg.Connection,
+    *,
+    clinic_id: int,
+    treatment_id: int,
+    token_hash: bytes,
+    expires_at: datetime,
+    now: datetime,
+) -> int:
+    return int(
+        await conn.fetchval(
+            """
+            INSERT INTO booking_hold (clinic_id, treatment_id, token_hash, expires_at, created_at)
+            VALUES ($1, $2, $3, $4, $5) RETURNING id
+            """,
+            clinic_id,
+            treatment_id,
+            token_hash,
+            expires_at,
+            now,
+        )
+    )
+
+
+async def set_hold_token_hash(conn: asyncpg.Connection, hold_id: int, token_hash: bytes) -> None:
+    """Replace the placeholder hash once the token (derived from the id) is known."""
+    await conn.execute("UPDATE booking_hold SET token_hash = $2 WHERE id = $1", hold_id, token_hash)
+
+
+async def hold_by_token_hash(
+    db: Executor, token_hash: bytes, *, for_update: bool = False
+) -> Hold | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await db.fetchrow(
+        f"SELECT {_HOLD_COLUMNS} FROM booking_hold WHERE token_hash = $1{lock}",  # noqa: S608
+        token_hash,
+    )
+    return None if row is None else Hold(**dict(row))
+
+
+async def end_hold(conn: Executor, hold_id: int, *, now: datetime) -> None:
+    """Mark a hold as finished (released by the patient, or turned into a booking)."""
+    await conn.execute(
+        "UPDATE booking_hold SET released_at = $2 WHERE id = $1 AND released_at IS NULL",
+        hold_id,
+        now,
+    )
+
+
+async def for_hold(db: Executor, hold_id: int) -> list[Appointment]:
+    """Every appointment a hold created (or re-took), whatever its status, in session order."""
+    rows = await db.fetch(
+        "SELECT * FROM appointment_detail WHERE hold_id = $1 ORDER BY starts_at, id", hold_id
+    )
+    return [_appointment(r) for r in rows]
+
+
+async def assign_patient(
+    conn: Executor,
+    appointment_id: int,
+    *,
+    patient_id: int,
+    series_id: int | None,
+    needs_review: bool,
+    review_reasons: list[str],
+) -> None:
+    """Attach the patient (and series) to a held appointment before it becomes booked; review
+    reasons are added to any already there."""
+    await conn.execute(
+        """
+        UPDATE appointment SET patient_id = $2, series_id = $3,
+               needs_review = needs_review OR $4,
+               review_reasons = review_reasons || $5::text[],
+               version = version + 1
+        WHERE id = $1
+        """,
+        appointment_id,
+        patient_id,
+        series_id,
+        needs_review,
+        review_reasons,
+    )

@@ -195,6 +195,9 @@ async def search(
           AND erased_at IS NULL
           AND ($2::text IS NULL
                OR lower(first_name || ' ' || last_name) % lower($2)
+               -- word similarity: one misspelt word of a long name ('rodriges' for 'maria del
+               -- carmen rodriguez') is too unlike the whole name for % alone.
+               OR lower($2) <% lower(first_name || ' ' || last_name)
                OR lower(first_name || ' ' || last_name) LIKE '%' || lower($2) || '%')
           AND ($3::text IS NULL OR mobile = $3)
           AND ($4::text IS NULL OR lower(email) = lower($4))
@@ -282,3 +285,33 @@ async def consent_history(db: Executor, patient_id: int) -> list[Consent]:
         patient_id,
     )
     return [Consent(**dict(r)) for r in rows]
+
+
+# -- erasure (added for the admin API) -------------------------------------------------------------
+
+# What an erased patient's names become: the columns are NOT NULL, and staff looking at an old
+# appointment should see plainly why there is no name.
+ERASED_NAME = "Erased"
+ERASED_FIELDS = ("first_name", "last_name", "mobile", "email")
+MARKETING_KINDS: tuple[ConsentKind, ...] = ("marketing_sms", "marketing_email")
+
+
+async def erase(conn: Executor, patient_id: int, *, now: datetime) -> Patient | None:
+    """Clear the contact data of a patient (EU erasure), keeping the medical fields, consents and
+    appointments, which must stay for the legal period.
+
+    Returns None when the patient is unknown or already erased (one erasure only, so a second
+    request cannot hide behind a fresh erased_at). The caller withdraws marketing consents.
+    """
+    erased = await conn.fetchval(
+        """
+        UPDATE patient SET first_name = $2, last_name = $2, mobile = NULL, email = NULL,
+            erased_at = $3, version = version + 1, updated_at = $3
+        WHERE id = $1 AND erased_at IS NULL
+        RETURNING id
+        """,
+        patient_id,
+        ERASED_NAME,
+        now,
+    )
+    return None if erased is None else await get(conn, patient_id)

@@ -84,3 +84,89 @@ async def set_status(
         status,
         now,
     )
+
+
+# -- admin API: listing, locking, versioned updates ----------------------------------------------
+
+
+class StaleSeries(Exception):
+    """The series changed since the caller read it (If-Match did not match)."""
+
+    def __init__(self, current: Series) -> None:
+        super().__init__(f"series {current.id} is at version {current.version}")
+        self.current = current
+
+
+async def list_page(
+    db: Executor,
+    *,
+    patient_id: int | None,
+    statuses: list[str] | None,
+    after_id: int | None,
+    limit: int,
+) -> list[Series]:
+    """Series matching every given filter, by id (keyset pagination)."""
+    rows = await db.fetch(
+        """
+        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
+               version, created_at, updated_at
+        FROM series
+        WHERE ($1::bigint IS NULL OR patient_id = $1)
+          AND ($2::text[] IS NULL OR status = ANY($2::text[]))
+          AND ($3::bigint IS NULL OR id > $3)
+        ORDER BY id
+        LIMIT $4
+        """,
+        patient_id,
+        statuses,
+        after_id,
+        limit,
+    )
+    return [Series(**dict(r)) for r in rows]
+
+
+async def lock(conn: asyncpg.Connection, series_id: int) -> Series | None:
+    """Read and lock a series for the rest of the caller's transaction: changes that touch
+    several of its sessions (a reschedule with shifts, cancelling the rest of the course) take
+    this lock first, so they run one at a time per series."""
+    row = await conn.fetchrow(
+        """
+        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
+               version, created_at, updated_at
+        FROM series WHERE id = $1 FOR UPDATE
+        """,
+        series_id,
+    )
+    return None if row is None else Series(**dict(row))
+
+
+async def update(
+    conn: asyncpg.Connection,
+    series_id: int,
+    *,
+    plan_notes: str | None,
+    status: SeriesStatus | None,
+    expected_version: int | None,
+    now: datetime,
+) -> Series | None:
+    """Change the plan notes and/or status (None leaves a field alone) if the version matches.
+
+    None if unknown; raises StaleSeries when someone changed it first.
+    """
+    current = await lock(conn, series_id)
+    if current is None:
+        return None
+    if expected_version is not None and current.version != expected_version:
+        raise StaleSeries(current)
+    await conn.execute(
+        """
+        UPDATE series SET plan_notes = coalesce($2, plan_notes), status = coalesce($3, status),
+               version = version + 1, updated_at = $4
+        WHERE id = $1
+        """,
+        series_id,
+        plan_notes,
+        status,
+        now,
+    )
+    return await get(conn, series_id)

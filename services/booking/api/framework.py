@@ -137,7 +137,7 @@ class Endpoint:
     status: int
     errors: tuple[int, ...]
     rate_limit: RateLimiter | None
-    headers: dict[str, str] = field(default_factory=dict)
+    idempotent: bool = False  # honours Idempotency-Key (the handler must use idempotency.run)
 
     @property
     def operation_id(self) -> str:
@@ -211,6 +211,7 @@ class Api:
         status: int = 200,
         errors: Sequence[int] = (),
         rate_limit: RateLimiter | None = None,
+        idempotent: bool = False,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -227,6 +228,7 @@ class Api:
                     status=status,
                     errors=tuple(errors),
                     rate_limit=rate_limit,
+                    idempotent=idempotent,
                 )
             )
             return handler
@@ -406,17 +408,18 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                         **({"description": prop["description"]} if "description" in prop else {}),
                     }
                 )
-        if endpoint.method in ("PATCH", "PUT") or any(code == 428 for code in endpoint.errors):
+        if 428 in endpoint.errors:
+            # Documented as optional so that clients see the 428 that explains what to send.
             parameters.append(
                 {
                     "name": "If-Match",
                     "in": "header",
                     "required": False,
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": '^(W/)?"[0-9]+"$'},
                     "description": "the ETag last read; required (428 without it)",
                 }
             )
-        if any(code == 409 for code in endpoint.errors) and endpoint.method == "POST":
+        if endpoint.idempotent:
             parameters.append(
                 {
                     "name": "Idempotency-Key",

@@ -118,7 +118,9 @@ CREATE TABLE appointment (
     status_changed_at timestamptz NOT NULL,
     version          integer   NOT NULL DEFAULT 1,
     created_at       timestamptz NOT NULL,
-    CHECK (status = 'held' OR patient_id IS NOT NULL),
+    -- Only a hold (and a hold that lapsed) may lack a patient.
+    CONSTRAINT appointment_patient_check CHECK (
+        patient_id IS NOT NULL OR (hold_id IS NOT NULL AND status IN ('held', 'cancelled'))),
     CONSTRAINT appointment_no_double_booking EXCLUDE USING gist (
         practitioner_id WITH =, blocked WITH &&
     ) WHERE (status IN ('held', 'booked', 'confirmed', 'checked_in'))

@@ -1,0 +1,825 @@
+"""Appointments in the admin API: lists, a practitioner's day or week, one appointment with its
+history, the state actions, cancelling and rescheduling.
+
+Roles, by what each job needs:
+
+| endpoint                                   | admin | front_desk | clinician |
+| ------------------------------------------ | ----- | ---------- | --------- |
+| list, schedule, one appointment (reads)    | yes   | yes        | yes       |
+| confirm (on the patient's behalf)          | yes   | yes        | no        |
+| check-in                                   | yes   | yes        | no        |
+| no-show                                    | yes   | yes        | no        |
+| cancel (also inside the notice, with reason) | yes | yes        | no        |
+| complete                                   | yes   | no         | yes       |
+| review (clear needs_review, with a note)   | yes   | no         | yes       |
+| reschedule                                 | yes   | yes        | yes       |
+| reschedule below the hard minimum gap      | yes   | no (403)   | yes       |
+
+Every action needs `If-Match` with the version last read (428 without, 412 when stale), so two
+front-desk screens cannot overwrite each other. Every read that returns a patient's appointment
+is written to the audit log (`appointment.read`), every change in the change's own transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+)
+
+from services.booking import appointment_changes as changes
+from services.booking.api import API
+from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from shared.domain.appointment_states import IllegalTransition, Status
+from shared.scheduling.availability import FreeStart
+from shared.scheduling.gaps import Gap, Shift
+from shared.scheduling.loader import load_clinic
+from shared.store import appointments, audit
+from shared.store.appointments import Appointment, ScheduleEntry, VersionConflict
+from shared.store.series import SeriesStatus
+
+READ = ("admin", "front_desk", "clinician")
+DESK = ("admin", "front_desk")
+CLINICAL = ("admin", "clinician")
+OVERRIDE_GAPS = frozenset({"admin", "clinician"})
+TAG = "appointments"
+ACTION_ERRORS = (409, 412, 428)
+
+# -- input types shared with the series module ----------------------------------------------------
+
+MAX_ID = 2**63 - 1  # bigint: a larger number cannot name a row, and must not reach asyncpg
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]  # in a query string, where everything is text
+# In JSON bodies types are strict: the schema says integer, boolean, string, and the fuzzer
+# rightly complains when 0 passes for false or "5" for 5.
+BodyId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+EARLIEST = date(2000, 1, 1)
+LATEST = date(2100, 12, 31)
+# Dates far outside the clinic's life would overflow date arithmetic; nothing real is there.
+LocalDay = Annotated[date, Field(ge=EARLIEST, le=LATEST)]
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded as UTF-8.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return text
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_storable)]
+
+
+def _in_range(moment: datetime) -> datetime:
+    if not EARLIEST.year <= moment.astimezone(UTC).year <= LATEST.year:
+        raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
+    return moment
+
+
+def _iso_text(value: object) -> object:
+    # Lax pydantic would read a number as seconds since 1970; the schema promises a string.
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string with a UTC offset")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
+
+
+# -- output models ---------------------------------------------------------------------------------
+
+
+class HistoryEvent(BaseModel):
+    at: datetime
+    from_status: Status | None
+    to_status: Status
+    actor: str
+    reason: str
+    details: dict[str, Any]
+
+
+class AppointmentOut(BaseModel):
+    id: int
+    clinic_id: int
+    practitioner_id: int
+    treatment_id: int
+    patient_id: int | None
+    series_id: int | None
+    position: int | None
+    status: Status
+    starts_at: datetime = Field(description="UTC")
+    ends_at: datetime = Field(description="UTC")
+    time_zone: str = Field(description="the clinic's IANA zone")
+    starts_local: datetime = Field(description="the start in the clinic's zone, with its offset")
+    ends_local: datetime
+    local_date: date
+    local_time: str = Field(pattern=r"^\d{2}:\d{2}$", description="HH:MM in the clinic's zone")
+    needs_review: bool
+    review_reasons: list[str]
+    source: str
+    cancelled_reason: str | None
+    cancelled_by: str | None
+    status_changed_at: datetime
+    version: int
+    created_at: datetime
+
+
+class AppointmentDetail(AppointmentOut):
+    history: list[HistoryEvent]
+
+
+class AppointmentPage(BaseModel):
+    items: list[AppointmentOut]
+    next_cursor: str | None
+
+
+class ScheduleItem(BaseModel):
+    id: int
+    status: Status
+    starts_at: datetime
+    ends_at: datetime
+    starts_local: datetime
+    ends_local: datetime
+    local_time: str = Field(pattern=r"^\d{2}:\d{2}$")
+    patient_id: int | None
+    patient_name: str | None
+    treatment_id: int
+    treatment_name: str
+    series_id: int | None
+    position: int | None
+    needs_review: bool
+    version: int
+
+
+class ScheduleDay(BaseModel):
+    local_date: date
+    appointments: list[ScheduleItem]
+
+
+class Schedule(BaseModel):
+    practitioner_id: int
+    time_zone: str
+    view: Literal["day", "week"]
+    first_day: date
+    last_day: date
+    days: list[ScheduleDay]
+
+
+GapProblem = Literal["below_minimum", "past_soft_maximum", "needs_clinician_review"]
+
+
+class GapOut(BaseModel):
+    earlier_appointment_id: int
+    later_appointment_id: int
+    earlier_position: int | None
+    later_position: int | None
+    days: int = Field(description="local calendar days between the two starts")
+    min_days: int | None
+    target_days: int | None
+    max_days: int | None
+    problems: list[GapProblem]
+    messages: list[str]
+
+
+class ShiftOut(BaseModel):
+    appointment_id: int
+    position: int | None
+    from_starts_at: datetime
+    from_practitioner_id: int
+    to_starts_at: datetime
+    to_starts_local: datetime
+    to_practitioner_id: int
+    gap_days: int
+    reason: str
+
+
+class Alternative(BaseModel):
+    starts_at: datetime
+    starts_local: datetime
+    practitioner_id: int
+
+
+class RescheduleResult(BaseModel):
+    appointment: AppointmentDetail
+    version: int = Field(description="the appointment's new version (also the ETag)")
+    gaps: list[GapOut]
+    warnings: list[str]
+    review_notes: list[str]
+    overridden: list[str] = Field(description="hard-minimum breaches accepted by the override")
+    proposed_shifts: list[ShiftOut] = Field(
+        description="new times for later sessions the move invalidates; resend with "
+        "shift_later: true to apply them"
+    )
+    applied_shifts: list[ShiftOut]
+    shift_failure: str | None
+    flagged_for_review: list[int]
+
+
+class CancelResult(BaseModel):
+    appointment: AppointmentDetail
+    version: int
+    cancelled_appointment_ids: list[int]
+    override_used: bool
+    series_status: SeriesStatus | None
+
+
+# -- input models ----------------------------------------------------------------------------------
+
+
+class AppointmentQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    practitioner_id: Id | None = None
+    patient_id: Id | None = None
+    series_id: Id | None = None
+    status: list[Status] | None = Field(None, max_length=7, description="repeatable")
+    from_: LocalDay | None = Field(None, alias="from", description="first local date")
+    to: LocalDay | None = Field(None, description="last local date (inclusive)")
+    limit: int = Field(50, ge=1, le=200, description="items per page")
+    cursor: str | None = Field(None, max_length=100, description="next_cursor of the last page")
+
+
+class ScheduleQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    day: LocalDay = Field(alias="date", description="a local date (the week containing it)")
+    view: Literal["day", "week"] = "day"
+    include_cancelled: bool = Field(False, description="also cancelled and no-show appointments")
+
+
+class CancelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[Text, Field(min_length=1, max_length=500)]
+    scope: Literal["this", "rest_of_course"] = "this"
+    override: StrictBool = Field(False, description="cancel inside the cancellation notice anyway")
+    override_reason: Annotated[Text, Field(min_length=3, max_length=500)] | None = Field(
+        None, description="required with override: true; logged"
+    )
+
+
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Annotated[Text, Field(min_length=1, max_length=2000)]
+
+
+class RescheduleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    starts_at: Instant
+    practitioner_id: BodyId | None = Field(None, description="default: the same practitioner")
+    reason: Annotated[Text, Field(max_length=500)] = ""
+    override_reason: Annotated[Text, Field(min_length=3, max_length=500)] | None = Field(
+        None, description="clinician or admin: accept a gap below the hard minimum; logged"
+    )
+    shift_later: StrictBool = Field(
+        False, description="apply the proposed shifts of later sessions"
+    )
+
+
+# -- conversions -----------------------------------------------------------------------------------
+
+
+class Zones:
+    """Clinic zones by clinic id, loaded once per request."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+        self.known: dict[int, ZoneInfo] = {}
+
+    async def of(self, clinic_id: int) -> ZoneInfo:
+        if clinic_id not in self.known:
+            clinic = await load_clinic(self.ctx.pool, clinic_id)
+            self.known[clinic_id] = clinic.zone if clinic is not None else ZoneInfo("UTC")
+        return self.known[clinic_id]
+
+
+def appointment_out(appointment: Appointment, zone: ZoneInfo) -> AppointmentOut:
+    starts_local = appointment.starts_at.astimezone(zone)
+    return AppointmentOut(
+        id=appointment.id,
+        clinic_id=appointment.clinic_id,
+        practitioner_id=appointment.practitioner_id,
+        treatment_id=appointment.treatment_id,
+        patient_id=appointment.patient_id,
+        series_id=appointment.series_id,
+        position=appointment.position,
+        status=appointment.status,
+        starts_at=appointment.starts_at.astimezone(UTC),
+        ends_at=appointment.ends_at.astimezone(UTC),
+        time_zone=zone.key,
+        starts_local=starts_local,
+        ends_local=appointment.ends_at.astimezone(zone),
+        local_date=starts_local.date(),
+        local_time=f"{starts_local:%H:%M}",
+        needs_review=appointment.needs_review,
+        review_reasons=appointment.review_reasons,
+        source=appointment.source,
+        cancelled_reason=appointment.cancelled_reason,
+        cancelled_by=appointment.cancelled_by,
+        status_changed_at=appointment.status_changed_at,
+        version=appointment.version,
+        created_at=appointment.created_at,
+    )
+
+
+async def appointment_detail(ctx: Ctx, appointment: Appointment) -> AppointmentDetail:
+    zone = await Zones(ctx).of(appointment.clinic_id)
+    events = await appointments.history(ctx.pool, appointment.id)
+    return AppointmentDetail(
+        **appointment_out(appointment, zone).model_dump(),
+        history=[HistoryEvent(**event) for event in events],
+    )
+
+
+def gap_out(gap: Gap) -> GapOut:
+    rule = gap.rule
+    return GapOut(
+        earlier_appointment_id=gap.earlier_id,
+        later_appointment_id=gap.later_id,
+        earlier_position=gap.earlier_position,
+        later_position=gap.later_position,
+        days=gap.days,
+        min_days=rule.min_days if rule else None,
+        target_days=rule.target_days if rule else None,
+        max_days=rule.max_days if rule else None,
+        problems=list(gap.problems),  # type: ignore[arg-type]
+        messages=list(gap.messages),
+    )
+
+
+def shift_out(shift: Shift, zone: ZoneInfo) -> ShiftOut:
+    return ShiftOut(
+        appointment_id=shift.appointment_id,
+        position=shift.position,
+        from_starts_at=shift.from_start.astimezone(UTC),
+        from_practitioner_id=shift.from_practitioner_id,
+        to_starts_at=shift.to_start.astimezone(UTC),
+        to_starts_local=shift.to_start.astimezone(zone),
+        to_practitioner_id=shift.to_practitioner_id,
+        gap_days=shift.gap_days,
+        reason=shift.reason,
+    )
+
+
+def alternative_out(slot: FreeStart, zone: ZoneInfo) -> Alternative:
+    return Alternative(
+        starts_at=slot.start,
+        starts_local=slot.start.astimezone(zone),
+        practitioner_id=slot.practitioner_id,
+    )
+
+
+# -- domain refusals as problems -------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+async def domain_call(ctx: Ctx, call: Awaitable[T], *, what: str = "appointment") -> T:
+    """Run a domain operation, turning its refusals into problem documents."""
+    try:
+        return await call
+    except changes.NotFound as error:
+        raise not_found(error.what, error.ident) from None
+    except VersionConflict as error:
+        raise stale(what, error.current.version) from None
+    except IllegalTransition as error:
+        raise ApiError(
+            409, "Conflict", str(error), type_="illegal-transition", current_status=error.current
+        ) from None
+    except changes.InvalidChange as error:
+        raise invalid(error.path, error.message) from None
+    except changes.OverrideNotAllowed as error:
+        raise ApiError(403, "Forbidden", str(error), type_="override-not-allowed") from None
+    except changes.Refused as error:
+        raise await _refusal(ctx, error) from None
+
+
+def stale(what: str, version: int) -> ApiError:
+    return ApiError(
+        412,
+        "Precondition Failed",
+        f"the {what} changed since you read it (now version {version}); read it again",
+        type_="stale",
+        headers={"ETag": f'"{version}"'},
+        current_version=version,
+    )
+
+
+async def _refusal(ctx: Ctx, error: changes.Refused) -> ApiError:
+    extra: dict[str, Any] = dict(error.details)
+    zone = await _path_zone(ctx)
+    if isinstance(error, changes.SlotUnavailable):
+        extra["alternatives"] = [
+            alternative_out(slot, zone).model_dump(mode="json") for slot in error.alternatives
+        ]
+    if isinstance(error, changes.GapRefused):
+        extra["gaps"] = [gap_out(g).model_dump(mode="json") for g in error.check.gaps]
+        extra["proposed_shifts"] = [
+            shift_out(s, zone).model_dump(mode="json") for s in error.plan.shifts
+        ]
+    return ApiError(409, "Conflict", error.message, type_=error.code, **extra)
+
+
+async def _path_zone(ctx: Ctx) -> ZoneInfo:
+    """The clinic zone of the appointment in the path, for local times in a refusal."""
+    appointment_id = ctx.path.get("appointment_id")
+    found = await appointments.get(ctx.pool, appointment_id) if appointment_id else None
+    return await Zones(ctx).of(found.clinic_id) if found is not None else ZoneInfo("UTC")
+
+
+def _change(ctx: Ctx) -> changes.Change:
+    return changes.Change(ctx.actor, ctx.now, ctx.request_id)
+
+
+# -- audit of reads --------------------------------------------------------------------------------
+
+
+async def audit_reads(
+    ctx: Ctx, found: Iterable[Appointment], *, via: str, action: str = "appointment.read"
+) -> None:
+    """One audit row per patient whose appointments this answer shows."""
+    by_patient: dict[int, list[int]] = {}
+    for appointment in found:
+        if appointment.patient_id is not None:
+            by_patient.setdefault(appointment.patient_id, []).append(appointment.id)
+    if not by_patient:
+        return
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for patient_id, ids in by_patient.items():
+            await audit.record(
+                conn,
+                at=ctx.now,
+                actor=ctx.actor,
+                action=action,
+                entity="appointment",
+                entity_id=ids[0] if len(ids) == 1 else None,
+                patient_id=patient_id,
+                details={"via": via, "appointment_ids": ids},
+                request_id=ctx.request_id,
+            )
+
+
+# -- reads -----------------------------------------------------------------------------------------
+
+
+def _encode_cursor(appointment: Appointment) -> str:
+    micros = (appointment.starts_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    text = f"s:{micros}:{appointment.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, micros, ident = text.split(":")
+        if kind != "s" or not ident.isdigit() or not 0 < int(ident) <= MAX_ID:
+            raise ValueError(cursor)
+        start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros))
+        return start, int(ident)
+    except (ValueError, UnicodeDecodeError, OverflowError):
+        raise invalid("cursor", "not a cursor this API issued", where="query") from None
+
+
+@API.route(
+    "GET",
+    "/api/v1/appointments",
+    summary="Appointments, filtered and paginated",
+    tag=TAG,
+    roles=READ,
+    query=AppointmentQuery,
+    response=AppointmentPage,
+)
+async def list_appointments(ctx: Ctx) -> AppointmentPage:
+    """Filter by practitioner, patient, series, status (repeat the parameter for several) and
+    local dates `from`..`to` (inclusive, in each clinic's zone); ordered by start. Pass
+    `next_cursor` back as `cursor` for the next page."""
+    query: AppointmentQuery = ctx.query
+    if query.from_ and query.to and query.to < query.from_:
+        raise invalid("to", "must not be before from", where="query")
+    found = await appointments.list_page(
+        ctx.pool,
+        practitioner_id=query.practitioner_id,
+        patient_id=query.patient_id,
+        series_id=query.series_id,
+        statuses=list(query.status) if query.status else None,
+        first_day=query.from_,
+        last_day=query.to,
+        after=_decode_cursor(query.cursor) if query.cursor else None,
+        limit=query.limit,
+    )
+    zones = Zones(ctx)
+    items = [appointment_out(a, await zones.of(a.clinic_id)) for a in found]
+    await audit_reads(ctx, found, via="list")
+    more = len(found) == query.limit
+    return AppointmentPage(items=items, next_cursor=_encode_cursor(found[-1]) if more else None)
+
+
+def _week_of(day: date) -> tuple[date, date]:
+    monday = day - timedelta(days=day.isoweekday() - 1)
+    return monday, monday + timedelta(days=6)
+
+
+def _local_day_bounds(first_day: date, last_day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """[start of first_day, start of the day after last_day) in `zone`, as UTC instants."""
+    start = datetime.combine(first_day, time(0), tzinfo=zone)
+    end = datetime.combine(last_day + timedelta(days=1), time(0), tzinfo=zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _schedule_item(entry: ScheduleEntry, zone: ZoneInfo) -> ScheduleItem:
+    a = entry.appointment
+    starts_local = a.starts_at.astimezone(zone)
+    return ScheduleItem(
+        id=a.id,
+        status=a.status,
+        starts_at=a.starts_at.astimezone(UTC),
+        ends_at=a.ends_at.astimezone(UTC),
+        starts_local=starts_local,
+        ends_local=a.ends_at.astimezone(zone),
+        local_time=f"{starts_local:%H:%M}",
+        patient_id=a.patient_id,
+        patient_name=entry.patient_name,
+        treatment_id=a.treatment_id,
+        treatment_name=entry.treatment_name,
+        series_id=a.series_id,
+        position=a.position,
+        needs_review=a.needs_review,
+        version=a.version,
+    )
+
+
+@API.route(
+    "GET",
+    "/api/v1/practitioners/{practitioner_id}/schedule",
+    summary="A practitioner's day or week, in the clinic's local time",
+    tag=TAG,
+    roles=READ,
+    query=ScheduleQuery,
+    response=Schedule,
+)
+async def get_practitioner_schedule(ctx: Ctx) -> Schedule:
+    """The front desk's view: `view=day` for the local date `date`, `view=week` for the Monday
+    to Sunday week containing it. Every day of the range is listed, empty or not; holds are not
+    shown, cancelled and no-show appointments only with `include_cancelled=true`."""
+    query: ScheduleQuery = ctx.query
+    practitioner_id = ctx.path["practitioner_id"]
+    where = await appointments.practitioner_zone(ctx.pool, practitioner_id)
+    if where is None:
+        raise not_found("practitioner", practitioner_id)
+    zone = ZoneInfo(where[1])
+    first_day, last_day = (query.day, query.day) if query.view == "day" else _week_of(query.day)
+    start, end = _local_day_bounds(first_day, last_day, zone)
+    entries = await appointments.schedule_for(
+        ctx.pool, practitioner_id, start, end, include_cancelled=query.include_cancelled
+    )
+    await audit_reads(ctx, (e.appointment for e in entries), via="schedule")
+    days = [
+        ScheduleDay(local_date=first_day + timedelta(days=offset), appointments=[])
+        for offset in range((last_day - first_day).days + 1)
+    ]
+    for entry in entries:
+        local_day = entry.appointment.starts_at.astimezone(zone).date()
+        days[(local_day - first_day).days].appointments.append(_schedule_item(entry, zone))
+    return Schedule(
+        practitioner_id=practitioner_id,
+        time_zone=zone.key,
+        view=query.view,
+        first_day=first_day,
+        last_day=last_day,
+        days=days,
+    )
+
+
+@API.route(
+    "GET",
+    "/api/v1/appointments/{appointment_id}",
+    summary="One appointment with its state history",
+    tag=TAG,
+    roles=READ,
+    response=AppointmentDetail,
+)
+async def get_appointment(ctx: Ctx) -> AppointmentDetail:
+    """The ETag is the version: send it back as If-Match with any action."""
+    appointment_id = ctx.path["appointment_id"]
+    found = await appointments.get(ctx.pool, appointment_id)
+    if found is None:
+        raise not_found("appointment", appointment_id)
+    await audit_reads(ctx, [found], via="detail")
+    return await appointment_detail(ctx, found)
+
+
+# -- actions ---------------------------------------------------------------------------------------
+
+Action = Callable[..., Awaitable[Appointment]]
+
+
+async def _simple_action(ctx: Ctx, action: Action) -> AppointmentDetail:
+    version = ctx.if_match()
+    appointment_id = ctx.path["appointment_id"]
+    updated = await domain_call(
+        ctx,
+        action(ctx.pool, appointment_id, expected_version=version, change=_change(ctx)),
+    )
+    return await appointment_detail(ctx, updated)
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/confirm",
+    summary="Confirm on the patient's behalf",
+    tag=TAG,
+    roles=DESK,
+    response=AppointmentDetail,
+    errors=ACTION_ERRORS,
+)
+async def confirm_appointment(ctx: Ctx) -> AppointmentDetail:
+    """booked → confirmed, when the patient confirms by phone or at the desk."""
+    return await _simple_action(ctx, changes.confirm)
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/check-in",
+    summary="Check the patient in",
+    tag=TAG,
+    roles=DESK,
+    response=AppointmentDetail,
+    errors=ACTION_ERRORS,
+)
+async def check_in_appointment(ctx: Ctx) -> AppointmentDetail:
+    """booked or confirmed → checked_in, from 2 h before the start until the end plus the
+    clinic's no-show grace. Refused (409 needs-review) while a clinician review is pending."""
+    return await _simple_action(ctx, changes.check_in)
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/complete",
+    summary="Record the session as done",
+    tag=TAG,
+    roles=CLINICAL,
+    response=AppointmentDetail,
+    errors=ACTION_ERRORS,
+)
+async def complete_appointment(ctx: Ctx) -> AppointmentDetail:
+    """checked_in → completed."""
+    return await _simple_action(ctx, changes.complete)
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/no-show",
+    summary="Record a no-show",
+    tag=TAG,
+    roles=DESK,
+    response=AppointmentDetail,
+    errors=ACTION_ERRORS,
+)
+async def no_show_appointment(ctx: Ctx) -> AppointmentDetail:
+    """booked or confirmed → no_show, only once the end plus the clinic's grace has passed."""
+    return await _simple_action(ctx, changes.no_show)
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/review",
+    summary="Clear the clinician-review flag",
+    tag=TAG,
+    roles=CLINICAL,
+    body=ReviewBody,
+    response=AppointmentDetail,
+    errors=ACTION_ERRORS,
+)
+async def review_appointment(ctx: Ctx) -> AppointmentDetail:
+    """A clinician has looked at what flagged the appointment (screening answers, a long gap)
+    and clears it with a note; check-in is possible again."""
+    body: ReviewBody = ctx.body
+    version = ctx.if_match()
+    updated = await domain_call(
+        ctx,
+        changes.review(
+            ctx.pool,
+            ctx.path["appointment_id"],
+            note=body.note,
+            expected_version=version,
+            change=_change(ctx),
+        ),
+    )
+    return await appointment_detail(ctx, updated)
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/cancel",
+    summary="Cancel one session or the rest of its course",
+    tag=TAG,
+    roles=DESK,
+    body=CancelBody,
+    response=CancelResult,
+    errors=ACTION_ERRORS,
+)
+async def cancel_appointment(ctx: Ctx) -> CancelResult:
+    """`scope: rest_of_course` cancels this session, every later active session of its course
+    and the course itself. Inside the clinic's cancellation notice the answer is 409 unless
+    `override: true` comes with an `override_reason`, which is logged with each session."""
+    body: CancelBody = ctx.body
+    if body.override and body.override_reason is None:
+        raise invalid("override_reason", "required when override is true")
+    if body.override_reason is not None and not body.override:
+        raise invalid("override", "must be true when override_reason is given")
+    version = ctx.if_match()
+    outcome = await domain_call(
+        ctx,
+        changes.cancel(
+            ctx.pool,
+            ctx.path["appointment_id"],
+            reason=body.reason,
+            scope=body.scope,
+            override_reason=body.override_reason,
+            expected_version=version,
+            change=_change(ctx),
+        ),
+    )
+    detail = await appointment_detail(ctx, outcome.appointment)
+    return CancelResult(
+        appointment=detail,
+        version=detail.version,
+        cancelled_appointment_ids=outcome.cancelled_ids,
+        override_used=outcome.override_used,
+        series_status=outcome.series_status,
+    )
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/reschedule",
+    summary="Move an appointment, keeping the course's gaps valid",
+    tag=TAG,
+    roles=READ,
+    body=RescheduleBody,
+    response=RescheduleResult,
+    errors=ACTION_ERRORS,
+)
+async def reschedule_appointment(ctx: Ctx) -> RescheduleResult:
+    """The new slot must be free (409 with `alternatives` otherwise). For a course session the
+    gaps to the sessions before and after are re-checked: below the hard minimum is 409 unless a
+    clinician or admin sends `override_reason` (logged); past the soft maximum the answer carries
+    `warnings`; beyond twice the target the later session is flagged for clinician review. When
+    the move breaks later sessions' gaps the answer proposes `proposed_shifts`; `shift_later:
+    true` applies them in the same transaction (all or nothing)."""
+    body: RescheduleBody = ctx.body
+    version = ctx.if_match()
+    assert ctx.staff is not None
+    request = changes.MoveRequest(
+        starts_at=body.starts_at,
+        practitioner_id=body.practitioner_id,
+        reason=body.reason,
+        override_reason=body.override_reason,
+        shift_later=body.shift_later,
+    )
+    outcome = await domain_call(
+        ctx,
+        changes.reschedule(
+            ctx.pool,
+            ctx.path["appointment_id"],
+            request,
+            may_override=ctx.staff.role in OVERRIDE_GAPS,
+            expected_version=version,
+            change=_change(ctx),
+        ),
+    )
+    return await _reschedule_result(ctx, outcome)
+
+
+async def _reschedule_result(ctx: Ctx, outcome: changes.RescheduleOutcome) -> RescheduleResult:
+    detail = await appointment_detail(ctx, outcome.appointment)
+    zone = ZoneInfo(detail.time_zone)
+    return RescheduleResult(
+        appointment=detail,
+        version=detail.version,
+        gaps=[gap_out(g) for g in outcome.gaps],
+        warnings=outcome.warnings,
+        review_notes=outcome.review_notes,
+        overridden=outcome.overridden,
+        proposed_shifts=[shift_out(s, zone) for s in outcome.proposed_shifts],
+        applied_shifts=[shift_out(s, zone) for s in outcome.applied_shifts],
+        shift_failure=outcome.shift_failure,
+        flagged_for_review=outcome.flagged_for_review,
+    )

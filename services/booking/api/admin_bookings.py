@@ -1,0 +1,127 @@
+"""Staff booking: book a known patient directly (no hold), one visit or a whole course, all
+sessions or none."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.booking import booking, idempotency
+from services.booking.api import API
+from services.booking.api.framework import ApiError, Ctx, invalid
+from services.booking.api.public import BookedSession, Id, Instant, Reason, booked_out
+
+# Clinicians book follow-up courses straight after a consultation, so they may book too.
+BOOKING_ROLES = ("admin", "front_desk", "clinician")
+# The hard minimum gap protects the patient: only a clinician (or an admin) may go below it.
+OVERRIDE_ROLES = ("admin", "clinician")
+
+
+class StaffSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    practitioner_id: Id
+    start: Instant
+
+
+class StaffBookingRequest(BaseModel):
+    """Either `start` with `practitioner_id` (a single visit; a course proposed from this first
+    session; or, with `series_id`, the next session of that course), or an explicit `sessions`
+    list (in order; fewer than the course's sessions books it session by session)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: Id
+    treatment_id: Id
+    practitioner_id: Id | None = None
+    start: Instant | None = None
+    sessions: list[StaffSession] | None = Field(None, min_length=1, max_length=50)
+    session_count: int | None = Field(
+        None, ge=1, le=50, description="sessions planned, for a course of variable length"
+    )
+    series_id: Id | None = Field(None, description="add the sessions to this course")
+    override_reason: Reason | None = Field(
+        None,
+        description="book under a gap's hard minimum (clinician or admin only); logged",
+    )
+
+
+class StaffBookingResult(BaseModel):
+    patient_id: int
+    series_id: int | None
+    treatment_id: int
+    time_zone: str
+    needs_review: bool
+    appointments: list[BookedSession]
+    warnings: list[str] = Field(description="e.g. a gap beyond the soft maximum")
+
+
+def _staff_booking(body: StaffBookingRequest) -> booking.StaffBooking:
+    if body.sessions is not None and body.start is not None:
+        raise invalid("sessions", "give either start or sessions, not both")
+    if body.start is not None and body.practitioner_id is None:
+        raise invalid("practitioner_id", "required with start")
+    if body.sessions is None and body.start is None:
+        raise invalid("start", "give a start (with practitioner_id) or a list of sessions")
+    first = None
+    if body.start is not None and body.practitioner_id is not None:
+        first = booking.SessionRequest(body.practitioner_id, body.start)
+    sessions = None
+    if body.sessions is not None:
+        sessions = [
+            booking.SessionRequest(s.practitioner_id, s.start, f"sessions.{i}")
+            for i, s in enumerate(body.sessions)
+        ]
+    return booking.StaffBooking(
+        patient_id=body.patient_id,
+        first=first,
+        sessions=sessions,
+        session_count=body.session_count,
+        series_id=body.series_id,
+        override_reason=body.override_reason,
+    )
+
+
+@API.route(
+    "POST",
+    "/api/v1/bookings",
+    summary="Book a patient directly: one visit, a whole course, or the next session of one",
+    tag="bookings",
+    roles=BOOKING_ROLES,
+    body=StaffBookingRequest,
+    response=StaffBookingResult,
+    status=201,
+    idempotent=True,
+    errors=(409, 422),
+)
+async def create_booking(ctx: Ctx) -> Any:
+    """Every session is checked (free, gaps) and booked in one transaction, or none is. A
+    conflict answers 409 naming the session(s) and the next free `alternatives` (same
+    practitioner first, then any); a course that cannot be placed names the failing position."""
+    body: StaffBookingRequest = ctx.body
+    assert ctx.staff is not None
+    if body.override_reason is not None and ctx.staff.role not in OVERRIDE_ROLES:
+        raise ApiError(403, "Forbidden", "only a clinician or an admin may override a minimum gap")
+    request = _staff_booking(body)
+    offer = await booking.load_offer(ctx.pool, body.treatment_id, public=False)
+    if offer is None:
+        raise invalid("treatment_id", f"no active treatment {body.treatment_id}")
+
+    async def work(conn: asyncpg.Connection) -> StaffBookingResult:
+        result = await booking.book_for_patient(
+            conn, offer, request, now=ctx.now, actor=ctx.actor, request_id=ctx.request_id
+        )
+        rows = [booked_out(r, offer, n) for n, r in enumerate(result.appointments, start=1)]
+        return StaffBookingResult(
+            patient_id=result.patient_id,
+            series_id=result.series_id,
+            treatment_id=offer.treatment.id,
+            time_zone=offer.clinic.time_zone,
+            needs_review=any(r.needs_review for r in rows),
+            appointments=rows,
+            warnings=result.warnings,
+        )
+
+    return await idempotency.run(ctx, work, status=201)

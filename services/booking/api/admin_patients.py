@@ -1,0 +1,711 @@
+"""Patients in the admin API: search, records, contact and clinical edits, consents, erasure.
+
+Who may do what (each role only what its job needs):
+
+| action                                                          | admin | front_desk | clinician |
+| --------------------------------------------------------------- | ----- | ---------- | --------- |
+| search, read a record, read its consent history                 | yes   | yes        | yes       |
+| create a patient (contact fields only)                          | yes   | yes        | no        |
+| PATCH contact fields: names, mobile, email, date of birth,      | yes   | yes        | no        |
+|   language, time zone                                           |       |            |           |
+| PATCH clinical fields: allergies, medications, screening, notes | no    | no         | yes       |
+| record a consent change (source `staff`)                        | yes   | yes        | no        |
+| erase (EU erasure request)                                      | yes   | no         | no        |
+
+A PATCH mixing both kinds of field needs a role allowed every field in it; a 403 lists the fields
+the role may not change. Clinical fields are only written by clinicians, so what a clinician reads
+before a session is never a front-desk paraphrase.
+
+Audit: every write, every read of a record (`patient.read`, with `details.view`), and every search
+(`patient.search`, with the ids it returned) writes an audit row in the same transaction as the
+read or write, so no patient data leaves without its audit row. PATCH audits the names of the
+fields whose values changed, never the values. Nothing here logs; errors name fields, not values.
+
+Contact data: mobiles become E.164 with the clinic's region as default, emails are normalised, a
+blank mobile or email means "none". Without `clinic_id` the first clinic is used (an install with
+one clinic need not name it).
+
+Erasure clears names (to 'Erased'), mobile and email, withdraws the marketing consents and sets
+`erased_at`; medical fields, date of birth, consent history and appointments stay for the legal
+period. Afterwards contact fields cannot be set again and no consent can be granted (409), while
+clinicians can still correct clinical fields.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from functools import cache
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, available_timezones
+
+import asyncpg
+from aiohttp import web
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from services.booking import idempotency
+from services.booking.api import API
+from services.booking.api.framework import (
+    ApiError,
+    Ctx,
+    PageQuery,
+    invalid,
+    next_cursor,
+    not_found,
+)
+from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.store import audit, clinics, patients
+from shared.store.patients import Consent, ConsentKind, Patient
+from shared.store.staff_tokens import Role
+
+TAG = "patients"
+BASE = "/api/v1/patients"
+ALL_STAFF: tuple[Role, ...] = ("admin", "front_desk", "clinician")
+DESK: tuple[Role, ...] = ("admin", "front_desk")
+
+CONTACT_FIELDS = frozenset(
+    {"first_name", "last_name", "mobile", "email", "date_of_birth", "language", "time_zone"}
+)
+CLINICAL_FIELDS = frozenset({"allergies", "medications", "screening", "notes"})
+FIELD_ROLES: dict[str, tuple[Role, ...]] = {
+    **dict.fromkeys(CONTACT_FIELDS, DESK),
+    **dict.fromkeys(CLINICAL_FIELDS, ("clinician",)),
+}
+# Nobody alive was born more than this many years ago; an earlier date is a typing mistake.
+MAX_AGE_YEARS = 130
+MAX_ID = 2**63 - 1  # bigint: a larger id would overflow in PostgreSQL, not just miss
+
+# Every string carries a constraint: pydantic then also rejects lone surrogates, which PostgreSQL
+# could not store. Control characters (NUL above all) are refused for the same reason.
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$"
+    ),
+]
+Contact = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Language = Annotated[
+    str, StringConstraints(max_length=35, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+]
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+WordingVersion = Annotated[
+    str, StringConstraints(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
+
+
+def _text(max_length: int) -> Any:
+    # Free text may hold line breaks and tabs, but never NUL.
+    return Annotated[str, StringConstraints(max_length=max_length, pattern=r"^[^\x00]*$")]
+
+
+Allergies = _text(2000)
+Medications = _text(2000)
+Notes = _text(10000)
+ScreeningDetails = _text(2000)
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=r"^[^\x00]*$"),
+]
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date_text(value: Any) -> Any:
+    # Pydantic would also take 0 or "1985-12-10T00:00" as a date; a birth date is typed as text.
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return value
+    raise ValueError("a date as YYYY-MM-DD")
+
+
+BirthDate = Annotated[date, BeforeValidator(_iso_date_text)]
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional() -> Any:
+    """A PATCH field that may be left out but not sent as null (its column is NOT NULL)."""
+    return Field(default=None, json_schema_extra=_drop_default)
+
+
+def _blank_is_none(value: Any) -> Any:
+    # Forms send "" for an empty box; for a mobile or an email that means "none".
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _known_zone(value: str | None) -> str | None:
+    if value is not None and value not in _zones():
+        raise ValueError("not an IANA time zone, e.g. Europe/London")
+    return value
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+class Screening(BaseModel):
+    """Pre-session screening answers (true: yes, false: no, absent: not asked). A yes does not
+    stop a booking; it flags the appointment for clinician review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allergy: StrictBool | None = Field(None, description="to medicines, lidocaine or vitamins")
+    blood_thinners_or_nsaids: StrictBool | None = None
+    bleeding_disorder: StrictBool | None = None
+    pregnant_or_breastfeeding: StrictBool | None = None
+    scalp_infection_or_fever: StrictBool | None = None
+    immunosuppressed: StrictBool | None = None
+    keloid_history: StrictBool | None = None
+    isotretinoin: StrictBool | None = None
+    details: ScreeningDetails | None = Field(None, description="what the patient said about a yes")
+
+
+class ConsentOut(BaseModel):
+    kind: ConsentKind
+    granted: bool
+    source: str
+    wording_version: str
+    recorded_at: datetime
+
+
+class PatientOut(BaseModel):
+    """The full record; `consents` holds the current consent of each kind ever asked about."""
+
+    id: int
+    clinic_id: int
+    first_name: str
+    last_name: str
+    mobile: str | None
+    email: str | None
+    date_of_birth: date | None
+    allergies: str
+    medications: str
+    screening: dict[str, Any]
+    notes: str
+    language: str
+    time_zone: str | None
+    sms_opted_out_at: datetime | None
+    erased_at: datetime | None
+    consents: list[ConsentOut]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PatientSummary(BaseModel):
+    """A search hit: who and how to reach them, no clinical fields."""
+
+    id: int
+    clinic_id: int
+    first_name: str
+    last_name: str
+    mobile: str | None
+    email: str | None
+    date_of_birth: date | None
+    version: int
+
+
+class PatientPage(BaseModel):
+    items: list[PatientSummary]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class PatientSearch(PageQuery):
+    """Every given filter must match; none lists the clinic's patients. Erased patients are not
+    found."""
+
+    clinic_id: int | None = Field(None, ge=1, le=MAX_ID, description="default: the first clinic")
+    name: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True, max_length=100, pattern=r"^[^\x00-\x1f\x7f%_\\]*$"
+            ),
+        ]
+        | None
+    ) = Field(None, description="part of the name; small typos are forgiven")
+    mobile: Contact | None = Field(None, description="any format; the clinic's region is assumed")
+    email: Contact | None = Field(None, description="case does not matter")
+
+    _blank = field_validator("name", "mobile", "email", mode="before")(_blank_is_none)
+
+
+class PatientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clinic_id: StrictInt | None = Field(
+        None, ge=1, le=MAX_ID, description="default: the first clinic"
+    )
+    first_name: Name
+    last_name: Name
+    mobile: Contact | None = Field(None, description="any format; the clinic's region is assumed")
+    email: Contact | None = None
+    date_of_birth: BirthDate | None = None
+    language: Language = "en"
+
+    _blank = field_validator("mobile", "email", mode="before")(_blank_is_none)
+
+
+class PatientPatch(BaseModel):
+    """Only the fields sent change; mobile, email, date of birth and time zone may be null
+    (cleared). See the module's table for which role may change which field."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    first_name: Name = _optional()
+    last_name: Name = _optional()
+    mobile: Contact | None = None
+    email: Contact | None = None
+    date_of_birth: BirthDate | None = None
+    language: Language = _optional()
+    time_zone: TimeZone | None = Field(None, description="IANA zone; null: the clinic's")
+    allergies: Allergies = _optional()
+    medications: Medications = _optional()
+    screening: Screening = _optional()
+    notes: Notes = _optional()
+
+    _blank = field_validator("mobile", "email", mode="before")(_blank_is_none)
+    _zone = field_validator("time_zone")(_known_zone)
+
+    @model_validator(mode="after")
+    def _something(self) -> PatientPatch:
+        # The schema says minProperties 1; pydantic does not check that by itself.
+        if not self.model_fields_set:
+            raise ValueError("send at least one field to change")
+        return self
+
+
+class ConsentChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ConsentKind
+    granted: StrictBool
+    wording_version: WordingVersion = Field(
+        description="the version of the wording the patient agreed to or withdrew from"
+    )
+
+
+class Erasure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason = Field(description="why the request was granted, e.g. the request reference")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _consent_out(consent: Consent) -> ConsentOut:
+    return ConsentOut.model_validate(consent, from_attributes=True)
+
+
+async def _record(conn: asyncpg.Connection, patient: Patient) -> PatientOut:
+    current = await patients.current_consents(conn, patient.id)
+    consents = [current[kind] for kind in sorted(current)]
+    return PatientOut.model_validate(
+        {**asdict(patient), "consents": consents}, from_attributes=True
+    )
+
+
+def _summary(patient: Patient) -> PatientSummary:
+    return PatientSummary.model_validate(patient, from_attributes=True)
+
+
+@dataclass(frozen=True)
+class ClinicLocale:
+    clinic_id: int
+    region: str  # assumed for a mobile typed without its country code
+    time_zone: str  # what "today" is for a date of birth
+
+
+async def _locale(
+    db: asyncpg.Pool | asyncpg.Connection, clinic_id: int | None, where: str
+) -> ClinicLocale:
+    """The named clinic's, or the first clinic's when none is named."""
+    if clinic_id is None:
+        clinic = await clinics.first_clinic(db)
+    else:
+        clinic = await clinics.get_clinic(db, clinic_id)
+    if clinic is None:
+        raise invalid("clinic_id", "no such clinic", where=where)
+    return ClinicLocale(clinic["id"], clinic["region"], clinic["time_zone"])
+
+
+def _normalised(
+    normalise: Callable[[str], str], value: str | None, path: str, where: str
+) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalise(value)
+    except ContactError as error:
+        raise invalid(path, str(error), where=where) from None
+
+
+def _mobile(value: str | None, locale: ClinicLocale, where: str = "body") -> str | None:
+    return _normalised(lambda raw: normalise_mobile(raw, locale.region), value, "mobile", where)
+
+
+def _email(value: str | None, where: str = "body") -> str | None:
+    return _normalised(normalise_email, value, "email", where)
+
+
+def _check_birth_date(value: date | None, locale: ClinicLocale, now: datetime) -> None:
+    if value is None:
+        return
+    # "Today" is the clinic's: just after midnight in London it is still yesterday in UTC-5.
+    today = now.astimezone(ZoneInfo(locale.time_zone)).date()
+    if value > today:
+        raise invalid("date_of_birth", "the date of birth is in the future")
+    if value.year < today.year - MAX_AGE_YEARS:
+        raise invalid("date_of_birth", "the date of birth is too long ago; check the year")
+
+
+def _check_field_roles(role: Role, fields: Collection[str]) -> None:
+    refused = sorted(name for name in fields if role not in FIELD_ROLES[name])
+    if refused:
+        raise ApiError(
+            403,
+            "Forbidden",
+            f"the {role} role may not change: {', '.join(refused)}",
+            errors=[
+                {"in": "body", "path": name, "message": "not allowed for this role"}
+                for name in refused
+            ],
+        )
+
+
+@contextmanager
+def _constraint_errors() -> Iterator[None]:
+    """The models should stop bad input first; this turns what slips through into a 422 naming
+    the column, never a 500."""
+    try:
+        yield
+    except asyncpg.ForeignKeyViolationError:
+        raise invalid("clinic_id", "no such clinic") from None
+    except asyncpg.CheckViolationError as error:
+        column = (error.constraint_name or "").removeprefix("patient_").removesuffix("_check")
+        raise invalid(column or "(root)", "not an acceptable value") from None
+    except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+        raise invalid("(root)", "a value is not acceptable") from None
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    ctx: Ctx,
+    action: str,
+    patient_id: int | None,
+    *,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    await audit.record(
+        conn,
+        at=ctx.now,
+        actor=ctx.actor,
+        action=action,
+        entity="patient",
+        entity_id=patient_id,
+        patient_id=patient_id,
+        reason=reason,
+        details=details,
+        request_id=ctx.request_id,
+    )
+
+
+async def _existing(conn: asyncpg.Connection, patient_id: int) -> Patient:
+    patient = await patients.get(conn, patient_id)
+    if patient is None:
+        raise not_found("patient", patient_id)
+    return patient
+
+
+def _erased(patient: Patient, detail: str) -> ApiError:
+    assert patient.erased_at is not None
+    return ApiError(
+        409, "Conflict", detail, type_="patient-erased", erased_at=patient.erased_at.isoformat()
+    )
+
+
+def _role(ctx: Ctx) -> Role:
+    assert ctx.staff is not None  # every route here requires a token
+    return ctx.staff.role
+
+
+# -- endpoints -------------------------------------------------------------------------------------
+
+
+@API.route(
+    "GET",
+    BASE,
+    summary="Search patients by name, mobile or email",
+    tag=TAG,
+    roles=ALL_STAFF,
+    query=PatientSearch,
+    response=PatientPage,
+)
+async def search_patients(ctx: Ctx) -> PatientPage:
+    """Compact hits without clinical fields, oldest first, keyset-paginated. Audited as
+    `patient.search` with the ids returned."""
+    query: PatientSearch = ctx.query
+    locale = await _locale(ctx.pool, query.clinic_id, "query")
+    mobile = _mobile(query.mobile, locale, "query")
+    email = _email(query.email, "query")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        found = await patients.search(
+            conn,
+            clinic_id=locale.clinic_id,
+            name=query.name,
+            mobile=mobile,
+            email=email,
+            after_id=query.after_id(),
+            limit=query.limit,
+        )
+        filters = sorted(f for f in ("name", "mobile", "email") if getattr(query, f) is not None)
+        details = {"filters": filters, "ids": [p.id for p in found]}
+        await _audit(conn, ctx, "patient.search", None, details=details)
+    return PatientPage(
+        items=[_summary(p) for p in found], next_cursor=next_cursor(found, query.limit)
+    )
+
+
+@API.route(
+    "POST",
+    BASE,
+    summary="Register a patient",
+    tag=TAG,
+    roles=DESK,
+    body=PatientCreate,
+    response=PatientOut,
+    status=201,
+)
+async def create_patient(ctx: Ctx) -> PatientOut:
+    """Contact fields only: clinicians add the clinical ones. Consents are recorded separately,
+    none is assumed."""
+    body: PatientCreate = ctx.body
+    locale = await _locale(ctx.pool, body.clinic_id, "body")
+    mobile = _mobile(body.mobile, locale)
+    email = _email(body.email)
+    _check_birth_date(body.date_of_birth, locale, ctx.now)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        with _constraint_errors():
+            patient_id = await patients.create(
+                conn,
+                clinic_id=locale.clinic_id,
+                first_name=body.first_name,
+                last_name=body.last_name,
+                mobile=mobile,
+                email=email,
+                date_of_birth=body.date_of_birth,
+                language=body.language,
+                now=ctx.now,
+            )
+        await _audit(
+            conn,
+            ctx,
+            "patient.create",
+            patient_id,
+            details={"fields": sorted(body.model_fields_set)},
+        )
+        return await _record(conn, await _existing(conn, patient_id))
+
+
+@API.route(
+    "GET",
+    BASE + "/{patient_id}",
+    summary="A patient's full record",
+    tag=TAG,
+    roles=ALL_STAFF,
+    response=PatientOut,
+)
+async def get_patient(ctx: Ctx) -> PatientOut:
+    """With the current consents; the ETag is the version to send back in If-Match. Audited as
+    `patient.read`."""
+    patient_id = ctx.path["patient_id"]
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        record = await _record(conn, await _existing(conn, patient_id))
+        await _audit(conn, ctx, "patient.read", patient_id, details={"view": "record"})
+    return record
+
+
+async def _changes(
+    conn: asyncpg.Connection, body: PatientPatch, current: Patient, now: datetime
+) -> dict[str, Any]:
+    """The sent fields, normalised and checked as on creation."""
+    changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+    if "mobile" in changes or "date_of_birth" in changes:
+        locale = await _locale(conn, current.clinic_id, "body")
+        if "mobile" in changes:
+            changes["mobile"] = _mobile(changes["mobile"], locale)
+        _check_birth_date(changes.get("date_of_birth"), locale, now)
+    if "email" in changes:
+        changes["email"] = _email(changes["email"])
+    if "screening" in changes:
+        changes["screening"] = body.screening.model_dump(mode="json", exclude_none=True)
+    return changes
+
+
+@API.route(
+    "PATCH",
+    BASE + "/{patient_id}",
+    summary="Change a patient's contact or clinical fields",
+    tag=TAG,
+    roles=ALL_STAFF,
+    body=PatientPatch,
+    response=PatientOut,
+    errors=(409, 412, 428),
+)
+async def update_patient(ctx: Ctx) -> PatientOut:
+    """Needs If-Match with the ETag last read (428 without, 412 when someone changed the record
+    since). Audited as `patient.update` with the names of the fields that changed."""
+    body: PatientPatch = ctx.body
+    patient_id = ctx.path["patient_id"]
+    _check_field_roles(_role(ctx), body.model_fields_set)
+    expected = ctx.if_match()
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        current = await _existing(conn, patient_id)
+        changes = await _changes(conn, body, current, ctx.now)
+        if current.erased_at is not None and changes.keys() & CONTACT_FIELDS:
+            raise _erased(current, "the patient's contact data was erased; it cannot be set again")
+        try:
+            with _constraint_errors():
+                updated = await patients.update(
+                    conn, patient_id, expected_version=expected, changes=changes, now=ctx.now
+                )
+        except patients.StaleVersion:
+            raise ApiError(
+                412,
+                "Precondition Failed",
+                "the patient changed since you read it; read it again and redo your change",
+                type_="stale",
+            ) from None
+        assert updated is not None  # it existed above, and patients are never deleted
+        changed = sorted(name for name in changes if getattr(current, name) != changes[name])
+        await _audit(conn, ctx, "patient.update", patient_id, details={"fields": changed})
+        return await _record(conn, updated)
+
+
+@API.route(
+    "GET",
+    BASE + "/{patient_id}/consents",
+    summary="A patient's consent history",
+    tag=TAG,
+    roles=ALL_STAFF,
+    response=list[ConsentOut],
+)
+async def list_consents(ctx: Ctx) -> list[ConsentOut]:
+    """Every change, oldest first; the newest of a kind is the current one. Audited as
+    `patient.read`."""
+    patient_id = ctx.path["patient_id"]
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _existing(conn, patient_id)
+        history = await patients.consent_history(conn, patient_id)
+        await _audit(conn, ctx, "patient.read", patient_id, details={"view": "consents"})
+    return [_consent_out(c) for c in history]
+
+
+@API.route(
+    "POST",
+    BASE + "/{patient_id}/consents",
+    summary="Record a consent given or withdrawn",
+    tag=TAG,
+    roles=DESK,
+    body=ConsentChange,
+    response=ConsentOut,
+    status=201,
+    errors=(409,),
+)
+async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
+    """Appended with source `staff`; earlier entries never change. A withdrawal is always
+    accepted; a grant for an erased patient is refused (409). With an Idempotency-Key a retry
+    gets the first answer instead of a second entry."""
+    body: ConsentChange = ctx.body
+    patient_id = ctx.path["patient_id"]
+
+    async def work(conn: asyncpg.Connection) -> ConsentOut:
+        patient = await _existing(conn, patient_id)
+        if body.granted and patient.erased_at is not None:
+            raise _erased(patient, "the patient's contact data was erased; nothing can be granted")
+        await patients.record_consent(
+            conn,
+            patient_id,
+            kind=body.kind,
+            granted=body.granted,
+            source="staff",
+            wording_version=body.wording_version,
+            now=ctx.now,
+        )
+        await _audit(conn, ctx, "patient.consent", patient_id, details=body.model_dump())
+        return ConsentOut(
+            kind=body.kind,
+            granted=body.granted,
+            source="staff",
+            wording_version=body.wording_version,
+            recorded_at=ctx.now,
+        )
+
+    return await idempotency.run(ctx, work, status=201)
+
+
+ERASURE_WORDING = "erasure"
+
+
+@API.route(
+    "POST",
+    BASE + "/{patient_id}/erase",
+    summary="Erase a patient's contact data (EU erasure request)",
+    tag=TAG,
+    roles=("admin",),
+    body=Erasure,
+    response=PatientOut,
+    errors=(409,),
+)
+async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
+    """Clears names, mobile and email and withdraws marketing consents; medical fields, consent
+    history and appointments stay. Audited as `patient.erase` with the reason. Once only: a
+    second request is 409, unless it repeats the first one's Idempotency-Key."""
+    body: Erasure = ctx.body
+    patient_id = ctx.path["patient_id"]
+
+    async def work(conn: asyncpg.Connection) -> PatientOut:
+        erased = await patients.erase(conn, patient_id, now=ctx.now)
+        if erased is None:
+            raise _erased(await _existing(conn, patient_id), "the patient was already erased")
+        for kind in patients.MARKETING_KINDS:
+            await patients.record_consent(
+                conn,
+                patient_id,
+                kind=kind,
+                granted=False,
+                source="erasure",
+                wording_version=ERASURE_WORDING,
+                now=ctx.now,
+            )
+        details = {
+            "cleared": list(patients.ERASED_FIELDS),
+            "withdrawn": list(patients.MARKETING_KINDS),
+        }
+        await _audit(conn, ctx, "patient.erase", patient_id, reason=body.reason, details=details)
+        return await _record(conn, erased)
+
+    return await idempotency.run(ctx, work, status=200)

@@ -1,0 +1,697 @@
+"""Practitioners and their schedules: weekly working hours, time off and one-off day overrides.
+
+Roles:
+* every staff role reads practitioners and their schedules (the front desk books against them,
+  clinicians check their own week);
+* only `admin` adds, edits, deactivates or removes a practitioner (it changes who can be booked);
+* `admin` and `front_desk` manage working hours, time off and day overrides: that is the front
+  desk's daily job ("Dr Hart is off on Friday", "she works until 20:00 next Tuesday").
+
+Shapes:
+* `PUT .../hours` replaces the whole week at once (a list of {weekday, starts, ends}; several
+  ranges a day make breaks). The week is guarded by the practitioner's `version`: read it with
+  `GET .../hours` and send its ETag as If-Match.
+* time off is a list of absolute ranges [starts_at, ends_at); created with POST, removed with
+  DELETE by id.
+* a day override is keyed by its local date: `PUT .../overrides` with {day, ranges, reason}
+  creates or replaces that day (no ranges means closed all day), `DELETE .../overrides?day=`
+  removes it. Dates stay out of the path because path parameters are resource ids.
+* every write is audited under entity `practitioner` and the practitioner's id, so one audit
+  search shows everything done to a practitioner and their schedule; schedule actions are
+  `hours.replace`, `time_off.create`/`.delete`, `override.create`/`.replace`/`.delete`.
+* removing a practitioner who has had appointments deactivates them instead, so their history
+  keeps its practitioner; both are refused while they have upcoming appointments.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from itertools import pairwise
+from typing import Annotated, Any
+
+import asyncpg
+from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
+
+from services.booking.api import API
+from services.booking.api.admin_clinics import (
+    ADMIN,
+    ALL_STAFF,
+    SCHEDULERS,
+    Body,
+    Day,
+    Id,
+    Instant,
+    LocalTime,
+    Name,
+    PageQuery,
+    Phone,
+    ShortText,
+    changes,
+    database_errors,
+    decode_cursor,
+    encode_cursor,
+    optional,
+    record,
+    stale,
+    unknown_reference,
+)
+from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from shared.store import appointments, clinics, schedules
+from shared.store.clinics import PractitionerFields
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$"),
+    Field(examples=["amelia.hart@example.com"]),
+]
+
+# -- Practitioners ---------------------------------------------------------------------------------
+
+
+class Practitioner(BaseModel):
+    id: int
+    clinic_id: int
+    name: Name
+    email: Email | None
+    phone: Phone | None
+    active: bool = Field(description="inactive practitioners are kept for history, not booked")
+    version: int
+
+
+class PractitionerCreate(Body):
+    clinic_id: Id
+    name: Name
+    email: Email | None = None
+    phone: Phone | None = None
+    active: bool = True
+
+
+class PractitionerPatch(Body):
+    """Only the fields sent change; `active: false` takes them off the booking list."""
+
+    name: Name = optional()
+    email: Email | None = optional()
+    phone: Phone | None = optional()
+    active: bool = optional()
+
+
+class PractitionerQuery(PageQuery):
+    clinic_id: Id = optional()
+    active: bool = optional()
+
+
+class PractitionerPage(BaseModel):
+    items: list[Practitioner]
+    next_cursor: str | None
+
+
+async def _locked_practitioner(conn: asyncpg.Connection, practitioner_id: int) -> dict[str, Any]:
+    # Schedule writes lock the practitioner too, so a concurrent removal waits for them instead
+    # of failing their foreign key.
+    row = await clinics.get_practitioner(conn, practitioner_id, for_update=True)
+    if row is None:
+        raise not_found("practitioner", practitioner_id)
+    return row
+
+
+async def _refuse_if_booked(conn: asyncpg.Connection, ctx: Ctx, practitioner_id: int) -> None:
+    """Taking a practitioner off the books would strand their patients' upcoming sessions."""
+    # The caller holds the practitioner's row lock, which a new appointment's foreign key check
+    # waits for, so nothing can be booked with them between this check and the commit.
+    busy = await appointments.busy_by_practitioner(
+        conn, [practitioner_id], ctx.now, ctx.now + timedelta(days=36500), now=ctx.now
+    )
+    upcoming = len(busy.get(practitioner_id, []))
+    if upcoming:
+        raise ApiError(
+            409,
+            "Conflict",
+            f"practitioner {practitioner_id} has {upcoming} upcoming appointment(s); move or "
+            "cancel them first",
+            type_="practitioner-has-appointments",
+            upcoming_appointments=upcoming,
+        )
+
+
+@API.route(
+    "GET",
+    "/api/v1/practitioners",
+    summary="List practitioners",
+    tag="practitioners",
+    roles=ALL_STAFF,
+    query=PractitionerQuery,
+    response=PractitionerPage,
+)
+async def list_practitioners(ctx: Ctx) -> PractitionerPage:
+    query: PractitionerQuery = ctx.query
+    (after_id,) = decode_cursor(query.cursor, int) or [None]
+    rows = await clinics.list_practitioners(
+        ctx.pool,
+        clinic_id=query.clinic_id,
+        active=query.active,
+        after_id=after_id,
+        limit=query.limit + 1,
+    )
+    items = [Practitioner.model_validate(r) for r in rows[: query.limit]]
+    more = len(rows) > query.limit
+    return PractitionerPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+
+
+@API.route(
+    "POST",
+    "/api/v1/practitioners",
+    summary="Add a practitioner to a clinic",
+    tag="practitioners",
+    roles=ADMIN,
+    body=PractitionerCreate,
+    response=Practitioner,
+    status=201,
+    errors=(404,),
+)
+async def create_practitioner(ctx: Ctx) -> Practitioner:
+    body: PractitionerCreate = ctx.body
+    fields = PractitionerFields(body.name, body.email, body.phone, body.active)
+    with database_errors():
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            if not await clinics.clinic_exists(conn, body.clinic_id):
+                raise unknown_reference("clinic_id", "clinic", body.clinic_id)
+            row = await clinics.create_practitioner(conn, clinic_id=body.clinic_id, fields=fields)
+            created = Practitioner.model_validate(row)
+            await record(
+                conn,
+                ctx,
+                action="create",
+                entity="practitioner",
+                entity_id=created.id,
+                details={"practitioner": created.model_dump(mode="json")},
+            )
+    return created
+
+
+@API.route(
+    "GET",
+    "/api/v1/practitioners/{practitioner_id}",
+    summary="One practitioner",
+    tag="practitioners",
+    roles=ALL_STAFF,
+    response=Practitioner,
+    errors=(404,),
+)
+async def get_practitioner(ctx: Ctx) -> Practitioner:
+    practitioner_id = ctx.path["practitioner_id"]
+    row = await clinics.get_practitioner(ctx.pool, practitioner_id)
+    if row is None:
+        raise not_found("practitioner", practitioner_id)
+    return Practitioner.model_validate(row)
+
+
+@API.route(
+    "PATCH",
+    "/api/v1/practitioners/{practitioner_id}",
+    summary="Change a practitioner's details, or (de)activate them",
+    tag="practitioners",
+    roles=ADMIN,
+    body=PractitionerPatch,
+    response=Practitioner,
+    errors=(404, 409, 412, 428),
+)
+async def update_practitioner(ctx: Ctx) -> Practitioner:
+    """Send If-Match with the ETag last read. Deactivating someone with upcoming appointments
+    is a 409."""
+    practitioner_id = ctx.path["practitioner_id"]
+    expected = ctx.if_match()
+    sent = ctx.body.model_dump(exclude_unset=True)
+    with database_errors():
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await _locked_practitioner(conn, practitioner_id)
+            if row["version"] != expected:
+                raise stale("practitioner", practitioner_id, row["version"])
+            before = Practitioner.model_validate(row)
+            if not sent:
+                return before
+            merged = {**row, **sent}
+            if row["active"] and not merged["active"]:
+                await _refuse_if_booked(conn, ctx, practitioner_id)
+            fields = PractitionerFields(
+                merged["name"], merged["email"], merged["phone"], merged["active"]
+            )
+            updated = await clinics.update_practitioner(
+                conn, practitioner_id, expected_version=expected, fields=fields
+            )
+            assert updated is not None  # locked and version-checked above
+            after = Practitioner.model_validate(updated)
+            await record(
+                conn,
+                ctx,
+                action="update",
+                entity="practitioner",
+                entity_id=practitioner_id,
+                details={"changes": changes(before, after)},
+            )
+    return after
+
+
+@API.route(
+    "DELETE",
+    "/api/v1/practitioners/{practitioner_id}",
+    summary="Remove a practitioner (deactivated instead if they have appointment history)",
+    tag="practitioners",
+    roles=ADMIN,
+    status=204,
+    errors=(404, 409),
+)
+async def delete_practitioner(ctx: Ctx) -> None:
+    """A practitioner nobody was ever booked with is deleted with their schedule. One with past
+    appointments is deactivated instead (`active: false`), so the history keeps its
+    practitioner. Refused with 409 while they have upcoming appointments."""
+    practitioner_id = ctx.path["practitioner_id"]
+    with database_errors():
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await _locked_practitioner(conn, practitioner_id)
+            await _refuse_if_booked(conn, ctx, practitioner_id)
+            deleted = await clinics.delete_practitioner(conn, practitioner_id)
+            await record(
+                conn,
+                ctx,
+                action="delete" if deleted else "deactivate",
+                entity="practitioner",
+                entity_id=practitioner_id,
+                details={"practitioner": Practitioner.model_validate(row).model_dump(mode="json")},
+            )
+
+
+# -- Weekly working hours --------------------------------------------------------------------------
+
+
+class HoursRange(Body):
+    weekday: int = Field(ge=1, le=7, description="ISO weekday: 1 = Monday ... 7 = Sunday")
+    starts: LocalTime = Field(description="local time in the clinic's zone")
+    ends: LocalTime
+
+    @field_validator("ends")
+    @classmethod
+    def _ends_after_start(cls, ends: time, info: ValidationInfo) -> time:
+        starts = info.data.get("starts")
+        if starts is not None and ends <= starts:
+            raise ValueError("must be after starts")
+        return ends
+
+
+class WeeklyHoursPut(Body):
+    hours: list[HoursRange] = Field(
+        max_length=7 * 24, description="the whole week; days not listed are not worked"
+    )
+
+
+class WeeklyHours(BaseModel):
+    practitioner_id: int
+    hours: list[HoursRange]
+    version: int = Field(description="the practitioner's version, which also guards the week")
+
+
+def _check_no_overlap(ranges: list[tuple[int, time, time]], path: str) -> None:
+    """Name the later of two overlapping ranges by its index in the body; touching is fine.
+    Each range is (weekday, starts, ends); day overrides pass weekday 0."""
+    order = sorted(range(len(ranges)), key=lambda i: ranges[i])
+    for earlier, later in pairwise(order):
+        day, starts, ends = ranges[earlier]
+        if ranges[later][0] == day and ranges[later][1] < ends:
+            span = f"{starts:%H:%M}-{ends:%H:%M}"
+            when = f"{WEEKDAYS[day - 1]} {span}" if day else span
+            raise invalid(f"{path}.{later}.starts", f"overlaps {path}.{earlier} ({when})")
+
+
+def _week(practitioner_id: int, hours: list[schedules.HoursRange], version: int) -> WeeklyHours:
+    ranges = [HoursRange(weekday=d, starts=s, ends=e) for d, s, e in sorted(hours)]
+    return WeeklyHours(practitioner_id=practitioner_id, hours=ranges, version=version)
+
+
+@API.route(
+    "GET",
+    "/api/v1/practitioners/{practitioner_id}/hours",
+    summary="A practitioner's weekly working hours",
+    tag="schedules",
+    roles=ALL_STAFF,
+    response=WeeklyHours,
+    errors=(404,),
+)
+async def get_hours(ctx: Ctx) -> WeeklyHours:
+    practitioner_id = ctx.path["practitioner_id"]
+    async with (
+        ctx.pool.acquire() as conn,
+        conn.transaction(readonly=True, isolation="repeatable_read"),
+    ):
+        row = await clinics.get_practitioner(conn, practitioner_id)
+        if row is None:
+            raise not_found("practitioner", practitioner_id)
+        hours = await schedules.list_working_hours(conn, practitioner_id)
+    return _week(practitioner_id, hours, row["version"])
+
+
+@API.route(
+    "PUT",
+    "/api/v1/practitioners/{practitioner_id}/hours",
+    summary="Replace a practitioner's weekly working hours",
+    tag="schedules",
+    roles=SCHEDULERS,
+    body=WeeklyHoursPut,
+    response=WeeklyHours,
+    errors=(404, 409, 412, 428),
+)
+async def put_hours(ctx: Ctx) -> WeeklyHours:
+    """Send the whole week and If-Match with the ETag of `GET .../hours`. Overlapping ranges on
+    one day are a 422 naming the later one, e.g. `hours.3.starts`."""
+    practitioner_id = ctx.path["practitioner_id"]
+    expected = ctx.if_match()
+    body: WeeklyHoursPut = ctx.body
+    hours = [(r.weekday, r.starts, r.ends) for r in body.hours]
+    _check_no_overlap(hours, "hours")
+    conflicts = {"working_hours_practitioner_id_weekday_tsrange_excl": "ranges overlap"}
+    with database_errors(conflicts):
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            row = await _locked_practitioner(conn, practitioner_id)
+            if row["version"] != expected:
+                raise stale("practitioner", practitioner_id, row["version"])
+            before = _week(
+                practitioner_id, await schedules.list_working_hours(conn, practitioner_id), expected
+            )
+            await schedules.replace_working_hours(conn, practitioner_id, hours)
+            version = await clinics.bump_practitioner_version(
+                conn, practitioner_id, expected_version=expected
+            )
+            assert version is not None  # locked and version-checked above
+            after = _week(practitioner_id, hours, version)
+            await record(
+                conn,
+                ctx,
+                action="hours.replace",
+                entity="practitioner",
+                entity_id=practitioner_id,
+                details={
+                    "from": before.model_dump(mode="json")["hours"],
+                    "to": after.model_dump(mode="json")["hours"],
+                },
+            )
+    return after
+
+
+# -- Time off --------------------------------------------------------------------------------------
+
+
+class TimeOff(BaseModel):
+    id: int
+    practitioner_id: int
+    starts_at: datetime
+    ends_at: datetime = Field(description="exclusive")
+    reason: ShortText
+    created_at: datetime
+
+
+class TimeOffCreate(Body):
+    starts_at: Instant
+    ends_at: Instant = Field(description="exclusive; after starts_at")
+    reason: ShortText = ""
+
+    @field_validator("ends_at")
+    @classmethod
+    def _ends_after_start(cls, ends_at: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if starts_at is not None and ends_at <= starts_at:
+            raise ValueError("must be after starts_at")
+        return ends_at
+
+
+class TimeOffQuery(PageQuery):
+    since: Instant = optional()
+    until: Instant = optional()
+
+
+class TimeOffPage(BaseModel):
+    items: list[TimeOff]
+    next_cursor: str | None
+
+
+async def _require_practitioner(
+    db: asyncpg.Connection | asyncpg.Pool, practitioner_id: int
+) -> None:
+    if await clinics.get_practitioner(db, practitioner_id) is None:
+        raise not_found("practitioner", practitioner_id)
+
+
+@API.route(
+    "GET",
+    "/api/v1/practitioners/{practitioner_id}/time-off",
+    summary="A practitioner's time off, by start",
+    tag="schedules",
+    roles=ALL_STAFF,
+    query=TimeOffQuery,
+    response=TimeOffPage,
+    errors=(404,),
+)
+async def list_time_off(ctx: Ctx) -> TimeOffPage:
+    """With `since`/`until`, only time off overlapping [since, until)."""
+    practitioner_id = ctx.path["practitioner_id"]
+    query: TimeOffQuery = ctx.query
+    if query.since is not None and query.until is not None and query.until <= query.since:
+        raise invalid("until", "must be after since", where="query")
+    after = decode_cursor(query.cursor, datetime, int)
+    await _require_practitioner(ctx.pool, practitioner_id)
+    rows = await schedules.list_time_off(
+        ctx.pool,
+        practitioner_id,
+        since=query.since,
+        until=query.until,
+        after=(after[0], after[1]) if after else None,
+        limit=query.limit + 1,
+    )
+    items = [TimeOff.model_validate(r) for r in rows[: query.limit]]
+    more = len(rows) > query.limit
+    cursor = encode_cursor(items[-1].starts_at.isoformat(), items[-1].id) if more else None
+    return TimeOffPage(items=items, next_cursor=cursor)
+
+
+@API.route(
+    "POST",
+    "/api/v1/practitioners/{practitioner_id}/time-off",
+    summary="Record time off",
+    tag="schedules",
+    roles=SCHEDULERS,
+    body=TimeOffCreate,
+    response=TimeOff,
+    status=201,
+    errors=(404,),
+)
+async def create_time_off(ctx: Ctx) -> TimeOff:
+    """Appointments already booked in the range stay booked: move them separately."""
+    practitioner_id = ctx.path["practitioner_id"]
+    body: TimeOffCreate = ctx.body
+    with database_errors():
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await _locked_practitioner(conn, practitioner_id)
+            row = await schedules.create_time_off(
+                conn,
+                practitioner_id,
+                starts_at=body.starts_at,
+                ends_at=body.ends_at,
+                reason=body.reason,
+                now=ctx.now,
+            )
+            created = TimeOff.model_validate(row)
+            await record(
+                conn,
+                ctx,
+                action="time_off.create",
+                entity="practitioner",
+                entity_id=practitioner_id,
+                details={"time_off": created.model_dump(mode="json")},
+            )
+    return created
+
+
+@API.route(
+    "DELETE",
+    "/api/v1/practitioners/{practitioner_id}/time-off/{time_off_id}",
+    summary="Remove time off",
+    tag="schedules",
+    roles=SCHEDULERS,
+    status=204,
+    errors=(404,),
+)
+async def delete_time_off(ctx: Ctx) -> None:
+    practitioner_id, time_off_id = ctx.path["practitioner_id"], ctx.path["time_off_id"]
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await schedules.delete_time_off(conn, practitioner_id, time_off_id)
+        if row is None:
+            raise not_found("time off", time_off_id)
+        await record(
+            conn,
+            ctx,
+            action="time_off.delete",
+            entity="practitioner",
+            entity_id=practitioner_id,
+            details={"time_off": TimeOff.model_validate(row).model_dump(mode="json")},
+        )
+
+
+# -- One-off day overrides -------------------------------------------------------------------------
+
+
+class DayRange(Body):
+    starts: LocalTime = Field(description="local time in the clinic's zone")
+    ends: LocalTime
+
+    @field_validator("ends")
+    @classmethod
+    def _ends_after_start(cls, ends: time, info: ValidationInfo) -> time:
+        starts = info.data.get("starts")
+        if starts is not None and ends <= starts:
+            raise ValueError("must be after starts")
+        return ends
+
+
+class OverridePut(Body):
+    day: Day = Field(description="the local date whose hours this replaces")
+    ranges: list[DayRange] = Field(
+        default_factory=list, max_length=24, description="the hours worked; none means closed"
+    )
+    reason: ShortText = ""
+
+
+class Override(BaseModel):
+    practitioner_id: int
+    day: date
+    ranges: list[DayRange]
+    closed: bool = Field(description="true when no ranges: not working that day")
+    reason: ShortText
+
+
+class OverrideQuery(PageQuery):
+    first_day: Day = optional()
+    last_day: Day = optional()
+
+
+class OverrideDay(BaseModel):
+    day: Day
+
+
+class OverridePage(BaseModel):
+    items: list[Override]
+    next_cursor: str | None
+
+
+def _override(row: dict[str, Any]) -> Override:
+    ranges = [DayRange(starts=s, ends=e) for s, e in row["ranges"]]
+    return Override(
+        practitioner_id=row["practitioner_id"],
+        day=row["day"],
+        ranges=ranges,
+        closed=not ranges,
+        reason=row["reason"],
+    )
+
+
+@API.route(
+    "GET",
+    "/api/v1/practitioners/{practitioner_id}/overrides",
+    summary="A practitioner's day overrides, by day",
+    tag="schedules",
+    roles=ALL_STAFF,
+    query=OverrideQuery,
+    response=OverridePage,
+    errors=(404,),
+)
+async def list_overrides(ctx: Ctx) -> OverridePage:
+    """With `first_day`/`last_day` (inclusive), only overrides of those days."""
+    practitioner_id = ctx.path["practitioner_id"]
+    query: OverrideQuery = ctx.query
+    (after_day,) = decode_cursor(query.cursor, date) or [None]
+    await _require_practitioner(ctx.pool, practitioner_id)
+    rows = await schedules.list_overrides(
+        ctx.pool,
+        practitioner_id,
+        first_day=query.first_day,
+        last_day=query.last_day,
+        after_day=after_day,
+        limit=query.limit + 1,
+    )
+    items = [_override(r) for r in rows[: query.limit]]
+    more = len(rows) > query.limit
+    return OverridePage(
+        items=items, next_cursor=encode_cursor(items[-1].day.isoformat()) if more else None
+    )
+
+
+@API.route(
+    "PUT",
+    "/api/v1/practitioners/{practitioner_id}/overrides",
+    summary="Set one day's hours (create or replace that day's override)",
+    tag="schedules",
+    roles=SCHEDULERS,
+    body=OverridePut,
+    response=Override,
+    errors=(404,),
+)
+async def put_override(ctx: Ctx) -> Override:
+    """The body states the whole day, so replacing needs no If-Match: there is nothing of the
+    old override the caller could unknowingly keep or lose. Overlapping ranges are a 422."""
+    practitioner_id = ctx.path["practitioner_id"]
+    body: OverridePut = ctx.body
+    ranges = [(r.starts, r.ends) for r in body.ranges]
+    _check_no_overlap([(0, s, e) for s, e in ranges], "ranges")
+    with database_errors():
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await _locked_practitioner(conn, practitioner_id)
+            previous = await schedules.get_override(
+                conn, practitioner_id, body.day, for_update=True
+            )
+            row = await schedules.set_override(
+                conn, practitioner_id, body.day, ranges=ranges, reason=body.reason
+            )
+            result = _override(row)
+            await record(
+                conn,
+                ctx,
+                action="override.replace" if previous else "override.create",
+                entity="practitioner",
+                entity_id=practitioner_id,
+                details={
+                    "from": _override(previous).model_dump(mode="json") if previous else None,
+                    "to": result.model_dump(mode="json"),
+                },
+            )
+    return result
+
+
+@API.route(
+    "DELETE",
+    "/api/v1/practitioners/{practitioner_id}/overrides",
+    summary="Remove one day's override (the weekly hours apply again)",
+    tag="schedules",
+    roles=SCHEDULERS,
+    query=OverrideDay,
+    status=204,
+    errors=(404,),
+)
+async def delete_override(ctx: Ctx) -> None:
+    practitioner_id = ctx.path["practitioner_id"]
+    day: date = ctx.query.day
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await _require_practitioner(conn, practitioner_id)
+        row = await schedules.delete_override(conn, practitioner_id, day)
+        if row is None:
+            raise ApiError(
+                404,
+                "Not Found",
+                f"no override on {day} for practitioner {practitioner_id}",
+                type_="not-found",
+            )
+        await record(
+            conn,
+            ctx,
+            action="override.delete",
+            entity="practitioner",
+            entity_id=practitioner_id,
+            details={"from": _override(row).model_dump(mode="json")},
+        )

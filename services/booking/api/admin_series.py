@@ -1,0 +1,230 @@
+"""Treatment courses (series) in the admin API: list, one course with every session and the
+health of its gaps, and changes to its plan notes and status.
+
+Roles:
+
+| endpoint                         | admin | front_desk        | clinician |
+| -------------------------------- | ----- | ----------------- | --------- |
+| list, one series (reads)         | yes   | yes               | yes       |
+| PATCH status                     | yes   | yes               | yes       |
+| PATCH plan_notes (clinical text) | yes   | no (403)          | yes       |
+
+Reads are audited (`series.read`, one row per patient shown); PATCH needs If-Match.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.booking import appointment_changes as changes
+from services.booking.api import API
+from services.booking.api.admin_appointments import (
+    READ,
+    AppointmentOut,
+    GapOut,
+    Id,
+    Text,
+    Zones,
+    appointment_out,
+    domain_call,
+    gap_out,
+    stale,
+)
+from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor, not_found
+from shared.scheduling import gaps
+from shared.scheduling.loader import load_treatment
+from shared.store import appointments, audit
+from shared.store import series as series_store
+from shared.store.series import Series, SeriesStatus
+
+TAG = "series"
+CLINICAL_TEXT = frozenset({"admin", "clinician"})
+
+
+class SeriesOut(BaseModel):
+    id: int
+    clinic_id: int
+    patient_id: int
+    treatment_id: int
+    planned_sessions: int
+    status: SeriesStatus
+    plan_notes: str
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class SeriesPage(BaseModel):
+    items: list[SeriesOut]
+    next_cursor: str | None
+
+
+class SessionOut(AppointmentOut):
+    gap_before: GapOut | None = Field(
+        description="the gap from the previous counted session (None for the first, and for "
+        "cancelled or missed sessions, which do not count)"
+    )
+
+
+class SeriesDetail(SeriesOut):
+    treatment_name: str
+    time_zone: str
+    sessions: list[SessionOut] = Field(description="every appointment, in course order")
+    gaps: list[GapOut]
+    below_minimum: list[str] = Field(description="gaps below the hard minimum (overridden)")
+    warnings: list[str] = Field(description="gaps past the soft maximum")
+    review_notes: list[str] = Field(description="gaps beyond twice the target")
+
+
+class SeriesQuery(PageQuery):
+    patient_id: Id | None = None
+    status: list[SeriesStatus] | None = Field(None, max_length=4, description="repeatable")
+
+
+class SeriesPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan_notes: Annotated[Text, Field(max_length=5000)] | None = None
+    status: SeriesStatus | None = None
+
+
+def series_out(series: Series) -> SeriesOut:
+    return SeriesOut(
+        id=series.id,
+        clinic_id=series.clinic_id,
+        patient_id=series.patient_id,
+        treatment_id=series.treatment_id,
+        planned_sessions=series.planned_sessions,
+        status=series.status,
+        plan_notes=series.plan_notes,
+        version=series.version,
+        created_at=series.created_at,
+        updated_at=series.updated_at,
+    )
+
+
+async def _audit_series_reads(ctx: Ctx, found: list[Series], via: str) -> None:
+    if not found:
+        return
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for series in found:
+            await audit.record(
+                conn,
+                at=ctx.now,
+                actor=ctx.actor,
+                action="series.read",
+                entity="series",
+                entity_id=series.id,
+                patient_id=series.patient_id,
+                details={"via": via},
+                request_id=ctx.request_id,
+            )
+
+
+@API.route(
+    "GET",
+    "/api/v1/series",
+    summary="Treatment courses, filtered and paginated",
+    tag=TAG,
+    roles=READ,
+    query=SeriesQuery,
+    response=SeriesPage,
+)
+async def list_series(ctx: Ctx) -> SeriesPage:
+    """Filter by patient and status (repeat `status` for several); ordered by id."""
+    query: SeriesQuery = ctx.query
+    found = await series_store.list_page(
+        ctx.pool,
+        patient_id=query.patient_id,
+        statuses=list(query.status) if query.status else None,
+        after_id=query.after_id(),
+        limit=query.limit,
+    )
+    await _audit_series_reads(ctx, found, "list")
+    return SeriesPage(
+        items=[series_out(s) for s in found], next_cursor=next_cursor(found, query.limit)
+    )
+
+
+async def series_detail(ctx: Ctx, series: Series) -> SeriesDetail:
+    treatment = await load_treatment(ctx.pool, series.treatment_id)
+    assert treatment is not None  # a foreign key
+    zone = await Zones(ctx).of(series.clinic_id)
+    rows = await appointments.for_series(ctx.pool, series.id)
+    sessions = [changes.session_of(a) for a in rows]
+    all_gaps = gaps.course_gaps(sessions, treatment.gaps, zone)
+    gap_before = {gap.later_id: gap_out(gap) for gap in all_gaps}
+    return SeriesDetail(
+        **series_out(series).model_dump(),
+        treatment_name=treatment.name,
+        time_zone=zone.key,
+        sessions=[
+            SessionOut(**appointment_out(a, zone).model_dump(), gap_before=gap_before.get(a.id))
+            for a in rows
+        ],
+        gaps=[gap_out(g) for g in all_gaps],
+        below_minimum=gaps.messages(all_gaps, gaps.BELOW_MINIMUM),
+        warnings=gaps.messages(all_gaps, gaps.PAST_SOFT_MAXIMUM),
+        review_notes=gaps.messages(all_gaps, gaps.NEEDS_CLINICIAN_REVIEW),
+    )
+
+
+@API.route(
+    "GET",
+    "/api/v1/series/{series_id}",
+    summary="One course with every session, its gaps and warnings",
+    tag=TAG,
+    roles=READ,
+    response=SeriesDetail,
+)
+async def get_series(ctx: Ctx) -> SeriesDetail:
+    """Sessions in course order with local times; each counted session's gap to the one before,
+    checked against the treatment's rules. The ETag is the series' version."""
+    series_id = ctx.path["series_id"]
+    found = await series_store.get(ctx.pool, series_id)
+    if found is None:
+        raise not_found("series", series_id)
+    await _audit_series_reads(ctx, [found], "detail")
+    return await series_detail(ctx, found)
+
+
+@API.route(
+    "PATCH",
+    "/api/v1/series/{series_id}",
+    summary="Change a course's plan notes or status",
+    tag=TAG,
+    roles=READ,
+    body=SeriesPatch,
+    response=SeriesDetail,
+    errors=(409, 412, 428),
+)
+async def patch_series(ctx: Ctx) -> SeriesDetail:
+    """Status moves between active and paused freely; completed and cancelled are final, and
+    need every session off the books first (409 sessions-still-booked). Plan notes are clinical
+    text: clinicians and admins only."""
+    body: SeriesPatch = ctx.body
+    assert ctx.staff is not None
+    if body.plan_notes is None and body.status is None:
+        raise invalid("(root)", "send plan_notes, status or both")
+    if body.plan_notes is not None and ctx.staff.role not in CLINICAL_TEXT:
+        raise ApiError(403, "Forbidden", f"the {ctx.staff.role} role may not change plan notes")
+    version = ctx.if_match()
+    try:
+        updated = await domain_call(
+            ctx,
+            changes.update_series(
+                ctx.pool,
+                ctx.path["series_id"],
+                plan_notes=body.plan_notes,
+                status=body.status,
+                expected_version=version,
+                change=changes.Change(ctx.actor, ctx.now, ctx.request_id),
+            ),
+            what="series",
+        )
+    except series_store.StaleSeries as error:
+        raise stale("series", error.current.version) from None
+    return await series_detail(ctx, updated)

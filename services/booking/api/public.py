@@ -1,0 +1,714 @@
+"""The public booking API the booking form uses: no token, rate-limited per client address.
+
+Flow: clinic and treatments → availability → (for a course) a proposal of every session → a hold
+on those times (token shown once) → the booking with the patient's details and consents. Every
+time is given in UTC (`start`) and in the clinic's zone (`start_local`, `local_date`,
+`local_time`), and each answer names the zone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+from services.booking import booking, idempotency, ratelimit
+from services.booking.api import API
+from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from services.booking.booking import Offer
+from shared.scheduling.availability import FreeStart
+from shared.scheduling.course import CourseProposal, ProposedSession
+from shared.scheduling.loader import load_clinic
+from shared.store import appointments, clinics
+from shared.store.appointments import Appointment
+from shared.web import SETTINGS
+
+TAG = "public booking"
+MAX_DAYS = 42  # availability: at most six weeks per request
+MAX_ID = 2**63 - 1  # ids are bigint; larger numbers name nothing (and must not reach SQL)
+# Used only if no REGIMEN_SECRET_KEY is configured (never in dev or production, which both have
+# one): tokens then stay valid for this process only.
+_FALLBACK_SECRET = secrets.token_urlsafe(32)
+
+
+# -- input types shared with the admin booking API ---------------------------------------------
+
+
+def _storable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: refuse them here
+    # rather than fail in the database.
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return text
+
+
+def _one_line(text: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValueError("must be one line of text without control characters")
+    return _storable(text)
+
+
+def _sane_instant(moment: datetime) -> datetime:
+    if not 2000 <= moment.year <= 2999:
+        raise ValueError("must be between the years 2000 and 2999")
+    return moment
+
+
+def _sane_day(day: date) -> date:
+    if not 2000 <= day.year <= 2999:
+        raise ValueError("must be between the years 2000 and 2999")
+    return day
+
+
+def _sane_birthday(day: date) -> date:
+    if day.year < 1900:
+        raise ValueError("must be after 1900")
+    return day
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Instant = Annotated[AwareDatetime, AfterValidator(_sane_instant)]
+Day = Annotated[date, AfterValidator(_sane_day)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_one_line),
+]
+FreeText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(_storable)
+]
+Reason = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=500),
+    AfterValidator(_storable),
+]
+HoldToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,128}$")]
+ScreeningKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
+ScreeningText = Annotated[str, StringConstraints(max_length=500), AfterValidator(_storable)]
+
+
+class SessionChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    practitioner_id: Id
+    start: Instant = Field(description="the session's start, with its UTC offset")
+
+
+# -- output models -------------------------------------------------------------------------------
+
+
+class PublicSlot(BaseModel):
+    start: datetime = Field(description="UTC")
+    start_local: str = Field(description="ISO 8601 in the clinic's zone, with the offset")
+    local_date: date
+    local_time: str = Field(description="HH:MM in the clinic's zone")
+    practitioner_id: int
+
+
+class PublicDay(BaseModel):
+    day: date = Field(description="a local date in the clinic's zone")
+    weekday: str
+    slots: list[PublicSlot]
+
+
+class PublicAvailability(BaseModel):
+    treatment_id: int
+    practitioner_id: int | None = Field(description="null: any practitioner")
+    time_zone: str = Field(description="the clinic's IANA zone every local time is in")
+    first_day: date
+    last_day: date
+    days: list[PublicDay]
+
+
+class PublicProposedSession(PublicSlot):
+    position: int
+    end: datetime
+    gap_days: int | None = Field(description="local calendar days after the previous session")
+    flags: list[str] = Field(description="different_practitioner, different_time, gap_not_target")
+    reasons: list[str]
+
+
+class PublicProposal(BaseModel):
+    treatment_id: int
+    time_zone: str
+    complete: bool
+    sessions: list[PublicProposedSession] = Field(description="those placed, in order")
+    failed_position: int | None = Field(description="the session that could not be placed")
+    failure: str | None
+
+
+class PublicSession(PublicSlot):
+    position: int
+    end: datetime
+    status: str
+
+
+class PublicHold(BaseModel):
+    hold_id: int
+    token: str = Field(description="shown once: keep it to see, release or book the hold")
+    expires_at: datetime
+    seconds_left: int
+    time_zone: str
+    treatment_id: int
+    sessions: list[PublicSession]
+
+
+class PublicHoldStatus(BaseModel):
+    state: Literal["active", "expired", "released", "booked"]
+    expires_at: datetime
+    seconds_left: int
+    time_zone: str
+    treatment_id: int
+    sessions: list[PublicSession]
+
+
+class BookedSession(PublicSession):
+    id: int
+    needs_review: bool
+
+
+class PublicBooking(BaseModel):
+    series_id: int | None
+    treatment_id: int
+    time_zone: str
+    needs_review: bool = Field(description="a clinician reviews the answers before the visit")
+    appointments: list[BookedSession]
+
+
+class PublicPractitioner(BaseModel):
+    id: int
+    name: str
+
+
+class PublicClinic(BaseModel):
+    id: int
+    name: str
+    time_zone: str
+    phone: str
+    address: str
+    hold_minutes: int
+    min_notice_minutes: int
+    horizon_days: int
+    practitioners: list[PublicPractitioner]
+
+
+class PublicGap(BaseModel):
+    position: int
+    target_days: int
+    min_days: int
+    max_days: int
+
+
+class PublicTreatment(BaseModel):
+    id: int
+    code: str
+    name: str
+    description: str
+    duration_minutes: int
+    needs_consultation: bool
+    is_course: bool
+    sessions_min: int
+    sessions_max: int
+    gaps: list[PublicGap] = Field(description="the gap before each session from the second on")
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+
+def slot_out(slot: FreeStart, offer: Offer) -> PublicSlot:
+    return PublicSlot.model_validate(booking.slot_json(slot, offer))
+
+
+def _local_fields(start: datetime, offer: Offer) -> dict[str, Any]:
+    local = start.astimezone(offer.clinic.zone)
+    return {
+        "start": start,
+        "start_local": local.isoformat(),
+        "local_date": local.date(),
+        "local_time": f"{local:%H:%M}",
+    }
+
+
+def session_out(row: Appointment, offer: Offer, position: int) -> PublicSession:
+    return PublicSession(
+        position=row.position or position,
+        practitioner_id=row.practitioner_id,
+        end=row.ends_at,
+        status=row.status,
+        **_local_fields(row.starts_at, offer),
+    )
+
+
+def booked_out(row: Appointment, offer: Offer, position: int) -> BookedSession:
+    return BookedSession(
+        id=row.id,
+        needs_review=row.needs_review,
+        **session_out(row, offer, position).model_dump(),
+    )
+
+
+def proposed_out(session: ProposedSession, offer: Offer) -> PublicProposedSession:
+    return PublicProposedSession(
+        position=session.position,
+        practitioner_id=session.practitioner_id,
+        end=session.end,
+        gap_days=session.gap_days,
+        flags=list(session.flags),
+        reasons=list(session.reasons),
+        **_local_fields(session.start, offer),
+    )
+
+
+def proposal_out(proposal: CourseProposal, offer: Offer) -> PublicProposal:
+    return PublicProposal(
+        treatment_id=offer.treatment.id,
+        time_zone=offer.clinic.time_zone,
+        complete=proposal.complete,
+        sessions=[proposed_out(s, offer) for s in proposal.sessions],
+        failed_position=proposal.failed_position,
+        failure=proposal.failure,
+    )
+
+
+def _seconds_left(expires_at: datetime, now: datetime) -> int:
+    return max(0, int((expires_at - now).total_seconds()))
+
+
+def _secret(ctx: Ctx) -> str:
+    return ctx.request.app[SETTINGS].secret_key or _FALLBACK_SECRET
+
+
+async def _offer(ctx: Ctx, treatment_id: int, where: str) -> Offer:
+    offer = await booking.load_offer(ctx.pool, treatment_id, public=True)
+    if offer is None:
+        raise invalid("treatment_id", f"no treatment {treatment_id} is offered", where=where)
+    return offer
+
+
+# -- clinic and treatments -----------------------------------------------------------------------
+
+
+@API.route(
+    "GET",
+    "/api/v1/public/clinics/{clinic_id}",
+    summary="The clinic: name, zone, phone, address, booking policy, practitioners",
+    tag=TAG,
+    roles=None,
+    response=PublicClinic,
+    rate_limit=ratelimit.public_reads,
+)
+async def public_clinic(ctx: Ctx) -> PublicClinic:
+    clinic = await load_clinic(ctx.pool, ctx.path["clinic_id"])
+    if clinic is None:
+        raise not_found("clinic", ctx.path["clinic_id"])
+    staff = await clinics.list_practitioners(
+        ctx.pool, clinic_id=clinic.id, active=True, after_id=None, limit=200
+    )
+    return PublicClinic(
+        id=clinic.id,
+        name=clinic.name,
+        time_zone=clinic.time_zone,
+        phone=clinic.phone,
+        address=clinic.address,
+        hold_minutes=int(clinic.hold_time / timedelta(minutes=1)),
+        min_notice_minutes=int(clinic.rules.min_notice / timedelta(minutes=1)),
+        horizon_days=clinic.rules.horizon.days,
+        practitioners=[PublicPractitioner(id=p["id"], name=p["name"]) for p in staff],
+    )
+
+
+@API.route(
+    "GET",
+    "/api/v1/public/clinics/{clinic_id}/treatments",
+    summary="Treatments on offer (public and active), with each course's sessions and gaps",
+    tag=TAG,
+    roles=None,
+    response=list[PublicTreatment],
+    rate_limit=ratelimit.public_reads,
+)
+async def public_treatments(ctx: Ctx) -> list[PublicTreatment]:
+    clinic = await load_clinic(ctx.pool, ctx.path["clinic_id"])
+    if clinic is None:
+        raise not_found("clinic", ctx.path["clinic_id"])
+    offered = []
+    for row in await clinics.list_treatments(ctx.pool, clinic.id):
+        offer = await booking.load_offer(ctx.pool, row["id"], public=True)
+        if offer is not None:
+            offered.append(_treatment_out(offer))
+    return offered
+
+
+def _treatment_out(offer: Offer) -> PublicTreatment:
+    t = offer.treatment
+    return PublicTreatment(
+        id=t.id,
+        code=t.code,
+        name=t.name,
+        description=t.description,
+        duration_minutes=int(t.spec.duration / timedelta(minutes=1)),
+        needs_consultation=t.needs_consultation,
+        is_course=t.is_course,
+        sessions_min=t.sessions_min,
+        sessions_max=t.sessions_max,
+        gaps=[
+            PublicGap(
+                position=k, target_days=g.target_days, min_days=g.min_days, max_days=g.max_days
+            )
+            for k, g in sorted(t.gaps.items())
+        ],
+    )
+
+
+# -- availability and proposals ------------------------------------------------------------------
+
+
+class AvailabilityQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    treatment_id: Id
+    practitioner: str = Field(
+        "any", pattern=r"^(any|[1-9][0-9]{0,17})$", description="a practitioner id, or 'any'"
+    )
+    from_: Day = Field(alias="from", description="first local date (clinic's zone)")
+    to: Day = Field(description=f"last local date, at most {MAX_DAYS} days from 'from'")
+
+    @field_validator("to")
+    @classmethod
+    def _span(cls, to: date, info: ValidationInfo) -> date:
+        first = info.data.get("from_")
+        if first is not None and to < first:
+            raise ValueError("must not be before 'from'")
+        if first is not None and (to - first).days + 1 > MAX_DAYS:
+            raise ValueError(f"at most {MAX_DAYS} days (six weeks) per request")
+        return to
+
+
+@API.route(
+    "GET",
+    "/api/v1/public/availability",
+    summary="Free start times by local day, for one practitioner or any",
+    tag=TAG,
+    roles=None,
+    query=AvailabilityQuery,
+    response=PublicAvailability,
+    rate_limit=ratelimit.public_reads,
+)
+async def public_availability(ctx: Ctx) -> PublicAvailability:
+    query: AvailabilityQuery = ctx.query
+    offer = await _offer(ctx, query.treatment_id, "query")
+    practitioner_id = None if query.practitioner == "any" else int(query.practitioner)
+    if practitioner_id is not None and not await booking.works_here(
+        ctx.pool, offer, practitioner_id, ctx.now
+    ):
+        raise invalid("practitioner", f"no practitioner {practitioner_id} here", where="query")
+    slots = await booking.free_slots(
+        ctx.pool, offer, practitioner_id, query.from_, query.to, ctx.now
+    )
+    by_day: dict[date, list[PublicSlot]] = {}
+    for slot in slots:
+        out = slot_out(slot, offer)
+        by_day.setdefault(out.local_date, []).append(out)
+    days = [
+        PublicDay(day=day, weekday=f"{day:%A}", slots=by_day.get(day, []))
+        for day in (
+            query.from_ + timedelta(days=n) for n in range((query.to - query.from_).days + 1)
+        )
+    ]
+    return PublicAvailability(
+        treatment_id=offer.treatment.id,
+        practitioner_id=practitioner_id,
+        time_zone=offer.clinic.time_zone,
+        first_day=query.from_,
+        last_day=query.to,
+        days=days,
+    )
+
+
+class ProposalQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    treatment_id: Id
+    practitioner_id: Id = Field(description="the practitioner preferred for every session")
+    first_start: Instant = Field(description="the first session's start, with its UTC offset")
+    sessions: int | None = Field(
+        None, ge=1, le=50, description="for a course of variable length; default its minimum"
+    )
+
+
+@API.route(
+    "GET",
+    "/api/v1/public/course-proposal",
+    summary="Every session of a course from its first start (or which session cannot be placed)",
+    tag=TAG,
+    roles=None,
+    query=ProposalQuery,
+    response=PublicProposal,
+    rate_limit=ratelimit.public_reads,
+)
+async def public_course_proposal(ctx: Ctx) -> PublicProposal:
+    """When the course cannot be fully placed the answer is still 200, with `complete: false`,
+    the sessions placed so far, `failed_position` and a sentence saying why."""
+    query: ProposalQuery = ctx.query
+    offer = await _offer(ctx, query.treatment_id, "query")
+    try:
+        proposal = await booking.propose(
+            ctx.pool,
+            offer,
+            first_start=query.first_start,
+            practitioner_id=query.practitioner_id,
+            sessions=query.sessions or offer.treatment.sessions_min,
+            now=ctx.now,
+        )
+    except booking.InvalidField as error:
+        raise invalid(error.path, error.message, where="query") from None
+    return proposal_out(proposal, offer)
+
+
+# -- holds -------------------------------------------------------------------------------------
+
+
+class HoldRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    treatment_id: Id
+    sessions: list[SessionChoice] = Field(
+        min_length=1,
+        max_length=50,
+        description="one slot, or every session of the course in order (e.g. a proposal's)",
+    )
+
+
+class TokenQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: HoldToken = Field(description="the token the hold was created with")
+
+
+@API.route(
+    "POST",
+    "/api/v1/public/holds",
+    summary="Hold one slot or a whole course while the patient fills in the form",
+    tag=TAG,
+    roles=None,
+    body=HoldRequest,
+    response=PublicHold,
+    status=201,
+    idempotent=True,
+    errors=(409, 422),
+    rate_limit=ratelimit.public_writes,
+)
+async def public_create_hold(ctx: Ctx) -> Any:
+    """Every session is checked again here (free, gaps within the course's limits). The token is
+    shown once; the hold expires after the clinic's hold time."""
+    body: HoldRequest = ctx.body
+    offer = await _offer(ctx, body.treatment_id, "body")
+    secret = _secret(ctx)
+    requests = [
+        booking.SessionRequest(s.practitioner_id, s.start, f"sessions.{i}")
+        for i, s in enumerate(body.sessions)
+    ]
+
+    async def work(conn: asyncpg.Connection) -> PublicHold:
+        created = await booking.create_hold(
+            conn,
+            offer,
+            requests,
+            token_for=lambda hold_id: booking.hold_token(secret, hold_id),
+            now=ctx.now,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+        )
+        rows = [await _appointment(conn, i) for i in created.appointment_ids]
+        return PublicHold(
+            hold_id=created.hold_id,
+            token=created.token,
+            expires_at=created.expires_at,
+            seconds_left=_seconds_left(created.expires_at, ctx.now),
+            time_zone=offer.clinic.time_zone,
+            treatment_id=offer.treatment.id,
+            sessions=[session_out(r, offer, n) for n, r in enumerate(rows, start=1)],
+        )
+
+    def conceal(stored: dict[str, Any]) -> dict[str, Any]:
+        return {**stored, "token": ""}  # the database keeps only the token's hash
+
+    def reveal(stored: dict[str, Any]) -> dict[str, Any]:
+        return {**stored, "token": booking.hold_token(secret, stored["hold_id"])}
+
+    return await idempotency.run(ctx, work, status=201, conceal=conceal, reveal=reveal)
+
+
+async def _appointment(conn: asyncpg.Connection, appointment_id: int) -> Appointment:
+    found = await appointments.get(conn, appointment_id)
+    assert found is not None
+    return found
+
+
+@API.route(
+    "GET",
+    "/api/v1/public/hold",
+    summary="A hold's state and the time left",
+    tag=TAG,
+    roles=None,
+    query=TokenQuery,
+    response=PublicHoldStatus,
+    errors=(404,),
+    rate_limit=ratelimit.public_reads,
+)
+async def public_hold_status(ctx: Ctx) -> PublicHoldStatus:
+    view = await booking.hold_view(ctx.pool, ctx.query.token, ctx.now)
+    if view is None or view.offer is None:
+        raise ApiError(404, "Not Found", "no hold with this token", type_="not-found")
+    offer = view.offer
+    return PublicHoldStatus(
+        state=view.state,
+        expires_at=view.hold.expires_at,
+        seconds_left=_seconds_left(view.hold.expires_at, ctx.now) if view.state == "active" else 0,
+        time_zone=offer.clinic.time_zone,
+        treatment_id=offer.treatment.id,
+        sessions=[session_out(r, offer, n) for n, r in enumerate(view.sessions, start=1)],
+    )
+
+
+@API.route(
+    "DELETE",
+    "/api/v1/public/hold",
+    summary="Release a hold: its times are free again at once",
+    tag=TAG,
+    roles=None,
+    query=TokenQuery,
+    errors=(404, 409),
+    status=204,
+    rate_limit=ratelimit.public_writes,
+)
+async def public_release_hold(ctx: Ctx) -> None:
+    """Releasing twice is fine; a hold already booked cannot be released (409)."""
+    token = ctx.query.token
+    async with ctx.pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                await booking.release_hold(
+                    conn, token, now=ctx.now, actor=ctx.actor, request_id=ctx.request_id
+                )
+        except idempotency.Failure as failure:
+            raise await failure.as_api_error(conn) from None
+
+
+# -- booking -------------------------------------------------------------------------------------
+
+
+class PatientDetails(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    first_name: Name
+    last_name: Name
+    mobile: Annotated[str, StringConstraints(min_length=3, max_length=40)] = Field(
+        description="a mobile number; national format is read in the clinic's country"
+    )
+    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    date_of_birth: Annotated[date, AfterValidator(_sane_birthday)]
+    allergies: FreeText = ""
+    medications: FreeText = ""
+    screening: dict[ScreeningKey, StrictBool | ScreeningText] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="answers to the screening questions: true or a text is positive",
+    )
+
+    @field_validator("mobile", "email")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return None if value is None else _one_line(value)
+
+
+class ConsentChoices(BaseModel):
+    """Each consent answered explicitly; none is required to book."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    care_sms: StrictBool
+    care_email: StrictBool
+    marketing_sms: StrictBool
+    marketing_email: StrictBool
+
+
+class PublicBookingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hold_token: HoldToken
+    patient: PatientDetails
+    consents: ConsentChoices
+
+
+@API.route(
+    "POST",
+    "/api/v1/public/bookings",
+    summary="Book the held slot or course for the patient",
+    tag=TAG,
+    roles=None,
+    body=PublicBookingRequest,
+    response=PublicBooking,
+    status=201,
+    idempotent=True,
+    errors=(404, 409, 422),
+    rate_limit=ratelimit.public_writes,
+)
+async def public_book(ctx: Ctx) -> Any:
+    """All sessions or none, in one transaction. An expired hold whose times are still free is
+    re-taken; otherwise (or for a released hold) 409 with the next free alternatives. A positive
+    screening answer flags the sessions for clinician review; it does not stop the booking."""
+    body: PublicBookingRequest = ctx.body
+    p = body.patient
+    form = booking.PatientForm(
+        first_name=p.first_name,
+        last_name=p.last_name,
+        mobile=p.mobile,
+        email=p.email or None,
+        date_of_birth=p.date_of_birth,
+        allergies=p.allergies,
+        medications=p.medications,
+        screening=dict(p.screening),
+    )
+    consents = booking.ConsentAnswers(**body.consents.model_dump())
+
+    async def work(conn: asyncpg.Connection) -> PublicBooking:
+        result = await booking.book_hold(
+            conn,
+            body.hold_token,
+            form,
+            consents,
+            now=ctx.now,
+            actor=ctx.actor,
+            request_id=ctx.request_id,
+        )
+        return booking_out(result)
+
+    return await idempotency.run(ctx, work, status=201)
+
+
+def booking_out(result: booking.BookingResult) -> PublicBooking:
+    rows = [booked_out(r, result.offer, n) for n, r in enumerate(result.appointments, start=1)]
+    return PublicBooking(
+        series_id=result.series_id,
+        treatment_id=result.offer.treatment.id,
+        time_zone=result.offer.clinic.time_zone,
+        needs_review=any(r.needs_review for r in rows),
+        appointments=rows,
+    )
