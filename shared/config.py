@@ -47,6 +47,10 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_STATE_DIR": "folder for embedded PostgreSQL data and dev state",
     "REGIMEN_LOG_LEVEL": "DEBUG, INFO, WARNING or ERROR",
     "REGIMEN_DB_POOL_SIZE": "maximum connections per service process",
+    "REGIMEN_PUBLIC_READS_PER_MINUTE": "public API reads per client address a minute (0: off)",
+    "REGIMEN_PUBLIC_WRITES_PER_MINUTE": "public API writes per client address a minute (0: off)",
+    "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR": "public bookings per mobile number an hour (0: off)",
+    "REGIMEN_TRUST_FORWARDED_FOR": "true behind a proxy: rate-limit by X-Forwarded-For",
 }
 
 
@@ -82,6 +86,10 @@ class Settings:
     state_dir: Path
     log_level: str
     db_pool_size: int
+    public_reads_per_minute: int = 120
+    public_writes_per_minute: int = 30
+    bookings_per_mobile_per_hour: int = 5
+    trust_forwarded_for: bool = False
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -136,6 +144,22 @@ def _database_url(env: Mapping[str, str]) -> str | None:
     except ValueError:
         raise ConfigError("DATABASE_URL: the port is not a number") from None
     return raw
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > 1_000_000_000:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number of 0 or more")
+    return int(raw)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (_text(env, name) or "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name}: {raw!r} is not true or false")
+    return raw in ("true", "1", "yes")
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -198,6 +222,10 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         state_dir=Path(_text(env, "REGIMEN_STATE_DIR") or ".regimen").resolve(),
         log_level=log_level.upper(),
         db_pool_size=int(pool_size),
+        public_reads_per_minute=_count(env, "REGIMEN_PUBLIC_READS_PER_MINUTE", 120),
+        public_writes_per_minute=_count(env, "REGIMEN_PUBLIC_WRITES_PER_MINUTE", 30),
+        bookings_per_mobile_per_hour=_count(env, "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR", 5),
+        trust_forwarded_for=_flag(env, "REGIMEN_TRUST_FORWARDED_FOR"),
     )
     if mode == "production":
         require_production_settings(settings)

@@ -127,3 +127,16 @@ def test_serve_without_secret_key_refuses_and_names_it() -> None:
     result = _regimen(["serve", "booking"], env)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("regimen: REGIMEN_SECRET_KEY: required")
+
+
+def test_rate_limits_are_settings_and_zero_turns_them_off() -> None:
+    settings = load_settings(
+        {"REGIMEN_PUBLIC_READS_PER_MINUTE": "0", "REGIMEN_TRUST_FORWARDED_FOR": "true"}
+    )
+    assert settings.public_reads_per_minute == 0
+    assert settings.public_writes_per_minute == 30
+    assert settings.trust_forwarded_for is True
+    with pytest.raises(ConfigError, match="^REGIMEN_PUBLIC_WRITES_PER_MINUTE: '-3' is not"):
+        load_settings({"REGIMEN_PUBLIC_WRITES_PER_MINUTE": "-3"})
+    with pytest.raises(ConfigError, match="^REGIMEN_TRUST_FORWARDED_FOR: 'maybe' is not"):
+        load_settings({"REGIMEN_TRUST_FORWARDED_FOR": "maybe"})

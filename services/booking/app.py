@@ -10,6 +10,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import services.booking.api as api_package
+from services.booking import ratelimit
 from services.booking.api import API
 from services.booking.api.docs import install_docs
 from services.booking.idempotency import purge_keys
@@ -49,6 +50,7 @@ async def home(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Application:
     app = create_base_app("booking", settings, clock, database_url)
+    ratelimit.configure(settings)
     templates = Environment(
         loader=PackageLoader("services.booking", "templates"),
         autoescape=select_autoescape(["html"]),

@@ -261,7 +261,8 @@ def slot_json(slot: FreeStart, offer: Offer) -> dict[str, Any]:
         "start": iso(slot.start),
         "start_local": local.isoformat(),
         "local_date": local.date().isoformat(),
-        "local_time": f"{local:%H:%M}",
+        # Not f"{local:%H:%M}": strftime is the slowest step when thousands of slots are listed.
+        "local_time": f"{local.hour:02d}:{local.minute:02d}",
         "practitioner_id": slot.practitioner_id,
     }
 
@@ -343,13 +344,18 @@ async def alternatives(
     """The next free starts from `after` on: a few with the same practitioner, then any."""
     zone = offer.clinic.zone
     first_day = max(after, now).astimezone(zone).date()
-    slots = await free_slots(
-        db, offer, None, first_day, first_day + timedelta(days=ALTERNATIVES_DAYS), now
-    )
-    later = [slot for slot in slots if slot.start >= after]
-    same = [s for s in later if s.practitioner_id == practitioner_id]
-    chosen = same[:ALTERNATIVES_SAME_PRACTITIONER]
-    others = [s for s in later if s not in chosen][:ALTERNATIVES_ANY]
+    chosen: list[FreeStart] = []
+    others: list[FreeStart] = []
+    # The next free times are nearly always within a day or two: look there first, and only
+    # load the whole fortnight (every conflict answer pays for it) when that is not enough.
+    for days in (1, ALTERNATIVES_DAYS):
+        slots = await free_slots(db, offer, None, first_day, first_day + timedelta(days=days), now)
+        later = [slot for slot in slots if slot.start >= after]
+        same = [s for s in later if s.practitioner_id == practitioner_id]
+        chosen = same[:ALTERNATIVES_SAME_PRACTITIONER]
+        others = [s for s in later if s not in chosen][:ALTERNATIVES_ANY]
+        if len(chosen) == ALTERNATIVES_SAME_PRACTITIONER and len(others) == ALTERNATIVES_ANY:
+            break
     return chosen + others
 
 
@@ -375,20 +381,29 @@ async def propose(
     # single day then, rather than a window that might not even be a valid date range.
     today = now.astimezone(zone).date()
     days = bookable_days(offer, first_day, first_day + timedelta(days=span), now) or (today, today)
-    schedules = await _schedules(db, offer, None, days, now)
-    if practitioner_id not in {s.practitioner_id for s in schedules}:
-        raise InvalidField(practitioner_path, f"no active practitioner {practitioner_id} here")
-    return propose_course(
-        treatment.spec,
-        treatment.gaps,
-        sessions,
-        first_start,
-        practitioner_id,
-        schedules,
-        offer.clinic.rules,
-        now=now,
-        step=offer.clinic.slot_step,
-    )
+    # The preferred practitioner wins every session they have a slot for, so a proposal from
+    # their diary alone is the final answer when it is complete; only a course they cannot
+    # finish needs everyone's diaries (months of them, the expensive part).
+    proposal = None
+    for candidates in ([practitioner_id], None):
+        schedules = await _schedules(db, offer, candidates, days, now)
+        if practitioner_id not in {s.practitioner_id for s in schedules}:
+            raise InvalidField(practitioner_path, f"no active practitioner {practitioner_id} here")
+        proposal = propose_course(
+            treatment.spec,
+            treatment.gaps,
+            sessions,
+            first_start,
+            practitioner_id,
+            schedules,
+            offer.clinic.rules,
+            now=now,
+            step=offer.clinic.slot_step,
+        )
+        if proposal.complete or proposal.failed_position == 1:
+            break
+    assert proposal is not None
+    return proposal
 
 
 # -- planning and checking the sessions of one booking -----------------------------------------

@@ -7,7 +7,7 @@ move the clock instead of sleeping. Counters are disposable (the table is UNLOGG
 are removed by `purge_counters`.
 
 The client is identified by the connecting address (`request.remote`). Behind a load balancer
-set `TRUST_FORWARDED_FOR` so that the left-most X-Forwarded-For address is used instead; leave it
+set REGIMEN_TRUST_FORWARDED_FOR so that the left-most X-Forwarded-For address is used; leave it
 off otherwise, or any client could pick a fresh identity per request.
 """
 
@@ -22,16 +22,33 @@ from aiohttp import web
 
 from services.booking.api.framework import ApiError, Ctx
 from shared.clock import Clock
+from shared.config import Settings
 
-# Limits per client address and window; module constants so that deployments (and tests) can
-# tune them in one place.
 WINDOW = timedelta(minutes=1)
-PUBLIC_READS_PER_WINDOW = 120  # clinic, treatments, availability, proposals, hold status
-PUBLIC_WRITES_PER_WINDOW = 30  # holds, releases, bookings
-# Per mobile number (design: "rate limits per IP and per phone number"): bookings in an hour.
 MOBILE_WINDOW = timedelta(hours=1)
-BOOKINGS_PER_MOBILE = 5
-TRUST_FORWARDED_FOR = False
+
+
+@dataclass
+class Limits:
+    """Per client address and minute (reads, writes) and per mobile number and hour (bookings);
+    0 turns a limit off. Set from REGIMEN_PUBLIC_* settings when the booking app is built."""
+
+    reads: int = 120  # clinic, treatments, availability, proposals, hold status
+    writes: int = 30  # holds, releases, bookings
+    bookings_per_mobile: int = 5
+    trust_forwarded_for: bool = False
+
+
+LIMITS = Limits()
+
+
+def configure(settings: Settings) -> None:
+    LIMITS.reads = settings.public_reads_per_minute
+    LIMITS.writes = settings.public_writes_per_minute
+    LIMITS.bookings_per_mobile = settings.bookings_per_mobile_per_hour
+    LIMITS.trust_forwarded_for = settings.trust_forwarded_for
+
+
 # Counters older than this are useless; purge_counters removes them.
 KEEP_COUNTERS = timedelta(hours=2)
 
@@ -87,7 +104,7 @@ def too_many(verdict: Verdict, what: str) -> ApiError:
 
 
 def client_address(request: web.Request) -> str:
-    if TRUST_FORWARDED_FOR:
+    if LIMITS.trust_forwarded_for:
         forwarded = request.headers.get("X-Forwarded-For", "")
         first = forwarded.split(",")[0].strip()
         if first:
@@ -96,6 +113,8 @@ def client_address(request: web.Request) -> str:
 
 
 async def _limit_client(request: web.Request, ctx: Ctx, kind: str, limit: int) -> None:
+    if limit <= 0:
+        return
     bucket = f"public-{kind}:{client_address(request)}"
     verdict = await hit(ctx.pool, bucket, limit=limit, window=WINDOW, now=ctx.now)
     if not verdict.allowed:
@@ -104,19 +123,24 @@ async def _limit_client(request: web.Request, ctx: Ctx, kind: str, limit: int) -
 
 async def public_reads(request: web.Request, ctx: Ctx) -> None:
     """Rate-limit hook for the public API's reads (per client address)."""
-    # Module globals are read at call time, so changing the constants takes effect at once.
-    await _limit_client(request, ctx, "reads", PUBLIC_READS_PER_WINDOW)
+    await _limit_client(request, ctx, "reads", LIMITS.reads)
 
 
 async def public_writes(request: web.Request, ctx: Ctx) -> None:
     """Rate-limit hook for the public API's writes (per client address)."""
-    await _limit_client(request, ctx, "writes", PUBLIC_WRITES_PER_WINDOW)
+    await _limit_client(request, ctx, "writes", LIMITS.writes)
 
 
 async def limit_mobile(db: Executor, mobile: str, *, now: datetime) -> None:
     """Bookings per mobile number (E.164), whatever address they come from."""
+    if LIMITS.bookings_per_mobile <= 0:
+        return
     verdict = await hit(
-        db, f"booking-mobile:{mobile}", limit=BOOKINGS_PER_MOBILE, window=MOBILE_WINDOW, now=now
+        db,
+        f"booking-mobile:{mobile}",
+        limit=LIMITS.bookings_per_mobile,
+        window=MOBILE_WINDOW,
+        now=now,
     )
     if not verdict.allowed:
         raise too_many(verdict, "bookings an hour for one mobile number")

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import accumulate
+from typing import Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_STEP = timedelta(minutes=15)
@@ -125,6 +126,15 @@ class Interval:
         if not self.start < self.end:
             raise ValueError(f"an interval must start before it ends: {self.start}–{self.end}")
 
+    @classmethod
+    def trusted(cls, start: datetime, end: datetime) -> Self:
+        """Skip the checks for ranges the database already guarantees (aware, non-empty):
+        availability loads thousands of them per request."""
+        interval = object.__new__(cls)
+        object.__setattr__(interval, "start", start)
+        object.__setattr__(interval, "end", end)
+        return interval
+
 
 @dataclass(frozen=True)
 class TimeOff(Interval):
@@ -162,6 +172,9 @@ class PractitionerSchedule:
     time_off: tuple[TimeOff, ...] = ()
     overrides: tuple[DayOverride, ...] = ()
     busy: tuple[Busy, ...] = ()
+    _blocked_us: tuple[list[int], list[int]] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
     _weekly: dict[int, LocalRanges] = field(init=False, repr=False, compare=False)
     _by_day: dict[date, LocalRanges] = field(init=False, repr=False, compare=False)
 
@@ -181,6 +194,13 @@ class PractitionerSchedule:
             by_day[override.day] = override.ranges
         object.__setattr__(self, "_weekly", {k: tuple(sorted(v)) for k, v in weekly.items()})
         object.__setattr__(self, "_by_day", by_day)
+
+    def blocked_us(self) -> tuple[list[int], list[int]]:
+        """Busy and time-off intervals prepared for bisecting, computed once per schedule."""
+        if self._blocked_us is None:
+            object.__setattr__(self, "_blocked_us", _blocked((*self.busy, *self.time_off)))
+        assert self._blocked_us is not None
+        return self._blocked_us
 
     def ranges_on(self, day: date) -> LocalRanges:
         """Local working ranges on `day`, sorted; an override replaces the weekly hours."""
@@ -297,7 +317,7 @@ def free_starts(
     found: list[tuple[int, int, int]] = []
 
     for order, schedule in enumerate(schedules):
-        block_starts, block_max_ends = _blocked((*schedule.busy, *schedule.time_off))
+        block_starts, block_max_ends = schedule.blocked_us()
         practitioner = schedule.practitioner_id
         for day in _days(first_day, last_day):
             for starts, ends in schedule.ranges_on(day):

@@ -216,20 +216,22 @@ def _place(
     first_day = previous.local_date + timedelta(days=rule.min_days)
     last_day = previous.local_date + timedelta(days=rule.max_days)
     target_day = previous.local_date + timedelta(days=rule.target_days)
-    candidates = [
-        slot
-        for slot in free_starts(
-            treatment,
-            list(schedules.values()),
-            rules,
-            first_day=first_day,
-            last_day=last_day,
-            now=now,
-            step=step,
-        )
-        # Only bites with a zero-day gap: a course runs forwards, one session after another.
-        if slot.start >= previous.end
-    ]
+    preferred = [schedules[prefs.practitioner_id]]
+    others = [sch for pid, sch in schedules.items() if pid != prefs.practitioner_id]
+    # The preferred practitioner beats any other whatever the day or time, so the others are
+    # only searched when the preferred one has nothing in the window (most courses never do).
+    candidates: list[FreeStart] = []
+    for group in (preferred, others):
+        candidates = [
+            slot
+            for slot in free_starts(
+                treatment, group, rules, first_day=first_day, last_day=last_day, now=now, step=step
+            )
+            # Only bites with a zero-day gap: a course runs forwards, one session after another.
+            if slot.start >= previous.end
+        ]
+        if candidates:
+            break
     if not candidates:
         return _no_slot_message(position, rule, previous, first_day, last_day, rules, now=now)
 
@@ -238,9 +240,8 @@ def _place(
     gap = (local.date() - previous.local_date).days
     flags, reasons = _deviations(best, gap, rule, prefs, zone, first_day, last_day)
     if flags:
-        preferred = schedules[prefs.practitioner_id]
         missed = _why_target_missed(
-            treatment, preferred, rules, target_day, prefs, previous, now=now, step=step
+            treatment, preferred[0], rules, target_day, prefs, previous, now=now, step=step
         )
         reasons = (missed, *reasons)
     return _session(

@@ -4,6 +4,7 @@ a date range. One round of queries per request, whatever the number of practitio
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,18 +162,32 @@ async def load_schedules(
     if not ids:
         return []
     window = utc_window(first_day, last_day, zone)
-    hours = await schedules.working_hours_for(db, ids)
-    time_off = await schedules.time_off_for(db, ids, *window)
-    overrides = await schedules.overrides_for(db, ids, first_day, last_day)
-    busy = await appointments.busy_by_practitioner(
-        db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
+    # Independent reads: from a pool they run side by side, one round trip instead of four.
+    hours, time_off, overrides, busy = (
+        await asyncio.gather(
+            schedules.working_hours_for(db, ids),
+            schedules.time_off_for(db, ids, *window),
+            schedules.overrides_for(db, ids, first_day, last_day),
+            appointments.busy_by_practitioner(
+                db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
+            ),
+        )
+        if isinstance(db, asyncpg.Pool)
+        else (
+            await schedules.working_hours_for(db, ids),
+            await schedules.time_off_for(db, ids, *window),
+            await schedules.overrides_for(db, ids, first_day, last_day),
+            await appointments.busy_by_practitioner(
+                db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
+            ),
+        )
     )
     working: dict[int, list[WorkingRange]] = defaultdict(list)
     for practitioner_id, weekday, starts, ends in hours:
         working[practitioner_id].append(WorkingRange(weekday, starts, ends))
     off: dict[int, list[TimeOff]] = defaultdict(list)
     for practitioner_id, starts_at, ends_at in time_off:
-        off[practitioner_id].append(TimeOff(starts_at, ends_at))
+        off[practitioner_id].append(TimeOff.trusted(starts_at, ends_at))
     days: dict[int, list[DayOverride]] = defaultdict(list)
     for practitioner_id, day, ranges in overrides:
         days[practitioner_id].append(
@@ -186,7 +201,7 @@ async def load_schedules(
             working=tuple(working[pid]),
             time_off=tuple(off[pid]),
             overrides=tuple(days[pid]),
-            busy=tuple(Busy(a, b) for a, b in busy.get(pid, [])),
+            busy=tuple(Busy.trusted(a, b) for a, b in busy.get(pid, [])),
         )
         for pid in ids
     ]

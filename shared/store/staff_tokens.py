@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 import asyncpg
@@ -14,6 +14,7 @@ import asyncpg
 Role = Literal["admin", "front_desk", "clinician"]
 ROLES: tuple[Role, ...] = ("admin", "front_desk", "clinician")
 TOKEN_PREFIX = "rgm_"
+LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,25 @@ async def authenticate(
 ) -> StaffToken | None:
     row = await conn.fetchrow(
         """
-        UPDATE staff_token SET last_used_at = $2
+        SELECT id, name, role, last_used_at FROM staff_token
         WHERE token_hash = $1 AND revoked_at IS NULL
-        RETURNING id, name, role
         """,
         hash_token(token),
-        now,
     )
-    return None if row is None else StaffToken(row["id"], row["name"], row["role"])
+    if row is None:
+        return None
+    # Recording every use would make all requests of one token queue on its row lock; a
+    # minute's precision is enough to see which tokens are alive.
+    if row["last_used_at"] is None or now - row["last_used_at"] > LAST_USED_PRECISION:
+        await conn.execute(
+            """
+            UPDATE staff_token SET last_used_at = $2
+            WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)
+            """,
+            row["id"],
+            now,
+        )
+    return StaffToken(row["id"], row["name"], row["role"])
 
 
 async def revoke_by_name(

@@ -15,7 +15,7 @@ from tests.booking.conftest import Demo, form
 async def test_reads_over_the_limit_get_429_with_retry_after(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit, "PUBLIC_READS_PER_WINDOW", 3)
+    monkeypatch.setattr(ratelimit.LIMITS, "reads", 3)
     path = f"/api/v1/public/clinics/{demo.clinic_id}"
     demo.api.clock.advance(timedelta(seconds=15))  # 45 s left in this minute's window
     for _ in range(3):
@@ -36,7 +36,7 @@ async def test_reads_over_the_limit_get_429_with_retry_after(
 async def test_writes_have_their_own_tighter_limit(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit, "PUBLIC_WRITES_PER_WINDOW", 2)
+    monkeypatch.setattr(ratelimit.LIMITS, "writes", 2)
     starts = ["2026-03-03T10:00:00Z", "2026-03-03T11:00:00Z", "2026-03-03T12:00:00Z"]
     replies = [
         await demo.hold(demo.consultation, [{"practitioner_id": 1, "start": s}]) for s in starts
@@ -48,7 +48,7 @@ async def test_writes_have_their_own_tighter_limit(
 
 
 async def test_bookings_per_mobile_number(demo: Demo, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ratelimit, "BOOKINGS_PER_MOBILE", 1)
+    monkeypatch.setattr(ratelimit.LIMITS, "bookings_per_mobile", 1)
     first = await demo.hold(
         demo.consultation, [{"practitioner_id": 1, "start": "2026-03-03T10:00Z"}]
     )

@@ -29,7 +29,6 @@ from services.booking import booking, idempotency, ratelimit
 from services.booking.api import API
 from services.booking.api.framework import ApiError, Ctx, invalid, not_found
 from services.booking.booking import Offer
-from shared.scheduling.availability import FreeStart
 from shared.scheduling.course import CourseProposal, ProposedSession
 from shared.scheduling.loader import load_clinic
 from shared.store import appointments, clinics
@@ -232,10 +231,6 @@ class PublicTreatment(BaseModel):
 # -- conversions ---------------------------------------------------------------------------------
 
 
-def slot_out(slot: FreeStart, offer: Offer) -> PublicSlot:
-    return PublicSlot.model_validate(booking.slot_json(slot, offer))
-
-
 def _local_fields(start: datetime, offer: Offer) -> dict[str, Any]:
     local = start.astimezone(offer.clinic.zone)
     return {
@@ -410,7 +405,7 @@ class AvailabilityQuery(BaseModel):
     response=PublicAvailability,
     rate_limit=ratelimit.public_reads,
 )
-async def public_availability(ctx: Ctx) -> PublicAvailability:
+async def public_availability(ctx: Ctx) -> dict[str, Any]:
     query: AvailabilityQuery = ctx.query
     offer = await _offer(ctx, query.treatment_id, "query")
     practitioner_id = None if query.practitioner == "any" else int(query.practitioner)
@@ -421,24 +416,27 @@ async def public_availability(ctx: Ctx) -> PublicAvailability:
     slots = await booking.free_slots(
         ctx.pool, offer, practitioner_id, query.from_, query.to, ctx.now
     )
-    by_day: dict[date, list[PublicSlot]] = {}
+    # Built as plain JSON rather than PublicAvailability instances: four weeks of "any" can be
+    # a couple of thousand slots, and validating each one again would double the request time.
+    # The shape is PublicAvailability's; tests validate responses against the OpenAPI schema.
+    by_day: dict[str, list[dict[str, Any]]] = {}
     for slot in slots:
-        out = slot_out(slot, offer)
-        by_day.setdefault(out.local_date, []).append(out)
+        out = booking.slot_json(slot, offer)
+        by_day.setdefault(out["local_date"], []).append(out)
     days = [
-        PublicDay(day=day, weekday=f"{day:%A}", slots=by_day.get(day, []))
+        {"day": day.isoformat(), "weekday": f"{day:%A}", "slots": by_day.get(day.isoformat(), [])}
         for day in (
             query.from_ + timedelta(days=n) for n in range((query.to - query.from_).days + 1)
         )
     ]
-    return PublicAvailability(
-        treatment_id=offer.treatment.id,
-        practitioner_id=practitioner_id,
-        time_zone=offer.clinic.time_zone,
-        first_day=query.from_,
-        last_day=query.to,
-        days=days,
-    )
+    return {
+        "treatment_id": offer.treatment.id,
+        "practitioner_id": practitioner_id,
+        "time_zone": offer.clinic.time_zone,
+        "first_day": query.from_.isoformat(),
+        "last_day": query.to.isoformat(),
+        "days": days,
+    }
 
 
 class ProposalQuery(BaseModel):
