@@ -1,0 +1,58 @@
+"""CSRF protection for the patient pages: a random value in a SameSite cookie, and in each form
+an HMAC of it under the secret key. A page on another site can neither read the cookie nor
+compute the form value, so its forged POST fails."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from aiohttp import web
+
+COOKIE = "regimen_csrf"
+FIELD = "csrf_token"
+
+
+def _expected(secret: str, cookie_value: str) -> str:
+    key = hmac.new(secret.encode(), b"regimen:csrf", hashlib.sha256).digest()
+    return hmac.new(key, cookie_value.encode(), hashlib.sha256).hexdigest()
+
+
+def issue(request: web.Request, response: web.StreamResponse, secret: str) -> str:
+    """The token to put in this page's forms; sets the cookie on `response` if it is missing."""
+    value = request.cookies.get(COOKIE, "")
+    if len(value) != 43:  # token_urlsafe(32)
+        value = secrets.token_urlsafe(32)
+        response.set_cookie(
+            COOKIE,
+            value,
+            httponly=True,
+            samesite="Lax",
+            secure=request.secure,
+            path="/",
+        )
+    return _expected(secret, value)
+
+
+def token_for(request: web.Request, secret: str) -> tuple[str, str | None]:
+    """(token, new cookie value or None) for pages rendered before the response exists."""
+    value = request.cookies.get(COOKIE, "")
+    if len(value) == 43:
+        return _expected(secret, value), None
+    value = secrets.token_urlsafe(32)
+    return _expected(secret, value), value
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, value: str | None) -> None:
+    if value is not None:
+        response.set_cookie(
+            COOKIE, value, httponly=True, samesite="Lax", secure=request.secure, path="/"
+        )
+
+
+def valid(request: web.Request, form_value: str | None, secret: str) -> bool:
+    value = request.cookies.get(COOKIE, "")
+    if not value or not form_value:
+        return False
+    return hmac.compare_digest(_expected(secret, value), form_value)
