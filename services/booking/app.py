@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from datetime import timedelta
+from pathlib import Path
 
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -57,6 +58,7 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
     )
     app[TEMPLATES] = templates
     app.router.add_get("/", home)
+    app.router.add_static("/static", Path(__file__).parent / "static", append_version=True)
     _load_api_modules()
     API.install(app)
     install_docs(app, templates)
