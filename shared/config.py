@@ -51,6 +51,15 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_PUBLIC_WRITES_PER_MINUTE": "public API writes per client address a minute (0: off)",
     "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR": "public bookings per mobile number an hour (0: off)",
     "REGIMEN_TRUST_FORWARDED_FOR": "true behind a proxy: rate-limit by X-Forwarded-For",
+    "REGIMEN_NOTIFIER_CONCURRENCY": "messages one notifier process sends at once",
+    "REGIMEN_NOTIFIER_POLL_SECONDS": "how often notifier workers look for due messages unprompted",
+    "REGIMEN_NOTIFIER_LEASE_SECONDS": "how long a claimed message is a worker's before rescue",
+    "REGIMEN_SMS_SEGMENTS_PER_SECOND": "SMS segments a sender may send a second (0: no limit)",
+    "REGIMEN_NOTIFY_MAX_ATTEMPTS": "provider calls for one message before it fails for good",
+    "REGIMEN_NOTIFY_RETRY_SECONDS": "first retry delay after a temporary failure (then doubling)",
+    "REGIMEN_MAX_SCHEDULED_PER_DAY": "scheduled messages a patient gets a day per channel (0: off)",
+    "REGIMEN_NOTIFY_MERGE_MINUTES": "reminders due this close together merge into one (0: off)",
+    "REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS": "wait before an unconfirmed SMS is sent again",
 }
 
 
@@ -90,6 +99,15 @@ class Settings:
     public_writes_per_minute: int = 30
     bookings_per_mobile_per_hour: int = 5
     trust_forwarded_for: bool = False
+    notifier_concurrency: int = 4
+    notifier_poll_seconds: float = 1.0
+    notifier_lease_seconds: int = 120
+    sms_segments_per_second: int = 1
+    notify_max_attempts: int = 8
+    notify_retry_seconds: int = 30
+    max_scheduled_per_day: int = 2
+    notify_merge_minutes: int = 720
+    notify_reconcile_grace_seconds: int = 120
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -152,6 +170,17 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
         return default
     if not raw.isdigit() or int(raw) > 1_000_000_000:
         raise ConfigError(f"{name}: {raw!r} is not a whole number of 0 or more")
+    return int(raw)
+
+
+def _count_between(
+    env: Mapping[str, str], name: str, default: int, lowest: int, highest: int
+) -> int:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lowest <= int(raw) <= highest:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number from {lowest} to {highest}")
     return int(raw)
 
 
@@ -226,6 +255,19 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         public_writes_per_minute=_count(env, "REGIMEN_PUBLIC_WRITES_PER_MINUTE", 30),
         bookings_per_mobile_per_hour=_count(env, "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR", 5),
         trust_forwarded_for=_flag(env, "REGIMEN_TRUST_FORWARDED_FOR"),
+        notifier_concurrency=_count_between(env, "REGIMEN_NOTIFIER_CONCURRENCY", 4, 1, 500),
+        notifier_poll_seconds=_positive_number(env, "REGIMEN_NOTIFIER_POLL_SECONDS", 1.0),
+        notifier_lease_seconds=_count_between(
+            env, "REGIMEN_NOTIFIER_LEASE_SECONDS", 120, 10, 86400
+        ),
+        sms_segments_per_second=_count(env, "REGIMEN_SMS_SEGMENTS_PER_SECOND", 1),
+        notify_max_attempts=_count_between(env, "REGIMEN_NOTIFY_MAX_ATTEMPTS", 8, 1, 100),
+        notify_retry_seconds=_count_between(env, "REGIMEN_NOTIFY_RETRY_SECONDS", 30, 1, 86400),
+        max_scheduled_per_day=_count(env, "REGIMEN_MAX_SCHEDULED_PER_DAY", 2),
+        notify_merge_minutes=_count(env, "REGIMEN_NOTIFY_MERGE_MINUTES", 720),
+        notify_reconcile_grace_seconds=_count_between(
+            env, "REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS", 120, 1, 86400
+        ),
     )
     if mode == "production":
         require_production_settings(settings)

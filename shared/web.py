@@ -108,7 +108,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             "request",
             extra={
                 "method": request.method,
-                "path": request.path if route is not None else "(unmatched)",
+                # The route pattern, not the path: paths carry tokens (patient links).
+                "path": route_name,
                 "status": status,
                 "ms": round(elapsed * 1000, 1),
             },

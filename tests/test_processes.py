@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from shared.config import DEV_TWILIO_ACCOUNT_SID, load_settings
-from shared.providers.email import EmailClient, build_message
+from shared.providers.email import EmailClient, build_message, send_once
 from shared.providers.sms import SmsClient
 from tests.processes import (
     clean_env,
@@ -129,13 +129,14 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
             await sms.send("+447700900555", "Hello from the test")
         finally:
             await sms.close()
-        await EmailClient(settings).send(
+        await send_once(
+            EmailClient(settings),
             build_message(
                 sender="clinic@regimen.localhost",
                 to="patient@example.com",
                 subject="Test mail",
                 text="Hello by email",
-            )
+            ),
         )
         async with aiohttp.ClientSession() as http:
             async with http.get(inbox + "/api/messages") as response:

@@ -20,7 +20,7 @@ from services.notifier.app import create_app as create_notifier
 from shared.clock import FrozenClock
 from shared.config import Settings
 from shared.db.pool import create_pool
-from shared.providers.email import EmailClient, EmailError, build_message
+from shared.providers.email import EmailClient, EmailError, build_message, send_once
 from shared.providers.sms import SmsClient, SmsError
 from tests.conftest import SmtpSink, StandIn, serve_app
 
@@ -129,7 +129,7 @@ async def test_email_goes_through_aiosmtplib_to_aiosmtpd(
         text="See you on Tuesday.",
         html="<p>See you on <b>Tuesday</b>.</p>",
     )
-    message_id = await EmailClient(settings).send(message)
+    message_id = await send_once(EmailClient(settings), message)
     [received] = smtp.recorder.emails_to("patient@example.com")
     assert received.id == message_id
     assert received.subject == "Your booking"
@@ -143,7 +143,7 @@ async def test_smtp_down_is_temporary_and_a_5xx_is_permanent(settings: Settings)
         closed_port = probe.getsockname()[1]
     message = build_message(sender="c@regimen.test", to="p@example.com", subject="s", text="t")
     with pytest.raises(EmailError) as down:
-        await EmailClient(settings.with_overrides(smtp_port=closed_port)).send(message)
+        await send_once(EmailClient(settings.with_overrides(smtp_port=closed_port)), message)
     assert down.value.kind == "temporary"
 
     class Refusing(RecordingHandler):
@@ -154,7 +154,7 @@ async def test_smtp_down_is_temporary_and_a_5xx_is_permanent(settings: Settings)
     port = server.sockets[0].getsockname()[1]
     try:
         with pytest.raises(EmailError) as refused:
-            await EmailClient(settings.with_overrides(smtp_port=port)).send(message)
+            await send_once(EmailClient(settings.with_overrides(smtp_port=port)), message)
     finally:
         server.close()
     assert refused.value.kind == "permanent" and refused.value.code == 550
@@ -172,15 +172,15 @@ async def test_starttls_with_a_trusted_certificate(settings: Settings) -> None:
     message = build_message(sender="c@regimen.test", to="p@example.com", subject="s", text="t")
     try:
         starttls = settings.with_overrides(smtp_port=port, smtp_tls="starttls")
-        await EmailClient(starttls, tls_context=client_context).send(message)
+        await send_once(EmailClient(starttls, tls_context=client_context), message)
         assert len(handler.messages) == 1
         # Without trusting the CA the certificate is refused, and that is not a crash.
         with pytest.raises(EmailError) as untrusted:
-            await EmailClient(starttls).send(message)
+            await send_once(EmailClient(starttls), message)
         assert "certificate" in untrusted.value.reason.lower()
         # Plain SMTP to a server that requires STARTTLS is refused.
         with pytest.raises(EmailError):
-            await EmailClient(settings.with_overrides(smtp_port=port)).send(message)
+            await send_once(EmailClient(settings.with_overrides(smtp_port=port)), message)
     finally:
         server.close()
 
@@ -251,3 +251,29 @@ async def test_status_callbacks_from_the_stand_in_are_signed_and_accepted(
             break
         await asyncio.sleep(0.02)
     assert stored.callbacks_sent == ["sent:204", "delivered:204"]
+
+
+async def test_email_connections_are_reused_and_closed(settings: Settings) -> None:
+    class CountingSessions(RecordingHandler):
+        sessions = 0
+
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            CountingSessions.sessions += 1
+            session.host_name = hostname
+            return responses
+
+    handler = CountingSessions(Recorder())
+    server = await start_smtp_server(handler)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with EmailClient(settings.with_overrides(smtp_port=port)) as client:
+            for n in range(5):
+                await client.send(
+                    build_message(
+                        sender="c@regimen.test", to=f"p{n}@example.com", subject="s", text="t"
+                    )
+                )
+        assert len(handler.messages) == 5
+        assert CountingSessions.sessions == 1  # one SMTP session carried all five
+    finally:
+        server.close()

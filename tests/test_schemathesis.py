@@ -91,8 +91,10 @@ async def test_admin_api_survives_schemathesis(db_url: str, tmp_path: Path) -> N
                 "--seed",
                 "1",
                 "--no-color",
+                # One worker: hypothesis with several threads trips a CPython 3.11 bug
+                # (gh-106905, "AST constructor recursion depth mismatch").
                 "--workers",
-                "2",
+                "1",
             ],
             capture_output=True,
             text=True,

@@ -16,11 +16,12 @@ from services.booking.api import API
 from services.booking.api.docs import install_docs
 from services.booking.idempotency import purge_keys
 from services.booking.ratelimit import purge_counters
+from services.booking.web.booking_pages import install_booking_pages
+from services.booking.web.self_service import install_self_service
 from shared.clock import Clock
 from shared.config import Settings
-from shared.store import clinics
 from shared.sweeps import Sweep, install_sweeps
-from shared.web import POOL, create_base_app
+from shared.web import create_base_app
 
 # Housekeeping of tables only the booking service uses; any replica may run it.
 BOOKING_SWEEPS = [
@@ -37,18 +38,6 @@ def _load_api_modules() -> None:
         importlib.import_module(f"{api_package.__name__}.{module.name}")
 
 
-async def home(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
-    clinic = await clinics.first_clinic(pool)
-    treatments = await clinics.list_treatments(pool, clinic["id"]) if clinic else []
-    page = (
-        request.app[TEMPLATES]
-        .get_template("home.html")
-        .render(clinic=clinic, treatments=treatments)
-    )
-    return web.Response(text=page, content_type="text/html")
-
-
 def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Application:
     app = create_base_app("booking", settings, clock, database_url)
     ratelimit.configure(settings)
@@ -57,7 +46,8 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
         autoescape=select_autoescape(["html"]),
     )
     app[TEMPLATES] = templates
-    app.router.add_get("/", home)
+    install_booking_pages(app)
+    install_self_service(app)
     app.router.add_static("/static", Path(__file__).parent / "static", append_version=True)
     _load_api_modules()
     API.install(app)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from shared import outbox_plan
 from shared.domain.appointment_states import ACTIVE, TERMINAL, Status, check_transition
 from shared.scheduling import gaps
 from shared.scheduling.availability import FreeStart, format_local, free_starts, why_not_free
@@ -222,6 +223,9 @@ async def _act(
             updated,
             details={"from_status": current.status, "to_status": to_status, **(details or {})},
         )
+        if to_status == "no_show" and updated.patient_id is not None:
+            # After a missed session the patient's later ones get the 2-hour reminder too.
+            await outbox_plan.on_no_show(conn, updated.patient_id, now=change.now)
         return updated
 
 
@@ -418,6 +422,10 @@ async def cancel(
             )
         overriding = override_reason if late else None
         cancelled = [await _cancel_one(conn, a, reason, scope, overriding, change) for a in targets]
+        # Their pending reminders end in this transaction; one notice names every session.
+        await outbox_plan.on_cancelled_together(
+            conn, [a.id for a in cancelled], now=change.now, notify_patient=True
+        )
         series_status = await _end_series(conn, current, change, reason) if rest else None
         named = cancelled[0]
         return CancelOutcome(named, [a.id for a in cancelled], bool(late), series_status)
@@ -603,6 +611,11 @@ async def _reschedule(
             if gap.earlier_id in touched or gap.later_id in touched
         ]
         flagged = await _flag_for_review(conn, around, change)
+        # After every change to these rows (their messages carry the final version): reminders
+        # for the old times end, new ones are planned, and one notice names every moved session.
+        await outbox_plan.on_moved_together(
+            conn, [move.current.id, *(s.appointment_id for s in applied)], now=change.now
+        )
         moved = await appointments.get(conn, move.current.id)
         assert moved is not None
         outcome = RescheduleOutcome(

@@ -31,6 +31,7 @@ import asyncpg
 from services.booking import ratelimit
 from services.booking.api.framework import ApiError, invalid
 from services.booking.idempotency import Failure
+from shared import outbox_plan
 from shared.domain.appointment_states import ACTIVE, Status
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
 from shared.scheduling.availability import (
@@ -1104,6 +1105,14 @@ async def book_hold(
         request_id=request_id,
         details={"hold_id": view.hold.id, "retaken": view.state == "expired"},
     )
+    # The confirmation and reminders commit with the booking or not at all.
+    await outbox_plan.plan_booking(
+        conn,
+        appointment_ids=[a.id for a in booked],
+        patient_id=patient.id,
+        clinic_id=offer.clinic.id,
+        now=now,
+    )
     return BookingResult(offer, patient.id, series_id, booked, [])
 
 
@@ -1283,6 +1292,14 @@ async def book_for_patient(
         request_id=request_id,
         reason=request.override_reason or "",
         details={"warnings": plan.warnings} if plan.warnings else None,
+    )
+    # The confirmation and reminders commit with the booking or not at all.
+    await outbox_plan.plan_booking(
+        conn,
+        appointment_ids=[a.id for a in booked],
+        patient_id=patient.id,
+        clinic_id=offer.clinic.id,
+        now=now,
     )
     return BookingResult(offer, patient.id, series_id, booked, plan.warnings)
 

@@ -8,7 +8,8 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from services.notifier import inbound_messages
+from services.notifier import inbound_messages, status_callbacks
+from services.notifier.metrics import METRICS
 from shared.web import CLOCK, POOL, SETTINGS, problem
 
 log = logging.getLogger("regimen.notifier.webhooks")
@@ -68,14 +69,33 @@ async def status_callback(request: web.Request) -> web.Response:
     params = await _signed_form(request)
     if params is None:
         return _forbidden()
+    missing = [name for name in ("MessageSid", "MessageStatus") if not params.get(name)]
+    if missing:
+        return problem(
+            400,
+            "Bad Request",
+            errors=[{"path": name, "message": "required"} for name in missing],
+        )
+    outcome = await status_callbacks.apply_status_callback(
+        request.app[POOL],
+        message_sid=params["MessageSid"],
+        message_status=params["MessageStatus"],
+        error_code=status_callbacks.parse_error_code(params.get("ErrorCode")),
+        notification_id=status_callbacks.parse_notification_id(request.query.get("n")),
+        idempotency_token=request.headers.get("I-Twilio-Idempotency-Token") or None,
+        now=request.app[CLOCK].now(),
+        metrics=request.app[METRICS],
+    )
     log.info(
         "status callback",
         extra={
-            "message_sid": params.get("MessageSid"),
-            "status": params.get("MessageStatus"),
+            "message_sid": params["MessageSid"],
+            "status": params["MessageStatus"],
             "error_code": params.get("ErrorCode"),
+            "outcome": outcome,
         },
     )
+    # Every outcome is an answer Twilio should not retry: duplicates and unknown rows included.
     return web.Response(status=204)
 
 

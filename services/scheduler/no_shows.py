@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared import outbox_plan
 from shared.clock import Clock
 from shared.store import appointments, audit
 
@@ -38,6 +39,8 @@ async def mark_no_shows(pool: asyncpg.Pool, clock: Clock) -> int:
                     reason=REASON,
                     details={"from_status": item.from_status, "by": "no-show sweep"},
                 )
+                if item.patient_id is not None:
+                    await outbox_plan.on_no_show(conn, item.patient_id, now=now)
         total += len(marked)
         if len(marked) < BATCH:
             return total

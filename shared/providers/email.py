@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -62,38 +63,103 @@ def build_message(
 
 
 class EmailClient:
+    """Sends through a small pool of open SMTP connections: opening one per message (TCP, EHLO,
+    STARTTLS, AUTH) would cost more than the message itself when a reminder burst goes out."""
+
+    MAX_IDLE = 8
+    # A connection idle longer than this is probed with NOOP first: servers drop idle clients.
+    PROBE_AFTER = 10.0
+
     def __init__(self, settings: Settings, tls_context: ssl.SSLContext | None = None) -> None:
         if not settings.smtp_host:
             raise ValueError("SMTP is not configured")
         self.settings = settings
         self.tls_context = tls_context
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+
+    def _new_connection(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            use_tls=s.smtp_tls == "tls",
+            start_tls=True if s.smtp_tls == "starttls" else False,
+            tls_context=self.tls_context,
+            timeout=s.smtp_timeout,
+        )
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            connection, since = self._idle.pop()
+            if not connection.is_connected:
+                continue
+            if time.monotonic() - since > self.PROBE_AFTER:
+                try:
+                    await connection.noop()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    connection.close()
+                    continue
+            return connection
+        connection = self._new_connection()
+        await connection.connect()
+        return connection
+
+    def _put_back(self, connection: aiosmtplib.SMTP) -> None:
+        if connection.is_connected and len(self._idle) < self.MAX_IDLE:
+            self._idle.append((connection, time.monotonic()))
+        else:
+            connection.close()
 
     async def send(self, message: EmailMessage) -> str:
         """Send and return the Message-ID; raise EmailError classified for retrying."""
-        s = self.settings
+        connection: aiosmtplib.SMTP | None = None
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password,
-                use_tls=s.smtp_tls == "tls",
-                start_tls=True if s.smtp_tls == "starttls" else False,
-                tls_context=self.tls_context,
-                timeout=s.smtp_timeout,
-            )
+            connection = await self._connection()
+            await connection.send_message(message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             kind: FailureKind = "temporary" if all(400 <= c < 500 for c in codes) else "permanent"
+            self._discard(connection)
             raise EmailError(kind, f"recipient refused: {codes}", code=codes[0]) from exc
         except aiosmtplib.SMTPResponseException as exc:
             kind = "temporary" if 400 <= exc.code < 500 else "permanent"
+            self._discard(connection)
             raise EmailError(kind, f"SMTP {exc.code}: {exc.message}", code=exc.code) from exc
         except ssl.SSLCertVerificationError as exc:
             # A certificate problem will not fix itself between retries, but an operator can fix
             # it, so the message waits instead of failing for good.
+            self._discard(connection)
             raise EmailError("temporary", f"SMTP certificate not trusted: {exc}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._discard(connection)
             raise EmailError("temporary", f"SMTP unavailable: {exc}") from exc
+        self._put_back(connection)
         return str(message["Message-ID"])
+
+    @staticmethod
+    def _discard(connection: aiosmtplib.SMTP | None) -> None:
+        # After an error the session's state is unknown; never reuse it.
+        if connection is not None:
+            connection.close()
+
+    async def __aenter__(self) -> EmailClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            try:
+                await connection.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                connection.close()
+
+
+async def send_once(client: EmailClient, message: EmailMessage) -> str:
+    """Send one message and close the client's connections (scripts, one-off sends)."""
+    async with client:
+        return await client.send(message)

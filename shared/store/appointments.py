@@ -643,3 +643,50 @@ async def assign_patient(
         needs_review,
         review_reasons,
     )
+
+
+# -- Reads for planning the patient's messages (added for shared/outbox_plan.py) -----------------
+
+
+async def has_earlier_no_show(db: Executor, patient_id: int, before: datetime) -> bool:
+    """Whether the patient missed an appointment that started before `before` (which earns the
+    2 h reminder on later ones)."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT EXISTS (
+                SELECT 1 FROM appointment
+                WHERE patient_id = $1 AND status = 'no_show' AND lower(during) < $2
+            )
+            """,
+            patient_id,
+            before,
+        )
+    )
+
+
+async def previous_start(db: Executor, appointment_id: int) -> datetime | None:
+    """Where the appointment was before its latest move (from its history), None if never moved."""
+    text = await db.fetchval(
+        """
+        SELECT details -> 'moved' -> 'from' ->> 'starts_at' FROM appointment_event
+        WHERE appointment_id = $1 AND details ? 'moved'
+        ORDER BY id DESC LIMIT 1
+        """,
+        appointment_id,
+    )
+    return None if text is None else datetime.fromisoformat(text)
+
+
+async def upcoming_for_patient(db: Executor, patient_id: int, after: datetime) -> list[Appointment]:
+    """The patient's booked or confirmed appointments starting after `after`, by start."""
+    rows = await db.fetch(
+        """
+        SELECT * FROM appointment_detail
+        WHERE patient_id = $1 AND status IN ('booked', 'confirmed') AND starts_at > $2
+        ORDER BY starts_at, id
+        """,
+        patient_id,
+        after,
+    )
+    return [_appointment(r) for r in rows]

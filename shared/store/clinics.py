@@ -110,14 +110,18 @@ async def insert_treatment(
                 maintenance_interval_days,
             )
         )
-        await db.executemany(
-            """
-            INSERT INTO treatment_gap (treatment_id, position, target_days, min_days, max_days)
-            VALUES ($1, $2, $3, $4, $5)
-            """,
-            [(treatment_id, g.position, g.target_days, g.min_days, g.max_days) for g in gaps or []],
-        )
+        await _insert_gaps(db, treatment_id, gaps or [])
     return treatment_id
+
+
+async def _insert_gaps(db: Executor, treatment_id: int, gaps: Sequence[GapSpec]) -> None:
+    await db.executemany(
+        """
+        INSERT INTO treatment_gap (treatment_id, position, target_days, min_days, max_days)
+        VALUES ($1, $2, $3, $4, $5)
+        """,
+        [(treatment_id, g.position, g.target_days, g.min_days, g.max_days) for g in gaps],
+    )
 
 
 async def list_treatments(db: Executor, clinic_id: int) -> list[dict[str, Any]]:
@@ -162,6 +166,26 @@ class ClinicSettings:
     hold_minutes: int
     no_show_grace_minutes: int
     slot_step_minutes: int
+
+
+def _settings_values(s: ClinicSettings) -> tuple[Any, ...]:
+    """The settings in the column order of the INSERT and UPDATE below."""
+    return (
+        s.name,
+        s.time_zone,
+        s.phone,
+        s.address,
+        s.region,
+        s.brand_colour,
+        s.quiet_start,
+        s.quiet_end,
+        s.min_notice_minutes,
+        s.horizon_days,
+        s.cancellation_notice_hours,
+        s.hold_minutes,
+        s.no_show_grace_minutes,
+        s.slot_step_minutes,
+    )
 
 
 async def get_clinic(
@@ -213,7 +237,6 @@ async def list_clinics(db: Executor, *, after_id: int | None, limit: int) -> lis
 
 
 async def create_clinic(db: Executor, settings: ClinicSettings, *, now: datetime) -> dict[str, Any]:
-    s = settings
     row = await db.fetchrow(
         """
         INSERT INTO clinic (name, time_zone, phone, address, region, brand_colour, quiet_start,
@@ -224,20 +247,7 @@ async def create_clinic(db: Executor, settings: ClinicSettings, *, now: datetime
                   quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours,
                   hold_minutes, no_show_grace_minutes, slot_step_minutes, version, created_at
         """,
-        s.name,
-        s.time_zone,
-        s.phone,
-        s.address,
-        s.region,
-        s.brand_colour,
-        s.quiet_start,
-        s.quiet_end,
-        s.min_notice_minutes,
-        s.horizon_days,
-        s.cancellation_notice_hours,
-        s.hold_minutes,
-        s.no_show_grace_minutes,
-        s.slot_step_minutes,
+        *_settings_values(settings),
         now,
     )
     assert row is not None
@@ -249,7 +259,6 @@ async def update_clinic(
 ) -> dict[str, Any] | None:
     """Write every setting and bump the version; None if the row is gone or was changed since
     `expected_version` was read."""
-    s = settings
     row = await db.fetchrow(
         """
         UPDATE clinic SET name = $3, time_zone = $4, phone = $5, address = $6, region = $7,
@@ -263,20 +272,7 @@ async def update_clinic(
         """,
         clinic_id,
         expected_version,
-        s.name,
-        s.time_zone,
-        s.phone,
-        s.address,
-        s.region,
-        s.brand_colour,
-        s.quiet_start,
-        s.quiet_end,
-        s.min_notice_minutes,
-        s.horizon_days,
-        s.cancellation_notice_hours,
-        s.hold_minutes,
-        s.no_show_grace_minutes,
-        s.slot_step_minutes,
+        *_settings_values(settings),
     )
     return None if row is None else dict(row)
 
@@ -290,6 +286,11 @@ class PractitionerFields:
     email: str | None
     phone: str | None
     active: bool
+
+
+def _practitioner_values(f: PractitionerFields) -> tuple[Any, ...]:
+    """The fields in the column order of the INSERT and UPDATE below."""
+    return (f.name, f.email, f.phone, f.active)
 
 
 async def get_practitioner(
@@ -367,10 +368,7 @@ async def create_practitioner(
         RETURNING id, clinic_id, name, email, phone, active, version
         """,
         clinic_id,
-        fields.name,
-        fields.email,
-        fields.phone,
-        fields.active,
+        *_practitioner_values(fields),
     )
     assert row is not None
     return dict(row)
@@ -389,10 +387,7 @@ async def update_practitioner(
         """,
         practitioner_id,
         expected_version,
-        fields.name,
-        fields.email,
-        fields.phone,
-        fields.active,
+        *_practitioner_values(fields),
     )
     return None if row is None else dict(row)
 
@@ -445,6 +440,24 @@ class TreatmentFields:
     maintenance_interval_days: int | None
     public: bool
     active: bool
+
+
+def _treatment_values(f: TreatmentFields) -> tuple[Any, ...]:
+    """The fields in the column order of the INSERT and UPDATE below."""
+    return (
+        f.code,
+        f.name,
+        f.description,
+        f.duration_minutes,
+        f.buffer_before_minutes,
+        f.buffer_after_minutes,
+        f.needs_consultation,
+        f.sessions_min,
+        f.sessions_max,
+        f.maintenance_interval_days,
+        f.public,
+        f.active,
+    )
 
 
 async def _gaps_by_treatment(db: Executor, treatment_ids: list[int]) -> dict[int, list[GapSpec]]:
@@ -529,20 +542,13 @@ async def list_treatments_page(
 
 async def _replace_gaps(conn: Executor, treatment_id: int, gaps: list[GapSpec]) -> None:
     await conn.execute("DELETE FROM treatment_gap WHERE treatment_id = $1", treatment_id)
-    await conn.executemany(
-        """
-        INSERT INTO treatment_gap (treatment_id, position, target_days, min_days, max_days)
-        VALUES ($1, $2, $3, $4, $5)
-        """,
-        [(treatment_id, g.position, g.target_days, g.min_days, g.max_days) for g in gaps],
-    )
+    await _insert_gaps(conn, treatment_id, gaps)
 
 
 async def create_treatment(
     conn: asyncpg.Connection, *, clinic_id: int, fields: TreatmentFields, gaps: list[GapSpec]
 ) -> dict[str, Any]:
     """Insert a treatment and its gaps; run inside the caller's transaction."""
-    f = fields
     treatment_id = await conn.fetchval(
         """
         INSERT INTO treatment (clinic_id, code, name, description, duration_minutes,
@@ -551,18 +557,7 @@ async def create_treatment(
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id
         """,
         clinic_id,
-        f.code,
-        f.name,
-        f.description,
-        f.duration_minutes,
-        f.buffer_before_minutes,
-        f.buffer_after_minutes,
-        f.needs_consultation,
-        f.sessions_min,
-        f.sessions_max,
-        f.maintenance_interval_days,
-        f.public,
-        f.active,
+        *_treatment_values(fields),
     )
     await _replace_gaps(conn, treatment_id, gaps)
     created = await get_treatment(conn, treatment_id)
@@ -580,7 +575,6 @@ async def update_treatment(
 ) -> dict[str, Any] | None:
     """Write every field and the whole series template; None if the row is gone or changed
     since `expected_version`. Run inside the caller's transaction."""
-    f = fields
     updated = await conn.fetchval(
         """
         UPDATE treatment SET code = $3, name = $4, description = $5, duration_minutes = $6,
@@ -592,18 +586,7 @@ async def update_treatment(
         """,
         treatment_id,
         expected_version,
-        f.code,
-        f.name,
-        f.description,
-        f.duration_minutes,
-        f.buffer_before_minutes,
-        f.buffer_after_minutes,
-        f.needs_consultation,
-        f.sessions_min,
-        f.sessions_max,
-        f.maintenance_interval_days,
-        f.public,
-        f.active,
+        *_treatment_values(fields),
     )
     if updated is None:
         return None

@@ -56,8 +56,9 @@ async def test_public_api_survives_schemathesis(
             "--seed",
             "1",
             "--no-color",
+            # One worker: several threads trip a CPython 3.11 bug in hypothesis (gh-106905).
             "--workers",
-            "2",
+            "1",
         ],
         capture_output=True,
         text=True,

@@ -42,26 +42,33 @@ from pydantic import (
 
 from services.booking import appointment_changes as changes
 from services.booking.api import API
-from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from services.booking.api.common import (
+    ALL_STAFF,
+    CLINICAL,
+    DESK,
+    MAX_ID,
+    Id,
+    Read,
+    or_not_found,
+    precondition_failed,
+    record_reads,
+    storable,
+)
+from services.booking.api.framework import ApiError, Ctx, Handler, invalid, not_found
 from shared.domain.appointment_states import IllegalTransition, Status
 from shared.scheduling.availability import FreeStart
 from shared.scheduling.gaps import Gap, Shift
 from shared.scheduling.loader import load_clinic
-from shared.store import appointments, audit
+from shared.store import appointments
 from shared.store.appointments import Appointment, ScheduleEntry, VersionConflict
-from shared.store.series import SeriesStatus
+from shared.store.series import SeriesStatus, StaleSeries
+from shared.store.staff_tokens import Role
 
-READ = ("admin", "front_desk", "clinician")
-DESK = ("admin", "front_desk")
-CLINICAL = ("admin", "clinician")
-OVERRIDE_GAPS = frozenset({"admin", "clinician"})
 TAG = "appointments"
 ACTION_ERRORS = (409, 412, 428)
 
 # -- input types shared with the series module ----------------------------------------------------
 
-MAX_ID = 2**63 - 1  # bigint: a larger number cannot name a row, and must not reach asyncpg
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]  # in a query string, where everything is text
 # In JSON bodies types are strict: the schema says integer, boolean, string, and the fuzzer
 # rightly complains when 0 passes for false or "5" for 5.
 BodyId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
@@ -71,18 +78,7 @@ LATEST = date(2100, 12, 31)
 LocalDay = Annotated[date, Field(ge=EARLIEST, le=LATEST)]
 
 
-def _storable(text: str) -> str:
-    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded as UTF-8.
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return text
-
-
-Text = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_storable)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(storable)]
 
 
 def _in_range(moment: datetime) -> datetime:
@@ -310,8 +306,20 @@ class Zones:
         return self.known[clinic_id]
 
 
-def appointment_out(appointment: Appointment, zone: ZoneInfo) -> AppointmentOut:
+def _times(appointment: Appointment, zone: ZoneInfo) -> dict[str, Any]:
+    """Start and end in UTC and in the clinic's zone, the same in every view of an appointment."""
     starts_local = appointment.starts_at.astimezone(zone)
+    return {
+        "starts_at": appointment.starts_at.astimezone(UTC),
+        "ends_at": appointment.ends_at.astimezone(UTC),
+        "starts_local": starts_local,
+        "ends_local": appointment.ends_at.astimezone(zone),
+        "local_time": f"{starts_local:%H:%M}",
+    }
+
+
+def appointment_out(appointment: Appointment, zone: ZoneInfo) -> AppointmentOut:
+    times = _times(appointment, zone)
     return AppointmentOut(
         id=appointment.id,
         clinic_id=appointment.clinic_id,
@@ -321,13 +329,9 @@ def appointment_out(appointment: Appointment, zone: ZoneInfo) -> AppointmentOut:
         series_id=appointment.series_id,
         position=appointment.position,
         status=appointment.status,
-        starts_at=appointment.starts_at.astimezone(UTC),
-        ends_at=appointment.ends_at.astimezone(UTC),
         time_zone=zone.key,
-        starts_local=starts_local,
-        ends_local=appointment.ends_at.astimezone(zone),
-        local_date=starts_local.date(),
-        local_time=f"{starts_local:%H:%M}",
+        local_date=times["starts_local"].date(),
+        **times,
         needs_review=appointment.needs_review,
         review_reasons=appointment.review_reasons,
         source=appointment.source,
@@ -397,7 +401,7 @@ async def domain_call(ctx: Ctx, call: Awaitable[T], *, what: str = "appointment"
         return await call
     except changes.NotFound as error:
         raise not_found(error.what, error.ident) from None
-    except VersionConflict as error:
+    except (VersionConflict, StaleSeries) as error:
         raise stale(what, error.current.version) from None
     except IllegalTransition as error:
         raise ApiError(
@@ -412,11 +416,9 @@ async def domain_call(ctx: Ctx, call: Awaitable[T], *, what: str = "appointment"
 
 
 def stale(what: str, version: int) -> ApiError:
-    return ApiError(
-        412,
-        "Precondition Failed",
+    # With the current ETag, so a client can re-read and retry without guessing.
+    return precondition_failed(
         f"the {what} changed since you read it (now version {version}); read it again",
-        type_="stale",
         headers={"ETag": f'"{version}"'},
         current_version=version,
     )
@@ -444,7 +446,8 @@ async def _path_zone(ctx: Ctx) -> ZoneInfo:
     return await Zones(ctx).of(found.clinic_id) if found is not None else ZoneInfo("UTC")
 
 
-def _change(ctx: Ctx) -> changes.Change:
+def change_of(ctx: Ctx) -> changes.Change:
+    """Who changes what, when, on which request: the domain's record of the caller."""
     return changes.Change(ctx.actor, ctx.now, ctx.request_id)
 
 
@@ -452,28 +455,18 @@ def _change(ctx: Ctx) -> changes.Change:
 
 
 async def audit_reads(
-    ctx: Ctx, found: Iterable[Appointment], *, via: str, action: str = "appointment.read"
+    ctx: Ctx, shown: Iterable[Appointment], *, via: str, action: str = "appointment.read"
 ) -> None:
     """One audit row per patient whose appointments this answer shows."""
     by_patient: dict[int, list[int]] = {}
-    for appointment in found:
+    for appointment in shown:
         if appointment.patient_id is not None:
             by_patient.setdefault(appointment.patient_id, []).append(appointment.id)
-    if not by_patient:
-        return
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for patient_id, ids in by_patient.items():
-            await audit.record(
-                conn,
-                at=ctx.now,
-                actor=ctx.actor,
-                action=action,
-                entity="appointment",
-                entity_id=ids[0] if len(ids) == 1 else None,
-                patient_id=patient_id,
-                details={"via": via, "appointment_ids": ids},
-                request_id=ctx.request_id,
-            )
+    reads = [
+        Read(ids[0] if len(ids) == 1 else None, patient_id, {"via": via, "appointment_ids": ids})
+        for patient_id, ids in by_patient.items()
+    ]
+    await record_reads(ctx, action=action, entity="appointment", reads=reads)
 
 
 # -- reads -----------------------------------------------------------------------------------------
@@ -502,7 +495,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     "/api/v1/appointments",
     summary="Appointments, filtered and paginated",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     query=AppointmentQuery,
     response=AppointmentPage,
 )
@@ -545,15 +538,10 @@ def _local_day_bounds(first_day: date, last_day: date, zone: ZoneInfo) -> tuple[
 
 def _schedule_item(entry: ScheduleEntry, zone: ZoneInfo) -> ScheduleItem:
     a = entry.appointment
-    starts_local = a.starts_at.astimezone(zone)
     return ScheduleItem(
         id=a.id,
         status=a.status,
-        starts_at=a.starts_at.astimezone(UTC),
-        ends_at=a.ends_at.astimezone(UTC),
-        starts_local=starts_local,
-        ends_local=a.ends_at.astimezone(zone),
-        local_time=f"{starts_local:%H:%M}",
+        **_times(a, zone),
         patient_id=a.patient_id,
         patient_name=entry.patient_name,
         treatment_id=a.treatment_id,
@@ -570,7 +558,7 @@ def _schedule_item(entry: ScheduleEntry, zone: ZoneInfo) -> ScheduleItem:
     "/api/v1/practitioners/{practitioner_id}/schedule",
     summary="A practitioner's day or week, in the clinic's local time",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     query=ScheduleQuery,
     response=Schedule,
 )
@@ -581,9 +569,7 @@ async def get_practitioner_schedule(ctx: Ctx) -> Schedule:
     query: ScheduleQuery = ctx.query
     practitioner_id = ctx.path["practitioner_id"]
     where = await appointments.practitioner_zone(ctx.pool, practitioner_id)
-    if where is None:
-        raise not_found("practitioner", practitioner_id)
-    zone = ZoneInfo(where[1])
+    zone = ZoneInfo(or_not_found(where, "practitioner", practitioner_id)[1])
     first_day, last_day = (query.day, query.day) if query.view == "day" else _week_of(query.day)
     start, end = _local_day_bounds(first_day, last_day, zone)
     entries = await appointments.schedule_for(
@@ -612,89 +598,103 @@ async def get_practitioner_schedule(ctx: Ctx) -> Schedule:
     "/api/v1/appointments/{appointment_id}",
     summary="One appointment with its state history",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     response=AppointmentDetail,
 )
 async def get_appointment(ctx: Ctx) -> AppointmentDetail:
     """The ETag is the version: send it back as If-Match with any action."""
     appointment_id = ctx.path["appointment_id"]
-    found = await appointments.get(ctx.pool, appointment_id)
-    if found is None:
-        raise not_found("appointment", appointment_id)
-    await audit_reads(ctx, [found], via="detail")
-    return await appointment_detail(ctx, found)
+    appointment = or_not_found(
+        await appointments.get(ctx.pool, appointment_id), "appointment", appointment_id
+    )
+    await audit_reads(ctx, [appointment], via="detail")
+    return await appointment_detail(ctx, appointment)
 
 
 # -- actions ---------------------------------------------------------------------------------------
 
-Action = Callable[..., Awaitable[Appointment]]
+R = TypeVar("R")
 
 
-async def _simple_action(ctx: Ctx, action: Action) -> AppointmentDetail:
+async def _act(ctx: Ctx, action: Callable[..., Awaitable[R]], **inputs: Any) -> R:
+    """Apply a domain action to the appointment in the path at the If-Match version, as the
+    caller; every action shares this, so each is checked and attributed the same way."""
     version = ctx.if_match()
-    appointment_id = ctx.path["appointment_id"]
-    updated = await domain_call(
+    return await domain_call(
         ctx,
-        action(ctx.pool, appointment_id, expected_version=version, change=_change(ctx)),
+        action(
+            ctx.pool,
+            ctx.path["appointment_id"],
+            **inputs,
+            expected_version=version,
+            change=change_of(ctx),
+        ),
     )
-    return await appointment_detail(ctx, updated)
 
 
-@API.route(
-    "POST",
-    "/api/v1/appointments/{appointment_id}/confirm",
+def _state_action(
+    name: str,
+    verb: str,
+    *,
+    summary: str,
+    roles: tuple[Role, ...],
+    action: Callable[..., Awaitable[Appointment]],
+    description: str,
+) -> Handler:
+    """Register `POST .../{appointment_id}/<verb>`: a state change with no body, only If-Match.
+    `name` is the operationId, `description` the operation's description."""
+
+    async def handler(ctx: Ctx) -> AppointmentDetail:
+        return await appointment_detail(ctx, await _act(ctx, action))
+
+    handler.__name__ = handler.__qualname__ = name
+    handler.__doc__ = description
+    return API.route(
+        "POST",
+        "/api/v1/appointments/{appointment_id}/" + verb,
+        summary=summary,
+        tag=TAG,
+        roles=roles,
+        response=AppointmentDetail,
+        errors=ACTION_ERRORS,
+    )(handler)
+
+
+confirm_appointment = _state_action(
+    "confirm_appointment",
+    "confirm",
     summary="Confirm on the patient's behalf",
-    tag=TAG,
     roles=DESK,
-    response=AppointmentDetail,
-    errors=ACTION_ERRORS,
+    action=changes.confirm,
+    description="booked → confirmed, when the patient confirms by phone or at the desk.",
 )
-async def confirm_appointment(ctx: Ctx) -> AppointmentDetail:
-    """booked → confirmed, when the patient confirms by phone or at the desk."""
-    return await _simple_action(ctx, changes.confirm)
-
-
-@API.route(
-    "POST",
-    "/api/v1/appointments/{appointment_id}/check-in",
+check_in_appointment = _state_action(
+    "check_in_appointment",
+    "check-in",
     summary="Check the patient in",
-    tag=TAG,
     roles=DESK,
-    response=AppointmentDetail,
-    errors=ACTION_ERRORS,
+    action=changes.check_in,
+    description="booked or confirmed → checked_in, from 2 h before the start until the end "
+    "plus the clinic's no-show grace. Refused (409 needs-review) while a clinician review is "
+    "pending.",
 )
-async def check_in_appointment(ctx: Ctx) -> AppointmentDetail:
-    """booked or confirmed → checked_in, from 2 h before the start until the end plus the
-    clinic's no-show grace. Refused (409 needs-review) while a clinician review is pending."""
-    return await _simple_action(ctx, changes.check_in)
-
-
-@API.route(
-    "POST",
-    "/api/v1/appointments/{appointment_id}/complete",
+complete_appointment = _state_action(
+    "complete_appointment",
+    "complete",
     summary="Record the session as done",
-    tag=TAG,
     roles=CLINICAL,
-    response=AppointmentDetail,
-    errors=ACTION_ERRORS,
+    action=changes.complete,
+    description="checked_in → completed.",
 )
-async def complete_appointment(ctx: Ctx) -> AppointmentDetail:
-    """checked_in → completed."""
-    return await _simple_action(ctx, changes.complete)
-
-
-@API.route(
-    "POST",
-    "/api/v1/appointments/{appointment_id}/no-show",
+no_show_appointment = _state_action(
+    "no_show_appointment",
+    "no-show",
     summary="Record a no-show",
-    tag=TAG,
     roles=DESK,
-    response=AppointmentDetail,
-    errors=ACTION_ERRORS,
+    action=changes.no_show,
+    description="booked or confirmed → no_show, only once the end plus the clinic's grace has "
+    "passed.",
 )
-async def no_show_appointment(ctx: Ctx) -> AppointmentDetail:
-    """booked or confirmed → no_show, only once the end plus the clinic's grace has passed."""
-    return await _simple_action(ctx, changes.no_show)
 
 
 @API.route(
@@ -711,18 +711,7 @@ async def review_appointment(ctx: Ctx) -> AppointmentDetail:
     """A clinician has looked at what flagged the appointment (screening answers, a long gap)
     and clears it with a note; check-in is possible again."""
     body: ReviewBody = ctx.body
-    version = ctx.if_match()
-    updated = await domain_call(
-        ctx,
-        changes.review(
-            ctx.pool,
-            ctx.path["appointment_id"],
-            note=body.note,
-            expected_version=version,
-            change=_change(ctx),
-        ),
-    )
-    return await appointment_detail(ctx, updated)
+    return await appointment_detail(ctx, await _act(ctx, changes.review, note=body.note))
 
 
 @API.route(
@@ -744,18 +733,12 @@ async def cancel_appointment(ctx: Ctx) -> CancelResult:
         raise invalid("override_reason", "required when override is true")
     if body.override_reason is not None and not body.override:
         raise invalid("override", "must be true when override_reason is given")
-    version = ctx.if_match()
-    outcome = await domain_call(
+    outcome = await _act(
         ctx,
-        changes.cancel(
-            ctx.pool,
-            ctx.path["appointment_id"],
-            reason=body.reason,
-            scope=body.scope,
-            override_reason=body.override_reason,
-            expected_version=version,
-            change=_change(ctx),
-        ),
+        changes.cancel,
+        reason=body.reason,
+        scope=body.scope,
+        override_reason=body.override_reason,
     )
     detail = await appointment_detail(ctx, outcome.appointment)
     return CancelResult(
@@ -772,7 +755,7 @@ async def cancel_appointment(ctx: Ctx) -> CancelResult:
     "/api/v1/appointments/{appointment_id}/reschedule",
     summary="Move an appointment, keeping the course's gaps valid",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     body=RescheduleBody,
     response=RescheduleResult,
     errors=ACTION_ERRORS,
@@ -785,7 +768,6 @@ async def reschedule_appointment(ctx: Ctx) -> RescheduleResult:
     the move breaks later sessions' gaps the answer proposes `proposed_shifts`; `shift_later:
     true` applies them in the same transaction (all or nothing)."""
     body: RescheduleBody = ctx.body
-    version = ctx.if_match()
     assert ctx.staff is not None
     request = changes.MoveRequest(
         starts_at=body.starts_at,
@@ -794,16 +776,8 @@ async def reschedule_appointment(ctx: Ctx) -> RescheduleResult:
         override_reason=body.override_reason,
         shift_later=body.shift_later,
     )
-    outcome = await domain_call(
-        ctx,
-        changes.reschedule(
-            ctx.pool,
-            ctx.path["appointment_id"],
-            request,
-            may_override=ctx.staff.role in OVERRIDE_GAPS,
-            expected_version=version,
-            change=_change(ctx),
-        ),
+    outcome = await _act(
+        ctx, changes.reschedule, request=request, may_override=ctx.staff.role in CLINICAL
     )
     return await _reschedule_result(ctx, outcome)
 

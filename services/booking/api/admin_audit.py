@@ -15,16 +15,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, StringConstraints
 
 from services.booking.api import API
-from services.booking.api.admin_clinics import (
+from services.booking.api.common import (
     ADMIN,
     Id,
     Instant,
     PageQuery,
-    decode_cursor,
-    encode_cursor,
+    by_id,
+    check_span,
     optional,
+    page,
 )
-from services.booking.api.framework import Ctx, invalid
+from services.booking.api.framework import Ctx
 from shared.store import audit
 
 Word = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -71,9 +72,7 @@ class AuditPage(BaseModel):
 async def search_audit(ctx: Ctx) -> AuditPage:
     """Every filter is optional and they combine with AND."""
     query: AuditQuery = ctx.query
-    if query.since is not None and query.until is not None and query.until <= query.since:
-        raise invalid("until", "must be after since", where="query")
-    (before_id,) = decode_cursor(query.cursor, int) or [None]
+    check_span(query.since, query.until)
     rows = await audit.search(
         ctx.pool,
         patient_id=query.patient_id,
@@ -82,9 +81,8 @@ async def search_audit(ctx: Ctx) -> AuditPage:
         action=query.action,
         since=query.since,
         until=query.until,
-        before_id=before_id,
+        before_id=query.after_id(),  # newest first: the page continues below this id
         limit=query.limit + 1,
     )
-    items = [AuditEntry.model_validate(r) for r in rows[: query.limit]]
-    more = len(rows) > query.limit
-    return AuditPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    items, cursor = page(rows, query.limit, AuditEntry.model_validate, by_id)
+    return AuditPage(items=items, next_cursor=cursor)

@@ -10,13 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.booking import booking, idempotency
 from services.booking.api import API
+from services.booking.api.common import ALL_STAFF, CLINICAL, Id
 from services.booking.api.framework import ApiError, Ctx, invalid
-from services.booking.api.public import BookedSession, Id, Instant, Reason, booked_out
-
-# Clinicians book follow-up courses straight after a consultation, so they may book too.
-BOOKING_ROLES = ("admin", "front_desk", "clinician")
-# The hard minimum gap protects the patient: only a clinician (or an admin) may go below it.
-OVERRIDE_ROLES = ("admin", "clinician")
+from services.booking.api.public import (
+    BookedSession,
+    Instant,
+    Reason,
+    booked_out,
+    session_requests,
+)
 
 
 class StaffSession(BaseModel):
@@ -68,12 +70,7 @@ def _staff_booking(body: StaffBookingRequest) -> booking.StaffBooking:
     first = None
     if body.start is not None and body.practitioner_id is not None:
         first = booking.SessionRequest(body.practitioner_id, body.start)
-    sessions = None
-    if body.sessions is not None:
-        sessions = [
-            booking.SessionRequest(s.practitioner_id, s.start, f"sessions.{i}")
-            for i, s in enumerate(body.sessions)
-        ]
+    sessions = session_requests(body.sessions) if body.sessions is not None else None
     return booking.StaffBooking(
         patient_id=body.patient_id,
         first=first,
@@ -89,7 +86,8 @@ def _staff_booking(body: StaffBookingRequest) -> booking.StaffBooking:
     "/api/v1/bookings",
     summary="Book a patient directly: one visit, a whole course, or the next session of one",
     tag="bookings",
-    roles=BOOKING_ROLES,
+    # Clinicians book follow-up courses straight after a consultation, so they may book too.
+    roles=ALL_STAFF,
     body=StaffBookingRequest,
     response=StaffBookingResult,
     status=201,
@@ -102,7 +100,8 @@ async def create_booking(ctx: Ctx) -> Any:
     practitioner first, then any); a course that cannot be placed names the failing position."""
     body: StaffBookingRequest = ctx.body
     assert ctx.staff is not None
-    if body.override_reason is not None and ctx.staff.role not in OVERRIDE_ROLES:
+    # The hard minimum gap protects the patient: only a clinician (or an admin) may go below it.
+    if body.override_reason is not None and ctx.staff.role not in CLINICAL:
         raise ApiError(403, "Forbidden", "only a clinician or an admin may override a minimum gap")
     request = _staff_booking(body)
     offer = await booking.load_offer(ctx.pool, body.treatment_id, public=False)

@@ -58,23 +58,25 @@ from pydantic import (
 
 from services.booking import idempotency
 from services.booking.api import API
-from services.booking.api.framework import (
-    ApiError,
-    Ctx,
-    PageQuery,
-    invalid,
-    next_cursor,
-    not_found,
+from services.booking.api.common import (
+    ADMIN,
+    ALL_STAFF,
+    DESK,
+    MAX_ID,
+    constraint_path,
+    optional,
+    or_not_found,
+    precondition_failed,
+    record,
 )
+from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
-from shared.store import audit, clinics, patients
+from shared.store import clinics, patients
 from shared.store.patients import Consent, ConsentKind, Patient
 from shared.store.staff_tokens import Role
 
 TAG = "patients"
 BASE = "/api/v1/patients"
-ALL_STAFF: tuple[Role, ...] = ("admin", "front_desk", "clinician")
-DESK: tuple[Role, ...] = ("admin", "front_desk")
 
 CONTACT_FIELDS = frozenset(
     {"first_name", "last_name", "mobile", "email", "date_of_birth", "language", "time_zone"}
@@ -86,7 +88,6 @@ FIELD_ROLES: dict[str, tuple[Role, ...]] = {
 }
 # Nobody alive was born more than this many years ago; an earlier date is a typing mistake.
 MAX_AGE_YEARS = 130
-MAX_ID = 2**63 - 1  # bigint: a larger id would overflow in PostgreSQL, not just miss
 
 # Every string carries a constraint: pydantic then also rejects lone surrogates, which PostgreSQL
 # could not store. Control characters (NUL above all) are refused for the same reason.
@@ -132,15 +133,6 @@ def _iso_date_text(value: Any) -> Any:
 
 
 BirthDate = Annotated[date, BeforeValidator(_iso_date_text)]
-
-
-def _drop_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
-def _optional() -> Any:
-    """A PATCH field that may be left out but not sent as null (its column is NOT NULL)."""
-    return Field(default=None, json_schema_extra=_drop_default)
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -273,17 +265,17 @@ class PatientPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    first_name: Name = _optional()
-    last_name: Name = _optional()
+    first_name: Name = optional()
+    last_name: Name = optional()
     mobile: Contact | None = None
     email: Contact | None = None
     date_of_birth: BirthDate | None = None
-    language: Language = _optional()
+    language: Language = optional()
     time_zone: TimeZone | None = Field(None, description="IANA zone; null: the clinic's")
-    allergies: Allergies = _optional()
-    medications: Medications = _optional()
-    screening: Screening = _optional()
-    notes: Notes = _optional()
+    allergies: Allergies = optional()
+    medications: Medications = optional()
+    screening: Screening = optional()
+    notes: Notes = optional()
 
     _blank = field_validator("mobile", "email", mode="before")(_blank_is_none)
     _zone = field_validator("time_zone")(_known_zone)
@@ -404,8 +396,7 @@ def _constraint_errors() -> Iterator[None]:
     except asyncpg.ForeignKeyViolationError:
         raise invalid("clinic_id", "no such clinic") from None
     except asyncpg.CheckViolationError as error:
-        column = (error.constraint_name or "").removeprefix("patient_").removesuffix("_check")
-        raise invalid(column or "(root)", "not an acceptable value") from None
+        raise invalid(constraint_path(error), "not an acceptable value") from None
     except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
         raise invalid("(root)", "a value is not acceptable") from None
 
@@ -419,25 +410,20 @@ async def _audit(
     reason: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
-    await audit.record(
+    await record(
         conn,
-        at=ctx.now,
-        actor=ctx.actor,
+        ctx,
         action=action,
         entity="patient",
         entity_id=patient_id,
         patient_id=patient_id,
         reason=reason,
         details=details,
-        request_id=ctx.request_id,
     )
 
 
 async def _existing(conn: asyncpg.Connection, patient_id: int) -> Patient:
-    patient = await patients.get(conn, patient_id)
-    if patient is None:
-        raise not_found("patient", patient_id)
-    return patient
+    return or_not_found(await patients.get(conn, patient_id), "patient", patient_id)
 
 
 def _erased(patient: Patient, detail: str) -> ApiError:
@@ -593,11 +579,8 @@ async def update_patient(ctx: Ctx) -> PatientOut:
                     conn, patient_id, expected_version=expected, changes=changes, now=ctx.now
                 )
         except patients.StaleVersion:
-            raise ApiError(
-                412,
-                "Precondition Failed",
-                "the patient changed since you read it; read it again and redo your change",
-                type_="stale",
+            raise precondition_failed(
+                "the patient changed since you read it; read it again and redo your change"
             ) from None
         assert updated is not None  # it existed above, and patients are never deleted
         changed = sorted(name for name in changes if getattr(current, name) != changes[name])
@@ -675,7 +658,7 @@ ERASURE_WORDING = "erasure"
     BASE + "/{patient_id}/erase",
     summary="Erase a patient's contact data (EU erasure request)",
     tag=TAG,
-    roles=("admin",),
+    roles=ADMIN,
     body=Erasure,
     response=PatientOut,
     errors=(409,),

@@ -30,13 +30,13 @@ from itertools import pairwise
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from services.booking.api import API
-from services.booking.api.admin_clinics import (
+from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
-    SCHEDULERS,
+    DESK,
     Body,
     Day,
     Id,
@@ -46,16 +46,23 @@ from services.booking.api.admin_clinics import (
     PageQuery,
     Phone,
     ShortText,
-    changes,
-    database_errors,
+    by_id,
+    check_span,
+    check_version,
     decode_cursor,
-    encode_cursor,
+    delete_or_deactivate,
+    fields_of,
+    later_than,
     optional,
+    or_not_found,
+    page,
     record,
-    stale,
-    unknown_reference,
+    record_item,
+    require_clinic,
+    update_versioned,
+    writing,
 )
-from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from services.booking.api.framework import ApiError, Ctx, invalid
 from shared.store import appointments, clinics, schedules
 from shared.store.clinics import PractitionerFields
 
@@ -111,9 +118,7 @@ async def _locked_practitioner(conn: asyncpg.Connection, practitioner_id: int) -
     # Schedule writes lock the practitioner too, so a concurrent removal waits for them instead
     # of failing their foreign key.
     row = await clinics.get_practitioner(conn, practitioner_id, for_update=True)
-    if row is None:
-        raise not_found("practitioner", practitioner_id)
-    return row
+    return or_not_found(row, "practitioner", practitioner_id)
 
 
 async def _refuse_if_booked(conn: asyncpg.Connection, ctx: Ctx, practitioner_id: int) -> None:
@@ -146,17 +151,15 @@ async def _refuse_if_booked(conn: asyncpg.Connection, ctx: Ctx, practitioner_id:
 )
 async def list_practitioners(ctx: Ctx) -> PractitionerPage:
     query: PractitionerQuery = ctx.query
-    (after_id,) = decode_cursor(query.cursor, int) or [None]
     rows = await clinics.list_practitioners(
         ctx.pool,
         clinic_id=query.clinic_id,
         active=query.active,
-        after_id=after_id,
+        after_id=query.after_id(),
         limit=query.limit + 1,
     )
-    items = [Practitioner.model_validate(r) for r in rows[: query.limit]]
-    more = len(rows) > query.limit
-    return PractitionerPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    items, cursor = page(rows, query.limit, Practitioner.model_validate, by_id)
+    return PractitionerPage(items=items, next_cursor=cursor)
 
 
 @API.route(
@@ -172,21 +175,12 @@ async def list_practitioners(ctx: Ctx) -> PractitionerPage:
 )
 async def create_practitioner(ctx: Ctx) -> Practitioner:
     body: PractitionerCreate = ctx.body
-    fields = PractitionerFields(body.name, body.email, body.phone, body.active)
-    with database_errors():
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            if not await clinics.clinic_exists(conn, body.clinic_id):
-                raise unknown_reference("clinic_id", "clinic", body.clinic_id)
-            row = await clinics.create_practitioner(conn, clinic_id=body.clinic_id, fields=fields)
-            created = Practitioner.model_validate(row)
-            await record(
-                conn,
-                ctx,
-                action="create",
-                entity="practitioner",
-                entity_id=created.id,
-                details={"practitioner": created.model_dump(mode="json")},
-            )
+    fields = fields_of(PractitionerFields, body.model_dump())
+    async with writing(ctx) as conn:
+        await require_clinic(conn, body.clinic_id)
+        row = await clinics.create_practitioner(conn, clinic_id=body.clinic_id, fields=fields)
+        created = Practitioner.model_validate(row)
+        await record_item(conn, ctx, "create", "practitioner", created.id, created)
     return created
 
 
@@ -202,9 +196,7 @@ async def create_practitioner(ctx: Ctx) -> Practitioner:
 async def get_practitioner(ctx: Ctx) -> Practitioner:
     practitioner_id = ctx.path["practitioner_id"]
     row = await clinics.get_practitioner(ctx.pool, practitioner_id)
-    if row is None:
-        raise not_found("practitioner", practitioner_id)
-    return Practitioner.model_validate(row)
+    return Practitioner.model_validate(or_not_found(row, "practitioner", practitioner_id))
 
 
 @API.route(
@@ -221,36 +213,26 @@ async def update_practitioner(ctx: Ctx) -> Practitioner:
     """Send If-Match with the ETag last read. Deactivating someone with upcoming appointments
     is a 409."""
     practitioner_id = ctx.path["practitioner_id"]
-    expected = ctx.if_match()
     sent = ctx.body.model_dump(exclude_unset=True)
-    with database_errors():
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            row = await _locked_practitioner(conn, practitioner_id)
-            if row["version"] != expected:
-                raise stale("practitioner", practitioner_id, row["version"])
-            before = Practitioner.model_validate(row)
-            if not sent:
-                return before
-            merged = {**row, **sent}
-            if row["active"] and not merged["active"]:
-                await _refuse_if_booked(conn, ctx, practitioner_id)
-            fields = PractitionerFields(
-                merged["name"], merged["email"], merged["phone"], merged["active"]
-            )
-            updated = await clinics.update_practitioner(
-                conn, practitioner_id, expected_version=expected, fields=fields
-            )
-            assert updated is not None  # locked and version-checked above
-            after = Practitioner.model_validate(updated)
-            await record(
-                conn,
-                ctx,
-                action="update",
-                entity="practitioner",
-                entity_id=practitioner_id,
-                details={"changes": changes(before, after)},
-            )
-    return after
+
+    async def write(conn: asyncpg.Connection, row: dict[str, Any]) -> dict[str, Any] | None:
+        merged = {**row, **sent}
+        if row["active"] and not merged["active"]:
+            await _refuse_if_booked(conn, ctx, practitioner_id)
+        fields = fields_of(PractitionerFields, merged)
+        return await clinics.update_practitioner(
+            conn, practitioner_id, expected_version=row["version"], fields=fields
+        )
+
+    return await update_versioned(
+        ctx,
+        entity="practitioner",
+        ident=practitioner_id,
+        changed=bool(sent),
+        lock=_locked_practitioner,
+        view=Practitioner.model_validate,
+        write=write,
+    )
 
 
 @API.route(
@@ -267,19 +249,19 @@ async def delete_practitioner(ctx: Ctx) -> None:
     appointments is deactivated instead (`active: false`), so the history keeps its
     practitioner. Refused with 409 while they have upcoming appointments."""
     practitioner_id = ctx.path["practitioner_id"]
-    with database_errors():
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            row = await _locked_practitioner(conn, practitioner_id)
-            await _refuse_if_booked(conn, ctx, practitioner_id)
-            deleted = await clinics.delete_practitioner(conn, practitioner_id)
-            await record(
-                conn,
-                ctx,
-                action="delete" if deleted else "deactivate",
-                entity="practitioner",
-                entity_id=practitioner_id,
-                details={"practitioner": Practitioner.model_validate(row).model_dump(mode="json")},
-            )
+
+    async def check(conn: asyncpg.Connection) -> None:
+        await _refuse_if_booked(conn, ctx, practitioner_id)
+
+    await delete_or_deactivate(
+        ctx,
+        entity="practitioner",
+        ident=practitioner_id,
+        lock=_locked_practitioner,
+        view=Practitioner.model_validate,
+        delete=clinics.delete_practitioner,
+        check=check,
+    )
 
 
 # -- Weekly working hours --------------------------------------------------------------------------
@@ -290,13 +272,7 @@ class HoursRange(Body):
     starts: LocalTime = Field(description="local time in the clinic's zone")
     ends: LocalTime
 
-    @field_validator("ends")
-    @classmethod
-    def _ends_after_start(cls, ends: time, info: ValidationInfo) -> time:
-        starts = info.data.get("starts")
-        if starts is not None and ends <= starts:
-            raise ValueError("must be after starts")
-        return ends
+    _ends_after_start = field_validator("ends")(later_than("starts"))
 
 
 class WeeklyHoursPut(Body):
@@ -343,9 +319,7 @@ async def get_hours(ctx: Ctx) -> WeeklyHours:
         ctx.pool.acquire() as conn,
         conn.transaction(readonly=True, isolation="repeatable_read"),
     ):
-        row = await clinics.get_practitioner(conn, practitioner_id)
-        if row is None:
-            raise not_found("practitioner", practitioner_id)
+        row = await _require_practitioner(conn, practitioner_id)
         hours = await schedules.list_working_hours(conn, practitioner_id)
     return _week(practitioner_id, hours, row["version"])
 
@@ -355,7 +329,7 @@ async def get_hours(ctx: Ctx) -> WeeklyHours:
     "/api/v1/practitioners/{practitioner_id}/hours",
     summary="Replace a practitioner's weekly working hours",
     tag="schedules",
-    roles=SCHEDULERS,
+    roles=DESK,
     body=WeeklyHoursPut,
     response=WeeklyHours,
     errors=(404, 409, 412, 428),
@@ -369,31 +343,29 @@ async def put_hours(ctx: Ctx) -> WeeklyHours:
     hours = [(r.weekday, r.starts, r.ends) for r in body.hours]
     _check_no_overlap(hours, "hours")
     conflicts = {"working_hours_practitioner_id_weekday_tsrange_excl": "ranges overlap"}
-    with database_errors(conflicts):
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            row = await _locked_practitioner(conn, practitioner_id)
-            if row["version"] != expected:
-                raise stale("practitioner", practitioner_id, row["version"])
-            before = _week(
-                practitioner_id, await schedules.list_working_hours(conn, practitioner_id), expected
-            )
-            await schedules.replace_working_hours(conn, practitioner_id, hours)
-            version = await clinics.bump_practitioner_version(
-                conn, practitioner_id, expected_version=expected
-            )
-            assert version is not None  # locked and version-checked above
-            after = _week(practitioner_id, hours, version)
-            await record(
-                conn,
-                ctx,
-                action="hours.replace",
-                entity="practitioner",
-                entity_id=practitioner_id,
-                details={
-                    "from": before.model_dump(mode="json")["hours"],
-                    "to": after.model_dump(mode="json")["hours"],
-                },
-            )
+    async with writing(ctx, conflicts) as conn:
+        row = await _locked_practitioner(conn, practitioner_id)
+        check_version("practitioner", practitioner_id, row, expected)
+        before = _week(
+            practitioner_id, await schedules.list_working_hours(conn, practitioner_id), expected
+        )
+        await schedules.replace_working_hours(conn, practitioner_id, hours)
+        version = await clinics.bump_practitioner_version(
+            conn, practitioner_id, expected_version=expected
+        )
+        assert version is not None  # locked and version-checked above
+        after = _week(practitioner_id, hours, version)
+        await record(
+            conn,
+            ctx,
+            action="hours.replace",
+            entity="practitioner",
+            entity_id=practitioner_id,
+            details={
+                "from": before.model_dump(mode="json")["hours"],
+                "to": after.model_dump(mode="json")["hours"],
+            },
+        )
     return after
 
 
@@ -414,13 +386,7 @@ class TimeOffCreate(Body):
     ends_at: Instant = Field(description="exclusive; after starts_at")
     reason: ShortText = ""
 
-    @field_validator("ends_at")
-    @classmethod
-    def _ends_after_start(cls, ends_at: datetime, info: ValidationInfo) -> datetime:
-        starts_at = info.data.get("starts_at")
-        if starts_at is not None and ends_at <= starts_at:
-            raise ValueError("must be after starts_at")
-        return ends_at
+    _ends_after_start = field_validator("ends_at")(later_than("starts_at"))
 
 
 class TimeOffQuery(PageQuery):
@@ -435,9 +401,10 @@ class TimeOffPage(BaseModel):
 
 async def _require_practitioner(
     db: asyncpg.Connection | asyncpg.Pool, practitioner_id: int
-) -> None:
-    if await clinics.get_practitioner(db, practitioner_id) is None:
-        raise not_found("practitioner", practitioner_id)
+) -> dict[str, Any]:
+    return or_not_found(
+        await clinics.get_practitioner(db, practitioner_id), "practitioner", practitioner_id
+    )
 
 
 @API.route(
@@ -454,8 +421,7 @@ async def list_time_off(ctx: Ctx) -> TimeOffPage:
     """With `since`/`until`, only time off overlapping [since, until)."""
     practitioner_id = ctx.path["practitioner_id"]
     query: TimeOffQuery = ctx.query
-    if query.since is not None and query.until is not None and query.until <= query.since:
-        raise invalid("until", "must be after since", where="query")
+    check_span(query.since, query.until)
     after = decode_cursor(query.cursor, datetime, int)
     await _require_practitioner(ctx.pool, practitioner_id)
     rows = await schedules.list_time_off(
@@ -466,9 +432,9 @@ async def list_time_off(ctx: Ctx) -> TimeOffPage:
         after=(after[0], after[1]) if after else None,
         limit=query.limit + 1,
     )
-    items = [TimeOff.model_validate(r) for r in rows[: query.limit]]
-    more = len(rows) > query.limit
-    cursor = encode_cursor(items[-1].starts_at.isoformat(), items[-1].id) if more else None
+    items, cursor = page(
+        rows, query.limit, TimeOff.model_validate, lambda t: (t.starts_at.isoformat(), t.id)
+    )
     return TimeOffPage(items=items, next_cursor=cursor)
 
 
@@ -477,7 +443,7 @@ async def list_time_off(ctx: Ctx) -> TimeOffPage:
     "/api/v1/practitioners/{practitioner_id}/time-off",
     summary="Record time off",
     tag="schedules",
-    roles=SCHEDULERS,
+    roles=DESK,
     body=TimeOffCreate,
     response=TimeOff,
     status=201,
@@ -487,26 +453,20 @@ async def create_time_off(ctx: Ctx) -> TimeOff:
     """Appointments already booked in the range stay booked: move them separately."""
     practitioner_id = ctx.path["practitioner_id"]
     body: TimeOffCreate = ctx.body
-    with database_errors():
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await _locked_practitioner(conn, practitioner_id)
-            row = await schedules.create_time_off(
-                conn,
-                practitioner_id,
-                starts_at=body.starts_at,
-                ends_at=body.ends_at,
-                reason=body.reason,
-                now=ctx.now,
-            )
-            created = TimeOff.model_validate(row)
-            await record(
-                conn,
-                ctx,
-                action="time_off.create",
-                entity="practitioner",
-                entity_id=practitioner_id,
-                details={"time_off": created.model_dump(mode="json")},
-            )
+    async with writing(ctx) as conn:
+        await _locked_practitioner(conn, practitioner_id)
+        row = await schedules.create_time_off(
+            conn,
+            practitioner_id,
+            starts_at=body.starts_at,
+            ends_at=body.ends_at,
+            reason=body.reason,
+            now=ctx.now,
+        )
+        created = TimeOff.model_validate(row)
+        await record_item(
+            conn, ctx, "time_off.create", "practitioner", practitioner_id, created, key="time_off"
+        )
     return created
 
 
@@ -515,7 +475,7 @@ async def create_time_off(ctx: Ctx) -> TimeOff:
     "/api/v1/practitioners/{practitioner_id}/time-off/{time_off_id}",
     summary="Remove time off",
     tag="schedules",
-    roles=SCHEDULERS,
+    roles=DESK,
     status=204,
     errors=(404,),
 )
@@ -523,15 +483,9 @@ async def delete_time_off(ctx: Ctx) -> None:
     practitioner_id, time_off_id = ctx.path["practitioner_id"], ctx.path["time_off_id"]
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await schedules.delete_time_off(conn, practitioner_id, time_off_id)
-        if row is None:
-            raise not_found("time off", time_off_id)
-        await record(
-            conn,
-            ctx,
-            action="time_off.delete",
-            entity="practitioner",
-            entity_id=practitioner_id,
-            details={"time_off": TimeOff.model_validate(row).model_dump(mode="json")},
+        removed = TimeOff.model_validate(or_not_found(row, "time off", time_off_id))
+        await record_item(
+            conn, ctx, "time_off.delete", "practitioner", practitioner_id, removed, key="time_off"
         )
 
 
@@ -542,13 +496,7 @@ class DayRange(Body):
     starts: LocalTime = Field(description="local time in the clinic's zone")
     ends: LocalTime
 
-    @field_validator("ends")
-    @classmethod
-    def _ends_after_start(cls, ends: time, info: ValidationInfo) -> time:
-        starts = info.data.get("starts")
-        if starts is not None and ends <= starts:
-            raise ValueError("must be after starts")
-        return ends
+    _ends_after_start = field_validator("ends")(later_than("starts"))
 
 
 class OverridePut(Body):
@@ -616,11 +564,8 @@ async def list_overrides(ctx: Ctx) -> OverridePage:
         after_day=after_day,
         limit=query.limit + 1,
     )
-    items = [_override(r) for r in rows[: query.limit]]
-    more = len(rows) > query.limit
-    return OverridePage(
-        items=items, next_cursor=encode_cursor(items[-1].day.isoformat()) if more else None
-    )
+    items, cursor = page(rows, query.limit, _override, lambda o: (o.day.isoformat(),))
+    return OverridePage(items=items, next_cursor=cursor)
 
 
 @API.route(
@@ -628,7 +573,7 @@ async def list_overrides(ctx: Ctx) -> OverridePage:
     "/api/v1/practitioners/{practitioner_id}/overrides",
     summary="Set one day's hours (create or replace that day's override)",
     tag="schedules",
-    roles=SCHEDULERS,
+    roles=DESK,
     body=OverridePut,
     response=Override,
     errors=(404,),
@@ -640,27 +585,24 @@ async def put_override(ctx: Ctx) -> Override:
     body: OverridePut = ctx.body
     ranges = [(r.starts, r.ends) for r in body.ranges]
     _check_no_overlap([(0, s, e) for s, e in ranges], "ranges")
-    with database_errors():
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            await _locked_practitioner(conn, practitioner_id)
-            previous = await schedules.get_override(
-                conn, practitioner_id, body.day, for_update=True
-            )
-            row = await schedules.set_override(
-                conn, practitioner_id, body.day, ranges=ranges, reason=body.reason
-            )
-            result = _override(row)
-            await record(
-                conn,
-                ctx,
-                action="override.replace" if previous else "override.create",
-                entity="practitioner",
-                entity_id=practitioner_id,
-                details={
-                    "from": _override(previous).model_dump(mode="json") if previous else None,
-                    "to": result.model_dump(mode="json"),
-                },
-            )
+    async with writing(ctx) as conn:
+        await _locked_practitioner(conn, practitioner_id)
+        previous = await schedules.get_override(conn, practitioner_id, body.day, for_update=True)
+        row = await schedules.set_override(
+            conn, practitioner_id, body.day, ranges=ranges, reason=body.reason
+        )
+        result = _override(row)
+        await record(
+            conn,
+            ctx,
+            action="override.replace" if previous else "override.create",
+            entity="practitioner",
+            entity_id=practitioner_id,
+            details={
+                "from": _override(previous).model_dump(mode="json") if previous else None,
+                "to": result.model_dump(mode="json"),
+            },
+        )
     return result
 
 
@@ -669,7 +611,7 @@ async def put_override(ctx: Ctx) -> Override:
     "/api/v1/practitioners/{practitioner_id}/overrides",
     summary="Remove one day's override (the weekly hours apply again)",
     tag="schedules",
-    roles=SCHEDULERS,
+    roles=DESK,
     query=OverrideDay,
     status=204,
     errors=(404,),

@@ -22,26 +22,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.booking import appointment_changes as changes
 from services.booking.api import API
 from services.booking.api.admin_appointments import (
-    READ,
     AppointmentOut,
     GapOut,
-    Id,
     Text,
     Zones,
     appointment_out,
+    change_of,
     domain_call,
     gap_out,
-    stale,
 )
-from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor, not_found
+from services.booking.api.common import ALL_STAFF, CLINICAL, Id, Read, or_not_found, record_reads
+from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor
 from shared.scheduling import gaps
 from shared.scheduling.loader import load_treatment
-from shared.store import appointments, audit
+from shared.store import appointments
 from shared.store import series as series_store
 from shared.store.series import Series, SeriesStatus
 
 TAG = "series"
-CLINICAL_TEXT = frozenset({"admin", "clinician"})
 
 
 class SeriesOut(BaseModel):
@@ -92,36 +90,12 @@ class SeriesPatch(BaseModel):
 
 
 def series_out(series: Series) -> SeriesOut:
-    return SeriesOut(
-        id=series.id,
-        clinic_id=series.clinic_id,
-        patient_id=series.patient_id,
-        treatment_id=series.treatment_id,
-        planned_sessions=series.planned_sessions,
-        status=series.status,
-        plan_notes=series.plan_notes,
-        version=series.version,
-        created_at=series.created_at,
-        updated_at=series.updated_at,
-    )
+    return SeriesOut.model_validate(series, from_attributes=True)
 
 
-async def _audit_series_reads(ctx: Ctx, found: list[Series], via: str) -> None:
-    if not found:
-        return
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for series in found:
-            await audit.record(
-                conn,
-                at=ctx.now,
-                actor=ctx.actor,
-                action="series.read",
-                entity="series",
-                entity_id=series.id,
-                patient_id=series.patient_id,
-                details={"via": via},
-                request_id=ctx.request_id,
-            )
+async def _audit_series_reads(ctx: Ctx, shown: list[Series], via: str) -> None:
+    reads = [Read(s.id, s.patient_id, {"via": via}) for s in shown]
+    await record_reads(ctx, action="series.read", entity="series", reads=reads)
 
 
 @API.route(
@@ -129,7 +103,7 @@ async def _audit_series_reads(ctx: Ctx, found: list[Series], via: str) -> None:
     "/api/v1/series",
     summary="Treatment courses, filtered and paginated",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     query=SeriesQuery,
     response=SeriesPage,
 )
@@ -177,18 +151,16 @@ async def series_detail(ctx: Ctx, series: Series) -> SeriesDetail:
     "/api/v1/series/{series_id}",
     summary="One course with every session, its gaps and warnings",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     response=SeriesDetail,
 )
 async def get_series(ctx: Ctx) -> SeriesDetail:
     """Sessions in course order with local times; each counted session's gap to the one before,
     checked against the treatment's rules. The ETag is the series' version."""
     series_id = ctx.path["series_id"]
-    found = await series_store.get(ctx.pool, series_id)
-    if found is None:
-        raise not_found("series", series_id)
-    await _audit_series_reads(ctx, [found], "detail")
-    return await series_detail(ctx, found)
+    series = or_not_found(await series_store.get(ctx.pool, series_id), "series", series_id)
+    await _audit_series_reads(ctx, [series], "detail")
+    return await series_detail(ctx, series)
 
 
 @API.route(
@@ -196,7 +168,7 @@ async def get_series(ctx: Ctx) -> SeriesDetail:
     "/api/v1/series/{series_id}",
     summary="Change a course's plan notes or status",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     body=SeriesPatch,
     response=SeriesDetail,
     errors=(409, 412, 428),
@@ -209,22 +181,19 @@ async def patch_series(ctx: Ctx) -> SeriesDetail:
     assert ctx.staff is not None
     if body.plan_notes is None and body.status is None:
         raise invalid("(root)", "send plan_notes, status or both")
-    if body.plan_notes is not None and ctx.staff.role not in CLINICAL_TEXT:
+    if body.plan_notes is not None and ctx.staff.role not in CLINICAL:
         raise ApiError(403, "Forbidden", f"the {ctx.staff.role} role may not change plan notes")
     version = ctx.if_match()
-    try:
-        updated = await domain_call(
-            ctx,
-            changes.update_series(
-                ctx.pool,
-                ctx.path["series_id"],
-                plan_notes=body.plan_notes,
-                status=body.status,
-                expected_version=version,
-                change=changes.Change(ctx.actor, ctx.now, ctx.request_id),
-            ),
-            what="series",
-        )
-    except series_store.StaleSeries as error:
-        raise stale("series", error.current.version) from None
+    updated = await domain_call(
+        ctx,
+        changes.update_series(
+            ctx.pool,
+            ctx.path["series_id"],
+            plan_notes=body.plan_notes,
+            status=body.status,
+            expected_version=version,
+            change=change_of(ctx),
+        ),
+        what="series",
+    )
     return await series_detail(ctx, updated)

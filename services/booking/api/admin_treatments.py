@@ -15,13 +15,14 @@ Removing a treatment that appointments, series or holds refer to deactivates it 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import asyncpg
-from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from services.booking.api import API
-from services.booking.api.admin_clinics import (
+from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
     Body,
@@ -29,16 +30,19 @@ from services.booking.api.admin_clinics import (
     LongText,
     Name,
     PageQuery,
-    changes,
-    database_errors,
-    decode_cursor,
-    encode_cursor,
+    at_least,
+    by_id,
+    delete_or_deactivate,
+    fields_of,
     optional,
-    record,
-    stale,
-    unknown_reference,
+    or_not_found,
+    page,
+    record_item,
+    require_clinic,
+    update_versioned,
+    writing,
 )
-from services.booking.api.framework import Ctx, invalid, not_found
+from services.booking.api.framework import Ctx, invalid
 from shared.store import clinics
 from shared.store.clinics import GapSpec, TreatmentFields
 
@@ -63,21 +67,8 @@ class Gap(Body):
     target_days: Days
     max_days: Days = Field(description="soft maximum: later is flagged to staff")
 
-    @field_validator("target_days")
-    @classmethod
-    def _target_not_below_min(cls, target: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_days")
-        if low is not None and target < low:
-            raise ValueError(f"must be at least min_days ({low})")
-        return target
-
-    @field_validator("max_days")
-    @classmethod
-    def _max_not_below_target(cls, high: int, info: ValidationInfo) -> int:
-        target = info.data.get("target_days")
-        if target is not None and high < target:
-            raise ValueError(f"must be at least target_days ({target})")
-        return high
+    _target_not_below_min = field_validator("target_days")(at_least("min_days"))
+    _max_not_below_target = field_validator("max_days")(at_least("target_days"))
 
 
 class Treatment(BaseModel):
@@ -114,13 +105,7 @@ class TreatmentCreate(Body):
     maintenance_interval_days: Days | None = None
     public: bool = True
 
-    @field_validator("sessions_max")
-    @classmethod
-    def _max_not_below_min(cls, high: int, info: ValidationInfo) -> int:
-        low = info.data.get("sessions_min")
-        if low is not None and high < low:
-            raise ValueError(f"must be at least sessions_min ({low})")
-        return high
+    _max_not_below_min = field_validator("sessions_max")(at_least("sessions_min"))
 
 
 class TreatmentPatch(Body):
@@ -176,24 +161,7 @@ def _check_template(values: dict[str, Any], sent: set[str]) -> None:
         raise invalid(path, f"every position 2..{high} needs a gap; missing {listed}")
 
 
-def _fields(values: dict[str, Any]) -> TreatmentFields:
-    return TreatmentFields(
-        code=values["code"],
-        name=values["name"],
-        description=values["description"],
-        duration_minutes=values["duration_minutes"],
-        buffer_before_minutes=values["buffer_before_minutes"],
-        buffer_after_minutes=values["buffer_after_minutes"],
-        needs_consultation=values["needs_consultation"],
-        sessions_min=values["sessions_min"],
-        sessions_max=values["sessions_max"],
-        maintenance_interval_days=values["maintenance_interval_days"],
-        public=values["public"],
-        active=values["active"],
-    )
-
-
-def _gap_specs(gaps: list[Gap]) -> list[GapSpec]:
+def _gap_specs(gaps: Sequence[Gap | GapSpec]) -> list[GapSpec]:
     ordered = sorted(gaps, key=lambda g: g.position)
     return [GapSpec(g.position, g.target_days, g.min_days, g.max_days) for g in ordered]
 
@@ -210,9 +178,7 @@ def _treatment(row: dict[str, Any]) -> Treatment:
 
 async def _locked_treatment(conn: asyncpg.Connection, treatment_id: int) -> dict[str, Any]:
     row = await clinics.get_treatment(conn, treatment_id, for_update=True)
-    if row is None:
-        raise not_found("treatment", treatment_id)
-    return row
+    return or_not_found(row, "treatment", treatment_id)
 
 
 @API.route(
@@ -226,17 +192,15 @@ async def _locked_treatment(conn: asyncpg.Connection, treatment_id: int) -> dict
 )
 async def list_treatments(ctx: Ctx) -> TreatmentPage:
     query: TreatmentQuery = ctx.query
-    (after_id,) = decode_cursor(query.cursor, int) or [None]
     rows = await clinics.list_treatments_page(
         ctx.pool,
         clinic_id=query.clinic_id,
         active=query.active,
-        after_id=after_id,
+        after_id=query.after_id(),
         limit=query.limit + 1,
     )
-    items = [_treatment(r) for r in rows[: query.limit]]
-    more = len(rows) > query.limit
-    return TreatmentPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    items, cursor = page(rows, query.limit, _treatment, by_id)
+    return TreatmentPage(items=items, next_cursor=cursor)
 
 
 @API.route(
@@ -255,25 +219,16 @@ async def create_treatment(ctx: Ctx) -> Treatment:
     body: TreatmentCreate = ctx.body
     values = {**body.model_dump(exclude={"gaps"}), "gaps": body.gaps, "active": True}
     _check_template(values, set(body.model_fields_set))
-    with database_errors(UNIQUE_CODE):
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            if not await clinics.clinic_exists(conn, body.clinic_id):
-                raise unknown_reference("clinic_id", "clinic", body.clinic_id)
-            row = await clinics.create_treatment(
-                conn,
-                clinic_id=body.clinic_id,
-                fields=_fields(values),
-                gaps=_gap_specs(body.gaps),
-            )
-            created = _treatment(row)
-            await record(
-                conn,
-                ctx,
-                action="create",
-                entity="treatment",
-                entity_id=created.id,
-                details={"treatment": created.model_dump(mode="json")},
-            )
+    async with writing(ctx, UNIQUE_CODE) as conn:
+        await require_clinic(conn, body.clinic_id)
+        row = await clinics.create_treatment(
+            conn,
+            clinic_id=body.clinic_id,
+            fields=fields_of(TreatmentFields, values),
+            gaps=_gap_specs(body.gaps),
+        )
+        created = _treatment(row)
+        await record_item(conn, ctx, "create", "treatment", created.id, created)
     return created
 
 
@@ -288,10 +243,9 @@ async def create_treatment(ctx: Ctx) -> Treatment:
 )
 async def get_treatment(ctx: Ctx) -> Treatment:
     treatment_id = ctx.path["treatment_id"]
-    row = await clinics.get_treatment(ctx.pool, treatment_id)
-    if row is None:
-        raise not_found("treatment", treatment_id)
-    return _treatment(row)
+    return _treatment(
+        or_not_found(await clinics.get_treatment(ctx.pool, treatment_id), "treatment", treatment_id)
+    )
 
 
 @API.route(
@@ -308,39 +262,33 @@ async def update_treatment(ctx: Ctx) -> Treatment:
     """Send If-Match with the ETag last read. Series already booked keep the sessions they
     have; the new template applies to what is proposed from now on."""
     treatment_id = ctx.path["treatment_id"]
-    expected = ctx.if_match()
     body: TreatmentPatch = ctx.body
     sent = body.model_dump(exclude_unset=True, exclude={"gaps"})
     if "gaps" in body.model_fields_set:
         sent["gaps"] = body.gaps
-    with database_errors(UNIQUE_CODE):
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            row = await _locked_treatment(conn, treatment_id)
-            if row["version"] != expected:
-                raise stale("treatment", treatment_id, row["version"])
-            before = _treatment(row)
-            if not sent:
-                return before
-            merged = {**row, "gaps": before.gaps, **sent}
-            _check_template(merged, set(sent))
-            updated = await clinics.update_treatment(
-                conn,
-                treatment_id,
-                expected_version=expected,
-                fields=_fields(merged),
-                gaps=_gap_specs(merged["gaps"]),
-            )
-            assert updated is not None  # locked and version-checked above
-            after = _treatment(updated)
-            await record(
-                conn,
-                ctx,
-                action="update",
-                entity="treatment",
-                entity_id=treatment_id,
-                details={"changes": changes(before, after)},
-            )
-    return after
+
+    async def write(conn: asyncpg.Connection, row: dict[str, Any]) -> dict[str, Any] | None:
+        # The stored gaps (GapSpec) have the positions and days the checks and the store need.
+        merged = {**row, **sent}
+        _check_template(merged, set(sent))
+        return await clinics.update_treatment(
+            conn,
+            treatment_id,
+            expected_version=row["version"],
+            fields=fields_of(TreatmentFields, merged),
+            gaps=_gap_specs(merged["gaps"]),
+        )
+
+    return await update_versioned(
+        ctx,
+        entity="treatment",
+        ident=treatment_id,
+        changed=bool(sent),
+        lock=_locked_treatment,
+        view=_treatment,
+        write=write,
+        conflicts=UNIQUE_CODE,
+    )
 
 
 @API.route(
@@ -354,16 +302,11 @@ async def update_treatment(ctx: Ctx) -> Treatment:
 )
 async def delete_treatment(ctx: Ctx) -> None:
     """Booked sessions of a deactivated treatment stay booked; it is only no longer offered."""
-    treatment_id = ctx.path["treatment_id"]
-    with database_errors():
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            row = await _locked_treatment(conn, treatment_id)
-            deleted = await clinics.delete_treatment(conn, treatment_id)
-            await record(
-                conn,
-                ctx,
-                action="delete" if deleted else "deactivate",
-                entity="treatment",
-                entity_id=treatment_id,
-                details={"treatment": _treatment(row).model_dump(mode="json")},
-            )
+    await delete_or_deactivate(
+        ctx,
+        entity="treatment",
+        ident=ctx.path["treatment_id"],
+        lock=_locked_treatment,
+        view=_treatment,
+        delete=clinics.delete_treatment,
+    )

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from services.booking.api import API
+from services.booking.api.common import ALL_STAFF
 from services.booking.api.framework import Ctx
-
-ALL_STAFF = ("admin", "front_desk", "clinician")
 
 
 class Me(BaseModel):

@@ -9,8 +9,9 @@ time is given in UTC (`start`) and in the clinic's zone (`start_local`, `local_d
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import asyncpg
 from pydantic import (
@@ -27,17 +28,17 @@ from pydantic import (
 
 from services.booking import booking, idempotency, ratelimit
 from services.booking.api import API
-from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from services.booking.api.common import Id, or_not_found, storable
+from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.booking import Offer
 from shared.scheduling.course import CourseProposal, ProposedSession
-from shared.scheduling.loader import load_clinic
+from shared.scheduling.loader import ClinicInfo, load_clinic
 from shared.store import appointments, clinics
 from shared.store.appointments import Appointment
 from shared.web import SETTINGS
 
 TAG = "public booking"
 MAX_DAYS = 42  # availability: at most six weeks per request
-MAX_ID = 2**63 - 1  # ids are bigint; larger numbers name nothing (and must not reach SQL)
 # Used only if no REGIMEN_SECRET_KEY is configured (never in dev or production, which both have
 # one): tokens then stay valid for this process only.
 _FALLBACK_SECRET = secrets.token_urlsafe(32)
@@ -46,34 +47,20 @@ _FALLBACK_SECRET = secrets.token_urlsafe(32)
 # -- input types shared with the admin booking API ---------------------------------------------
 
 
-def _storable(text: str) -> str:
-    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded: refuse them here
-    # rather than fail in the database.
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return text
-
-
 def _one_line(text: str) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
         raise ValueError("must be one line of text without control characters")
-    return _storable(text)
+    return storable(text)
 
 
-def _sane_instant(moment: datetime) -> datetime:
-    if not 2000 <= moment.year <= 2999:
+# A date or a datetime (a datetime is a date): either way only its year is checked.
+DateOrTime = TypeVar("DateOrTime", bound=date)
+
+
+def _sane_year(value: DateOrTime) -> DateOrTime:
+    if not 2000 <= value.year <= 2999:
         raise ValueError("must be between the years 2000 and 2999")
-    return moment
-
-
-def _sane_day(day: date) -> date:
-    if not 2000 <= day.year <= 2999:
-        raise ValueError("must be between the years 2000 and 2999")
-    return day
+    return value
 
 
 def _sane_birthday(day: date) -> date:
@@ -82,25 +69,24 @@ def _sane_birthday(day: date) -> date:
     return day
 
 
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Instant = Annotated[AwareDatetime, AfterValidator(_sane_instant)]
-Day = Annotated[date, AfterValidator(_sane_day)]
+Instant = Annotated[AwareDatetime, AfterValidator(_sane_year)]
+Day = Annotated[date, AfterValidator(_sane_year)]
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     AfterValidator(_one_line),
 ]
 FreeText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(_storable)
+    str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(storable)
 ]
 Reason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=3, max_length=500),
-    AfterValidator(_storable),
+    AfterValidator(storable),
 ]
 HoldToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,128}$")]
 ScreeningKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
-ScreeningText = Annotated[str, StringConstraints(max_length=500), AfterValidator(_storable)]
+ScreeningText = Annotated[str, StringConstraints(max_length=500), AfterValidator(storable)]
 
 
 class SessionChoice(BaseModel):
@@ -282,12 +268,30 @@ def proposal_out(proposal: CourseProposal, offer: Offer) -> PublicProposal:
     )
 
 
+class _Session(Protocol):
+    practitioner_id: int
+    start: datetime
+
+
+def session_requests(sessions: Sequence[_Session]) -> list[booking.SessionRequest]:
+    """A body's `sessions` list for the booking core, each named by its path for a refusal."""
+    return [
+        booking.SessionRequest(s.practitioner_id, s.start, f"sessions.{i}")
+        for i, s in enumerate(sessions)
+    ]
+
+
 def _seconds_left(expires_at: datetime, now: datetime) -> int:
     return max(0, int((expires_at - now).total_seconds()))
 
 
 def _secret(ctx: Ctx) -> str:
     return ctx.request.app[SETTINGS].secret_key or _FALLBACK_SECRET
+
+
+async def _clinic(ctx: Ctx) -> ClinicInfo:
+    clinic_id = ctx.path["clinic_id"]
+    return or_not_found(await load_clinic(ctx.pool, clinic_id), "clinic", clinic_id)
 
 
 async def _offer(ctx: Ctx, treatment_id: int, where: str) -> Offer:
@@ -310,9 +314,7 @@ async def _offer(ctx: Ctx, treatment_id: int, where: str) -> Offer:
     rate_limit=ratelimit.public_reads,
 )
 async def public_clinic(ctx: Ctx) -> PublicClinic:
-    clinic = await load_clinic(ctx.pool, ctx.path["clinic_id"])
-    if clinic is None:
-        raise not_found("clinic", ctx.path["clinic_id"])
+    clinic = await _clinic(ctx)
     staff = await clinics.list_practitioners(
         ctx.pool, clinic_id=clinic.id, active=True, after_id=None, limit=200
     )
@@ -339,9 +341,7 @@ async def public_clinic(ctx: Ctx) -> PublicClinic:
     rate_limit=ratelimit.public_reads,
 )
 async def public_treatments(ctx: Ctx) -> list[PublicTreatment]:
-    clinic = await load_clinic(ctx.pool, ctx.path["clinic_id"])
-    if clinic is None:
-        raise not_found("clinic", ctx.path["clinic_id"])
+    clinic = await _clinic(ctx)
     offered = []
     for row in await clinics.list_treatments(ctx.pool, clinic.id):
         offer = await booking.load_offer(ctx.pool, row["id"], public=True)
@@ -518,10 +518,7 @@ async def public_create_hold(ctx: Ctx) -> Any:
     body: HoldRequest = ctx.body
     offer = await _offer(ctx, body.treatment_id, "body")
     secret = _secret(ctx)
-    requests = [
-        booking.SessionRequest(s.practitioner_id, s.start, f"sessions.{i}")
-        for i, s in enumerate(body.sessions)
-    ]
+    requests = session_requests(body.sessions)
 
     async def work(conn: asyncpg.Connection) -> PublicHold:
         created = await booking.create_hold(

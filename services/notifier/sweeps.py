@@ -1,0 +1,225 @@
+"""The notifier's sweeps (APScheduler through shared/sweeps.py): rescue rows whose worker died,
+find out what happened to sends whose outcome is unknown, expire rows past their use, and keep
+the queue-depth gauges current.
+
+Unknown outcomes are reconciled, never blindly resent:
+* SMS: Twilio is asked for the recent messages to the number the attempt went to; one whose body
+  hashes to the stored hash (and is not another row's message) is ours, so the row is `sent`.
+  Nothing found a grace period after the attempt started means Twilio never created it: the row
+  goes back to `scheduled`. A status callback carrying our id settles it even sooner.
+* Email: there is no way to ask an SMTP server what it received. We send again with the same
+  Message-ID (derived from the row's id), which receivers treat as the same message; that is
+  the documented policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from twilio.base.exceptions import TwilioException
+
+from services.notifier.metrics import NotifierMetrics
+from shared.clock import Clock
+from shared.config import Settings
+from shared.providers.sms import SmsClient
+from shared.store import notifications as store
+from shared.store.notifications import Notification
+from shared.sweeps import Sweep
+
+log = logging.getLogger("regimen.notifier.sweeps")
+
+BATCH = 500
+RECONCILE_BATCH = 100
+# How many recent messages to one number are searched for ours.
+RECENT_MESSAGES = 50
+# Twilio re-sends a status callback within minutes; tokens are kept well beyond that.
+CALLBACK_MEMORY = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """What reconciliation needs of a message Twilio has (the SDK's list has the body)."""
+
+    sid: str
+    body: str
+    segments: int | None
+
+
+ListRecent = Callable[[str], Awaitable[list[SentMessage]]]
+NotSent = Literal["scheduled", "expired", "failed"]
+
+
+def twilio_lister(sms: SmsClient) -> ListRecent:
+    async def list_recent(to: str) -> list[SentMessage]:
+        found = await sms.client.messages.list_async(to=to, limit=RECENT_MESSAGES)
+        return [
+            SentMessage(
+                sid=m.sid or "",
+                body=m.body or "",
+                segments=int(m.num_segments) if m.num_segments not in (None, "") else None,
+            )
+            for m in found
+        ]
+
+    return list_recent
+
+
+async def rescue_leases(pool: asyncpg.Pool, clock: Clock) -> int:
+    total = 0
+    while True:
+        rescued = await store.rescue_expired_leases(pool, now=clock.now(), limit=BATCH)
+        if rescued:
+            log.warning("leases expired mid-send", extra={"notification_ids": rescued[:50]})
+        total += len(rescued)
+        if len(rescued) < BATCH:
+            return total
+
+
+async def expire_overdue(pool: asyncpg.Pool, clock: Clock) -> int:
+    total = 0
+    while True:
+        count = await store.expire_overdue(pool, now=clock.now(), limit=BATCH)
+        total += count
+        if count < BATCH:
+            break
+    await store.forget_callbacks_before(pool, clock.now() - CALLBACK_MEMORY)
+    return total
+
+
+async def refresh_queue_depth(pool: asyncpg.Pool, clock: Clock, metrics: NotifierMetrics) -> int:
+    by_status, overdue = await store.queue_depth(pool, now=clock.now())
+    metrics.set_queue(by_status, overdue)
+    return sum(by_status.values())
+
+
+async def reconcile_unknown(
+    pool: asyncpg.Pool, clock: Clock, *, list_recent: ListRecent, settings: Settings
+) -> int:
+    """Settle what can be settled of the `unknown` rows; the rest wait for the next run."""
+    grace = timedelta(seconds=settings.notify_reconcile_grace_seconds)
+    settled = 0
+    for item in await store.unknown_outcomes(pool, limit=RECONCILE_BATCH):
+        notification = item.notification
+        if notification.channel == "email":
+            settled += await _resend_email(pool, notification, clock.now())
+        else:
+            settled += await _reconcile_sms(
+                pool,
+                notification,
+                item.last_attempt_at,
+                clock.now(),
+                grace,
+                list_recent,
+                settings.notify_max_attempts,
+            )
+    return settled
+
+
+async def _resend_email(pool: asyncpg.Pool, notification: Notification, now: datetime) -> int:
+    message_id = notification.context.get("message_id") or "(derived from the id)"
+    done = await store.reconcile_as_not_sent(
+        pool,
+        notification.id,
+        now=now,
+        reason=f"email outcome unknown: sending again with the same Message-ID {message_id}",
+        status="expired" if _expired(notification, now) else "scheduled",
+    )
+    return int(done)
+
+
+async def _reconcile_sms(
+    pool: asyncpg.Pool,
+    notification: Notification,
+    last_attempt_at: datetime | None,
+    now: datetime,
+    grace: timedelta,
+    list_recent: ListRecent,
+    max_attempts: int,
+) -> int:
+    to = notification.context.get("attempt_to")
+    if not isinstance(to, str) or notification.body_hash is None or last_attempt_at is None:
+        # No provider call ever started: nothing can have been sent.
+        done = await store.reconcile_as_not_sent(
+            pool,
+            notification.id,
+            now=now,
+            reason="no provider call was started: sending",
+            status="expired" if _expired(notification, now) else "scheduled",
+        )
+        return int(done)
+    try:
+        recent = await list_recent(to)
+    except (TwilioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.warning(
+            "cannot list messages at Twilio",
+            extra={"notification_id": notification.id, "error": type(exc).__name__},
+        )
+        return 0
+    ours = [m for m in recent if hashlib.sha256(m.body.encode()).digest() == notification.body_hash]
+    taken = await store.provider_ids_in_use(pool, [m.sid for m in ours])
+    ours = [m for m in ours if m.sid not in taken]
+    if ours:
+        found = ours[-1]  # the list is newest first: the oldest match is the first attempt's
+        done = await store.reconcile_as_sent(
+            pool,
+            notification.id,
+            provider_id=found.sid,
+            segments=found.segments,
+            now=now,
+            reason=f"reconciled: Twilio has it as {found.sid}",
+        )
+        return int(done)
+    if now - last_attempt_at < grace:
+        return 0  # Twilio may not list it yet
+    missing = f"Twilio has no such message {int(grace.total_seconds())} s after the attempt"
+    status: NotSent = "scheduled"
+    reason = f"reconciled: {missing}; sending again"
+    if _expired(notification, now):
+        status, reason = "expired", f"reconciled: {missing}; expired meanwhile"
+    elif notification.attempts >= max_attempts:
+        status = "failed"
+        reason = f"reconciled: {missing}; gave up after {notification.attempts} attempts"
+    done = await store.reconcile_as_not_sent(
+        pool, notification.id, now=now, reason=reason, status=status
+    )
+    return int(done)
+
+
+def _expired(notification: Notification, now: datetime) -> bool:
+    return notification.expires_at is not None and notification.expires_at <= now
+
+
+def notifier_sweeps(
+    app: web.Application,
+    *,
+    list_recent: Callable[[web.Application], ListRecent],
+    metrics: Callable[[web.Application], NotifierMetrics],
+    settings: Settings,
+) -> list[Sweep]:
+    """The sweeps, reading the app's clients when they run (they exist only once it started)."""
+
+    async def recover(pool: asyncpg.Pool, clock: Clock) -> int:
+        # Rescued rows are reconciled in the same run: a dead worker's message settles at once.
+        rescued = await rescue_leases(pool, clock)
+        settled = await reconcile_unknown(
+            pool, clock, list_recent=list_recent(app), settings=settings
+        )
+        return rescued + settled
+
+    async def depth(pool: asyncpg.Pool, clock: Clock) -> int:
+        return await refresh_queue_depth(pool, clock, metrics(app))
+
+    return [
+        # One replica at a time: two asking Twilio about the same row gain nothing.
+        Sweep("notifier-recover", timedelta(seconds=10), recover, exclusive=True),
+        Sweep("notifier-expire", timedelta(seconds=60), expire_overdue),
+        Sweep("notifier-queue-depth", timedelta(seconds=15), depth),
+    ]

@@ -1,0 +1,18 @@
+"""Message content: what an outbox row says, rendered at send time from current data.
+
+ctx = await load_context(conn, notification, settings=settings)
+composed = render(notification, ctx, settings=settings)
+"""
+
+from shared.messaging.context import ContextError, MessageContext, load_context
+from shared.messaging.render import Composed, RenderError, TemplateMissing, render
+
+__all__ = [
+    "Composed",
+    "ContextError",
+    "MessageContext",
+    "RenderError",
+    "TemplateMissing",
+    "load_context",
+    "render",
+]

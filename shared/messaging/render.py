@@ -1,0 +1,576 @@
+"""Turn an outbox row and its current context into the text that goes out.
+
+Templates live in `templates/`, one family per kind (the row's `template`, which is the kind
+unless noted), channel and language:
+
+    {template}.sms.{lang}.j2
+    {template}.email.{lang}.subject.j2 / .txt.j2 / .html.j2
+    _layout.email.{lang}.txt.j2 / .html.j2      (the email frame, clinic footer)
+
+A language without its own template falls back to its primary subtag, then to English. Only
+`.html.j2` templates are autoescaped. Patient templates never receive the treatment at all, so
+they cannot name it: minimum necessary content by construction.
+
+SMS bodies are made to fit two GSM-7 segments: typographic characters in names are replaced by
+their GSM-7 look-alikes when that makes the whole body GSM-7, and the template is rendered in
+shorter variants (`compact` 0, 1, 2; then without the greeting) until one fits.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
+
+from shared.config import Settings
+from shared.messaging.context import STAFF_KINDS, MessageContext, NotificationRow
+from shared.messaging.ics import Method, ics_attachment
+from shared.providers.email import Attachment
+from shared.sms_segments import GSM7_BASIC, GSM7_EXTENDED, is_gsm7, segment_count
+from shared.store.appointments import Appointment
+
+Channel = Literal["sms", "email"]
+DEFAULT_LANGUAGE = "en"
+MAX_SMS_SEGMENTS = 2
+REMINDER_KINDS = frozenset({"reminder_72h", "reminder_24h", "reminder_2h"})
+MERGED_TEMPLATE = "reminder_merged"
+# Kinds that talk about an appointment: they cannot be rendered without one.
+APPOINTMENT_KINDS = REMINDER_KINDS | {
+    "booking_confirmation",
+    "cancellation_notice",
+    "reschedule_notice",
+}
+# Messages that change what the patient's calendar should hold carry an .ics; reminders do not
+# (a METHOD:REQUEST in every reminder would ask some mail clients to accept the event again).
+CALENDAR_KINDS = frozenset({"booking_confirmation", "reschedule_notice", "cancellation_notice"})
+# Free text that may be shortened to fit (staff see the whole alert by email and in the admin API).
+# A reply to a patient is never cut: it may carry emergency instructions.
+_SHORTENABLE = frozenset({"staff_alert"})
+_DEFAULT_COLOUR = "#1f5f8b"
+_NAME_RE = re.compile(r"^[a-z0-9_]{1,60}$")
+_LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_COLOUR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+
+
+class RenderError(Exception):
+    """The row cannot be turned into a message (permanent: sending it again will not help)."""
+
+
+class TemplateMissing(RenderError):
+    """No template for this kind and channel, in any language."""
+
+
+@dataclass(frozen=True)
+class Composed:
+    channel: Channel
+    to: str | None
+    # SMS text, or the plain-text part of an email
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    # SMS only: segments the body costs
+    segments: int | None = None
+    # what was used after fallbacks, for the record
+    language: str = DEFAULT_LANGUAGE
+    template: str = ""
+
+
+def _environment(*, trim: bool) -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        # Only HTML is escaped; SMS and plain text must keep '&' and '<' as typed.
+        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        undefined=StrictUndefined,
+        trim_blocks=trim,
+        lstrip_blocks=trim,
+        keep_trailing_newline=False,
+    )
+
+
+# Emails keep their layout, so block tags must not leave blank lines behind; SMS bodies are
+# folded into one paragraph, so a line break after a tag must stay a space between words.
+_EMAIL_ENV = _environment(trim=True)
+_SMS_ENV = _environment(trim=False)
+
+
+# -- dates, times and phone numbers ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DateStyle:
+    days: tuple[str, ...]
+    day_names: tuple[str, ...]
+    months: tuple[str, ...]
+    month_names: tuple[str, ...]
+    month_first: bool = False
+    twelve_hour: bool = False
+
+
+_EN = DateStyle(
+    days=("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    day_names=("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    months=("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+    month_names=(
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ),
+)
+# Keyed by language, or language-REGION (the clinic's region) where the convention differs.
+DATE_STYLES: dict[str, DateStyle] = {
+    "en": _EN,
+    "en-US": replace(_EN, month_first=True, twelve_hour=True),
+}
+
+
+def date_style(language: str, region: str) -> DateStyle:
+    return (
+        DATE_STYLES.get(f"{language}-{region}")
+        or DATE_STYLES.get(language)
+        or DATE_STYLES[DEFAULT_LANGUAGE]
+    )
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One appointment as the patient reads it, in their zone."""
+
+    id: int
+    local: datetime
+    short: str  # Tue 3 Mar 10:00
+    long: str  # Tuesday 3 March 2026 at 10:00
+    day: str  # Tue 3 Mar
+    time: str  # 10:00
+    ends: str  # 10:30
+
+
+def _clock(moment: datetime, style: DateStyle) -> str:
+    if not style.twelve_hour:
+        return f"{moment:%H:%M}"
+    hour = moment.hour % 12 or 12
+    return f"{hour}:{moment:%M} {'AM' if moment.hour < 12 else 'PM'}"
+
+
+def _day(moment: datetime, style: DateStyle) -> str:
+    dow, month = style.days[moment.weekday()], style.months[moment.month - 1]
+    return f"{dow} {month} {moment.day}" if style.month_first else f"{dow} {moment.day} {month}"
+
+
+def _long_day(moment: datetime, style: DateStyle) -> str:
+    dow = style.day_names[moment.weekday()]
+    month = style.month_names[moment.month - 1]
+    if style.month_first:
+        return f"{dow}, {month} {moment.day}, {moment.year}"
+    return f"{dow} {moment.day} {month} {moment.year}"
+
+
+def _view(
+    view_id: int,
+    starts: datetime,
+    ends: datetime | None,
+    zone: ZoneInfo,
+    style: DateStyle,
+    show_zone: bool,
+) -> SessionView:
+    local = starts.astimezone(zone)
+    # The zone is named only when the reader's zone is not the clinic's: "10:00 EST".
+    suffix = f" {local.tzname()}" if show_zone else ""
+    clock = _clock(local, style) + suffix
+    day = _day(local, style)
+    return SessionView(
+        id=view_id,
+        local=local,
+        short=f"{day} {clock}",
+        long=f"{_long_day(local, style)} at {clock}",
+        day=day,
+        time=clock,
+        ends="" if ends is None else _clock(ends.astimezone(zone), style) + suffix,
+    )
+
+
+def session_view(
+    appointment: Appointment, zone: ZoneInfo, style: DateStyle, *, show_zone: bool
+) -> SessionView:
+    return _view(appointment.id, appointment.starts_at, appointment.ends_at, zone, style, show_zone)
+
+
+def grouped_dates(views: Sequence[SessionView], style: DateStyle) -> str:
+    """Several sessions in few characters: '3, 10, 17 Mar; 7 Apr at 10:00' when they share a
+    time, else each date and time without the weekday."""
+    if not views:
+        return ""
+    if len({v.time for v in views}) == 1:
+        months: list[tuple[tuple[int, int], list[int]]] = []
+        for v in views:
+            key = (v.local.year, v.local.month)
+            if months and months[-1][0] == key:
+                months[-1][1].append(v.local.day)
+            else:
+                months.append((key, [v.local.day]))
+        parts = []
+        for (_, month), days in months:
+            numbers = ", ".join(str(d) for d in days)
+            name = style.months[month - 1]
+            parts.append(f"{name} {numbers}" if style.month_first else f"{numbers} {name}")
+        return f"{'; '.join(parts)} at {views[0].time}"
+    items = []
+    for v in views:
+        month = style.months[v.local.month - 1]
+        day = f"{month} {v.local.day}" if style.month_first else f"{v.local.day} {month}"
+        items.append(f"{day} {v.time}")
+    return ", ".join(items)
+
+
+def display_phone(phone: str, region: str, reader_number: str | None) -> str:
+    """The clinic's number as the reader dials it: national format when the reader's mobile has
+    the clinic's country code (or is unknown), international otherwise."""
+    try:
+        number = phonenumbers.parse(phone, region)
+    except phonenumbers.NumberParseException:
+        return phone
+    reader = number.country_code
+    if reader_number:
+        try:
+            reader = phonenumbers.parse(reader_number, None).country_code
+        except phonenumbers.NumberParseException:
+            reader = number.country_code
+    form = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if reader == number.country_code
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(number, form)
+
+
+# -- GSM-7 -----------------------------------------------------------------------------------------
+
+_GSM7_LOOKALIKES = {
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u2032": "'",
+    "\u00b4": "'",
+    "`": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u2033": '"',
+    "\u2013": "-",
+    "\u2014": "-",
+    "\u2212": "-",
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2026": "...",
+    "\u00a0": " ",
+    "\u2009": " ",
+    "\u202f": " ",
+    "\u2022": "-",
+    "\u0141": "L",
+    "\u0142": "l",
+    "\u0110": "D",
+    "\u0111": "d",
+    "\u0152": "OE",
+    "\u0153": "oe",
+    "\u00e7": "c",
+    "\u00f0": "d",
+    "\u00fe": "th",
+}
+
+
+def _gsm7_char(ch: str) -> str:
+    if ch in GSM7_BASIC or ch in GSM7_EXTENDED:
+        return ch
+    if ch in _GSM7_LOOKALIKES:
+        return _GSM7_LOOKALIKES[ch]
+    base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+    return base if base and is_gsm7(base) else ch
+
+
+def gsm7_fallback(body: str) -> str:
+    """The body with typographic quotes, dashes and accents GSM-7 lacks ('Zoë', 'St John’s')
+    replaced by look-alikes, if that makes it all GSM-7 (a UCS-2 SMS holds 70 characters, not
+    160); otherwise unchanged, since a name in another script cannot be spelt in GSM-7."""
+    if is_gsm7(body):
+        return body
+    replaced = "".join(_gsm7_char(ch) for ch in body)
+    return replaced if is_gsm7(replaced) else body
+
+
+# -- template lookup -------------------------------------------------------------------------------
+
+
+def language_candidates(language: str | None) -> list[str]:
+    """'pt-BR' -> ['pt-BR', 'pt', 'en']; anything malformed -> ['en']."""
+    out: list[str] = []
+    if language and _LANGUAGE_RE.match(language):
+        out.append(language)
+        primary = language.split("-", 1)[0].lower()
+        if primary not in out:
+            out.append(primary)
+    if DEFAULT_LANGUAGE not in out:
+        out.append(DEFAULT_LANGUAGE)
+    return out
+
+
+def _parts(template: str, channel: Channel, language: str) -> list[str]:
+    if channel == "sms":
+        return [f"{template}.sms.{language}.j2"]
+    stem = f"{template}.email.{language}"
+    return [f"{stem}.subject.j2", f"{stem}.txt.j2", f"{stem}.html.j2"]
+
+
+def find_templates(template: str, channel: Channel, language: str) -> tuple[str, list[Template]]:
+    """The first language in the fallback chain that has every part of the family."""
+    if not _NAME_RE.match(template):
+        raise TemplateMissing(f"bad template name {template!r}")
+    environment = _SMS_ENV if channel == "sms" else _EMAIL_ENV
+    for candidate in language_candidates(language):
+        try:
+            names = _parts(template, channel, candidate)
+            return candidate, [environment.get_template(n) for n in names]
+        except TemplateNotFound:
+            continue
+    raise TemplateMissing(f"no {channel} template {template!r}")
+
+
+def _layout(kind: str, language: str) -> str:
+    name = f"_layout.email.{language}.{kind}.j2"
+    try:
+        _EMAIL_ENV.get_template(name)
+    except TemplateNotFound:
+        return f"_layout.email.{DEFAULT_LANGUAGE}.{kind}.j2"
+    return name
+
+
+# -- the variables templates see -------------------------------------------------------------------
+
+
+def _template_family(notification: NotificationRow, ctx: MessageContext) -> str:
+    if notification.kind in REMINDER_KINDS and ctx.other_appointments:
+        return MERGED_TEMPLATE
+    return notification.template or notification.kind
+
+
+def _text(notification: NotificationRow, key: str) -> str:
+    value = (notification.context or {}).get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _previous(
+    notification: NotificationRow,
+    appointment: Appointment | None,
+    zone: ZoneInfo,
+    style: DateStyle,
+    show_zone: bool,
+) -> SessionView | None:
+    """Where a moved appointment was: `previous_starts_at` in the row's context, either one ISO
+    instant or a map from appointment id to one (a notice covering several moves)."""
+    raw = (notification.context or {}).get("previous_starts_at")
+    if isinstance(raw, dict) and appointment is not None:
+        raw = raw.get(str(appointment.id))
+    if not isinstance(raw, str):
+        return None
+    try:
+        starts = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    if starts.tzinfo is None:
+        return None
+    view_id = appointment.id if appointment is not None else 0
+    return _view(view_id, starts, None, zone, style, show_zone)
+
+
+def _asks_confirmation(notification: NotificationRow) -> bool:
+    merged_kinds = (notification.context or {}).get("merged_kinds") or []
+    return notification.kind == "reminder_72h" or (
+        isinstance(merged_kinds, list) and "reminder_72h" in merged_kinds
+    )
+
+
+def _has_email(ctx: MessageContext) -> bool:
+    # Booking emails are transactional: they go to any address, care email consent or not.
+    return bool(ctx.patient and ctx.patient.email and ctx.patient.erased_at is None)
+
+
+def template_variables(
+    notification: NotificationRow, ctx: MessageContext, *, settings: Settings, language: str
+) -> dict[str, Any]:
+    staff = notification.kind in STAFF_KINDS
+    # Staff read times in the clinic's zone, patients in their own.
+    zone = ctx.clinic.zone if staff else ctx.patient_zone
+    show_zone = zone.key != ctx.clinic.zone.key
+    style = date_style(language, ctx.clinic.region)
+    views = [session_view(a, zone, style, show_zone=show_zone) for a in ctx.sessions]
+    main = ctx.appointment
+    session = (
+        session_view(main, zone, style, show_zone=show_zone)
+        if main is not None
+        else (views[0] if views else None)
+    )
+    patient = ctx.patient
+    reader_number = None if staff or patient is None else patient.mobile
+    colour = ctx.clinic.brand_colour
+    return {
+        "kind": notification.kind,
+        "language": language,
+        "first_name": patient.first_name.strip() if patient else "",
+        "patient_name": f"{patient.first_name} {patient.last_name}" if patient else "",
+        "patient_id": patient.id if patient else None,
+        "clinic_name": ctx.clinic.name,
+        "clinic_phone": display_phone(ctx.clinic.phone, ctx.clinic.region, reader_number),
+        "clinic_address": ctx.clinic.address,
+        "brand_colour": colour if _COLOUR_RE.match(colour or "") else _DEFAULT_COLOUR,
+        "link": ctx.self_service_url or settings.public_url + "/",
+        "session": session,
+        "sessions": views,
+        "count": len(views),
+        "dates_grouped": grouped_dates(views, style),
+        "previous": _previous(notification, main, zone, style, show_zone),
+        "asks_confirmation": _asks_confirmation(notification),
+        "has_email": _has_email(ctx),
+        "text": _text(notification, "text"),
+        "title": _text(notification, "title"),
+        "compact": 0,
+        "greet": True,
+    }
+
+
+# -- SMS -------------------------------------------------------------------------------------------
+
+# Tried in order until a body fits: full, grouped dates, summary, then without the greeting.
+_SMS_VARIANTS: tuple[tuple[int, bool], ...] = ((0, True), (1, True), (2, True), (2, False))
+
+
+def _sms_text(template: Template, variables: dict[str, Any]) -> str:
+    # One paragraph: templates are laid out for reading, the SMS pays for every character.
+    return gsm7_fallback(" ".join(template.render(variables).split()))
+
+
+def _shorten_to_fit(render_with: Callable[[str], str], text: str) -> str:
+    """The longest prefix of `text` (ending in '...') whose message fits; binary search."""
+    low, high, best = 0, len(text), render_with("")
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = render_with(text[:middle].rstrip() + "...")
+        if segment_count(candidate) <= MAX_SMS_SEGMENTS:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def render_sms(template: Template, variables: dict[str, Any], *, kind: str) -> str:
+    body = ""
+    for compact, greet in _SMS_VARIANTS:
+        body = _sms_text(template, {**variables, "compact": compact, "greet": greet})
+        if segment_count(body) <= MAX_SMS_SEGMENTS:
+            return body
+    if kind in _SHORTENABLE and variables.get("text"):
+        last = {**variables, "compact": 2, "greet": False}
+        return _shorten_to_fit(
+            lambda t: _sms_text(template, {**last, "text": t}), variables["text"]
+        )
+    return body
+
+
+# -- email -----------------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"
+
+
+def _calendar(
+    notification: NotificationRow, ctx: MessageContext, settings: Settings, link: str, phone: str
+) -> list[Attachment]:
+    if notification.kind not in CALENDAR_KINDS or not ctx.sessions:
+        return []
+    method: Method = "CANCEL" if notification.kind == "cancellation_notice" else "REQUEST"
+    description = "" if method == "CANCEL" else f"To change or cancel: {link} or call {phone}"
+    return [
+        ics_attachment(
+            ctx.sessions,
+            clinic=ctx.clinic,
+            public_url=settings.public_url,
+            email_from=settings.email_from,
+            attendee=ctx.recipient,
+            method=method,
+            stamp=notification.created_at,
+            description=description,
+        )
+    ]
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+
+def _check(notification: NotificationRow, ctx: MessageContext) -> None:
+    if notification.channel not in ("sms", "email"):
+        raise RenderError(f"unknown channel {notification.channel!r}")
+    if notification.kind in APPOINTMENT_KINDS and ctx.appointment is None:
+        raise RenderError(f"{notification.kind} needs an appointment")
+    if notification.kind in STAFF_KINDS and ctx.patient is not None and ctx.recipient:
+        # Staff alerts name the patient and quote what they said: never to the patient.
+        own = {ctx.patient.mobile, (ctx.patient.email or "").lower()}
+        if ctx.recipient in own or ctx.recipient.lower() in own:
+            raise RenderError("a staff alert is addressed to the patient")
+
+
+def render(notification: NotificationRow, ctx: MessageContext, *, settings: Settings) -> Composed:
+    """Compose the message for `notification` from current data. Raises RenderError (permanent)
+    when it cannot be composed."""
+    _check(notification, ctx)
+    channel: Channel = "sms" if notification.channel == "sms" else "email"
+    family = _template_family(notification, ctx)
+    language, templates = find_templates(family, channel, notification.language)
+    variables = template_variables(notification, ctx, settings=settings, language=language)
+    if channel == "sms":
+        body = render_sms(templates[0], variables, kind=notification.kind)
+        return Composed(
+            channel="sms",
+            to=ctx.recipient,
+            body=body,
+            segments=segment_count(body),
+            language=language,
+            template=family,
+        )
+    subject, text, html = templates
+    variables["layout_txt"] = _layout("txt", language)
+    variables["layout_html"] = _layout("html", language)
+    return Composed(
+        channel="email",
+        to=ctx.recipient,
+        body=_tidy_text(text.render(variables)),
+        subject=_one_line(subject.render(variables)),
+        html=html.render(variables),
+        attachments=_calendar(
+            notification, ctx, settings, variables["link"], variables["clinic_phone"]
+        ),
+        language=language,
+        template=family,
+    )

@@ -1,0 +1,429 @@
+"""Planning the patient's messages where they are caused: a booking, a cancellation, a move.
+
+Each function writes notification rows (shared/store/notifications.py) inside the caller's
+transaction, so a booking and its confirmation, or a cancellation and the end of its reminders,
+commit together or not at all. They decide *whether*, *when* and *on which channel* a message
+goes; the words are rendered at send time from current data (shared/messaging), and the notifier
+re-checks consent and the appointment before sending.
+
+Channels:
+* transactional messages about something the patient booked (the booking confirmation, and the
+  cancellation and reschedule notices that amend it) go by email whenever there is an address (it
+  carries the .ics), and also by SMS with care SMS consent;
+* reminders are care messages and go on one channel: SMS with care SMS consent, else email with
+  care email consent, else not at all;
+* SMS always needs a mobile and no opt-out; an erased patient gets nothing.
+
+Dedupe keys (the same cause never yields two rows): appointment messages use
+`{kind}:{channel}:appt{id}:v{version}`, so a move (which bumps the version) plans fresh rows;
+a booking confirmation covering several sessions uses `booking:{channel}:{first id}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from shared.store import appointments, notifications, patients
+from shared.store.appointments import Appointment
+from shared.store.notifications import Channel, NewNotification
+from shared.store.patients import ConsentKind, Patient
+
+BOOKING_CONFIRMATION = "booking_confirmation"
+REMINDER_72H = "reminder_72h"
+REMINDER_24H = "reminder_24h"
+REMINDER_2H = "reminder_2h"
+CANCELLATION_NOTICE = "cancellation_notice"
+RESCHEDULE_NOTICE = "reschedule_notice"
+
+# How long before the start each reminder is due. The 72 h one carries the confirmation request.
+REMINDER_LEADS: dict[str, timedelta] = {
+    REMINDER_72H: timedelta(hours=72),
+    REMINDER_24H: timedelta(hours=24),
+    REMINDER_2H: timedelta(hours=2),
+}
+# Only for patients who have missed an appointment before (off by default in the protocol).
+NO_SHOW_ONLY = frozenset({REMINDER_2H})
+
+# Emails the patient gets because of their own booking, whatever their care email consent.
+TRANSACTIONAL_KINDS = frozenset({BOOKING_CONFIRMATION, CANCELLATION_NOTICE, RESCHEDULE_NOTICE})
+# Appointment states in which a reminder still makes sense.
+REMINDABLE = frozenset({"booked", "confirmed"})
+
+
+def needs_consent(kind: str, channel: Channel) -> ConsentKind | None:
+    """The consent a message needs at send time, None for transactional email (the send-time
+    check in the notifier should use this, so planning and sending agree)."""
+    if channel == "sms":
+        return "care_sms"
+    return None if kind in TRANSACTIONAL_KINDS else "care_email"
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def stale_reason(
+    kind: str,
+    planned_version: int | None,
+    context: dict[str, Any],
+    appointment: Appointment | None,
+) -> str | None:
+    """Why a planned message no longer fits its appointment, None while it does: the notifier's
+    send-time check, kept beside the planning so that the two agree.
+
+    A version that moved on is not enough to drop a message: confirming, or a review flag, bumps
+    the version too. What makes a message stale is the appointment being off, or its start no
+    longer being the one the message was planned for (`context["starts_at"]`).
+    """
+    if appointment is None:
+        return None
+    if kind == CANCELLATION_NOTICE:
+        if appointment.status == "cancelled":
+            return None
+        return f"appointment is {appointment.status}, not cancelled"
+    if appointment.status not in REMINDABLE:
+        return f"appointment is {appointment.status}"
+    if planned_version == appointment.version:
+        return None
+    planned = context.get("starts_at")
+    if planned is None or datetime.fromisoformat(planned) != appointment.starts_at:
+        return "appointment moved since this message was planned"
+    return None
+
+
+# -- how a patient can be reached --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What the patient allows right now, read once per planning."""
+
+    patient: Patient
+    sms: bool  # care SMS consent, a mobile, not opted out
+    care_email: bool  # care email consent and an address
+
+    @property
+    def has_email(self) -> bool:
+        return bool(self.patient.email)
+
+    def reminder_channel(self) -> Channel | None:
+        if self.sms:
+            return "sms"
+        if self.care_email:
+            return "email"
+        return None
+
+    def transactional_channels(self) -> list[Channel]:
+        channels: list[Channel] = ["email"] if self.has_email else []
+        if self.sms:
+            channels.append("sms")
+        return channels
+
+
+async def reach_of(conn: asyncpg.Connection, patient_id: int) -> Reach | None:
+    """None for an unknown or erased patient (nobody to write to)."""
+    patient = await patients.get(conn, patient_id)
+    if patient is None or patient.erased_at is not None:
+        return None
+    consents = await patients.current_consents(conn, patient_id)
+
+    def granted(kind: ConsentKind) -> bool:
+        consent = consents.get(kind)
+        return consent is not None and consent.granted
+
+    sms = granted("care_sms") and bool(patient.mobile) and patient.sms_opted_out_at is None
+    return Reach(patient, sms, granted("care_email") and bool(patient.email))
+
+
+async def _enqueue(
+    conn: asyncpg.Connection,
+    reach: Reach,
+    *,
+    clinic_id: int,
+    kind: str,
+    channel: Channel,
+    dedupe_key: str,
+    due_at: datetime,
+    expires_at: datetime | None,
+    appointment: Appointment,
+    context: dict[str, Any],
+    now: datetime,
+    urgent: bool = False,
+) -> int | None:
+    return await notifications.enqueue(
+        conn,
+        NewNotification(
+            clinic_id=clinic_id,
+            kind=kind,
+            channel=channel,
+            template=kind,
+            due_at=due_at,
+            dedupe_key=dedupe_key,
+            patient_id=reach.patient.id,
+            appointment_id=appointment.id,
+            appointment_version=appointment.version,
+            # The start it was planned for, so the send-time check (stale_reason) can tell a
+            # move apart from a change that leaves the time alone (confirming bumps the version).
+            context={"starts_at": iso(appointment.starts_at), **context},
+            expires_at=expires_at,
+            urgent=urgent,
+            language=reach.patient.language,
+        ),
+        now=now,
+    )
+
+
+def _appointment_key(kind: str, channel: Channel, appointment: Appointment) -> str:
+    return f"{kind}:{channel}:appt{appointment.id}:v{appointment.version}"
+
+
+async def _load(conn: asyncpg.Connection, appointment_ids: Sequence[int]) -> list[Appointment]:
+    """The appointments in start order (unknown ids are skipped)."""
+    found = [await appointments.get(conn, i) for i in appointment_ids]
+    return sorted((a for a in found if a is not None), key=lambda a: (a.starts_at, a.id))
+
+
+# -- booking -----------------------------------------------------------------------------------
+
+
+async def plan_booking(
+    conn: asyncpg.Connection,
+    *,
+    appointment_ids: Sequence[int],
+    patient_id: int,
+    clinic_id: int,
+    now: datetime,
+) -> list[int]:
+    """The booking confirmation (one row per channel covering every session) and each session's
+    reminders; returns the ids of the rows written."""
+    reach = await reach_of(conn, patient_id)
+    booked = await _load(conn, appointment_ids)
+    if reach is None or not booked:
+        return []
+    first, last = booked[0], booked[-1]
+    # Booked from the public form, the confirmation answers the patient's own action this very
+    # moment, like a reply to their message: exempt from quiet hours and the daily cap.
+    urgent = first.source == "public"
+    written: list[int | None] = []
+    for channel in reach.transactional_channels():
+        written.append(
+            await _enqueue(
+                conn,
+                reach,
+                clinic_id=clinic_id,
+                kind=BOOKING_CONFIRMATION,
+                channel=channel,
+                dedupe_key=f"booking:{channel}:{first.id}",
+                due_at=now,
+                # Worth sending while any session is still ahead.
+                expires_at=last.starts_at,
+                appointment=first,
+                context={"appointment_ids": [a.id for a in booked]},
+                now=now,
+                urgent=urgent,
+            )
+        )
+    ids = [i for i in written if i is not None]
+    # A no-show before the first session is before every one of them: ask once.
+    missed = await appointments.has_earlier_no_show(conn, patient_id, first.starts_at)
+    for appointment in booked:
+        ids += await _plan_reminders(conn, reach, appointment, now=now, kinds=None, missed=missed)
+    return ids
+
+
+# -- reminders ---------------------------------------------------------------------------------
+
+
+async def plan_reminders(
+    conn: asyncpg.Connection,
+    appointment: Appointment,
+    *,
+    now: datetime,
+    kinds: frozenset[str] | None = None,
+) -> list[int]:
+    """The reminders of one appointment at its current time and version (all kinds, or only
+    `kinds`); returns the ids of the rows written. Safe to call again: a kind already planned
+    for this start is left alone, whatever channel it took."""
+    if appointment.patient_id is None:
+        return []
+    reach = await reach_of(conn, appointment.patient_id)
+    if reach is None:
+        return []
+    return await _plan_reminders(conn, reach, appointment, now=now, kinds=kinds)
+
+
+async def _plan_reminders(
+    conn: asyncpg.Connection,
+    reach: Reach,
+    appointment: Appointment,
+    *,
+    now: datetime,
+    kinds: frozenset[str] | None,
+    missed: bool | None = None,
+) -> list[int]:
+    """`missed`: whether the patient has a no-show before this appointment (None: look it up)."""
+    channel = reach.reminder_channel()
+    if channel is None or appointment.status not in REMINDABLE:
+        return []  # nothing the patient allows us to send, or nothing to remind of
+    wanted = [k for k in REMINDER_LEADS if kinds is None or k in kinds]
+    if any(k in NO_SHOW_ONLY for k in wanted):
+        if missed is None:
+            missed = await appointments.has_earlier_no_show(
+                conn, reach.patient.id, appointment.starts_at
+            )
+        if not missed:
+            wanted = [k for k in wanted if k not in NO_SHOW_ONLY]
+    planned = await notifications.planned_kinds(
+        conn, appointment.id, starts_at=appointment.starts_at
+    )
+    ids = []
+    for kind in wanted:
+        due_at = appointment.starts_at - REMINDER_LEADS[kind]
+        # A reminder whose moment has passed is skipped, not sent late: a "3 days before"
+        # message 10 hours before would be wrong, and the later reminders still come.
+        if due_at < now or kind in planned:
+            continue
+        written = await _enqueue(
+            conn,
+            reach,
+            clinic_id=appointment.clinic_id,
+            kind=kind,
+            channel=channel,
+            dedupe_key=_appointment_key(kind, channel, appointment),
+            due_at=due_at,
+            expires_at=appointment.starts_at,
+            appointment=appointment,
+            context={},
+            now=now,
+        )
+        if written is not None:
+            ids.append(written)
+    return ids
+
+
+async def on_no_show(conn: asyncpg.Connection, patient_id: int, *, now: datetime) -> list[int]:
+    """A patient just missed an appointment: their later appointments get the 2 h reminder too.
+    Call in the transaction that records the no-show."""
+    ids = []
+    for appointment in await appointments.upcoming_for_patient(conn, patient_id, now):
+        ids += await plan_reminders(conn, appointment, now=now, kinds=NO_SHOW_ONLY)
+    return ids
+
+
+# -- cancellations and moves -------------------------------------------------------------------
+
+
+async def on_cancelled(
+    conn: asyncpg.Connection, appointment_id: int, *, now: datetime, notify_patient: bool
+) -> list[int]:
+    """Cancel every pending message of a cancelled appointment and, if asked, tell the patient;
+    call in the transaction that cancels it. Returns the ids of the notices written."""
+    return await on_cancelled_together(
+        conn, [appointment_id], now=now, notify_patient=notify_patient
+    )
+
+
+async def on_cancelled_together(
+    conn: asyncpg.Connection,
+    appointment_ids: Sequence[int],
+    *,
+    now: datetime,
+    notify_patient: bool,
+) -> list[int]:
+    """Several sessions cancelled at once (the rest of a course): their pending messages end,
+    and one notice (per channel) names them all rather than one message per session."""
+    cancelled = await _load(conn, appointment_ids)
+    for appointment in cancelled:
+        await notifications.cancel_pending_for_appointment(
+            conn, appointment.id, reason="appointment cancelled", now=now
+        )
+    ahead = [a for a in cancelled if a.starts_at > now and a.patient_id is not None]
+    if not notify_patient or not ahead:
+        return []
+    return await _notice(conn, CANCELLATION_NOTICE, ahead, now=now, context={})
+
+
+async def on_moved(conn: asyncpg.Connection, appointment_id: int, *, now: datetime) -> list[int]:
+    """An appointment has a new time: the messages planned for the old one end, its reminders are
+    planned for the new one, and the patient is told. Call in the transaction that moves it,
+    after its last change (the rows carry its version). Returns the ids of the rows written."""
+    return await on_moved_together(conn, [appointment_id], now=now)
+
+
+async def on_moved_together(
+    conn: asyncpg.Connection, appointment_ids: Sequence[int], *, now: datetime
+) -> list[int]:
+    """Several sessions moved at once (a reschedule that shifts later sessions): each is
+    re-planned, and one notice (per channel) names them all."""
+    moved = await _load(conn, appointment_ids)
+    ids: list[int] = []
+    previous: dict[int, datetime] = {}
+    for appointment in moved:
+        await notifications.cancel_pending_for_appointment(
+            conn,
+            appointment.id,
+            reason=f"appointment moved (now version {appointment.version})",
+            now=now,
+        )
+        ids += await plan_reminders(conn, appointment, now=now)
+        before = await appointments.previous_start(conn, appointment.id)
+        if before is not None:
+            previous[appointment.id] = before
+    # Only a new time is news to the patient (the messages never name the practitioner).
+    told = [
+        a
+        for a in moved
+        if a.starts_at > now and a.status in REMINDABLE and previous.get(a.id) != a.starts_at
+    ]
+    if told and told[0].patient_id is not None:
+        context: dict[str, Any] = {
+            "previous_starts_by_id": {
+                str(a.id): iso(previous[a.id]) for a in told if a.id in previous
+            }
+        }
+        # The notice's own session (the first) and where it was: what the templates show.
+        if told[0].id in previous:
+            context["previous_starts_at"] = iso(previous[told[0].id])
+        ids += await _notice(conn, RESCHEDULE_NOTICE, told, now=now, context=context)
+    return ids
+
+
+async def _notice(
+    conn: asyncpg.Connection,
+    kind: str,
+    covered: Sequence[Appointment],
+    *,
+    now: datetime,
+    context: dict[str, Any],
+) -> list[int]:
+    """One transactional notice per channel about `covered` (start order, one patient), keyed
+    on the first session's new version so every change gets its own notice."""
+    first = covered[0]
+    assert first.patient_id is not None
+    reach = await reach_of(conn, first.patient_id)
+    if reach is None:
+        return []
+    ids = []
+    for channel in reach.transactional_channels():
+        written = await _enqueue(
+            conn,
+            reach,
+            clinic_id=first.clinic_id,
+            kind=kind,
+            channel=channel,
+            dedupe_key=_appointment_key(kind, channel, first),
+            due_at=now,
+            # Pointless once the (first) session has started.
+            expires_at=first.starts_at,
+            appointment=first,
+            context={"appointment_ids": [a.id for a in covered], **context},
+            now=now,
+        )
+        if written is not None:
+            ids.append(written)
+    return ids

@@ -1,0 +1,236 @@
+"""A cancel (or move) racing a send, with real concurrent transactions: either the change
+commits first and the row is cancelled, or the message leaves before the change commits. A
+message never leaves after the change committed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from shared.clock import FrozenClock
+from shared.store import appointments, notifications
+from shared.store.appointments import Appointment
+from tests.conftest import StandIn
+from tests.notifier.conftest import MOBILE, StartNotifier, World, eventually
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+async def _someone_waits_for_a_lock(pool: asyncpg.Pool) -> bool:
+    waiting = await pool.fetchval(
+        """
+        SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND wait_event_type = 'Lock'
+        """
+    )
+    return bool(waiting)
+
+
+async def _cancel(
+    conn: asyncpg.Connection, appointment: Appointment, clock: FrozenClock
+) -> datetime:
+    """Cancel as the booking service does (the appointment, then its pending messages), inside
+    the caller's transaction; returns when the appointment lock was obtained."""
+    await appointments.transition(
+        conn, appointment.id, "cancelled", actor="staff", now=clock.now(), reason="test"
+    )
+    locked_at = datetime.now(UTC)
+    await notifications.cancel_pending_for_appointment(
+        conn, appointment.id, reason="appointment cancelled", now=clock.now()
+    )
+    return locked_at
+
+
+async def test_a_cancel_that_commits_first_stops_a_reminder_already_claimed(
+    world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
+) -> None:
+    appointment = await world.appointment(NOW + timedelta(hours=24))
+    notification_id = await world.reminder(appointment)
+    async with world.pool.acquire() as conn:
+        cancelling = conn.transaction()
+        await cancelling.start()
+        await appointments.transition(
+            conn, appointment.id, "cancelled", actor="staff", now=clock.now(), reason="test"
+        )
+        # Meanwhile a worker claims the reminder (the cancel has not reached it yet), and then
+        # waits for the appointment lock before it may call Twilio.
+        await start_notifier()
+        await eventually(lambda: _someone_waits_for_a_lock(world.pool), what="a lock wait")
+        assert (await world.row(notification_id)).status == "sending"
+        # The cancel's own sweep of pending messages no longer finds it scheduled.
+        assert (
+            await notifications.cancel_pending_for_appointment(
+                conn, appointment.id, reason="appointment cancelled", now=clock.now()
+            )
+            == 0
+        )
+        await cancelling.commit()
+
+    row = await world.settled(notification_id, "cancelled")
+    assert row.status_reason == "appointment is cancelled"
+    assert twilio.twilio.create_requests == 0
+    [attempt] = await world.attempts(notification_id)
+    assert attempt["outcome"] is None and attempt["detail"].startswith("not sent")
+
+
+async def test_a_cancel_waits_for_a_reminder_already_on_its_way(
+    world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
+) -> None:
+    gate = twilio.twilio
+    gate.gate.clear()  # type: ignore[attr-defined]
+    appointment = await world.appointment(NOW + timedelta(hours=24))
+    notification_id = await world.reminder(appointment)
+    await start_notifier()
+    await asyncio.wait_for(gate.arrived.wait(), timeout=10)  # type: ignore[attr-defined]
+
+    async def cancel() -> datetime:
+        async with world.pool.acquire() as conn, conn.transaction():
+            return await _cancel(conn, appointment, clock)
+
+    cancelling = asyncio.create_task(cancel())
+    await eventually(lambda: _someone_waits_for_a_lock(world.pool), what="the cancel waiting")
+    assert not cancelling.done()
+    gate.gate.set()  # type: ignore[attr-defined]
+    locked_at = await cancelling
+
+    [message] = twilio.twilio.sent_to(MOBILE)
+    assert message.date_created < locked_at
+    row = await world.settled(notification_id, "sent", "delivered")
+    assert row.provider_id == message.sid
+
+
+async def test_cancels_racing_sends_never_let_a_message_out_after_the_cancel(
+    world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
+) -> None:
+    cases = []
+    for i in range(12):
+        patient_id = await world.new_patient(mobile=f"+4477009003{i:02d}")
+        appointment = await world.appointment(
+            NOW + timedelta(hours=24, minutes=40 * i), patient_id=patient_id
+        )
+        cases.append((appointment, await world.reminder(appointment)))
+    await start_notifier(notifier_concurrency=4)
+
+    async def cancel(appointment: Appointment) -> datetime:
+        await asyncio.sleep(random.uniform(0, 0.05))
+        async with world.pool.acquire() as conn, conn.transaction():
+            return await _cancel(conn, appointment, clock)
+
+    locked = await asyncio.gather(*(cancel(a) for a, _ in cases))
+
+    by_row = {
+        int(m.status_callback.rsplit("=", 1)[1]): m
+        for m in twilio.twilio.messages.values()
+        if m.status_callback
+    }
+    for (_, notification_id), locked_at in zip(cases, locked, strict=True):
+        row = await world.settled(notification_id, "cancelled", "sent", "delivered")
+        message = by_row.get(notification_id)
+        if row.status == "cancelled":
+            assert message is None
+        else:
+            assert message is not None and message.date_created < locked_at
+    assert len(by_row) == twilio.twilio.create_requests
+
+
+async def test_a_move_racing_a_claim_cancels_the_old_reminder(
+    world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
+) -> None:
+    appointment = await world.appointment(NOW + timedelta(hours=24))
+    notification_id = await world.reminder(appointment)
+    async with world.pool.acquire() as conn:
+        moving = conn.transaction()
+        await moving.start()
+        await appointments.move(
+            conn,
+            appointment.id,
+            practitioner_id=appointment.practitioner_id,
+            starts_at=NOW + timedelta(hours=48),
+            ends_at=NOW + timedelta(hours=48, minutes=30),
+            buffer_before=timedelta(0),
+            buffer_after=timedelta(0),
+            actor="staff",
+            now=clock.now(),
+        )
+        await start_notifier()
+        await eventually(lambda: _someone_waits_for_a_lock(world.pool), what="a lock wait")
+        await notifications.cancel_pending_for_appointment(
+            conn, appointment.id, reason="appointment moved", now=clock.now()
+        )
+        await moving.commit()
+
+    row = await world.settled(notification_id, "cancelled")
+    assert row.status_reason == "appointment moved since this message was planned"
+    assert twilio.twilio.create_requests == 0
+
+
+async def test_cancelling_several_sessions_against_a_merged_reminder_never_deadlocks_it(
+    world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
+) -> None:
+    # One message covers two sessions; the cancel locks them in the opposite order.
+    first = await world.appointment(NOW + timedelta(hours=24))
+    second = await world.appointment(NOW + timedelta(hours=72))
+    merged_into = await world.reminder(first, kind="reminder_24h")
+    absorbed = await world.reminder(second, kind="reminder_72h")
+    async with world.pool.acquire() as conn:
+        cancelling = conn.transaction()
+        await cancelling.start()
+        await appointments.transition(
+            conn, second.id, "cancelled", actor="staff", now=clock.now(), reason="test"
+        )
+        await start_notifier()
+        await eventually(lambda: _someone_waits_for_a_lock(world.pool), what="a lock wait")
+        try:
+            locked_at = await _cancel(conn, first, clock)
+            for appointment in (first, second):
+                await notifications.cancel_pending_for_appointment(
+                    conn, appointment.id, reason="appointment cancelled", now=clock.now()
+                )
+            await cancelling.commit()
+        except asyncpg.DeadlockDetectedError:
+            await cancelling.rollback()
+            locked_at = None
+
+    if locked_at is None:
+        # PostgreSQL chose the cancel: the message went as if nothing had happened.
+        await world.settled(merged_into, "sent", "delivered")
+        assert len(twilio.twilio.sent_to(MOBILE)) == 1
+        return
+    # PostgreSQL chose the worker: it put the row back (the cancel then ended it) or finds the
+    # sessions cancelled when it comes back.
+    clock.advance(timedelta(seconds=2))
+    row = await world.settled(merged_into, "cancelled")
+    assert row.status_reason in ("appointment cancelled", "appointment is cancelled")
+    await world.settled(absorbed, "suppressed", "cancelled")
+    assert twilio.twilio.create_requests == 0
+
+
+async def test_reminders_merged_into_one_whose_appointment_is_cancelled_go_on_their_own(
+    world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
+) -> None:
+    cancelled = await world.appointment(NOW + timedelta(hours=24))
+    kept = await world.appointment(NOW + timedelta(hours=72))
+    merged_into = await world.reminder(cancelled, kind="reminder_24h")
+    absorbed = await world.reminder(kept, kind="reminder_72h")
+    async with world.pool.acquire() as conn:
+        cancelling = conn.transaction()
+        await cancelling.start()
+        await appointments.transition(
+            conn, cancelled.id, "cancelled", actor="staff", now=clock.now(), reason="test"
+        )
+        await start_notifier()
+        await eventually(lambda: _someone_waits_for_a_lock(world.pool), what="a lock wait")
+        assert (
+            await world.row(absorbed)
+        ).status_reason == f"merged into notification {merged_into}"
+        await cancelling.commit()
+
+    assert (await world.settled(merged_into, "cancelled")).status_reason == (
+        "appointment is cancelled"
+    )
+    await world.settled(absorbed, "sent", "delivered")
+    [message] = twilio.twilio.sent_to(MOBILE)
+    assert "Reply C to confirm" in message.body
