@@ -222,7 +222,8 @@ async def _throughput(url: str, stand_ins: StandIns, processes: int, tag: str, f
             for child in children:
                 child.send_signal(signal.SIGTERM)
             for child in children:
-                child.wait(timeout=15)
+                # Waiting in a thread: the stand-ins live on this loop and must answer QUIT.
+                await asyncio.to_thread(child.wait, 15)
     print(f"# {processes} process(es): {dict((r['status'], r['count']) for r in statuses)}")
     return MESSAGES / elapsed
 
@@ -255,7 +256,7 @@ async def _lag(url: str, stand_ins: StandIns, first: int) -> tuple[float, float]
                 await conn.close()
         finally:
             child.send_signal(signal.SIGTERM)
-            child.wait(timeout=15)
+            await asyncio.to_thread(child.wait, 15)
     lags = [float(r["ms"]) for r in rows]
     return percentile(lags, 0.5), percentile(lags, 0.99)
 

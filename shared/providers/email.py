@@ -154,7 +154,8 @@ class EmailClient:
         idle, self._idle = self._idle, []
         for connection, _ in idle:
             try:
-                await connection.quit()
+                # Bounded: shutting down must not wait on a slow mail server.
+                await connection.quit(timeout=2)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 connection.close()
 
