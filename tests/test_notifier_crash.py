@@ -1,0 +1,113 @@
+"""A real notifier process killed with SIGKILL in the middle of a batch of 1,000 messages, then
+restarted: every message ends in exactly one final state with a reason, the stand-ins received
+none twice (an email resent after the crash keeps its Message-ID, which receivers treat as one
+message), and none is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+
+from bench.bench_notify import AUTH_TOKEN, StandIns, _enqueue, _notifier_env, _seed
+from tests.processes import free_port, start_regimen
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = 1000
+FINAL = ("sent", "delivered", "failed", "undelivered", "cancelled", "suppressed", "expired")
+
+
+async def _ready(port: int, log: Path) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(400):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the notifier did not become ready:\n{_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-3000:]
+
+
+async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        from shared.db import migrate
+
+        await migrate.migrate(conn)
+    finally:
+        await conn.close()
+    await _seed(empty_db_url, MESSAGES)
+    stand_ins = StandIns()
+    await stand_ins.start()
+    assert stand_ins.twilio.auth_token == AUTH_TOKEN
+    port = free_port()
+    env = _notifier_env(empty_db_url, port, stand_ins.twilio_url, stand_ins.smtp_port)
+    # Short leases and grace so that recovery happens within the test, not minutes later.
+    env.update(
+        REGIMEN_NOTIFIER_LEASE_SECONDS="10",
+        REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS="1",
+        REGIMEN_NOTIFIER_CONCURRENCY="16",
+    )
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        first = start_regimen(["serve", "notifier", "--host", "127.0.0.1"], env, tmp_path / "1.log")
+        try:
+            await _ready(port, tmp_path / "1.log")
+        except AssertionError:
+            first.kill()
+            await asyncio.to_thread(first.wait, 15)
+            raise
+        await _enqueue(conn, 1, MESSAGES, "crash")
+        # Kill it once a good part of the batch is out and more is in flight.
+        while len(stand_ins.recorder._items) < MESSAGES // 3:  # noqa: ASYNC110 - polling a count
+            await asyncio.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(first.wait, 15)
+        in_flight = await conn.fetchval(
+            "SELECT count(*) FROM notification WHERE status = 'sending'"
+        )
+        second = start_regimen(
+            ["serve", "notifier", "--host", "127.0.0.1"], env, tmp_path / "2.log"
+        )
+        try:
+            await _ready(port, tmp_path / "2.log")
+            for _ in range(1200):
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM notification WHERE status = ANY($1::text[])",
+                    list(FINAL),
+                )
+                if done == MESSAGES:
+                    break
+                await asyncio.sleep(0.1)
+            rows = await conn.fetch(
+                "SELECT status, status_reason, count(*) AS n FROM notification GROUP BY 1, 2"
+            )
+        finally:
+            second.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(second.wait, 15)
+    finally:
+        await conn.close()
+        await stand_ins.stop()
+    by_status = {(r["status"], r["status_reason"]): r["n"] for r in rows}
+    assert sum(by_status.values()) == MESSAGES
+    assert all(status in FINAL for status, _ in by_status), by_status
+    assert all(status == "sent" for status, _ in by_status), by_status
+    # The kill really interrupted sends in flight.
+    assert in_flight > 0
+    sms = [i for i in stand_ins.recorder._items if i.channel == "sms"]
+    emails = {i.id for i in stand_ins.recorder._items if i.channel == "email"}
+    assert len(sms) == len({(i.to, i.body) for i in sms}), "an SMS arrived twice"
+    assert len(sms) + len(emails) == MESSAGES, "a message is missing"
