@@ -185,6 +185,40 @@ async def _treatment(db: Executor, treatment_id: int) -> TreatmentInfo:
     return treatment
 
 
+async def _transition_audited(
+    conn: asyncpg.Connection,
+    current: Appointment,
+    to_status: Status,
+    action: str,
+    change: Change,
+    *,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+    audit_details: dict[str, Any],
+) -> Appointment:
+    """Move a locked appointment and audit it in the same transaction, so the move and its
+    audit row (which names the status it left) commit or roll back together."""
+    updated = await appointments.transition(
+        conn,
+        current.id,
+        to_status,
+        actor=change.actor.label,
+        now=change.now,
+        reason=reason,
+        details=details,
+    )
+    assert updated is not None  # the caller holds the row's lock
+    await _audit(
+        conn,
+        change,
+        f"appointment.{action}",
+        updated,
+        reason=reason,
+        details={"from_status": current.status, **audit_details},
+    )
+    return updated
+
+
 # -- state actions ---------------------------------------------------------------------------------
 
 Guard = Callable[[Appointment, ClinicInfo, datetime], None]
@@ -207,21 +241,14 @@ async def _act(
         check_transition(current.status, to_status)
         if guard is not None:
             guard(current, await _clinic(conn, current.clinic_id), change.now)
-        updated = await appointments.transition(
+        updated = await _transition_audited(
             conn,
-            appointment_id,
+            current,
             to_status,
-            actor=change.actor.label,
-            now=change.now,
-            details=details,
-        )
-        assert updated is not None  # locked above
-        await _audit(
-            conn,
+            action,
             change,
-            f"appointment.{action}",
-            updated,
-            details={"from_status": current.status, "to_status": to_status, **(details or {})},
+            details=details,
+            audit_details={"to_status": to_status, **(details or {})},
         )
         if to_status == "no_show" and updated.patient_id is not None:
             # After a missed session the patient's later ones get the 2-hour reminder too.
@@ -451,25 +478,16 @@ async def _cancel_one(
     details: dict[str, Any] = {"scope": scope}
     if override_reason is not None:
         details["notice_override"] = override_reason
-    updated = await appointments.transition(
+    return await _transition_audited(
         conn,
-        appointment.id,
+        appointment,
         "cancelled",
-        actor=change.actor.label,
-        now=change.now,
+        "cancel",
+        change,
         reason=reason,
         details=details,
+        audit_details=details,
     )
-    assert updated is not None
-    await _audit(
-        conn,
-        change,
-        "appointment.cancel",
-        updated,
-        reason=reason,
-        details={"from_status": appointment.status, **details},
-    )
-    return updated
 
 
 async def _end_series(

@@ -106,6 +106,23 @@ async def _event(
     )
 
 
+async def _moved(
+    conn: Executor,
+    updated_id: int | None,
+    notification_id: int,
+    now: datetime,
+    from_status: str,
+    to_status: str,
+    reason: str,
+) -> bool:
+    # A guarded UPDATE ... RETURNING id yields None when the row was not in `from_status` (or
+    # not held by the caller): nothing moved, so no event may be logged for it.
+    if updated_id is None:
+        return False
+    await _event(conn, notification_id, now, from_status, to_status, reason)
+    return True
+
+
 async def cancel_pending_for_appointment(
     conn: Executor, appointment_id: int, *, reason: str, now: datetime
 ) -> int:
@@ -568,10 +585,7 @@ async def release(
         worker,
         now,
     )
-    if released is None:
-        return False
-    await _event(conn, notification_id, now, "sending", "scheduled", reason)
-    return True
+    return await _moved(conn, released, notification_id, now, "sending", "scheduled", reason)
 
 
 async def defer(
@@ -604,10 +618,7 @@ async def defer(
         reason,
         sender_slot,
     )
-    if deferred is None:
-        return False
-    await _event(conn, notification_id, now, "sending", "scheduled", reason)
-    return True
+    return await _moved(conn, deferred, notification_id, now, "sending", "scheduled", reason)
 
 
 SettledStatus = Literal["cancelled", "suppressed", "expired", "failed"]
@@ -639,10 +650,7 @@ async def settle(
         error_code,
         now,
     )
-    if settled is None:
-        return False
-    await _event(conn, notification_id, now, "sending", status, reason)
-    return True
+    return await _moved(conn, settled, notification_id, now, "sending", status, reason)
 
 
 async def begin_attempt(
@@ -1128,10 +1136,7 @@ async def reconcile_as_sent(
         segments,
         now,
     )
-    if done is None:
-        return False
-    await _event(conn, notification_id, now, "unknown", "sent", reason)
-    return True
+    return await _moved(conn, done, notification_id, now, "unknown", "sent", reason)
 
 
 async def reconcile_as_not_sent(
@@ -1156,10 +1161,7 @@ async def reconcile_as_not_sent(
         reason,
         now,
     )
-    if done is None:
-        return False
-    await _event(conn, notification_id, now, "unknown", status, reason)
-    return True
+    return await _moved(conn, done, notification_id, now, "unknown", status, reason)
 
 
 async def expire_overdue(conn: Executor, *, now: datetime, limit: int) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -1007,8 +1007,27 @@ async def _hold_alternative(
             return None, "not_placeable"
         requests = [booking.SessionRequest(s.practitioner_id, s.start) for s in proposal.sessions]
 
+    # A booked hold cannot be released (release_hold refuses it); only the new hold is taken.
+    new_token = await _replace_hold(
+        request, token, offer, requests, now=now, release=view.state != "booked"
+    )
+    return (new_token, "") if new_token is not None else (None, "taken_again")
+
+
+async def _replace_hold(
+    request: web.Request,
+    token: str,
+    offer: Offer,
+    requests: Sequence[booking.SessionRequest],
+    *,
+    now: datetime,
+    release: bool,
+) -> str | None:
+    """The old hold released (when `release`) and a new one taken on `requests`, in one
+    transaction so the times are never free in between; None if a time is taken."""
+
     async def work(conn: asyncpg.Connection) -> str:
-        if view.state != "booked":
+        if release:
             await booking.release_hold(
                 conn, token, now=now, actor=ACTOR, request_id=request_id_var.get()
             )
@@ -1024,9 +1043,9 @@ async def _hold_alternative(
         return created.token
 
     try:
-        return await _in_transaction(pool, work), ""
+        return await _in_transaction(request.app[POOL], work)
     except (booking.SlotsTaken, booking.InvalidField):
-        return None, "taken_again"
+        return None
 
 
 async def _renew_lapsed(request: web.Request, token: str, view: booking.HoldView) -> str | None:
@@ -1038,26 +1057,7 @@ async def _renew_lapsed(request: web.Request, token: str, view: booking.HoldView
     for row in sorted(view.sessions, key=lambda r: r.starts_at):
         starts.setdefault(row.starts_at, row.practitioner_id)
     requests = [booking.SessionRequest(pid, start) for start, pid in starts.items()]
-
-    async def work(conn: asyncpg.Connection) -> str:
-        await booking.release_hold(
-            conn, token, now=now, actor=ACTOR, request_id=request_id_var.get()
-        )
-        created = await booking.create_hold(
-            conn,
-            offer,
-            requests,
-            token_for=_token_for(request),
-            now=now,
-            actor=ACTOR,
-            request_id=request_id_var.get(),
-        )
-        return created.token
-
-    try:
-        return await _in_transaction(request.app[POOL], work)
-    except (booking.SlotsTaken, booking.InvalidField):
-        return None
+    return await _replace_hold(request, token, offer, requests, now=now, release=True)
 
 
 @html_page
