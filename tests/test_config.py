@@ -140,3 +140,12 @@ def test_rate_limits_are_settings_and_zero_turns_them_off() -> None:
         load_settings({"REGIMEN_PUBLIC_WRITES_PER_MINUTE": "-3"})
     with pytest.raises(ConfigError, match="^REGIMEN_TRUST_FORWARDED_FOR: 'maybe' is not"):
         load_settings({"REGIMEN_TRUST_FORWARDED_FOR": "maybe"})
+
+
+def test_token_create_refuses_an_empty_name_and_an_unknown_role() -> None:
+    empty = _regimen(["token", "create", "--role", "admin", "--name", "  "], {})
+    assert empty.returncode == 2
+    assert empty.stderr.strip() == "regimen: --name: must be 1 to 200 characters"
+    unknown = _regimen(["token", "create", "--role", "owner", "--name", "x"], {})
+    assert unknown.returncode == 2
+    assert "invalid choice: 'owner'" in unknown.stderr

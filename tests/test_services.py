@@ -174,3 +174,24 @@ async def test_staff_token_authentication(
     finally:
         await runner.cleanup()
         await pool.close()
+
+
+async def test_patient_link_tokens_stay_out_of_the_request_log(
+    settings: Settings, clock: FrozenClock, db_url: str, http: aiohttp.ClientSession
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("regimen.http")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    runner, base = await serve_app(create_booking(settings, clock, db_url))
+    try:
+        async with http.get(base + "/s/SECRETLINKTOKEN123") as response:
+            assert response.status in (404, 410)
+    finally:
+        await runner.cleanup()
+        logger.removeHandler(handler)
+    logged = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert any(line.get("path") == "/s/{token}" for line in logged)
+    assert "SECRETLINKTOKEN123" not in stream.getvalue()
