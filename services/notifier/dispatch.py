@@ -6,7 +6,9 @@ own LISTEN connection), when a send finishes, when the dev or test clock jumps, 
 scheduled row comes due, and at the latest every `REGIMEN_NOTIFIER_POLL_SECONDS` (the fallback
 if a notification is missed, e.g. while the LISTEN connection reconnects).
 
-One message, in order (each step commits before the next):
+Claimed rows are handled in batches (half the concurrency each, so one batch composes or records
+while another's calls are out); a batch reads its rows' data in one query per table and records
+its outcomes in one statement. Each row, in order (each step commits before the next):
 
 1. claim: scheduled → sending with a lease (SKIP LOCKED: replicas never take the same row);
 2. prepare, without locks: read the current data, end the row if the checks say so (cancelled,
@@ -16,10 +18,10 @@ One message, in order (each step commits before the next):
 3. begin the attempt: attempts + 1 and the body's hash are committed *before* the provider call,
    so a crash mid-call leaves a row whose lease runs out, which the sweeps turn into `unknown`
    and reconcile instead of sending again;
-4. send, in one transaction that holds the appointments FOR SHARE and the row FOR UPDATE across
-   the provider call: a cancel or move either commits first (the check sees it and the row is
-   cancelled) or waits until the message has left; the outcome (sent, retry, failed, unknown) is
-   written in the same transaction.
+4. send, in one transaction per batch that holds the appointments FOR SHARE and the rows FOR
+   UPDATE across the provider calls: a cancel or move either commits first (the check sees it
+   and the row is cancelled) or waits until the message has left; the outcomes (sent, retry,
+   failed, unknown) are written in the same transaction.
 """
 
 from __future__ import annotations
@@ -44,8 +46,14 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.send_checks import Stop, Wait
 from shared.clock import Clock
 from shared.config import Settings
-from shared.messaging import Composed, MessageContext, RenderError, load_context, render
-from shared.messaging.context import ContextError
+from shared.messaging import (
+    Composed,
+    ContextError,
+    MessageContext,
+    RenderError,
+    load_contexts,
+    render,
+)
 from shared.providers.email import EmailClient, EmailError, build_message
 from shared.providers.sms import OPTED_OUT_CODE, SmsClient, SmsError
 from shared.store import appointments
@@ -66,6 +74,7 @@ LISTEN_RETRY_SECONDS = 2.0
 # First look again at a due row that could not be claimed (it was locked for a moment).
 RECHECK_FIRST = 0.01
 MAX_BACKOFF = timedelta(hours=1)
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 # Twilio's "authenticate" error: wrong credentials are an operator's fix, not the message's fault.
 TWILIO_AUTH_CODE = 20003
 
@@ -128,6 +137,8 @@ class Dispatcher:
         self.database_url = database_url
         self.worker = worker or worker_name()
         self.concurrency = settings.notifier_concurrency
+        # Two batches in flight: one composing or recording while the other's calls are out.
+        self.batch_size = max(1, -(-self.concurrency // 2))
         self.poll = settings.notifier_poll_seconds
         self.lease = timedelta(seconds=settings.notifier_lease_seconds)
         self.sender = (
@@ -277,11 +288,11 @@ class Dispatcher:
         return min(self.poll, max(wait, 0.001))
 
     def _start(self, claimed: list[Notification]) -> None:
-        for group in _groups(claimed):
-            self._busy += len(group)
-            task = asyncio.create_task(self._handle_group(group))
+        for batch in _batches(claimed, self.batch_size):
+            self._busy += len(batch)
+            task = asyncio.create_task(self._handle_batch(batch))
             self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._finished, size=len(group)))
+            task.add_done_callback(functools.partial(self._finished, size=len(batch)))
 
     def _finished(self, task: asyncio.Task[None], *, size: int) -> None:
         self._tasks.discard(task)
@@ -298,36 +309,59 @@ class Dispatcher:
             )
             self._last_error = text
 
-    # -- one group of claimed rows (a patient's reminders claimed together) ------------------
+    # -- one batch of claimed rows -----------------------------------------------------------
 
-    async def _handle_group(self, group: list[Notification]) -> None:
-        own = [n.id for n in group]
+    async def _handle_batch(self, batch: list[Notification]) -> None:
+        """Compose the rows one by one (a patient's reminders in due order, so the first may
+        absorb the others), then send those ready together."""
+        own = [n.id for n in batch]
         async with self.pool.acquire() as conn:
-            for index, claimed in enumerate(group):
-                if self._stopping and index > 0:
-                    await self._release(conn, claimed.id)
-                    continue
-                notification = claimed if index == 0 else await self._still_mine(conn, claimed)
-                if notification is None:
-                    continue  # merged into an earlier row of the group
+            try:
+                contexts = await load_contexts(conn, batch, settings=self.settings)
+            except DATABASE_ERRORS as exc:
+                _interrupted(own, exc)
+                return
+            except Exception:
+                log.exception("dispatch failed", extra={"notification_ids": own})
+                return
+            ready: list[_Prepared] = []
+            reminder_keys: set[tuple[int, str]] = set()
+            for index, claimed in enumerate(batch):
                 try:
-                    await self._handle(conn, notification, own)
+                    if self._stopping and index > 0:
+                        await self._release(conn, claimed.id)
+                        continue
+                    notification: Notification | None = claimed
+                    preloaded = contexts.get(claimed.id)
+                    key = _reminder_key(claimed)
+                    if key is not None and key in reminder_keys:
+                        # An earlier reminder of this patient may have absorbed this one.
+                        notification = await self._still_mine(conn, claimed)
+                        preloaded = None
+                    if key is not None:
+                        reminder_keys.add(key)
+                    if notification is None:
+                        continue
+                    prepared = await self._prepare(conn, notification, own, own[index:], preloaded)
+                    if prepared is not None and await self._pace(conn, prepared):
+                        ready.append(prepared)
                 except _LostLease:
                     log.info("lease lost", extra={"notification_id": claimed.id})
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # Left as it is: the lease runs out and the sweeps take over.
-                    log.warning(
-                        "dispatch interrupted",
-                        extra={
-                            "notification_id": claimed.id,
-                            "error": type(exc).__name__,
-                            # SQLSTATE and constraint, never the message (it may quote values)
-                            "sqlstate": getattr(exc, "sqlstate", None),
-                            "constraint": getattr(exc, "constraint_name", None),
-                        },
-                    )
+                except DATABASE_ERRORS as exc:
+                    _interrupted([claimed.id], exc)
                 except Exception:
                     log.exception("dispatch failed", extra={"notification_id": claimed.id})
+            if not ready:
+                return
+            try:
+                await self._send_batch(conn, ready)
+            except DATABASE_ERRORS as exc:
+                _interrupted([p.notification.id for p in ready], exc)
+            except Exception:
+                log.exception(
+                    "dispatch failed",
+                    extra={"notification_ids": [p.notification.id for p in ready]},
+                )
 
     async def _still_mine(
         self, conn: asyncpg.Connection, claimed: Notification
@@ -346,32 +380,28 @@ class Dispatcher:
             reason=f"handed back: {self.worker} is stopping",
         )
 
-    # -- one row -------------------------------------------------------------------------------
-
-    async def _handle(
-        self, conn: asyncpg.Connection, notification: Notification, own: list[int]
-    ) -> None:
-        prepared = await self._prepare(conn, notification, own)
-        if prepared is None:
-            return
-        if not await self._pace(conn, prepared):
-            return
-        await self._send(conn, prepared)
+    # -- one row: checks, waits, merging, composing --------------------------------------------
 
     async def _prepare(
-        self, conn: asyncpg.Connection, notification: Notification, own: list[int]
+        self,
+        conn: asyncpg.Connection,
+        notification: Notification,
+        own: list[int],
+        undecided: list[int],
+        preloaded: MessageContext | ContextError | None,
     ) -> _Prepared | None:
-        """Checks, waits, merging and composing; None when the row was settled or put back."""
+        """Checks, waits, merging and composing; None when the row was settled or put back.
+        `own`: the batch's rows; `undecided`: this one and those after it; `preloaded`: the
+        row's context read with its batch (None: read it now)."""
         now = self.clock.now()
-        loaded = await self._load(conn, notification)
-        if loaded is None:
+        ctx = await self._load(conn, notification, preloaded)
+        if ctx is None:
             return None
-        seen, ctx = loaded
         stop = send_checks.stop_now(notification, ctx, now)
         if stop is not None:
             await self._settle(conn, notification, stop)
             return None
-        quiet = await send_checks.quiet_hours_of(conn, notification.clinic_id)
+        quiet = send_checks.QuietHours(ctx.clinic.quiet_start, ctx.clinic.quiet_end)
         wait = send_checks.quiet_hours_wait(
             notification, now, ctx.patient_zone, quiet
         ) or await send_checks.daily_limit_wait(
@@ -381,7 +411,7 @@ class Dispatcher:
             ctx.patient_zone,
             quiet,
             self.settings.max_scheduled_per_day,
-            worker=self.worker,
+            undecided_ids=undecided,
         )
         if wait is not None:
             await self._wait(conn, notification, wait)
@@ -396,10 +426,9 @@ class Dispatcher:
         )
         if merged_context is not None:
             notification = replace(notification, context=merged_context)
-            loaded = await self._load(conn, notification)
-            if loaded is None:
+            ctx = await self._load(conn, notification, None)
+            if ctx is None:
                 return None
-            seen, ctx = loaded
         try:
             composed = render(notification, ctx, settings=self.settings)
         except RenderError as exc:
@@ -410,21 +439,22 @@ class Dispatcher:
             reason = f"cannot compose: {type(exc).__name__}"
             await self._settle(conn, notification, Stop("failed", reason))
             return None
-        return _Prepared(notification, ctx, composed, seen)
+        return _Prepared(notification, ctx, composed, ctx.appointment_versions)
 
     async def _load(
-        self, conn: asyncpg.Connection, notification: Notification
-    ) -> tuple[dict[int, int], MessageContext] | None:
-        # Versions first: a change after this read is caught under lock before sending.
-        seen = await store.appointment_versions(
-            conn, send_checks.covered_appointment_ids(notification)
-        )
-        try:
-            ctx = await load_context(conn, notification, settings=self.settings)
-        except ContextError as exc:
-            await self._settle(conn, notification, Stop("failed", f"cannot compose: {exc}"))
+        self,
+        conn: asyncpg.Connection,
+        notification: Notification,
+        preloaded: MessageContext | ContextError | None,
+    ) -> MessageContext | None:
+        if preloaded is None:
+            loaded = await load_contexts(conn, [notification], settings=self.settings)
+            preloaded = loaded[notification.id]
+        if isinstance(preloaded, ContextError):
+            reason = f"cannot compose: {preloaded}"
+            await self._settle(conn, notification, Stop("failed", reason))
             return None
-        return seen, ctx
+        return preloaded
 
     async def _settle(
         self, conn: asyncpg.Connection, notification: Notification, stop: Stop
@@ -500,68 +530,111 @@ class Dispatcher:
             await asyncio.sleep((slot - now).total_seconds())
         return True
 
-    # -- the provider call -------------------------------------------------------------------
+    # -- the provider calls ------------------------------------------------------------------
 
-    async def _send(self, conn: asyncpg.Connection, prepared: _Prepared) -> None:
-        notification, composed = prepared.notification, prepared.composed
+    async def _send_batch(self, conn: asyncpg.Connection, ready: list[_Prepared]) -> None:
+        """Begin the attempts (committed before any call), then lock, check, call and record
+        inside one transaction (see the module docstring, steps 3 and 4)."""
         now = self.clock.now()
-        extra: dict[str, object] = {"attempt_to": composed.to}
-        if notification.channel == "email":
-            extra["message_id"] = message_id_for(notification.id, self.settings.email_from or "")
-        attempt_id = await store.begin_attempt(
+        started = await store.begin_attempts(
             conn,
-            notification.id,
+            [
+                store.AttemptStart(p.notification.id, body_hash(p.composed.body), self._extra(p))
+                for p in ready
+            ],
             worker=self.worker,
             now=now,
             lease=self.lease,
-            body_hash=body_hash(composed.body),
-            context=extra,
         )
-        if attempt_id is None:
-            raise _LostLease
-        calling: list[bool] = []
+        sending: list[tuple[_Prepared, int]] = []
+        for prepared in ready:
+            attempt_id = started.get(prepared.notification.id)
+            if attempt_id is None:
+                log.info("lease lost", extra={"notification_id": prepared.notification.id})
+            else:
+                sending.append((prepared, attempt_id))
+        if not sending:
+            return
+        calling = False
         try:
-            await self._send_locked(conn, prepared, attempt_id, calling)
+            async with conn.transaction():
+                going = await self._lock_for_send(conn, sending)
+                calling = True
+                outcomes = await asyncio.gather(*(self._call(p, a) for p, a in going))
+                if outcomes:
+                    await store.record_outcomes(conn, outcomes)
+                for (prepared, _), outcome in zip(going, outcomes, strict=True):
+                    patient_id = prepared.notification.patient_id
+                    if outcome.error_code == OPTED_OUT_CODE and patient_id is not None:
+                        await store.record_sms_opt_out(conn, patient_id, now=outcome.at)
         except asyncpg.DeadlockDetectedError:
             if calling:
-                raise  # after the call: the sweeps reconcile it like a crash
+                raise  # after the calls: the sweeps reconcile them like a crash
             # A change locking several sessions in another order (cancelling the rest of a
-            # course) met this message's locks before the call: nothing left, so try again.
-            now = self.clock.now()
-            await store.abandon_attempt(
-                conn, attempt_id, now=now, detail="not sent: locked by a concurrent change"
-            )
-            wait = Wait(now + timedelta(seconds=1), "locked by a concurrent change; trying again")
-            await self._wait(conn, notification, wait)
+            # course) met these messages' locks before any call: nothing left, so try again.
+            await self._retry_after_deadlock(conn, sending)
+            return
+        for (prepared, _), outcome in zip(going, outcomes, strict=True):
+            self._observe(prepared.notification, outcome)
 
-    async def _send_locked(
-        self,
-        conn: asyncpg.Connection,
-        prepared: _Prepared,
-        attempt_id: int,
-        calling: list[bool],
-    ) -> None:
-        """Lock, check and call inside one transaction (see the module docstring, step 4);
-        `calling` gets an entry once the provider call may have started."""
-        notification, composed = prepared.notification, prepared.composed
-        async with conn.transaction():
-            ids = send_checks.covered_appointment_ids(notification)
-            locked = await store.lock_appointments_for_send(conn, ids) if ids else {}
-            if locked != prepared.seen_versions:
-                await self._changed_under_us(conn, notification, attempt_id)
-                return
-            if not await store.hold_for_send(conn, notification.id, worker=self.worker):
+    def _extra(self, prepared: _Prepared) -> dict[str, object]:
+        """What reconciliation needs if the call's outcome is lost: where it went, and for an
+        email its Message-ID."""
+        extra: dict[str, object] = {"attempt_to": prepared.composed.to}
+        if prepared.notification.channel == "email":
+            sender = self.settings.email_from or ""
+            extra["message_id"] = message_id_for(prepared.notification.id, sender)
+        return extra
+
+    async def _lock_for_send(
+        self, conn: asyncpg.Connection, sending: list[tuple[_Prepared, int]]
+    ) -> list[tuple[_Prepared, int]]:
+        """Hold the rows and share-lock their appointments until the transaction ends; returns
+        those still to be sent (held by this worker, appointments unchanged since composing)."""
+        ids = sorted(
+            {i for p, _ in sending for i in send_checks.covered_appointment_ids(p.notification)}
+        )
+        locked = await store.lock_appointments_for_send(conn, ids) if ids else {}
+        held = await store.hold_for_send_many(
+            conn, [p.notification.id for p, _ in sending], worker=self.worker
+        )
+        going: list[tuple[_Prepared, int]] = []
+        for prepared, attempt_id in sending:
+            notification = prepared.notification
+            if notification.id not in held:
                 # Rescued meanwhile (a lease outlived): the sweeps own the row now.
                 await store.abandon_attempt(
                     conn, attempt_id, now=self.clock.now(), detail="not sent: lease lost"
                 )
                 log.info("lease lost", extra={"notification_id": notification.id})
-                return
-            calling.append(True)
-            if notification.channel == "sms":
-                await self._send_sms(conn, notification, composed, attempt_id)
-            else:
-                await self._send_email(conn, notification, composed, attempt_id)
+                continue
+            covered = send_checks.covered_appointment_ids(notification)
+            if {i: locked[i] for i in covered if i in locked} != prepared.seen_versions:
+                await self._changed_under_us(conn, notification, attempt_id)
+                continue
+            going.append((prepared, attempt_id))
+        return going
+
+    async def _retry_after_deadlock(
+        self, conn: asyncpg.Connection, sending: list[tuple[_Prepared, int]]
+    ) -> None:
+        now = self.clock.now()
+        for prepared, attempt_id in sending:
+            await store.abandon_attempt(
+                conn, attempt_id, now=now, detail="not sent: locked by a concurrent change"
+            )
+            wait = Wait(now + timedelta(seconds=1), "locked by a concurrent change; trying again")
+            try:
+                await self._wait(conn, prepared.notification, wait)
+            except _LostLease:
+                log.info("lease lost", extra={"notification_id": prepared.notification.id})
+
+    def _observe(self, notification: Notification, outcome: store.SendOutcome) -> None:
+        if outcome.status == "sent":
+            lag = max(0.0, (outcome.at - notification.due_at).total_seconds())
+            self.metrics.lag.labels(notification.channel).observe(lag)
+        elif outcome.status == "failed":
+            self.metrics.failed(notification.channel, outcome.error_code, "send")
 
     async def _changed_under_us(
         self, conn: asyncpg.Connection, notification: Notification, attempt_id: int
@@ -588,75 +661,52 @@ class Dispatcher:
             conn, notification, Wait(now, "appointment changed while composing; composing again")
         )
 
-    async def _send_sms(
-        self,
-        conn: asyncpg.Connection,
-        notification: Notification,
-        composed: Composed,
-        attempt_id: int,
-    ) -> None:
+    async def _call(self, prepared: _Prepared, attempt_id: int) -> store.SendOutcome:
+        if prepared.notification.channel == "sms":
+            return await self._call_sms(prepared.notification, prepared.composed, attempt_id)
+        return await self._call_email(prepared.notification, prepared.composed, attempt_id)
+
+    async def _call_sms(
+        self, notification: Notification, composed: Composed, attempt_id: int
+    ) -> store.SendOutcome:
         assert composed.to is not None
-        now = self.clock.now()
         validity = None
         if notification.expires_at is not None:
-            validity = max(1, int((notification.expires_at - now).total_seconds()))
+            remaining = (notification.expires_at - self.clock.now()).total_seconds()
+            validity = max(1, int(remaining))
         callback = f"{self.settings.public_url}/twilio/status?n={notification.id}"
         try:
             sent = await self.sms.send(
                 composed.to, composed.body, status_callback=callback, validity_period=validity
             )
         except SmsError as exc:
-            await self._sms_failed(conn, notification, attempt_id, exc)
-            return
+            kind = "temporary" if exc.code == TWILIO_AUTH_CODE else exc.kind
+            self.metrics.provider_call("sms", kind, exc.code)
+            return self._failed(notification, attempt_id, kind, exc.code, exc.reason)
         except Exception as exc:  # the request may have left: never assume it did not
             log.exception("sms send raised", extra={"notification_id": notification.id})
-            await self._ambiguous(
-                conn, notification, attempt_id, f"send raised {type(exc).__name__}"
-            )
-            return
-        done = self.clock.now()
-        await store.record_sent(
-            conn,
+            reason = f"send raised {type(exc).__name__}"
+            return self._failed(notification, attempt_id, "ambiguous", None, reason)
+        self.metrics.provider_call("sms", "sent")
+        return store.SendOutcome(
             notification.id,
             attempt_id,
+            "sent",
+            self.clock.now(),
+            f"accepted by Twilio ({sent.status})",
+            "sent",
             provider_id=sent.sid,
             segments=sent.segments or composed.segments,
-            now=done,
-            detail=f"accepted by Twilio ({sent.status})",
-        )
-        self.metrics.provider_call("sms", "sent")
-        self.metrics.lag.labels("sms").observe(
-            max(0.0, (done - notification.due_at).total_seconds())
         )
 
-    async def _sms_failed(
-        self, conn: asyncpg.Connection, notification: Notification, attempt_id: int, exc: SmsError
-    ) -> None:
-        kind = exc.kind
-        if exc.code == TWILIO_AUTH_CODE:
-            kind = "temporary"
-        self.metrics.provider_call("sms", kind, exc.code)
-        if kind == "ambiguous":
-            await self._ambiguous(conn, notification, attempt_id, exc.reason)
-        elif kind == "temporary":
-            await self._retry(conn, notification, attempt_id, exc.code, exc.reason)
-        else:
-            await self._fail(conn, notification, attempt_id, exc.code, exc.reason)
-            if exc.code == OPTED_OUT_CODE and notification.patient_id is not None:
-                await store.record_sms_opt_out(conn, notification.patient_id, now=self.clock.now())
-
-    async def _send_email(
-        self,
-        conn: asyncpg.Connection,
-        notification: Notification,
-        composed: Composed,
-        attempt_id: int,
-    ) -> None:
+    async def _call_email(
+        self, notification: Notification, composed: Composed, attempt_id: int
+    ) -> store.SendOutcome:
         assert composed.to is not None
         sender = self.settings.email_from
         if not sender:
-            await self._retry(conn, notification, attempt_id, None, "REGIMEN_EMAIL_FROM is not set")
-            return
+            reason = "REGIMEN_EMAIL_FROM is not set"
+            return self._failed(notification, attempt_id, "temporary", None, reason)
         message = build_message(
             sender=sender,
             to=composed.to,
@@ -664,53 +714,49 @@ class Dispatcher:
             text=composed.body,
             html=composed.html,
             attachments=composed.attachments,
+            message_id=message_id_for(notification.id, sender),
         )
-        message_id = message_id_for(notification.id, sender)
-        del message["Message-ID"]
-        message["Message-ID"] = message_id
         try:
             await self.email.send(message)
         except EmailError as exc:
             self.metrics.provider_call("email", exc.kind, exc.code)
-            if exc.kind == "temporary":
-                await self._retry(conn, notification, attempt_id, exc.code, exc.reason)
-            else:
-                await self._fail(conn, notification, attempt_id, exc.code, exc.reason)
-            return
+            return self._failed(notification, attempt_id, exc.kind, exc.code, exc.reason)
         except Exception as exc:  # the message may have been accepted: never assume it was not
             log.exception("email send raised", extra={"notification_id": notification.id})
-            await self._ambiguous(
-                conn, notification, attempt_id, f"send raised {type(exc).__name__}"
-            )
-            return
-        done = self.clock.now()
-        await store.record_sent(
-            conn,
+            reason = f"send raised {type(exc).__name__}"
+            return self._failed(notification, attempt_id, "ambiguous", None, reason)
+        self.metrics.provider_call("email", "sent")
+        return store.SendOutcome(
             notification.id,
             attempt_id,
-            provider_id=message_id,
-            segments=None,
-            now=done,
-            detail="accepted by the SMTP server",
-        )
-        self.metrics.provider_call("email", "sent")
-        self.metrics.lag.labels("email").observe(
-            max(0.0, (done - notification.due_at).total_seconds())
+            "sent",
+            self.clock.now(),
+            "accepted by the SMTP server",
+            "sent",
+            provider_id=str(message["Message-ID"]),
         )
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    async def _retry(
+    def _failed(
         self,
-        conn: asyncpg.Connection,
         notification: Notification,
         attempt_id: int,
+        kind: str,
         code: int | None,
         reason: str,
-    ) -> None:
-        """Back to scheduled after the backoff, unless the attempts are used up or the retry
-        would come after the expiry (then failed, with the last error)."""
+    ) -> store.SendOutcome:
+        """A call that did not succeed: `temporary` is retried after the backoff unless the
+        attempts are used up or the retry would come after the expiry (then failed, with the
+        last error); `ambiguous` is left for reconciliation; anything else fails at once."""
         now = self.clock.now()
+        if kind == "ambiguous":
+            reason = f"outcome unknown, to be reconciled: {reason}"
+            return store.SendOutcome(notification.id, attempt_id, "unknown", now, reason, kind)
+        if kind != "temporary":
+            return store.SendOutcome(
+                notification.id, attempt_id, "failed", now, reason, "permanent", error_code=code
+            )
         attempts = notification.attempts + 1
         due_at = now + backoff(attempts, timedelta(seconds=self.settings.notify_retry_seconds))
         if attempts >= self.settings.notify_max_attempts:
@@ -718,49 +764,18 @@ class Dispatcher:
         elif notification.expires_at is not None and due_at >= notification.expires_at:
             final = f"no retry before it expires: {reason}"
         else:
-            await store.record_retry(
-                conn,
+            return store.SendOutcome(
                 notification.id,
                 attempt_id,
-                due_at=due_at,
-                now=now,
+                "scheduled",
+                now,
+                f"temporary failure, retry {attempts + 1} later: {reason}",
+                "temporary",
                 error_code=code,
-                reason=f"temporary failure, retry {attempts + 1} later: {reason}",
+                due_at=due_at,
             )
-            return
-        await store.record_failure(
-            conn,
-            notification.id,
-            attempt_id,
-            now=now,
-            error_code=code,
-            reason=final,
-            attempt_outcome="temporary",
-        )
-        self.metrics.failed(notification.channel, code, "send")
-
-    async def _fail(
-        self,
-        conn: asyncpg.Connection,
-        notification: Notification,
-        attempt_id: int,
-        code: int | None,
-        reason: str,
-    ) -> None:
-        await store.record_failure(
-            conn, notification.id, attempt_id, now=self.clock.now(), error_code=code, reason=reason
-        )
-        self.metrics.failed(notification.channel, code, "send")
-
-    async def _ambiguous(
-        self, conn: asyncpg.Connection, notification: Notification, attempt_id: int, reason: str
-    ) -> None:
-        await store.record_unknown(
-            conn,
-            notification.id,
-            attempt_id,
-            now=self.clock.now(),
-            reason=f"outcome unknown, to be reconciled: {reason}",
+        return store.SendOutcome(
+            notification.id, attempt_id, "failed", now, final, "temporary", error_code=code
         )
 
 
@@ -778,19 +793,47 @@ def _kept_slot(notification: Notification, now: datetime) -> datetime | None:
     return slot
 
 
-def _groups(claimed: list[Notification]) -> list[list[Notification]]:
-    """Reminders of one patient on one channel go together (the first may absorb the others);
-    every other row goes alone."""
-    groups: dict[tuple[int, str], list[Notification]] = {}
-    alone: list[list[Notification]] = []
+def _reminder_key(notification: Notification) -> tuple[int, str] | None:
+    """Reminders of one patient on one channel go together: the first may absorb the others."""
+    if notification.kind in send_checks.REMINDER_KINDS and notification.patient_id is not None:
+        return (notification.patient_id, notification.channel)
+    return None
+
+
+def _batches(claimed: list[Notification], size: int) -> list[list[Notification]]:
+    """Claimed rows (in due order) cut into batches of about `size`. One patient's rows on one
+    channel stay in one batch, decided in due order: the daily limit counts those decided
+    before, and no two batches merge the same reminders."""
+    groups: dict[tuple[int, str] | int, list[Notification]] = {}
     for notification in claimed:
-        if notification.kind in send_checks.REMINDER_KINDS and notification.patient_id is not None:
-            groups.setdefault((notification.patient_id, notification.channel), []).append(
-                notification
-            )
-        else:
-            alone.append([notification])
-    return alone + list(groups.values())
+        key: tuple[int, str] | int = notification.id
+        if notification.patient_id is not None:
+            key = (notification.patient_id, notification.channel)
+        groups.setdefault(key, []).append(notification)
+    batches: list[list[Notification]] = []
+    current: list[Notification] = []
+    for group in groups.values():
+        current.extend(group)
+        if len(current) >= size:
+            batches.append(current)
+            current = []
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _interrupted(notification_ids: list[int], exc: BaseException) -> None:
+    # The rows are left as they are: their leases run out and the sweeps take over.
+    log.warning(
+        "dispatch interrupted",
+        extra={
+            "notification_ids": notification_ids,
+            "error": type(exc).__name__,
+            # SQLSTATE and constraint, never the message (it may quote values)
+            "sqlstate": getattr(exc, "sqlstate", None),
+            "constraint": getattr(exc, "constraint_name", None),
+        },
+    )
 
 
 def _set_event(event: asyncio.Event, *_args: object) -> None:

@@ -21,7 +21,7 @@ import asyncpg
 from shared.messaging import MessageContext
 from shared.messaging.context import STAFF_KINDS
 from shared.outbox_plan import TRANSACTIONAL_KINDS, needs_consent, stale_reason
-from shared.store import appointments, clinics
+from shared.store import appointments
 from shared.store import notifications as store
 from shared.store.appointments import Appointment
 from shared.store.notifications import Notification, SettledStatus
@@ -75,13 +75,6 @@ class QuietHours:
             if opening > local:
                 return opening
             day += timedelta(days=1)
-
-
-async def quiet_hours_of(conn: asyncpg.Connection, clinic_id: int) -> QuietHours:
-    clinic = await clinics.get_clinic(conn, clinic_id)
-    if clinic is None:
-        return QuietHours(time(8), time(20))
-    return QuietHours(clinic["quiet_start"], clinic["quiet_end"])
 
 
 # -- the row itself, its appointment, its recipient ---------------------------------------------
@@ -160,10 +153,11 @@ async def daily_limit_wait(
     quiet: QuietHours,
     limit: int,
     *,
-    worker: str,
+    undecided_ids: list[int],
 ) -> Wait | None:
     """At most `limit` scheduled messages per patient, channel and local day; later ones wait
-    for the next day's window."""
+    for the next day's window. `undecided_ids`: this row and the claimed rows to be decided
+    after it (those decided before it and going out count)."""
     if (
         limit <= 0
         or notification.urgent
@@ -181,8 +175,7 @@ async def daily_limit_wait(
         start=start,
         end=end,
         exempt_kinds=sorted(UNCAPPED_KINDS),
-        exclude_id=notification.id,
-        worker=worker,
+        undecided_ids=undecided_ids,
     )
     if count < limit:
         return None

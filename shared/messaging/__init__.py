@@ -4,7 +4,7 @@ ctx = await load_context(conn, notification, settings=settings)
 composed = render(notification, ctx, settings=settings)
 """
 
-from shared.messaging.context import ContextError, MessageContext, load_context
+from shared.messaging.context import ContextError, MessageContext, load_context, load_contexts
 from shared.messaging.render import Composed, RenderError, TemplateMissing, render
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "RenderError",
     "TemplateMissing",
     "load_context",
+    "load_contexts",
     "render",
 ]

@@ -4,7 +4,7 @@ row was planned."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from shared.config import Settings
-from shared.scheduling.loader import ClinicInfo, load_clinic
+from shared.scheduling.loader import ClinicInfo, load_clinics
 from shared.store import appointments, patients
 from shared.store.appointments import Appointment
 from shared.store.patients import Consent, ConsentKind, Patient
@@ -59,6 +59,9 @@ class MessageContext:
     # E.164 number or email address for the row's channel; None when there is none to use.
     recipient: str | None = None
     patient_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    # id → version of every appointment the row names (its own and those listed), as read:
+    # what the message was composed from, checked again under lock before it is sent.
+    appointment_versions: dict[int, int] = field(default_factory=dict)
 
     @property
     def sessions(self) -> list[Appointment]:
@@ -75,28 +78,46 @@ async def load_context(
     `settings` gives the self-service link; without it the link is left empty and `render`
     falls back to settings.public_url.
     """
-    clinic = await load_clinic(conn, notification.clinic_id)
-    if clinic is None:
-        raise ContextError(f"notification {notification.id}: clinic {notification.clinic_id}")
-    patient = None
-    consents: dict[ConsentKind, Consent] = {}
-    if notification.patient_id is not None:
-        patient = await patients.get(conn, notification.patient_id)
-        consents = await patients.current_consents(conn, notification.patient_id)
-    appointment = None
-    if notification.appointment_id is not None:
-        appointment = await appointments.get(conn, notification.appointment_id)
-    others = await _other_appointments(conn, notification, appointment)
-    return MessageContext(
-        clinic=clinic,
-        patient=patient,
-        consents=consents,
-        appointment=appointment,
-        other_appointments=others,
-        self_service_url=_self_service_url(settings),
-        recipient=resolve_recipient(notification, patient),
-        patient_zone=patient_zone(patient, clinic),
-    )
+    loaded = (await load_contexts(conn, [notification], settings=settings))[notification.id]
+    if isinstance(loaded, ContextError):
+        raise loaded
+    return loaded
+
+
+async def load_contexts(
+    conn: Executor,
+    rows: Sequence[NotificationRow],
+    *,
+    settings: Settings | None = None,
+) -> dict[int, MessageContext | ContextError]:
+    """load_context for many rows at once: one query per table, whatever the number of rows
+    (a dispatcher composes a whole claimed batch from these)."""
+    clinics = await load_clinics(conn, [n.clinic_id for n in rows])
+    patient_ids = [n.patient_id for n in rows if n.patient_id is not None]
+    found_patients = await patients.get_many(conn, patient_ids) if patient_ids else {}
+    consents = await patients.current_consents_many(conn, patient_ids) if patient_ids else {}
+    wanted = {i for n in rows for i in _named_ids(n)}
+    found = await appointments.get_many(conn, sorted(wanted)) if wanted else {}
+    loaded: dict[int, MessageContext | ContextError] = {}
+    for n in rows:
+        clinic = clinics.get(n.clinic_id)
+        if clinic is None:
+            loaded[n.id] = ContextError(f"notification {n.id}: clinic {n.clinic_id}")
+            continue
+        patient = None if n.patient_id is None else found_patients.get(n.patient_id)
+        appointment = None if n.appointment_id is None else found.get(n.appointment_id)
+        loaded[n.id] = MessageContext(
+            clinic=clinic,
+            patient=patient,
+            consents={} if n.patient_id is None else consents.get(n.patient_id, {}),
+            appointment=appointment,
+            other_appointments=await _other_appointments(conn, n, appointment, found),
+            self_service_url=_self_service_url(settings),
+            recipient=resolve_recipient(n, patient),
+            patient_zone=patient_zone(patient, clinic),
+            appointment_versions={i: found[i].version for i in _named_ids(n) if i in found},
+        )
+    return loaded
 
 
 def resolve_recipient(notification: NotificationRow, patient: Patient | None) -> str | None:
@@ -126,6 +147,11 @@ def _self_service_url(settings: Settings | None) -> str:
     return "" if settings is None else settings.public_url + "/"
 
 
+def _named_ids(notification: NotificationRow) -> list[int]:
+    own = [] if notification.appointment_id is None else [notification.appointment_id]
+    return own + _listed_ids(notification)
+
+
 def _listed_ids(notification: NotificationRow) -> list[int]:
     context = notification.context or {}
     ids: list[int] = []
@@ -137,20 +163,23 @@ def _listed_ids(notification: NotificationRow) -> list[int]:
 
 
 async def _other_appointments(
-    conn: Executor, notification: NotificationRow, appointment: Appointment | None
+    conn: Executor,
+    notification: NotificationRow,
+    appointment: Appointment | None,
+    loaded: Mapping[int, Appointment],
 ) -> list[Appointment]:
     """The further sessions a message covers: those listed in the row's context
     (`appointment_ids` for a booking, `merged_appointment_ids` for merged reminders), or for a
-    booking confirmation without a list, every session its hold created."""
+    booking confirmation without a list, every session its hold created. `loaded` holds the
+    listed ones already read."""
     if notification.patient_id is None:
         return []
     main_id = appointment.id if appointment is not None else None
     found: dict[int, Appointment] = {}
     for appointment_id in _listed_ids(notification):
-        if appointment_id != main_id and appointment_id not in found:
-            other = await appointments.get(conn, appointment_id)
-            if other is not None:
-                found[other.id] = other
+        other = loaded.get(appointment_id)
+        if appointment_id != main_id and other is not None:
+            found[other.id] = other
     if (
         not found
         and notification.kind == "booking_confirmation"

@@ -95,6 +95,8 @@ def _environment(*, trim: bool) -> Environment:
         trim_blocks=trim,
         lstrip_blocks=trim,
         keep_trailing_newline=False,
+        # Templates ship with the code: no stat() of every template file on every message.
+        auto_reload=False,
     )
 
 

@@ -42,6 +42,9 @@ class ClinicInfo:
     hold_time: timedelta
     no_show_grace: timedelta
     slot_step: timedelta
+    # The window in which scheduled messages may go out, in the recipient's local time.
+    quiet_start: time = time(8)
+    quiet_end: time = time(20)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -70,17 +73,24 @@ class TreatmentInfo:
 
 
 async def load_clinic(db: Executor, clinic_id: int) -> ClinicInfo | None:
-    row = await db.fetchrow(
+    return (await load_clinics(db, [clinic_id])).get(clinic_id)
+
+
+async def load_clinics(db: Executor, clinic_ids: Sequence[int]) -> dict[int, ClinicInfo]:
+    """id → clinic for those of `clinic_ids` that exist, in one query."""
+    rows = await db.fetch(
         """
         SELECT id, name, time_zone, phone, address, region, brand_colour, min_notice_minutes,
                horizon_days, cancellation_notice_hours, hold_minutes, no_show_grace_minutes,
-               slot_step_minutes
-        FROM clinic WHERE id = $1
+               slot_step_minutes, quiet_start, quiet_end
+        FROM clinic WHERE id = ANY($1::bigint[])
         """,
-        clinic_id,
+        list(set(clinic_ids)),
     )
-    if row is None:
-        return None
+    return {row["id"]: _clinic_info(row) for row in rows}
+
+
+def _clinic_info(row: asyncpg.Record) -> ClinicInfo:
     return ClinicInfo(
         id=row["id"],
         name=row["name"],
@@ -98,6 +108,8 @@ async def load_clinic(db: Executor, clinic_id: int) -> ClinicInfo | None:
         hold_time=timedelta(minutes=row["hold_minutes"]),
         no_show_grace=timedelta(minutes=row["no_show_grace_minutes"]),
         slot_step=timedelta(minutes=row["slot_step_minutes"]),
+        quiet_start=row["quiet_start"],
+        quiet_end=row["quiet_end"],
     )
 
 

@@ -9,6 +9,7 @@ replica inserts it. Callers map `asyncpg.ExclusionViolationError` to a 409.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -67,6 +68,15 @@ async def get(db: Executor, appointment_id: int, *, for_update: bool = False) ->
     else:
         row = await db.fetchrow("SELECT * FROM appointment_detail WHERE id = $1", appointment_id)
     return None if row is None else _appointment(row)
+
+
+async def get_many(db: Executor, appointment_ids: Sequence[int]) -> dict[int, Appointment]:
+    """id → appointment for those of `appointment_ids` that exist, in one query (one snapshot:
+    the versions agree with the data)."""
+    rows = await db.fetch(
+        "SELECT * FROM appointment_detail WHERE id = ANY($1::bigint[])", list(set(appointment_ids))
+    )
+    return {row["id"]: _appointment(row) for row in rows}
 
 
 async def busy_by_practitioner(

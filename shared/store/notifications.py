@@ -8,6 +8,8 @@ and a lease; every status change leaves an event with its reason.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -653,6 +655,54 @@ async def settle(
     return await _moved(conn, settled, notification_id, now, "sending", status, reason)
 
 
+@dataclass(frozen=True)
+class AttemptStart:
+    """A provider call about to start: the body's hash and `context` additions (where it goes,
+    the email's Message-ID) that reconciliation needs if the call's outcome is lost."""
+
+    notification_id: int
+    body_hash: bytes
+    context: dict[str, Any]
+
+
+async def begin_attempts(
+    conn: Executor,
+    starts: Sequence[AttemptStart],
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+) -> dict[int, int]:
+    """Record, and commit with the caller's statement, that provider calls are about to start:
+    attempts + 1, a fresh lease, the body's hash and the context additions. Returns
+    notification id → attempt id for the rows the worker still holds (a missing one was taken
+    from it)."""
+    rows = await conn.fetch(
+        """
+        WITH v AS (
+            SELECT * FROM unnest($4::bigint[], $5::bytea[], $6::text[]) AS v(id, hash, extra)
+        ), held AS (
+            UPDATE notification n SET attempts = n.attempts + 1,
+                   lease_until = $2::timestamptz + $3::interval, body_hash = v.hash,
+                   context = n.context || v.extra::jsonb, updated_at = $2
+            FROM v
+            WHERE n.id = v.id AND n.status = 'sending' AND n.leased_by = $1
+            RETURNING n.id
+        )
+        INSERT INTO notification_attempt (notification_id, started_at, worker)
+        SELECT id, $2, $1 FROM held
+        RETURNING notification_id, id
+        """,
+        worker,
+        now,
+        lease,
+        [s.notification_id for s in starts],
+        [s.body_hash for s in starts],
+        [json.dumps(s.context) for s in starts],
+    )
+    return {row["notification_id"]: row["id"] for row in rows}
+
+
 async def begin_attempt(
     conn: Executor,
     notification_id: int,
@@ -663,47 +713,39 @@ async def begin_attempt(
     body_hash: bytes,
     context: dict[str, Any],
 ) -> int | None:
-    """Record, and commit with the caller's statement, that a provider call is about to start:
-    attempts + 1, a fresh lease, the body's hash and `context` additions (where it goes, the
-    email's Message-ID) that reconciliation needs if the call's outcome is lost. Returns the
-    attempt id, None when the worker no longer holds the row."""
-    attempt_id = await conn.fetchval(
-        """
-        WITH held AS (
-            UPDATE notification SET attempts = attempts + 1,
-                   lease_until = $3::timestamptz + $4::interval, body_hash = $5,
-                   context = context || $6::jsonb, updated_at = $3
-            WHERE id = $1 AND status = 'sending' AND leased_by = $2
-            RETURNING id
-        )
-        INSERT INTO notification_attempt (notification_id, started_at, worker)
-        SELECT id, $3, $2 FROM held
-        RETURNING id
-        """,
-        notification_id,
-        worker,
-        now,
-        lease,
-        body_hash,
-        context,
+    """begin_attempts for one row: the attempt id, None when the worker no longer holds it."""
+    started = await begin_attempts(
+        conn,
+        [AttemptStart(notification_id, body_hash, context)],
+        worker=worker,
+        now=now,
+        lease=lease,
     )
-    return None if attempt_id is None else int(attempt_id)
+    return started.get(notification_id)
 
 
 async def hold_for_send(conn: asyncpg.Connection, notification_id: int, *, worker: str) -> bool:
-    """Lock the row for the rest of the caller's transaction (the provider call runs inside it)
-    if the worker still holds it. The lease-rescue sweep skips locked rows, so a slow call is
-    never mistaken for a dead worker; a crashed worker's lock dies with its connection."""
-    held = await conn.fetchval(
+    return notification_id in await hold_for_send_many(conn, [notification_id], worker=worker)
+
+
+async def hold_for_send_many(
+    conn: asyncpg.Connection, notification_ids: Sequence[int], *, worker: str
+) -> set[int]:
+    """Lock the rows for the rest of the caller's transaction (the provider calls run inside it)
+    if the worker still holds them; returns those it holds. The lease-rescue sweep skips locked
+    rows, so a slow call is never mistaken for a dead worker; a crashed worker's locks die with
+    its connection. In id order, so two holders never deadlock."""
+    rows = await conn.fetch(
         """
         SELECT id FROM notification
-        WHERE id = $1 AND status = 'sending' AND leased_by = $2
+        WHERE id = ANY($1::bigint[]) AND status = 'sending' AND leased_by = $2
+        ORDER BY id
         FOR NO KEY UPDATE
         """,
-        notification_id,
+        list(notification_ids),
         worker,
     )
-    return held is not None
+    return {row["id"] for row in rows}
 
 
 async def lock_appointments_for_send(
@@ -719,14 +761,6 @@ async def lock_appointments_for_send(
         ORDER BY id FOR SHARE
         """,
         appointment_ids,
-    )
-    return {row["id"]: row["version"] for row in rows}
-
-
-async def appointment_versions(db: Executor, appointment_ids: list[int]) -> dict[int, int]:
-    """id → version, without locking (what a message was composed from)."""
-    rows = await db.fetch(
-        "SELECT id, version FROM appointment WHERE id = ANY($1::bigint[])", appointment_ids
     )
     return {row["id"]: row["version"] for row in rows}
 
@@ -764,109 +798,78 @@ async def abandon_attempt(conn: Executor, attempt_id: int, *, now: datetime, det
     await _finish_attempt(conn, attempt_id, now=now, outcome=None, detail=detail)
 
 
-async def record_sent(
-    conn: Executor,
-    notification_id: int,
-    attempt_id: int,
-    *,
-    provider_id: str,
-    segments: int | None,
-    now: datetime,
-    detail: str = "",
-) -> None:
-    """sending → sent: the provider accepted the message."""
+OutcomeStatus = Literal["sent", "scheduled", "failed", "unknown"]
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """How one provider call ended, for record_outcomes.
+
+    sent: accepted (provider_id, segments); scheduled: a temporary failure, due again at
+    `due_at`; failed: permanent, or temporary with no retry left; unknown: the request left and
+    no answer came (reconciliation decides). `reason` is the row's status reason (except when
+    sent), the attempt's detail and the event's reason."""
+
+    notification_id: int
+    attempt_id: int
+    status: OutcomeStatus
+    at: datetime
+    reason: str
+    attempt_outcome: AttemptOutcome
+    provider_id: str | None = None
+    segments: int | None = None
+    error_code: int | None = None
+    due_at: datetime | None = None
+
+
+async def record_outcomes(conn: Executor, outcomes: Sequence[SendOutcome]) -> None:
+    """sending → the outcome's status for each row, its attempt finished and an event logged,
+    in one statement (a dispatcher records a whole batch of calls at once)."""
     await conn.execute(
         """
-        UPDATE notification SET status = 'sent', provider_id = $2, segments = $3, sent_at = $4,
-               updated_at = $4, lease_until = NULL, status_reason = NULL, error_code = NULL,
-               context = context - 'sender_slot'
-        WHERE id = $1 AND status = 'sending'
+        WITH v AS (
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[],
+                                 $5::text[], $6::text[], $7::text[], $8::int[], $9::int[],
+                                 $10::timestamptz[])
+                AS v(id, attempt_id, status, at, reason, attempt_outcome, provider_id,
+                     segments, error_code, due_at)
+        ), moved AS (
+            UPDATE notification n SET
+                status = v.status,
+                provider_id = CASE WHEN v.status = 'sent' THEN v.provider_id
+                                   ELSE n.provider_id END,
+                segments = CASE WHEN v.status = 'sent' THEN v.segments ELSE n.segments END,
+                sent_at = CASE WHEN v.status = 'sent' THEN v.at ELSE n.sent_at END,
+                due_at = CASE WHEN v.status = 'scheduled' THEN v.due_at ELSE n.due_at END,
+                error_code = CASE WHEN v.status = 'unknown' THEN n.error_code
+                                  ELSE v.error_code END,
+                status_reason = CASE WHEN v.status = 'sent' THEN NULL ELSE v.reason END,
+                lease_until = NULL,
+                leased_by = CASE WHEN v.status = 'scheduled' THEN NULL ELSE n.leased_by END,
+                context = CASE WHEN v.status IN ('sent', 'scheduled')
+                               THEN n.context - 'sender_slot' ELSE n.context END,
+                updated_at = v.at
+            FROM v WHERE n.id = v.id AND n.status = 'sending'
+            RETURNING n.id
+        ), finished AS (
+            UPDATE notification_attempt a SET finished_at = v.at, outcome = v.attempt_outcome,
+                   error_code = v.error_code, detail = v.reason, provider_id = v.provider_id
+            FROM v WHERE a.id = v.attempt_id
+        )
+        INSERT INTO notification_event (notification_id, at, from_status, to_status, reason)
+        SELECT v.id, v.at, 'sending', v.status, v.reason FROM v JOIN moved USING (id)
         """,
-        notification_id,
-        provider_id,
-        segments,
-        now,
+        [o.notification_id for o in outcomes],
+        [o.attempt_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.at for o in outcomes],
+        [o.reason for o in outcomes],
+        [o.attempt_outcome for o in outcomes],
+        [o.provider_id for o in outcomes],
+        [o.segments for o in outcomes],
+        [o.error_code for o in outcomes],
+        [o.due_at for o in outcomes],
     )
-    await _finish_attempt(
-        conn, attempt_id, now=now, outcome="sent", provider_id=provider_id, detail=detail
-    )
-    await _event(conn, notification_id, now, "sending", "sent", detail or "accepted by provider")
-
-
-async def record_retry(
-    conn: Executor,
-    notification_id: int,
-    attempt_id: int,
-    *,
-    due_at: datetime,
-    now: datetime,
-    error_code: int | None,
-    reason: str,
-) -> None:
-    """sending → scheduled after a temporary failure, due again at `due_at` (the backoff)."""
-    await conn.execute(
-        """
-        UPDATE notification SET status = 'scheduled', due_at = $2, error_code = $3,
-               status_reason = $4, lease_until = NULL, leased_by = NULL, updated_at = $5,
-               context = context - 'sender_slot'
-        WHERE id = $1 AND status = 'sending'
-        """,
-        notification_id,
-        due_at,
-        error_code,
-        reason,
-        now,
-    )
-    await _finish_attempt(
-        conn, attempt_id, now=now, outcome="temporary", error_code=error_code, detail=reason
-    )
-    await _event(conn, notification_id, now, "sending", "scheduled", reason)
-
-
-async def record_failure(
-    conn: Executor,
-    notification_id: int,
-    attempt_id: int,
-    *,
-    now: datetime,
-    error_code: int | None,
-    reason: str,
-    attempt_outcome: AttemptOutcome = "permanent",
-) -> None:
-    """sending → failed: a permanent refusal, or a temporary one with no retry left."""
-    await conn.execute(
-        """
-        UPDATE notification SET status = 'failed', error_code = $2, status_reason = $3,
-               lease_until = NULL, updated_at = $4
-        WHERE id = $1 AND status = 'sending'
-        """,
-        notification_id,
-        error_code,
-        reason,
-        now,
-    )
-    await _finish_attempt(
-        conn, attempt_id, now=now, outcome=attempt_outcome, error_code=error_code, detail=reason
-    )
-    await _event(conn, notification_id, now, "sending", "failed", reason)
-
-
-async def record_unknown(
-    conn: Executor, notification_id: int, attempt_id: int, *, now: datetime, reason: str
-) -> None:
-    """sending → unknown: the request left and no answer came; reconciliation decides."""
-    await conn.execute(
-        """
-        UPDATE notification SET status = 'unknown', status_reason = $2, lease_until = NULL,
-               updated_at = $3
-        WHERE id = $1 AND status = 'sending'
-        """,
-        notification_id,
-        reason,
-        now,
-    )
-    await _finish_attempt(conn, attempt_id, now=now, outcome="ambiguous", detail=reason)
-    await _event(conn, notification_id, now, "sending", "unknown", reason)
 
 
 async def record_sms_opt_out(conn: Executor, patient_id: int, *, now: datetime) -> None:
@@ -893,26 +896,24 @@ async def count_sent_between(
     start: datetime,
     end: datetime,
     exempt_kinds: list[str],
-    exclude_id: int,
-    worker: str,
+    undecided_ids: list[int],
 ) -> int:
     """Non-urgent messages of the capped kinds this patient got on `channel` in [start, end),
-    counting those other workers are sending right now (rows this worker claimed but has not
-    sent yet are its own to decide, in order)."""
+    counting those being sent right now; `undecided_ids` (the row being decided and those the
+    caller decides after it, in order) do not count."""
     count = await db.fetchval(
         """
         SELECT count(*) FROM notification
-        WHERE patient_id = $1 AND channel = $2 AND id <> $6 AND NOT urgent
+        WHERE patient_id = $1 AND channel = $2 AND id <> ALL($6::bigint[]) AND NOT urgent
           AND NOT (kind = ANY($5::text[]))
-          AND ((sent_at >= $3 AND sent_at < $4) OR (status = 'sending' AND leased_by <> $7))
+          AND ((sent_at >= $3 AND sent_at < $4) OR status = 'sending')
         """,
         patient_id,
         channel,
         start,
         end,
         exempt_kinds,
-        exclude_id,
-        worker,
+        undecided_ids,
     )
     return int(count)
 

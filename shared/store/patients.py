@@ -6,6 +6,7 @@ version, and the current consent of a kind is the newest row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
@@ -98,16 +99,21 @@ async def create(
 
 
 async def get(db: Executor, patient_id: int) -> Patient | None:
-    row = await db.fetchrow(
+    return (await get_many(db, [patient_id])).get(patient_id)
+
+
+async def get_many(db: Executor, patient_ids: Sequence[int]) -> dict[int, Patient]:
+    """id → patient for those of `patient_ids` that exist, in one query."""
+    rows = await db.fetch(
         """
         SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
                medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
                version, created_at, updated_at
-        FROM patient WHERE id = $1
+        FROM patient WHERE id = ANY($1::bigint[])
         """,
-        patient_id,
+        list(set(patient_ids)),
     )
-    return None if row is None else Patient(**dict(row))
+    return {row["id"]: Patient(**dict(row)) for row in rows}
 
 
 # Columns staff and patients may change; anything else is set by dedicated functions.
@@ -265,15 +271,28 @@ async def record_consent(
 
 async def current_consents(db: Executor, patient_id: int) -> dict[ConsentKind, Consent]:
     """The newest consent row of each kind; a kind never asked about is absent (not granted)."""
+    return (await current_consents_many(db, [patient_id])).get(patient_id, {})
+
+
+async def current_consents_many(
+    db: Executor, patient_ids: Sequence[int]
+) -> dict[int, dict[ConsentKind, Consent]]:
+    """patient id → current_consents, in one query (a patient without any is absent)."""
     rows = await db.fetch(
         """
-        SELECT DISTINCT ON (kind) kind, granted, source, wording_version, recorded_at
-        FROM patient_consent WHERE patient_id = $1
-        ORDER BY kind, recorded_at DESC, id DESC
+        SELECT DISTINCT ON (patient_id, kind) patient_id, kind, granted, source, wording_version,
+               recorded_at
+        FROM patient_consent WHERE patient_id = ANY($1::bigint[])
+        ORDER BY patient_id, kind, recorded_at DESC, id DESC
         """,
-        patient_id,
+        list(set(patient_ids)),
     )
-    return {row["kind"]: Consent(**dict(row)) for row in rows}
+    found: dict[int, dict[ConsentKind, Consent]] = {}
+    for row in rows:
+        data = dict(row)
+        patient_id = data.pop("patient_id")
+        found.setdefault(patient_id, {})[row["kind"]] = Consent(**data)
+    return found
 
 
 async def consent_history(db: Executor, patient_id: int) -> list[Consent]:
