@@ -577,6 +577,7 @@ async def insert_sessions(
     # Time order everywhere: concurrent bookings then lock rows in the same order, which keeps
     # deadlocks rare (idempotency.run retries the few that remain).
     ordered = sorted(sessions, key=lambda s: s.start)
+    await appointments.lock_practitioner_calendars(conn, [s.practitioner_id for s in ordered])
     await _release_expired_in_the_way(conn, offer, ordered, now=now, request_id=request_id)
     ids: dict[int, int] = {}
     for session in ordered:
