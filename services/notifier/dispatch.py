@@ -34,8 +34,9 @@ import os
 import random
 import secrets
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -90,6 +91,27 @@ class _Prepared:
     composed: Composed
     # appointment id → version read before composing: a change since means composing again
     seen_versions: dict[int, int]
+
+
+@dataclass
+class _BatchFacts:
+    """What a batch reads once for all its rows."""
+
+    own: list[int]
+    # (patient, channel) → capped messages sent today or being sent, apart from this batch's
+    sent_today: dict[tuple[int, str], int]
+    # (patient, channel) → rows a reminder of that patient might absorb
+    mergeable: dict[tuple[int, str], set[int]]
+    # (patient, channel) → capped rows of this batch decided to go out so far
+    going: Counter[tuple[int, str]] = field(default_factory=Counter)
+
+    def sent_today_for(self, notification: Notification) -> int:
+        key = (notification.patient_id or 0, notification.channel)
+        return self.sent_today.get(key, 0) + self.going[key]
+
+    def may_merge(self, notification: Notification) -> bool:
+        key = _reminder_key(notification)
+        return key is not None and bool(self.mergeable.get(key, set()) - {notification.id})
 
 
 def worker_name() -> str:
@@ -324,6 +346,11 @@ class Dispatcher:
             except Exception:
                 log.exception("dispatch failed", extra={"notification_ids": own})
                 return
+            try:
+                facts = await self._batch_facts(conn, batch, contexts)
+            except DATABASE_ERRORS as exc:
+                _interrupted(own, exc)
+                return
             ready: list[_Prepared] = []
             reminder_keys: set[tuple[int, str]] = set()
             for index, claimed in enumerate(batch):
@@ -342,9 +369,11 @@ class Dispatcher:
                         reminder_keys.add(key)
                     if notification is None:
                         continue
-                    prepared = await self._prepare(conn, notification, own, own[index:], preloaded)
+                    prepared = await self._prepare(conn, notification, facts, preloaded)
                     if prepared is not None and await self._pace(conn, prepared):
                         ready.append(prepared)
+                        if send_checks.is_capped(notification):
+                            facts.going[(notification.patient_id or 0, notification.channel)] += 1
                 except _LostLease:
                     log.info("lease lost", extra={"notification_id": claimed.id})
                 except DATABASE_ERRORS as exc:
@@ -362,6 +391,37 @@ class Dispatcher:
                     "dispatch failed",
                     extra={"notification_ids": [p.notification.id for p in ready]},
                 )
+
+    async def _batch_facts(
+        self,
+        conn: asyncpg.Connection,
+        batch: list[Notification],
+        contexts: dict[int, MessageContext | ContextError],
+    ) -> _BatchFacts:
+        """What the daily limit and merging need, read once for the whole batch."""
+        now = self.clock.now()
+        own = [n.id for n in batch]
+        sent: dict[tuple[int, str], int] = {}
+        if self.settings.max_scheduled_per_day > 0:
+            zoned = [
+                (n, ctx.patient_zone)
+                for n in batch
+                if isinstance(ctx := contexts.get(n.id), MessageContext)
+            ]
+            sent = await send_checks.sent_today(conn, zoned, now, exclude_ids=own)
+        window = timedelta(minutes=self.settings.notify_merge_minutes)
+        keys = sorted({key for n in batch if (key := _reminder_key(n)) is not None})
+        mergeable: dict[tuple[int, str], set[int]] = {}
+        if keys and window > timedelta(0):
+            mergeable = await store.possible_merges(
+                conn,
+                keys,
+                kinds=sorted(send_checks.MERGEABLE_KINDS),
+                due_until=now + window,
+                own_claimed=own,
+                worker=self.worker,
+            )
+        return _BatchFacts(own, sent, mergeable)
 
     async def _still_mine(
         self, conn: asyncpg.Connection, claimed: Notification
@@ -386,13 +446,11 @@ class Dispatcher:
         self,
         conn: asyncpg.Connection,
         notification: Notification,
-        own: list[int],
-        undecided: list[int],
+        facts: _BatchFacts,
         preloaded: MessageContext | ContextError | None,
     ) -> _Prepared | None:
         """Checks, waits, merging and composing; None when the row was settled or put back.
-        `own`: the batch's rows; `undecided`: this one and those after it; `preloaded`: the
-        row's context read with its batch (None: read it now)."""
+        `preloaded`: the row's context read with its batch (None: read it now)."""
         now = self.clock.now()
         ctx = await self._load(conn, notification, preloaded)
         if ctx is None:
@@ -404,26 +462,27 @@ class Dispatcher:
         quiet = send_checks.QuietHours(ctx.clinic.quiet_start, ctx.clinic.quiet_end)
         wait = send_checks.quiet_hours_wait(
             notification, now, ctx.patient_zone, quiet
-        ) or await send_checks.daily_limit_wait(
-            conn,
+        ) or send_checks.daily_limit_wait(
             notification,
             now,
             ctx.patient_zone,
             quiet,
             self.settings.max_scheduled_per_day,
-            undecided_ids=undecided,
+            sent=facts.sent_today_for(notification),
         )
         if wait is not None:
             await self._wait(conn, notification, wait)
             return None
-        merged_context = await send_checks.merge_nearby(
-            conn,
-            notification,
-            now=now,
-            window=timedelta(minutes=self.settings.notify_merge_minutes),
-            worker=self.worker,
-            own_claimed=own,
-        )
+        merged_context = None
+        if facts.may_merge(notification):
+            merged_context = await send_checks.merge_nearby(
+                conn,
+                notification,
+                now=now,
+                window=timedelta(minutes=self.settings.notify_merge_minutes),
+                worker=self.worker,
+                own_claimed=facts.own,
+            )
         if merged_context is not None:
             notification = replace(notification, context=merged_context)
             ctx = await self._load(conn, notification, None)

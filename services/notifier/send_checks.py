@@ -145,39 +145,63 @@ def quiet_hours_wait(
     return Wait(opening, f"quiet hours: waits until {quiet.start:%H:%M} {zone.key}")
 
 
-async def daily_limit_wait(
+def is_capped(notification: Notification) -> bool:
+    """Counts toward (and is held to) the daily limit."""
+    return (
+        not notification.urgent
+        and notification.patient_id is not None
+        and notification.kind not in UNCAPPED_KINDS
+    )
+
+
+def local_day(notification: Notification, now: datetime, zone: ZoneInfo) -> store.DayWindow:
+    assert notification.patient_id is not None
+    day = now.astimezone(zone).date()
+    return store.DayWindow(
+        notification.patient_id,
+        notification.channel,
+        datetime.combine(day, time(0), tzinfo=zone),
+        datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone),
+    )
+
+
+async def sent_today(
     conn: asyncpg.Connection,
+    rows: list[tuple[Notification, ZoneInfo]],
+    now: datetime,
+    *,
+    exclude_ids: list[int],
+) -> dict[tuple[int, str], int]:
+    """For the capped rows among `rows` (with their patients' zones): (patient, channel) →
+    capped messages sent today in the patient's zone or being sent now, in one query."""
+    windows = {
+        (n.patient_id, n.channel): local_day(n, now, zone)
+        for n, zone in rows
+        if is_capped(n) and n.patient_id is not None
+    }
+    if not windows:
+        return {}
+    return await store.count_sent_in_days(
+        conn,
+        list(windows.values()),
+        exempt_kinds=sorted(UNCAPPED_KINDS),
+        exclude_ids=exclude_ids,
+    )
+
+
+def daily_limit_wait(
     notification: Notification,
     now: datetime,
     zone: ZoneInfo,
     quiet: QuietHours,
     limit: int,
     *,
-    undecided_ids: list[int],
+    sent: int,
 ) -> Wait | None:
     """At most `limit` scheduled messages per patient, channel and local day; later ones wait
-    for the next day's window. `undecided_ids`: this row and the claimed rows to be decided
-    after it (those decided before it and going out count)."""
-    if (
-        limit <= 0
-        or notification.urgent
-        or notification.patient_id is None
-        or notification.kind in UNCAPPED_KINDS
-    ):
-        return None
-    local_day = now.astimezone(zone).date()
-    start = datetime.combine(local_day, time(0), tzinfo=zone)
-    end = datetime.combine(local_day + timedelta(days=1), time(0), tzinfo=zone)
-    count = await store.count_sent_between(
-        conn,
-        patient_id=notification.patient_id,
-        channel=notification.channel,
-        start=start,
-        end=end,
-        exempt_kinds=sorted(UNCAPPED_KINDS),
-        undecided_ids=undecided_ids,
-    )
-    if count < limit:
+    for the next day's window. `sent`: those counted today already (sent_today, plus the ones
+    decided before this row that are going out)."""
+    if limit <= 0 or not is_capped(notification) or sent < limit:
         return None
     opening = quiet.next_opening(now, zone, after_day=True)
     return Wait(opening, f"daily limit of {limit} reached: waits for tomorrow's window")

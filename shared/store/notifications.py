@@ -888,34 +888,82 @@ async def record_sms_opt_out(conn: Executor, patient_id: int, *, now: datetime) 
 # -- send-time rules that look at other rows -------------------------------------------------------
 
 
-async def count_sent_between(
+@dataclass(frozen=True)
+class DayWindow:
+    """A patient's local day on one channel, as instants: [start, end)."""
+
+    patient_id: int
+    channel: str
+    start: datetime
+    end: datetime
+
+
+async def count_sent_in_days(
     db: Executor,
+    windows: Sequence[DayWindow],
     *,
-    patient_id: int,
-    channel: str,
-    start: datetime,
-    end: datetime,
     exempt_kinds: list[str],
-    undecided_ids: list[int],
-) -> int:
-    """Non-urgent messages of the capped kinds this patient got on `channel` in [start, end),
-    counting those being sent right now; `undecided_ids` (the row being decided and those the
-    caller decides after it, in order) do not count."""
-    count = await db.fetchval(
+    exclude_ids: list[int],
+) -> dict[tuple[int, str], int]:
+    """(patient, channel) → non-urgent messages of the capped kinds sent in the window, or
+    being sent right now (any worker), apart from `exclude_ids`; one query for all windows."""
+    rows = await db.fetch(
         """
-        SELECT count(*) FROM notification
-        WHERE patient_id = $1 AND channel = $2 AND id <> ALL($6::bigint[]) AND NOT urgent
-          AND NOT (kind = ANY($5::text[]))
-          AND ((sent_at >= $3 AND sent_at < $4) OR status = 'sending')
+        SELECT w.patient_id, w.channel,
+               -- a lookup per window on the patient index, never a scan of the outbox
+               (SELECT count(*) FROM notification n
+                WHERE n.patient_id = w.patient_id AND n.channel = w.channel AND NOT n.urgent
+                  AND NOT (n.kind = ANY($5::text[])) AND n.id <> ALL($6::bigint[])
+                  AND ((n.sent_at >= w.day_start AND n.sent_at < w.day_end)
+                       OR n.status = 'sending')) AS sent
+        FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+             AS w(patient_id, channel, day_start, day_end)
         """,
-        patient_id,
-        channel,
-        start,
-        end,
+        [w.patient_id for w in windows],
+        [w.channel for w in windows],
+        [w.start for w in windows],
+        [w.end for w in windows],
         exempt_kinds,
-        undecided_ids,
+        exclude_ids,
     )
-    return int(count)
+    return {(r["patient_id"], r["channel"]): int(r["sent"]) for r in rows}
+
+
+async def possible_merges(
+    db: Executor,
+    keys: Sequence[tuple[int, str]],
+    *,
+    kinds: list[str],
+    due_until: datetime,
+    own_claimed: list[int],
+    worker: str,
+) -> dict[tuple[int, str], set[int]]:
+    """(patient, channel) → ids of rows lock_merge_candidates could find for it, read without
+    locks: a batch asks once, and only rows with a candidate besides themselves try merging."""
+    rows = await db.fetch(
+        """
+        SELECT k.patient_id, k.channel, n.id
+        FROM unnest($1::bigint[], $2::text[]) AS k(patient_id, channel)
+        CROSS JOIN LATERAL (
+            -- a lookup per patient on the patient index, never a scan of the outbox
+            SELECT id FROM notification
+            WHERE patient_id = k.patient_id AND channel = k.channel
+              AND kind = ANY($3::text[]) AND due_at <= $4
+              AND (status = 'scheduled'
+                   OR (status = 'sending' AND leased_by = $5 AND id = ANY($6::bigint[])))
+        ) AS n
+        """,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        kinds,
+        due_until,
+        worker,
+        own_claimed,
+    )
+    found: dict[tuple[int, str], set[int]] = {}
+    for row in rows:
+        found.setdefault((row["patient_id"], row["channel"]), set()).add(row["id"])
+    return found
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,9 @@ async def test_twenty_public_holds_of_one_slot_one_wins(
         *(demo.hold(demo.consultation, [{"practitioner_id": 1, "start": SLOT}]) for _ in range(20))
     )
     assert sorted(r.status for r in replies) == [201] + [409] * 19
-    assert all(r.body.get("alternatives") for r in replies if r.status == 409), [r.body for r in replies if r.status == 409 and not r.body.get("alternatives")]
+    assert all(r.body.get("alternatives") for r in replies if r.status == 409), [
+        r.body for r in replies if r.status == 409 and not r.body.get("alternatives")
+    ]
     assert await demo.pool.fetchval("SELECT count(*) FROM appointment") == 1
     assert await overlapping_active_pairs(demo.pool) == 0
 
