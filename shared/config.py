@@ -99,7 +99,7 @@ class Settings:
     public_writes_per_minute: int = 30
     bookings_per_mobile_per_hour: int = 5
     trust_forwarded_for: bool = False
-    notifier_concurrency: int = 4
+    notifier_concurrency: int = 16
     notifier_poll_seconds: float = 1.0
     notifier_lease_seconds: int = 120
     sms_segments_per_second: int = 1
@@ -255,7 +255,7 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         public_writes_per_minute=_count(env, "REGIMEN_PUBLIC_WRITES_PER_MINUTE", 30),
         bookings_per_mobile_per_hour=_count(env, "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR", 5),
         trust_forwarded_for=_flag(env, "REGIMEN_TRUST_FORWARDED_FOR"),
-        notifier_concurrency=_count_between(env, "REGIMEN_NOTIFIER_CONCURRENCY", 4, 1, 500),
+        notifier_concurrency=_count_between(env, "REGIMEN_NOTIFIER_CONCURRENCY", 16, 1, 500),
         notifier_poll_seconds=_positive_number(env, "REGIMEN_NOTIFIER_POLL_SECONDS", 1.0),
         notifier_lease_seconds=_count_between(
             env, "REGIMEN_NOTIFIER_LEASE_SECONDS", 120, 10, 86400
