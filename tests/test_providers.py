@@ -277,3 +277,39 @@ async def test_email_connections_are_reused_and_closed(settings: Settings) -> No
         assert CountingSessions.sessions == 1  # one SMTP session carried all five
     finally:
         server.close()
+
+
+async def test_email_names_and_domains_outside_ascii_and_no_header_injection(
+    settings: Settings, smtp: SmtpSink
+) -> None:
+    message = build_message(
+        sender="Clinique Zoé <clinic@regimen.test>",
+        to="Anna Müller <anna@müller.de>",
+        subject="Votre rendez-vous\r\nBcc: intruder@example.com",
+        text="À mardi.",
+        message_id="<notification-1.regimen@regimen.test>",
+    )
+    await send_once(EmailClient(settings), message)
+    [received] = smtp.recorder.emails_to("anna@xn--mller-kva.de")  # the domain in IDNA form
+    assert received.id == "<notification-1.regimen@regimen.test>"
+    assert received.subject == "Votre rendez-vous Bcc: intruder@example.com"  # still one header
+    assert received.body.strip() == "À mardi."
+    parsed = smtp.handler.messages[-1]
+    assert parsed["Bcc"] is None
+    assert str(parsed["From"]) == "Clinique Zoé <clinic@regimen.test>"
+    assert smtp.recorder.emails_to("intruder@example.com") == []
+
+
+async def test_a_mailbox_outside_ascii_goes_with_smtputf8(settings: Settings) -> None:
+    handler = RecordingHandler(Recorder())
+    server = await start_smtp_server(handler, enable_SMTPUTF8=True)
+    port = server.sockets[0].getsockname()[1]
+    message = build_message(
+        sender="clinic@regimen.test", to="ännä@müller.de", subject="Rendez-vous", text="Bonjour"
+    )
+    try:
+        await send_once(EmailClient(settings.with_overrides(smtp_port=port)), message)
+    finally:
+        server.close()
+    [received] = handler.recorder.emails_to("ännä@müller.de")
+    assert received.subject == "Rendez-vous" and received.body.strip() == "Bonjour"

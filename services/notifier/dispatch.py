@@ -102,16 +102,34 @@ class _BatchFacts:
     sent_today: dict[tuple[int, str], int]
     # (patient, channel) → rows a reminder of that patient might absorb
     mergeable: dict[tuple[int, str], set[int]]
-    # (patient, channel) → capped rows of this batch decided to go out so far
+    # (patient, channel) → capped rows of this round decided to go out so far
     going: Counter[tuple[int, str]] = field(default_factory=Counter)
+    rounds: int = 0
 
-    def sent_today_for(self, notification: Notification) -> int:
-        key = (notification.patient_id or 0, notification.channel)
-        return self.sent_today.get(key, 0) + self.going[key]
+    def after_round(self, ready: list[_Prepared], outcomes: list[store.SendOutcome]) -> None:
+        """Count what this round's sends did toward the daily limit: sent or possibly sent."""
+        capped = {
+            p.notification.id: _patient_key(p.notification)
+            for p in ready
+            if send_checks.is_capped(p.notification)
+        }
+        for outcome in outcomes:
+            key = capped.get(outcome.notification_id)
+            if key is not None and outcome.status in ("sent", "unknown"):
+                self.sent_today[key] = self.sent_today.get(key, 0) + 1
+        self.going.clear()
+        self.rounds += 1
 
     def may_merge(self, notification: Notification) -> bool:
         key = _reminder_key(notification)
         return key is not None and bool(self.mergeable.get(key, set()) - {notification.id})
+
+
+class _HoldBack:
+    """_prepare's answer for a row to decide again after this round's sends."""
+
+
+_HOLD_BACK = _HoldBack()
 
 
 def worker_name() -> str:
@@ -334,63 +352,84 @@ class Dispatcher:
     # -- one batch of claimed rows -----------------------------------------------------------
 
     async def _handle_batch(self, batch: list[Notification]) -> None:
-        """Compose the rows one by one (a patient's reminders in due order, so the first may
-        absorb the others), then send those ready together."""
+        """Compose the rows one by one (one patient's in due order, so the first reminder may
+        absorb the others), then send those ready together. Rows held back until the patient's
+        earlier rows of the batch have gone (the daily limit) are decided in a further round."""
         own = [n.id for n in batch]
         async with self.pool.acquire() as conn:
             try:
                 contexts = await load_contexts(conn, batch, settings=self.settings)
+                facts = await self._batch_facts(conn, batch, contexts)
             except DATABASE_ERRORS as exc:
                 _interrupted(own, exc)
                 return
             except Exception:
                 log.exception("dispatch failed", extra={"notification_ids": own})
                 return
-            try:
-                facts = await self._batch_facts(conn, batch, contexts)
-            except DATABASE_ERRORS as exc:
-                _interrupted(own, exc)
-                return
-            ready: list[_Prepared] = []
-            reminder_keys: set[tuple[int, str]] = set()
-            for index, claimed in enumerate(batch):
+            pending = batch
+            while pending:
+                ready, held_back = await self._prepare_round(conn, pending, contexts, facts)
+                outcomes: list[store.SendOutcome] = []
+                interrupted = False
                 try:
-                    if self._stopping and index > 0:
-                        await self._release(conn, claimed.id)
-                        continue
-                    notification: Notification | None = claimed
-                    preloaded = contexts.get(claimed.id)
-                    key = _reminder_key(claimed)
-                    if key is not None and key in reminder_keys:
-                        # An earlier reminder of this patient may have absorbed this one.
-                        notification = await self._still_mine(conn, claimed)
-                        preloaded = None
-                    if key is not None:
-                        reminder_keys.add(key)
-                    if notification is None:
-                        continue
-                    prepared = await self._prepare(conn, notification, facts, preloaded)
-                    if prepared is not None and await self._pace(conn, prepared):
-                        ready.append(prepared)
-                        if send_checks.is_capped(notification):
-                            facts.going[(notification.patient_id or 0, notification.channel)] += 1
-                except _LostLease:
-                    log.info("lease lost", extra={"notification_id": claimed.id})
+                    if ready:
+                        outcomes, interrupted = await self._send_batch(conn, ready)
                 except DATABASE_ERRORS as exc:
-                    _interrupted([claimed.id], exc)
+                    _interrupted([p.notification.id for p in ready], exc)
                 except Exception:
-                    log.exception("dispatch failed", extra={"notification_id": claimed.id})
-            if not ready:
-                return
+                    log.exception(
+                        "dispatch failed",
+                        extra={"notification_ids": [p.notification.id for p in ready]},
+                    )
+                if interrupted:
+                    for notification in held_back:
+                        await self._release(conn, notification.id)
+                    raise asyncio.CancelledError
+                facts.after_round(ready, outcomes)
+                pending = held_back
+
+    async def _prepare_round(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[Notification],
+        contexts: dict[int, MessageContext | ContextError],
+        facts: _BatchFacts,
+    ) -> tuple[list[_Prepared], list[Notification]]:
+        """Each row prepared in turn: ready to send, held back for another round, or settled or
+        put back (by _prepare itself)."""
+        ready: list[_Prepared] = []
+        held_back: list[Notification] = []
+        reminder_keys: set[tuple[int, str]] = set()
+        for index, claimed in enumerate(rows):
             try:
-                await self._send_batch(conn, ready)
+                if self._stopping and (index > 0 or facts.rounds > 0):
+                    await self._release(conn, claimed.id)
+                    continue
+                notification: Notification | None = claimed
+                preloaded = contexts.get(claimed.id)
+                key = _reminder_key(claimed)
+                if key is not None and key in reminder_keys:
+                    # An earlier reminder of this patient may have absorbed this one.
+                    notification = await self._still_mine(conn, claimed)
+                    preloaded = None
+                if key is not None:
+                    reminder_keys.add(key)
+                if notification is None:
+                    continue
+                prepared = await self._prepare(conn, notification, facts, preloaded)
+                if prepared is _HOLD_BACK:
+                    held_back.append(notification)
+                elif isinstance(prepared, _Prepared) and await self._pace(conn, prepared):
+                    ready.append(prepared)
+                    if send_checks.is_capped(notification):
+                        facts.going[_patient_key(notification)] += 1
+            except _LostLease:
+                log.info("lease lost", extra={"notification_id": claimed.id})
             except DATABASE_ERRORS as exc:
-                _interrupted([p.notification.id for p in ready], exc)
+                _interrupted([claimed.id], exc)
             except Exception:
-                log.exception(
-                    "dispatch failed",
-                    extra={"notification_ids": [p.notification.id for p in ready]},
-                )
+                log.exception("dispatch failed", extra={"notification_id": claimed.id})
+        return ready, held_back
 
     async def _batch_facts(
         self,
@@ -448,8 +487,9 @@ class Dispatcher:
         notification: Notification,
         facts: _BatchFacts,
         preloaded: MessageContext | ContextError | None,
-    ) -> _Prepared | None:
-        """Checks, waits, merging and composing; None when the row was settled or put back.
+    ) -> _Prepared | _HoldBack | None:
+        """Checks, waits, merging and composing; None when the row was settled or put back,
+        _HOLD_BACK when it is to be decided again after this round's sends.
         `preloaded`: the row's context read with its batch (None: read it now)."""
         now = self.clock.now()
         ctx = await self._load(conn, notification, preloaded)
@@ -468,8 +508,11 @@ class Dispatcher:
             ctx.patient_zone,
             quiet,
             self.settings.max_scheduled_per_day,
-            sent=facts.sent_today_for(notification),
+            sent=facts.sent_today.get(_patient_key(notification), 0),
+            going=facts.going[_patient_key(notification)],
         )
+        if isinstance(wait, send_checks.Recount):
+            return _HOLD_BACK
         if wait is not None:
             await self._wait(conn, notification, wait)
             return None
@@ -591,9 +634,12 @@ class Dispatcher:
 
     # -- the provider calls ------------------------------------------------------------------
 
-    async def _send_batch(self, conn: asyncpg.Connection, ready: list[_Prepared]) -> None:
+    async def _send_batch(
+        self, conn: asyncpg.Connection, ready: list[_Prepared]
+    ) -> tuple[list[store.SendOutcome], bool]:
         """Begin the attempts (committed before any call), then lock, check, call and record
-        inside one transaction (see the module docstring, steps 3 and 4)."""
+        inside one transaction (see the module docstring, steps 3 and 4). Returns the outcomes
+        recorded, and whether the calls were cut off by shutdown."""
         now = self.clock.now()
         started = await store.begin_attempts(
             conn,
@@ -613,28 +659,77 @@ class Dispatcher:
             else:
                 sending.append((prepared, attempt_id))
         if not sending:
-            return
+            return [], False
         calling = False
+        interrupted = False
+        outcomes: list[store.SendOutcome] = []
         try:
             async with conn.transaction():
                 going = await self._lock_for_send(conn, sending)
                 calling = True
-                outcomes = await asyncio.gather(*(self._call(p, a) for p, a in going))
+                outcomes, interrupted = await self._call_all(going)
                 if outcomes:
                     await store.record_outcomes(conn, outcomes)
                 for (prepared, _), outcome in zip(going, outcomes, strict=True):
                     patient_id = prepared.notification.patient_id
                     if outcome.error_code == OPTED_OUT_CODE and patient_id is not None:
-                        await store.record_sms_opt_out(conn, patient_id, now=outcome.at)
+                        await self._record_opt_out(conn, patient_id, outcome.at)
         except asyncpg.DeadlockDetectedError:
             if calling:
                 raise  # after the calls: the sweeps reconcile them like a crash
             # A change locking several sessions in another order (cancelling the rest of a
             # course) met these messages' locks before any call: nothing left, so try again.
             await self._retry_after_deadlock(conn, sending)
-            return
+            return [], False
         for (prepared, _), outcome in zip(going, outcomes, strict=True):
             self._observe(prepared.notification, outcome)
+        return outcomes, interrupted
+
+    async def _call_all(
+        self, going: list[tuple[_Prepared, int]]
+    ) -> tuple[list[store.SendOutcome], bool]:
+        """Make the batch's provider calls at once. Each ends in its own outcome: a call that
+        raises is `unknown` for itself alone. Cancelled (the drain time ran out at shutdown):
+        the calls still open are cut off and become `unknown`, the finished ones keep their
+        outcomes, and the second value says so (the caller records them, then stops)."""
+        calls = [asyncio.create_task(self._call(p, a)) for p, a in going]
+        interrupted = False
+        if calls:
+            try:
+                await asyncio.wait(calls)
+            except asyncio.CancelledError:
+                interrupted = True
+                for call in calls:
+                    call.cancel()
+                await asyncio.wait(calls)
+        outcomes: list[store.SendOutcome] = []
+        for (prepared, attempt_id), call in zip(going, calls, strict=True):
+            if not call.cancelled() and call.exception() is None:
+                outcomes.append(call.result())
+                continue
+            why = "cut off at shutdown" if call.cancelled() else "the send failed unexpectedly"
+            if not call.cancelled():
+                log.error(
+                    "send raised",
+                    exc_info=call.exception(),
+                    extra={"notification_id": prepared.notification.id},
+                )
+            outcomes.append(self._failed(prepared.notification, attempt_id, "ambiguous", None, why))
+        return outcomes, interrupted
+
+    async def _record_opt_out(
+        self, conn: asyncpg.Connection, patient_id: int, at: datetime
+    ) -> None:
+        # In a savepoint: a lock problem on the patient's record must not undo the batch's
+        # outcomes (the opt-out is learnt again from the next refusal).
+        try:
+            async with conn.transaction():
+                await store.record_sms_opt_out(conn, patient_id, now=at)
+        except asyncpg.PostgresError as exc:
+            log.warning(
+                "opt-out not recorded",
+                extra={"patient_id": patient_id, "sqlstate": getattr(exc, "sqlstate", None)},
+            )
 
     def _extra(self, prepared: _Prepared) -> dict[str, object]:
         """What reconciliation needs if the call's outcome is lost: where it went, and for an
@@ -766,15 +861,19 @@ class Dispatcher:
         if not sender:
             reason = "REGIMEN_EMAIL_FROM is not set"
             return self._failed(notification, attempt_id, "temporary", None, reason)
-        message = build_message(
-            sender=sender,
-            to=composed.to,
-            subject=composed.subject or "",
-            text=composed.body,
-            html=composed.html,
-            attachments=composed.attachments,
-            message_id=message_id_for(notification.id, sender),
-        )
+        try:
+            message = build_message(
+                sender=sender,
+                to=composed.to,
+                subject=composed.subject or "",
+                text=composed.body,
+                html=composed.html,
+                attachments=composed.attachments,
+                message_id=message_id_for(notification.id, sender),
+            )
+        except (ValueError, UnicodeError) as exc:  # nothing left: the address cannot be used
+            reason = f"cannot build the email: {type(exc).__name__}"
+            return self._failed(notification, attempt_id, "permanent", None, reason)
         try:
             await self.email.send(message)
         except EmailError as exc:
@@ -850,6 +949,10 @@ def _kept_slot(notification: Notification, now: datetime) -> datetime | None:
     if slot.tzinfo is None or slot < now - PACE_SLOT_FRESH:
         return None
     return slot
+
+
+def _patient_key(notification: Notification) -> tuple[int, str]:
+    return (notification.patient_id or 0, notification.channel)
 
 
 def _reminder_key(notification: Notification) -> tuple[int, str] | None:

@@ -53,6 +53,11 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class Recount:
+    """Decide again once the messages being sent right now have gone."""
+
+
+@dataclass(frozen=True)
 class QuietHours:
     """The window in which scheduled messages may go out, in the recipient's local time."""
 
@@ -197,14 +202,21 @@ def daily_limit_wait(
     limit: int,
     *,
     sent: int,
-) -> Wait | None:
+    going: int = 0,
+) -> Wait | Recount | None:
     """At most `limit` scheduled messages per patient, channel and local day; later ones wait
-    for the next day's window. `sent`: those counted today already (sent_today, plus the ones
-    decided before this row that are going out)."""
-    if limit <= 0 or not is_capped(notification) or sent < limit:
+    for the next day's window. `sent`: those sent today or being sent elsewhere (sent_today);
+    `going`: the patient's rows of the same batch decided before this one, whose outcome is not
+    known yet. When only those reach the limit the answer is Recount: decide again once they
+    are sent (one may yet be cancelled or fail), rather than put the row off until tomorrow."""
+    if limit <= 0 or not is_capped(notification):
         return None
-    opening = quiet.next_opening(now, zone, after_day=True)
-    return Wait(opening, f"daily limit of {limit} reached: waits for tomorrow's window")
+    if sent >= limit:
+        opening = quiet.next_opening(now, zone, after_day=True)
+        return Wait(opening, f"daily limit of {limit} reached: waits for tomorrow's window")
+    if sent + going >= limit:
+        return Recount()
+    return None
 
 
 # -- merging nearby reminders ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from email import encoders
 from email.header import Header
-from email.message import Message
+from email.message import EmailMessage, Message
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -50,9 +50,19 @@ def build_message(
 ) -> Message:
     """A text email, with an HTML alternative and attachments when given.
 
-    Built with the classic (compat32) MIME classes rather than Message: the same MIME
-    structure on the wire, at about a third of the CPU, which counts when a reminder burst goes
-    out. Non-ASCII in the subject or a display name is RFC 2047 encoded; bodies are UTF-8."""
+    Built with the classic (compat32) MIME classes rather than EmailMessage: the same MIME
+    structure on the wire at about a third of the CPU, which counts when a reminder burst goes
+    out. Non-ASCII in the subject or a display name is RFC 2047 encoded, a non-ASCII domain is
+    sent in its IDNA form, and bodies are UTF-8. Only a mailbox whose local part is not ASCII
+    needs SMTPUTF8, which compat32 cannot write: that message is built as an EmailMessage.
+    Line breaks in the subject or an address become spaces (they would start a new header)."""
+    subject = _one_line(subject)
+    message_id = message_id or make_msgid(domain=sender.rpartition("@")[2] or None)
+    from_header, to_header = _ascii_mailbox(sender), _ascii_mailbox(to)
+    if from_header is None or to_header is None:
+        return _build_smtputf8(
+            _one_line(sender), _one_line(to), subject, text, html, attachments, message_id
+        )
     body: Message = MIMEText(text, "plain", "utf-8")
     if html is not None:
         alternative = MIMEMultipart("alternative")
@@ -69,16 +79,59 @@ def build_message(
             encoders.encode_base64(part)
             part.add_header("Content-Disposition", "attachment", filename=item.filename)
             message.attach(part)
-    message["From"] = _address(sender)
-    message["To"] = _address(to)
-    message["Subject"] = Header(subject, "utf-8") if not subject.isascii() else subject
-    message["Message-ID"] = message_id or make_msgid(domain=sender.rpartition("@")[2] or None)
+    message["From"] = from_header
+    message["To"] = to_header
+    message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+    message["Message-ID"] = message_id
     return message
 
 
-def _address(value: str) -> str:
-    name, address = parseaddr(value)
-    return formataddr((name, address), charset="utf-8") if address else value
+def _one_line(value: str) -> str:
+    return " ".join(value.splitlines())
+
+
+def _ascii_mailbox(value: str) -> str | None:
+    """The address header in ASCII (display name encoded, domain in IDNA); None when the local
+    part is not ASCII."""
+    name, address = parseaddr(_one_line(value))
+    if not address:
+        return _one_line(value) if value.isascii() else None
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return formataddr((name, f"{local}@{domain}"), charset="utf-8")
+
+
+def _build_smtputf8(
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    html: str | None,
+    attachments: list[Attachment] | None,
+    message_id: str,
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = message_id
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    for item in attachments or []:
+        message.add_attachment(
+            item.content,
+            maintype=item.maintype,
+            subtype=item.subtype,
+            filename=item.filename,
+            params=item.params or {},
+        )
+    return message
 
 
 class EmailClient:

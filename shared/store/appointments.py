@@ -152,7 +152,9 @@ async def lock_practitioner_calendars(
     Two transactions inserting overlapping rows both wait on each other's exclusion check and
     one dies of a deadlock; under a burst of bookings for one slot a request could lose every
     retry. Waiting here instead lets the later one find the time taken (a plain 409 with
-    alternatives). One statement, ids in order: two lockers never deadlock on these."""
+    alternatives). One statement, ids in order, so these locks alone never deadlock; a
+    transaction that locked appointment rows first (re-taking an expired hold) can still meet a
+    locker here, and that rare deadlock is retried like any other."""
     await conn.execute(
         """
         SELECT pg_advisory_xact_lock(hashtextextended('regimen.calendar:' || id, 0))

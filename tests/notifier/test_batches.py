@@ -3,12 +3,16 @@ still end in its own state, with its own attempt and events, and no message may 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from services.notifier import dispatch
 from shared.clock import FrozenClock
 from shared.store import appointments, patients
 from tests.conftest import SmtpSink, StandIn
-from tests.notifier.conftest import EMAIL, MOBILE, StartNotifier, World
+from tests.notifier.conftest import EMAIL, MOBILE, StartNotifier, World, eventually
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 OPTED_OUT_MOBILE = "+447700900222"
@@ -81,3 +85,53 @@ async def test_rows_sent_together_each_end_in_their_own_state(
     assert twilio.twilio.sent_to(OPTED_OUT_MOBILE) == []
     assert len(smtp.recorder.emails_to(EMAIL)) == 1
     assert smtp.recorder.emails_to(BOUNCING_EMAIL) == []
+
+
+async def test_shutdown_cutting_a_batch_short_keeps_the_outcomes_of_finished_calls(
+    world: World,
+    start_notifier: StartNotifier,
+    twilio: StandIn,
+    smtp: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "DRAIN_SECONDS", 0.5)
+    twilio.twilio.gate.clear()  # type: ignore[attr-defined]  # the SMS call hangs
+    sms = await world.reply("Your results are in")
+    email = await world.reply("Your results are in", channel="email")
+    notifier = await start_notifier(notifier_concurrency=16)  # both in one batch
+    await asyncio.wait_for(twilio.twilio.arrived.wait(), timeout=10)  # type: ignore[attr-defined]
+
+    async def email_arrived() -> bool:
+        return len(smtp.recorder.emails_to(EMAIL)) == 1
+
+    await eventually(email_arrived, what="the email")
+    await notifier.stop()  # the SMS call is still open when the drain time runs out
+
+    # The email went: it is recorded as sent, so nothing will send it again.
+    assert (await world.row(email)).status == "sent"
+    [email_attempt] = await world.attempts(email)
+    assert email_attempt["outcome"] == "sent"
+    # The SMS may or may not have reached Twilio: unknown, for reconciliation to decide.
+    cut = await world.row(sms)
+    assert cut.status == "unknown" and "cut off at shutdown" in (cut.status_reason or "")
+    [sms_attempt] = await world.attempts(sms)
+    assert sms_attempt["outcome"] == "ambiguous" and sms_attempt["finished_at"] is not None
+    twilio.twilio.gate.set()  # type: ignore[attr-defined]
+
+
+async def test_the_daily_limit_counts_only_what_went_out_from_the_same_batch(
+    world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
+) -> None:
+    # Three reminders for one patient, due together; the first one's session is cancelled
+    # before the send, so the limit of two leaves room for the third.
+    sessions = [await world.appointment(NOW + timedelta(days=1, hours=hour)) for hour in (0, 2, 4)]
+    ids = [await world.reminder(session) for session in sessions]
+    await appointments.transition(
+        world.pool, sessions[0].id, "cancelled", actor="staff", now=clock.now(), reason="test"
+    )
+    await start_notifier(notify_merge_minutes=0, notifier_concurrency=16)
+
+    await world.settled(ids[0], "cancelled")
+    for notification_id in ids[1:]:
+        await world.settled(notification_id, "sent", "delivered")
+    assert len(twilio.twilio.sent_to(MOBILE)) == 2
