@@ -440,27 +440,31 @@ class Dispatcher:
         """What the daily limit and merging need, read once for the whole batch."""
         now = self.clock.now()
         own = [n.id for n in batch]
-        sent: dict[tuple[int, str], int] = {}
+        windows: list[store.DayWindow] = []
         if self.settings.max_scheduled_per_day > 0:
             zoned = [
                 (n, ctx.patient_zone)
                 for n in batch
                 if isinstance(ctx := contexts.get(n.id), MessageContext)
             ]
-            sent = await send_checks.sent_today(conn, zoned, now, exclude_ids=own)
+            windows = send_checks.day_windows(zoned, now)
         window = timedelta(minutes=self.settings.notify_merge_minutes)
-        keys = sorted({key for n in batch if (key := _reminder_key(n)) is not None})
-        mergeable: dict[tuple[int, str], set[int]] = {}
-        if keys and window > timedelta(0):
-            mergeable = await store.possible_merges(
-                conn,
-                keys,
-                kinds=sorted(send_checks.MERGEABLE_KINDS),
-                due_until=now + window,
-                own_claimed=own,
-                worker=self.worker,
-            )
-        return _BatchFacts(own, sent, mergeable)
+        keys: list[tuple[int, str]] = []
+        if window > timedelta(0):
+            keys = sorted({key for n in batch if (key := _reminder_key(n)) is not None})
+        if not windows and not keys:
+            return _BatchFacts(own, {}, {})
+        found = await store.patient_facts(
+            conn,
+            windows,
+            exempt_kinds=sorted(send_checks.UNCAPPED_KINDS),
+            merge_keys=keys,
+            merge_kinds=sorted(send_checks.MERGEABLE_KINDS),
+            due_until=now + window,
+            worker=self.worker,
+            own_claimed=own,
+        )
+        return _BatchFacts(own, found.sent_today, found.mergeable)
 
     async def _still_mine(
         self, conn: asyncpg.Connection, claimed: Notification
@@ -748,9 +752,8 @@ class Dispatcher:
         ids = sorted(
             {i for p, _ in sending for i in send_checks.covered_appointment_ids(p.notification)}
         )
-        locked = await store.lock_appointments_for_send(conn, ids) if ids else {}
-        held = await store.hold_for_send_many(
-            conn, [p.notification.id for p, _ in sending], worker=self.worker
+        locked, held = await store.lock_for_send(
+            conn, ids, [p.notification.id for p, _ in sending], worker=self.worker
         )
         going: list[tuple[_Prepared, int]] = []
         for prepared, attempt_id in sending:

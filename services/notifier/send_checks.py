@@ -170,28 +170,15 @@ def local_day(notification: Notification, now: datetime, zone: ZoneInfo) -> stor
     )
 
 
-async def sent_today(
-    conn: asyncpg.Connection,
-    rows: list[tuple[Notification, ZoneInfo]],
-    now: datetime,
-    *,
-    exclude_ids: list[int],
-) -> dict[tuple[int, str], int]:
-    """For the capped rows among `rows` (with their patients' zones): (patient, channel) →
-    capped messages sent today in the patient's zone or being sent now, in one query."""
+def day_windows(rows: list[tuple[Notification, ZoneInfo]], now: datetime) -> list[store.DayWindow]:
+    """The local days the daily limit counts in, for the capped rows among `rows` (with their
+    patients' zones): one per patient and channel."""
     windows = {
         (n.patient_id, n.channel): local_day(n, now, zone)
         for n, zone in rows
         if is_capped(n) and n.patient_id is not None
     }
-    if not windows:
-        return {}
-    return await store.count_sent_in_days(
-        conn,
-        list(windows.values()),
-        exempt_kinds=sorted(UNCAPPED_KINDS),
-        exclude_ids=exclude_ids,
-    )
+    return list(windows.values())
 
 
 def daily_limit_wait(

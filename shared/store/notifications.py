@@ -748,21 +748,38 @@ async def hold_for_send_many(
     return {row["id"] for row in rows}
 
 
-async def lock_appointments_for_send(
-    conn: asyncpg.Connection, appointment_ids: list[int]
-) -> dict[int, int]:
-    """FOR SHARE on the appointments a message talks about, until the caller's transaction ends
-    (after the provider call): a cancel or move (FOR UPDATE) waits for the message to leave, or
-    the message waits for the change and sees it. Returns id → version. In id order, so two
-    senders never deadlock. (A read of `appointment`: belongs in the appointments store.)"""
+async def lock_for_send(
+    conn: asyncpg.Connection,
+    appointment_ids: Sequence[int],
+    notification_ids: Sequence[int],
+    *,
+    worker: str,
+) -> tuple[dict[int, int], set[int]]:
+    """Until the caller's transaction ends (after the provider calls): FOR SHARE on the
+    appointments the messages talk about, so a cancel or move (FOR UPDATE) waits for the
+    messages to leave, or they wait for the change and see it; then the rows this worker still
+    holds (hold_for_send_many). Appointments before rows, each in id order, in one statement,
+    so two senders never deadlock. Returns (appointment id → version, ids of rows held). (The
+    appointment read belongs to the appointments store; it shares this round trip.)"""
     rows = await conn.fetch(
         """
-        SELECT id, version FROM appointment WHERE id = ANY($1::bigint[])
-        ORDER BY id FOR SHARE
+        SELECT * FROM (
+            SELECT 'appointment' AS kind, id, version FROM appointment
+            WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE
+        ) AS appointments
+        UNION ALL
+        SELECT * FROM (
+            SELECT 'notification', id, NULL::int FROM notification
+            WHERE id = ANY($2::bigint[]) AND status = 'sending' AND leased_by = $3
+            ORDER BY id FOR NO KEY UPDATE
+        ) AS held
         """,
-        appointment_ids,
+        list(appointment_ids),
+        list(notification_ids),
+        worker,
     )
-    return {row["id"]: row["version"] for row in rows}
+    versions = {r["id"]: r["version"] for r in rows if r["kind"] == "appointment"}
+    return versions, {r["id"] for r in rows if r["kind"] == "notification"}
 
 
 AttemptOutcome = Literal["sent", "temporary", "permanent", "ambiguous"]
@@ -898,72 +915,74 @@ class DayWindow:
     end: datetime
 
 
-async def count_sent_in_days(
+@dataclass(frozen=True)
+class PatientFacts:
+    """What the daily limit and merging need about a batch's patients."""
+
+    # (patient, channel) → non-urgent messages of the capped kinds sent in the window, or being
+    # sent right now by any worker
+    sent_today: dict[tuple[int, str], int]
+    # (patient, channel) → rows lock_merge_candidates could find for a reminder of theirs
+    mergeable: dict[tuple[int, str], set[int]]
+
+
+async def patient_facts(
     db: Executor,
     windows: Sequence[DayWindow],
     *,
     exempt_kinds: list[str],
-    exclude_ids: list[int],
-) -> dict[tuple[int, str], int]:
-    """(patient, channel) → non-urgent messages of the capped kinds sent in the window, or
-    being sent right now (any worker), apart from `exclude_ids`; one query for all windows."""
+    merge_keys: Sequence[tuple[int, str]],
+    merge_kinds: list[str],
+    due_until: datetime,
+    worker: str,
+    own_claimed: list[int],
+) -> PatientFacts:
+    """Both facts for a whole batch in one statement (a round trip costs more than the
+    lookups): per window, a count on the patient index; per merge key, the rows a reminder
+    could absorb, read without locks (merge_nearby locks and checks again). The batch's own
+    rows (`own_claimed`) do not count toward the limit."""
     rows = await db.fetch(
         """
-        SELECT w.patient_id, w.channel,
-               -- a lookup per window on the patient index, never a scan of the outbox
+        SELECT 'sent' AS fact, w.patient_id, w.channel,
                (SELECT count(*) FROM notification n
                 WHERE n.patient_id = w.patient_id AND n.channel = w.channel AND NOT n.urgent
-                  AND NOT (n.kind = ANY($5::text[])) AND n.id <> ALL($6::bigint[])
+                  AND NOT (n.kind = ANY($5::text[])) AND n.id <> ALL($11::bigint[])
                   AND ((n.sent_at >= w.day_start AND n.sent_at < w.day_end)
-                       OR n.status = 'sending')) AS sent
+                       OR n.status = 'sending')) AS sent,
+               NULL::bigint AS id
         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[])
              AS w(patient_id, channel, day_start, day_end)
+        UNION ALL
+        SELECT 'merge', k.patient_id, k.channel, NULL, m.id
+        FROM unnest($6::bigint[], $7::text[]) AS k(patient_id, channel)
+        CROSS JOIN LATERAL (
+            SELECT id FROM notification
+            WHERE patient_id = k.patient_id AND channel = k.channel
+              AND kind = ANY($8::text[]) AND due_at <= $9
+              AND (status = 'scheduled'
+                   OR (status = 'sending' AND leased_by = $10 AND id = ANY($11::bigint[])))
+        ) AS m
         """,
         [w.patient_id for w in windows],
         [w.channel for w in windows],
         [w.start for w in windows],
         [w.end for w in windows],
         exempt_kinds,
-        exclude_ids,
-    )
-    return {(r["patient_id"], r["channel"]): int(r["sent"]) for r in rows}
-
-
-async def possible_merges(
-    db: Executor,
-    keys: Sequence[tuple[int, str]],
-    *,
-    kinds: list[str],
-    due_until: datetime,
-    own_claimed: list[int],
-    worker: str,
-) -> dict[tuple[int, str], set[int]]:
-    """(patient, channel) → ids of rows lock_merge_candidates could find for it, read without
-    locks: a batch asks once, and only rows with a candidate besides themselves try merging."""
-    rows = await db.fetch(
-        """
-        SELECT k.patient_id, k.channel, n.id
-        FROM unnest($1::bigint[], $2::text[]) AS k(patient_id, channel)
-        CROSS JOIN LATERAL (
-            -- a lookup per patient on the patient index, never a scan of the outbox
-            SELECT id FROM notification
-            WHERE patient_id = k.patient_id AND channel = k.channel
-              AND kind = ANY($3::text[]) AND due_at <= $4
-              AND (status = 'scheduled'
-                   OR (status = 'sending' AND leased_by = $5 AND id = ANY($6::bigint[])))
-        ) AS n
-        """,
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        kinds,
+        [k[0] for k in merge_keys],
+        [k[1] for k in merge_keys],
+        merge_kinds,
         due_until,
         worker,
         own_claimed,
     )
-    found: dict[tuple[int, str], set[int]] = {}
+    facts = PatientFacts({}, {})
     for row in rows:
-        found.setdefault((row["patient_id"], row["channel"]), set()).add(row["id"])
-    return found
+        key = (row["patient_id"], row["channel"])
+        if row["fact"] == "sent":
+            facts.sent_today[key] = int(row["sent"])
+        else:
+            facts.mergeable.setdefault(key, set()).add(row["id"])
+    return facts
 
 
 @dataclass(frozen=True)
