@@ -157,7 +157,7 @@ class SlotsTaken(Failure):
             type_=self.type_,
             conflicts=[conflict_json(c, self.offer) for c in self.conflicts],
             alternatives_for_position=first.position,
-            alternatives=[slot_json(s, self.offer) for s in found],
+            alternatives=slots_json(found, self.offer),
             time_zone=self.offer.clinic.time_zone,
         )
 
@@ -203,7 +203,7 @@ class CourseNotPlaceable(Failure):
                 for s in self.proposal.sessions
             ],
             alternatives_for_position=1,
-            alternatives=[slot_json(s, self.offer) for s in found],
+            alternatives=slots_json(found, self.offer),
             time_zone=self.offer.clinic.time_zone,
         )
 
@@ -248,7 +248,7 @@ class HoldFinished(Failure):
             "Conflict",
             "this hold was released; choose a time again",
             type_="hold-released",
-            alternatives=[slot_json(s, self.offer) for s in found],
+            alternatives=slots_json(found, self.offer),
         )
 
 
@@ -257,15 +257,37 @@ def iso(moment: datetime) -> str:
 
 
 def slot_json(slot: FreeStart, offer: Offer) -> dict[str, Any]:
-    local = slot.start.astimezone(offer.clinic.zone)
-    return {
-        "start": iso(slot.start),
-        "start_local": local.isoformat(),
-        "local_date": local.date().isoformat(),
-        # Not f"{local:%H:%M}": strftime is the slowest step when thousands of slots are listed.
-        "local_time": f"{local.hour:02d}:{local.minute:02d}",
-        "practitioner_id": slot.practitioner_id,
-    }
+    return slots_json([slot], offer)[0]
+
+
+def slots_json(slots: Sequence[FreeStart], offer: Offer) -> list[dict[str, Any]]:
+    """Slots as the API shows them. The time fields are worked out once per start: with "any"
+    practitioner several slots share one, and four weeks can list a couple of thousand."""
+    zone = offer.clinic.zone
+    times: dict[datetime, tuple[str, str, str, str]] = {}
+    shown: list[dict[str, Any]] = []
+    for slot in slots:
+        fields = times.get(slot.start)
+        if fields is None:
+            local = slot.start.astimezone(zone)
+            fields = times[slot.start] = (
+                iso(slot.start),
+                local.isoformat(),
+                local.date().isoformat(),
+                # Not f"{local:%H:%M}": strftime is the slowest step over thousands of slots.
+                f"{local.hour:02d}:{local.minute:02d}",
+            )
+        start, start_local, local_date, local_time = fields
+        shown.append(
+            {
+                "start": start,
+                "start_local": start_local,
+                "local_date": local_date,
+                "local_time": local_time,
+                "practitioner_id": slot.practitioner_id,
+            }
+        )
+    return shown
 
 
 def conflict_json(conflict: SessionConflict, offer: Offer) -> dict[str, Any]:

@@ -420,8 +420,7 @@ async def public_availability(ctx: Ctx) -> dict[str, Any]:
     # a couple of thousand slots, and validating each one again would double the request time.
     # The shape is PublicAvailability's; tests validate responses against the OpenAPI schema.
     by_day: dict[str, list[dict[str, Any]]] = {}
-    for slot in slots:
-        out = booking.slot_json(slot, offer)
+    for out in booking.slots_json(slots, offer):
         by_day.setdefault(out["local_date"], []).append(out)
     days = [
         {"day": day.isoformat(), "weekday": f"{day:%A}", "slots": by_day.get(day.isoformat(), [])}
