@@ -703,49 +703,11 @@ async def begin_attempts(
     return {row["notification_id"]: row["id"] for row in rows}
 
 
-async def begin_attempt(
-    conn: Executor,
-    notification_id: int,
-    *,
-    worker: str,
-    now: datetime,
-    lease: timedelta,
-    body_hash: bytes,
-    context: dict[str, Any],
-) -> int | None:
-    """begin_attempts for one row: the attempt id, None when the worker no longer holds it."""
-    started = await begin_attempts(
-        conn,
-        [AttemptStart(notification_id, body_hash, context)],
-        worker=worker,
-        now=now,
-        lease=lease,
-    )
-    return started.get(notification_id)
-
-
 async def hold_for_send(conn: asyncpg.Connection, notification_id: int, *, worker: str) -> bool:
-    return notification_id in await hold_for_send_many(conn, [notification_id], worker=worker)
-
-
-async def hold_for_send_many(
-    conn: asyncpg.Connection, notification_ids: Sequence[int], *, worker: str
-) -> set[int]:
-    """Lock the rows for the rest of the caller's transaction (the provider calls run inside it)
-    if the worker still holds them; returns those it holds. The lease-rescue sweep skips locked
-    rows, so a slow call is never mistaken for a dead worker; a crashed worker's locks die with
-    its connection. In id order, so two holders never deadlock."""
-    rows = await conn.fetch(
-        """
-        SELECT id FROM notification
-        WHERE id = ANY($1::bigint[]) AND status = 'sending' AND leased_by = $2
-        ORDER BY id
-        FOR NO KEY UPDATE
-        """,
-        list(notification_ids),
-        worker,
-    )
-    return {row["id"] for row in rows}
+    """Lock the row for the rest of the caller's transaction if the worker still holds it
+    (lock_for_send without appointments)."""
+    _, held = await lock_for_send(conn, [], [notification_id], worker=worker)
+    return notification_id in held
 
 
 async def lock_for_send(
@@ -758,9 +720,11 @@ async def lock_for_send(
     """Until the caller's transaction ends (after the provider calls): FOR SHARE on the
     appointments the messages talk about, so a cancel or move (FOR UPDATE) waits for the
     messages to leave, or they wait for the change and see it; then the rows this worker still
-    holds (hold_for_send_many). Appointments before rows, each in id order, in one statement,
-    so two senders never deadlock. Returns (appointment id → version, ids of rows held). (The
-    appointment read belongs to the appointments store; it shares this round trip.)"""
+    holds (status 'sending', leased to it). The lease-rescue sweep skips locked rows, so a slow
+    call is never mistaken for a dead worker; a crashed worker's locks die with its connection.
+    Appointments before rows, each in id order, in one statement, so two senders never
+    deadlock. Returns (appointment id → version, ids of rows held). (The appointment read
+    belongs to the appointments store; it shares this round trip.)"""
     rows = await conn.fetch(
         """
         SELECT * FROM (

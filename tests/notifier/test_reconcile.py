@@ -100,14 +100,16 @@ async def test_a_worker_that_died_mid_call_leaves_a_row_that_is_reconciled_not_r
         world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
     )
     body = "Regimen Demo Hair Clinic: Hello"
-    await notifications.begin_attempt(
+    await notifications.begin_attempts(
         world.pool,
-        claimed.id,
+        [
+            notifications.AttemptStart(
+                claimed.id, hashlib.sha256(body.encode()).digest(), {"attempt_to": MOBILE}
+            )
+        ],
         worker="dead-worker",
         now=clock.now(),
         lease=LEASE,
-        body_hash=hashlib.sha256(body.encode()).digest(),
-        context={"attempt_to": MOBILE},
     )
     sent = await sms.send(MOBILE, body)
     # Another row sent the very same text earlier: its message must not be taken for ours.
@@ -151,14 +153,16 @@ async def test_an_email_with_an_unknown_outcome_is_sent_again_with_the_same_mess
         world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
     )
     message_id = message_id_for(notification_id, settings.email_from or "")
-    await notifications.begin_attempt(
+    await notifications.begin_attempts(
         world.pool,
-        notification_id,
+        [
+            notifications.AttemptStart(
+                notification_id, b"x" * 32, {"attempt_to": EMAIL, "message_id": message_id}
+            )
+        ],
         worker="dead-worker",
         now=clock.now(),
         lease=LEASE,
-        body_hash=b"x" * 32,
-        context={"attempt_to": EMAIL, "message_id": message_id},
     )
     await start_notifier()
     clock.advance(LEASE + timedelta(seconds=1))
