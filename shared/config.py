@@ -7,6 +7,8 @@ would do the parsing, but its multi-line error reports are exactly what we want 
 
 from __future__ import annotations
 
+import math
+
 import os
 import secrets
 from collections.abc import Mapping
@@ -113,6 +115,11 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+def _digits(raw: str) -> bool:
+    # Not str.isdigit(): that accepts "²" and other digits int() refuses.
+    return raw.isascii() and raw.isdigit()
+
+
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -122,7 +129,7 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     raw = _text(env, name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+    if not _digits(raw) or not 1 <= int(raw) <= 65535:
         raise ConfigError(f"{name}: {raw!r} is not a port number (1-65535)")
     return int(raw)
 
@@ -135,8 +142,8 @@ def _positive_number(env: Mapping[str, str], name: str, default: float) -> float
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be greater than 0, got {raw!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: must be a finite number greater than 0, got {raw!r}")
     return value
 
 
@@ -168,7 +175,7 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     raw = _text(env, name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > 1_000_000_000:
+    if not _digits(raw) or int(raw) > 1_000_000_000:
         raise ConfigError(f"{name}: {raw!r} is not a whole number of 0 or more")
     return int(raw)
 
@@ -179,7 +186,7 @@ def _count_between(
     raw = _text(env, name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lowest <= int(raw) <= highest:
+    if not _digits(raw) or not lowest <= int(raw) <= highest:
         raise ConfigError(f"{name}: {raw!r} is not a whole number from {lowest} to {highest}")
     return int(raw)
 
@@ -221,9 +228,6 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
             "REGIMEN_TWILIO_MESSAGING_SERVICE_SID: must be 34 characters starting with MG"
         )
     log_level = _choice(env, "REGIMEN_LOG_LEVEL", ("debug", "info", "warning", "error"), "info")
-    pool_size = _text(env, "REGIMEN_DB_POOL_SIZE") or "10"
-    if not pool_size.isdigit() or not 1 <= int(pool_size) <= 500:
-        raise ConfigError(f"REGIMEN_DB_POOL_SIZE: {pool_size!r} is not a number from 1 to 500")
     settings = Settings(
         mode=mode,
         database_url=_database_url(env),
@@ -250,7 +254,9 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         dev_smtp_port=_port(env, "REGIMEN_DEV_SMTP_PORT", 1025),
         state_dir=Path(_text(env, "REGIMEN_STATE_DIR") or ".regimen").resolve(),
         log_level=log_level.upper(),
-        db_pool_size=int(pool_size),
+        # At least 2: an exclusive sweep keeps one connection for its advisory lock while it
+        # works on another.
+        db_pool_size=_count_between(env, "REGIMEN_DB_POOL_SIZE", 10, 2, 500),
         public_reads_per_minute=_count(env, "REGIMEN_PUBLIC_READS_PER_MINUTE", 120),
         public_writes_per_minute=_count(env, "REGIMEN_PUBLIC_WRITES_PER_MINUTE", 30),
         bookings_per_mobile_per_hour=_count(env, "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR", 5),

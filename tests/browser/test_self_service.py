@@ -539,6 +539,7 @@ async def test_odd_input_gets_a_page_never_an_error(ada: Patient, phone: Page) -
         "garbage",
         "2026-03-17T11:00:00|1",  # no zone
         "0001-01-01T00:00:00+05:00|1",
+        "9999-12-31T12:00:00+00:00|1",  # past the calendar arithmetic's end
         "2026-03-17T11:00:00+00:00|99999999999999999999",
         "2026-03-17T11:00:00+00:00|999",  # nobody works here under that id
         "2026-03-17T11:07:00+00:00|1",  # off the clinic's slot grid

@@ -257,7 +257,9 @@ class Slot:
         practitioner_id = _int(practitioner_text)
         try:
             start = datetime.fromisoformat(start_text)
-            if start.tzinfo is None or practitioner_id is None:
+            # Years 2000 to 2999, as every other way in takes them: later dates overflow the
+            # schedule arithmetic.
+            if start.tzinfo is None or practitioner_id is None or not 2000 <= start.year <= 2999:
                 return None
             return cls(start.astimezone(UTC), practitioner_id)
         except (ValueError, OverflowError):  # not a time, or one at the edge of the calendar
