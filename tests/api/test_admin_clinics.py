@@ -192,7 +192,13 @@ async def test_two_admin_screens_racing_the_second_gets_412(booking_api: Booking
 
 
 async def test_unknown_clinics_are_404_problems(booking_api: BookingApi) -> None:
-    for path in ("/api/v1/clinics/999999", "/api/v1/clinics/abc", "/api/v1/clinics/0"):
+    for path in (
+        "/api/v1/clinics/999999",
+        "/api/v1/clinics/abc",
+        "/api/v1/clinics/0",
+        "/api/v1/clinics/%C2%B2",  # "²": a digit to str.isdigit(), not to int()
+        "/api/v1/clinics/" + "9" * 30,
+    ):
         reply = await booking_api.call("GET", path, role="admin")
         assert reply.status == 404
         assert reply.body["status"] == 404
@@ -200,6 +206,15 @@ async def test_unknown_clinics_are_404_problems(booking_api: BookingApi) -> None
         "PATCH", "/api/v1/clinics/999999", role="admin", json={}, headers={"If-Match": '"1"'}
     )
     assert patch.status == 404
+
+
+async def test_a_cursor_past_bigint_is_a_422_naming_it(booking_api: BookingApi) -> None:
+    for path in ("/api/v1/patients", "/api/v1/series"):
+        reply = await booking_api.call(
+            "GET", path, role="admin", params={"cursor": "aWQ6OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}
+        )
+        assert reply.status == 422, (path, reply.body)
+        assert [e["path"] for e in reply.body["errors"]] == ["cursor"]
 
 
 async def test_clinics_list_in_pages(booking_api: BookingApi) -> None:

@@ -50,12 +50,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.booking import idempotency
 from services.booking.api import API
+from services.booking.api.common import ALL_STAFF, DESK
 from services.booking.api.framework import (
     ApiError,
     Ctx,
     PageQuery,
     encode_cursor,
-    invalid,
     not_found,
 )
 from shared.store import appointments, audit, notifications, patients
@@ -67,12 +67,8 @@ from shared.store.notifications import (
     MessageView,
     NotificationStatus,
 )
-from shared.store.staff_tokens import Role
 
 TAG = "messages"
-READ: tuple[Role, ...] = ("admin", "front_desk", "clinician")
-DESK: tuple[Role, ...] = ("admin", "front_desk")
-MAX_ID = 2**63 - 1  # bigint: a larger cursor value would overflow in the driver
 
 Reason = Annotated[
     str,
@@ -266,13 +262,6 @@ async def _detail(conn: asyncpg.Connection, notification_id: int) -> MessageDeta
     )
 
 
-def _before_id(query: PageQuery) -> int | None:
-    before_id = query.after_id()
-    if before_id is not None and not 0 < before_id <= MAX_ID:
-        raise invalid("cursor", "not a cursor this API issued", where="query")
-    return before_id
-
-
 def _page(found: list[MessageView], limit: int) -> MessagePage:
     """`found` holds up to limit + 1 rows: the extra one only says that there is more."""
     shown = found[:limit]
@@ -352,7 +341,7 @@ def _conflict(error: MessageStateConflict) -> ApiError:
     "/api/v1/patients/{patient_id}/messages",
     summary="A patient's messages, newest first",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     query=PageQuery,
     response=MessagePage,
 )
@@ -362,7 +351,7 @@ async def list_patient_messages(ctx: Ctx) -> MessagePage:
     Audited as `messages.read`."""
     query: PageQuery = ctx.query
     patient_id = ctx.path["patient_id"]
-    before_id = _before_id(query)
+    before_id = query.after_id()
     async with ctx.pool.acquire() as conn, conn.transaction():
         if await patients.get(conn, patient_id) is None:
             raise not_found("patient", patient_id)
@@ -387,7 +376,7 @@ async def list_patient_messages(ctx: Ctx) -> MessagePage:
     "/api/v1/appointments/{appointment_id}/messages",
     summary="An appointment's messages, newest first",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     query=PageQuery,
     response=MessagePage,
 )
@@ -396,7 +385,7 @@ async def list_appointment_messages(ctx: Ctx) -> MessagePage:
     Audited as `messages.read`."""
     query: PageQuery = ctx.query
     appointment_id = ctx.path["appointment_id"]
-    before_id = _before_id(query)
+    before_id = query.after_id()
     async with ctx.pool.acquire() as conn, conn.transaction():
         appointment = await appointments.get(conn, appointment_id)
         if appointment is None:
@@ -422,7 +411,7 @@ async def list_appointment_messages(ctx: Ctx) -> MessagePage:
     "/api/v1/messages/{notification_id}",
     summary="One message with its status history and delivery attempts",
     tag=TAG,
-    roles=READ,
+    roles=ALL_STAFF,
     response=MessageDetail,
 )
 async def get_message(ctx: Ctx) -> MessageDetail:

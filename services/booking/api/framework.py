@@ -272,11 +272,17 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
     return handle
 
 
+def _bigint_digits(value: str) -> bool:
+    """Plain digits that fit a bigint (18 digits always do)."""
+    return value.isascii() and value.isdigit() and len(value) <= 18
+
+
 def _path_ids(request: web.Request) -> dict[str, int]:
     ids = {}
     for name, value in request.match_info.items():
-        # Ids are positive integers; anything else cannot name a resource.
-        if not value.isdigit() or len(value) > 18 or int(value) == 0:
+        # Ids are positive integers; anything else cannot name a resource. (isascii: "²" is a
+        # digit to isdigit(), not to int().)
+        if not _bigint_digits(value) or int(value) == 0:
             raise ApiError(404, "Not Found", f"{name} {value!r} does not exist", type_="not-found")
         ids[name] = int(value)
     return ids
@@ -510,7 +516,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "id" or not value.isdigit():
+        if kind != "id" or not _bigint_digits(value):
             raise ValueError(cursor)
         return int(value)
     except ValueError:
