@@ -11,7 +11,6 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -34,7 +33,6 @@ def percentile(samples: list[float], fraction: float) -> float:
 @dataclass
 class BenchServer:
     admin_url: str
-    socket_dir: str | None  # set for the embedded server (pgbench connects through it)
 
     def url(self, name: str) -> str:
         return urlunsplit(urlsplit(self.admin_url)._replace(path="/" + name))
@@ -44,12 +42,12 @@ class BenchServer:
 def postgres() -> Iterator[BenchServer]:
     given = os.environ.get("DATABASE_URL")
     if given:
-        yield BenchServer(given, None)
+        yield BenchServer(given)
         return
     folder = Path(tempfile.mkdtemp(prefix="regimen-bench-pg-"))
     server = embedded.start_server(folder / "pgdata", cleanup_mode="delete")
     try:
-        yield BenchServer(server.get_uri("postgres"), str(folder / "pgdata"))
+        yield BenchServer(server.get_uri("postgres"))
     finally:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
@@ -73,7 +71,3 @@ async def fresh_database(server: BenchServer) -> AsyncIterator[str]:
         admin = await asyncpg.connect(server.admin_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-
-
-def summary(samples: list[float]) -> dict[str, Any]:
-    return {"p50": percentile(samples, 0.5), "p95": percentile(samples, 0.95), "n": len(samples)}

@@ -8,7 +8,6 @@ would do the parsing, but its multi-line error reports are exactly what we want 
 from __future__ import annotations
 
 import math
-
 import os
 import secrets
 from collections.abc import Mapping

@@ -184,8 +184,8 @@ def _appointment_key(kind: str, channel: Channel, appointment: Appointment) -> s
 
 async def _load(conn: asyncpg.Connection, appointment_ids: Sequence[int]) -> list[Appointment]:
     """The appointments in start order (unknown ids are skipped)."""
-    found = [await appointments.get(conn, i) for i in appointment_ids]
-    return sorted((a for a in found if a is not None), key=lambda a: (a.starts_at, a.id))
+    found = await appointments.get_many(conn, appointment_ids)
+    return sorted(found.values(), key=lambda a: (a.starts_at, a.id))
 
 
 # -- booking -----------------------------------------------------------------------------------
@@ -318,16 +318,6 @@ async def on_no_show(conn: asyncpg.Connection, patient_id: int, *, now: datetime
 # -- cancellations and moves -------------------------------------------------------------------
 
 
-async def on_cancelled(
-    conn: asyncpg.Connection, appointment_id: int, *, now: datetime, notify_patient: bool
-) -> list[int]:
-    """Cancel every pending message of a cancelled appointment and, if asked, tell the patient;
-    call in the transaction that cancels it. Returns the ids of the notices written."""
-    return await on_cancelled_together(
-        conn, [appointment_id], now=now, notify_patient=notify_patient
-    )
-
-
 async def on_cancelled_together(
     conn: asyncpg.Connection,
     appointment_ids: Sequence[int],
@@ -346,13 +336,6 @@ async def on_cancelled_together(
     if not notify_patient or not ahead:
         return []
     return await _notice(conn, CANCELLATION_NOTICE, ahead, now=now, context={})
-
-
-async def on_moved(conn: asyncpg.Connection, appointment_id: int, *, now: datetime) -> list[int]:
-    """An appointment has a new time: the messages planned for the old one end, its reminders are
-    planned for the new one, and the patient is told. Call in the transaction that moves it,
-    after its last change (the rows carry its version). Returns the ids of the rows written."""
-    return await on_moved_together(conn, [appointment_id], now=now)
 
 
 async def on_moved_together(

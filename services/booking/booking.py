@@ -256,10 +256,6 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def slot_json(slot: FreeStart, offer: Offer) -> dict[str, Any]:
-    return slots_json([slot], offer)[0]
-
-
 def slots_json(slots: Sequence[FreeStart], offer: Offer) -> list[dict[str, Any]]:
     """Slots as the API shows them. The time fields are worked out once per start: with "any"
     practitioner several slots share one, and four weeks can list a couple of thousand."""

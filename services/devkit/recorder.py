@@ -77,8 +77,5 @@ class Recorder:
         found = [i for i in latest.values() if channel is None or i.channel == channel]
         return sorted(found, key=lambda i: i.at, reverse=True)
 
-    def sms_to(self, number: str) -> list[Sent]:
-        return [i for i in self.items("sms") if i.to == number]
-
     def emails_to(self, address: str) -> list[Sent]:
         return [i for i in self.items("email") if address in i.to]

@@ -33,11 +33,3 @@ async def record_inbound(
         opt_out_type,
         received_at,
     )
-
-
-async def count_from(db: asyncpg.Pool | asyncpg.Connection, from_number: str) -> int:
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM inbound_message WHERE from_number = $1", from_number
-        )
-    )

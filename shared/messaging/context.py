@@ -170,8 +170,8 @@ async def _other_appointments(
 ) -> list[Appointment]:
     """The further sessions a message covers: those listed in the row's context
     (`appointment_ids` for a booking, `merged_appointment_ids` for merged reminders), or for a
-    booking confirmation without a list, every session its hold created. `loaded` holds the
-    listed ones already read."""
+    booking confirmation written without a list, every session its hold created. `loaded`
+    holds the listed ones already read."""
     if notification.patient_id is None:
         return []
     main_id = appointment.id if appointment is not None else None
@@ -181,7 +181,7 @@ async def _other_appointments(
         if appointment_id != main_id and other is not None:
             found[other.id] = other
     if (
-        not found
+        "appointment_ids" not in (notification.context or {})
         and notification.kind == "booking_confirmation"
         and appointment is not None
         and appointment.hold_id is not None

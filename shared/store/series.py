@@ -75,17 +75,6 @@ async def for_patient(db: Executor, patient_id: int) -> list[Series]:
     return [Series(**dict(r)) for r in rows]
 
 
-async def set_status(
-    conn: Executor, series_id: int, status: SeriesStatus, *, now: datetime
-) -> None:
-    await conn.execute(
-        "UPDATE series SET status = $2, version = version + 1, updated_at = $3 WHERE id = $1",
-        series_id,
-        status,
-        now,
-    )
-
-
 # -- admin API: listing, locking, versioned updates ----------------------------------------------
 
 

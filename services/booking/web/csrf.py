@@ -19,22 +19,6 @@ def _expected(secret: str, cookie_value: str) -> str:
     return hmac.new(key, cookie_value.encode(), hashlib.sha256).hexdigest()
 
 
-def issue(request: web.Request, response: web.StreamResponse, secret: str) -> str:
-    """The token to put in this page's forms; sets the cookie on `response` if it is missing."""
-    value = request.cookies.get(COOKIE, "")
-    if len(value) != 43:  # token_urlsafe(32)
-        value = secrets.token_urlsafe(32)
-        response.set_cookie(
-            COOKIE,
-            value,
-            httponly=True,
-            samesite="Lax",
-            secure=request.secure,
-            path="/",
-        )
-    return _expected(secret, value)
-
-
 def token_for(request: web.Request, secret: str) -> tuple[str, str | None]:
     """(token, new cookie value or None) for pages rendered before the response exists."""
     value = request.cookies.get(COOKIE, "")
