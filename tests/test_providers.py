@@ -240,6 +240,22 @@ async def test_inbound_sms_needs_a_valid_signature(
         await pool.close()
 
 
+async def test_an_inbound_sms_without_its_fields_is_a_400_naming_them(
+    settings: Settings, notifier: str
+) -> None:
+    public = settings.public_url + "/twilio/sms"
+    params = {**_inbound("SM" + "2" * 32), "From": ""}
+    del params["MessageSid"]
+    signature = RequestValidator("test-auth-token").compute_signature(public, params)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            notifier + "/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}
+        ) as response:
+            assert response.status == 400
+            body = await response.json()
+    assert [e["path"] for e in body["errors"]] == ["MessageSid", "From"]
+
+
 async def test_status_callbacks_from_the_stand_in_are_signed_and_accepted(
     settings: Settings, notifier: str, twilio: StandIn, sms: SmsClient
 ) -> None:

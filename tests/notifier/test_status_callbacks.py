@@ -33,7 +33,7 @@ class Callbacks:
         self,
         params: dict[str, str],
         *,
-        n: int | None = None,
+        n: int | str | None = None,
         token: str | None = None,
         signed: bool = True,
     ) -> int:
@@ -144,4 +144,13 @@ async def test_bad_and_unknown_callbacks_get_no_500(
     assert await callbacks.post(status("SM" + "f" * 32, "delivered")) == 204
     # A callback about a different message than the row's is not applied to the row.
     assert await callbacks.post(status("SM" + "e" * 32, "failed", 30007), n=notification_id) == 204
+    # Hand-made values: an id that is no number or past bigint, an error code that is no
+    # number, a status Twilio may add later. None of them is a 500 or changes the row.
+    for n in ("abc", "9" * 30, "-1"):
+        assert await callbacks.post(status("SM" + "d" * 32, "delivered"), n=n) == 204
+    assert await callbacks.post(status(sid, "read"), n=notification_id) == 204
     assert (await world.row(notification_id)).status == "sent"
+    # An unreadable error code is dropped; the status itself still counts.
+    assert await callbacks.post({**status(sid, "undelivered"), "ErrorCode": "abc"}) == 204
+    row = await world.row(notification_id)
+    assert row.status == "undelivered" and row.error_code is None
