@@ -198,9 +198,11 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
     assert "Regimen stopped." in log.read_text()
     assert postgres_processes_for(state / "pgdata") == []
 
-    # Second start: fast, and everything from the first run is still there.
+    # Second start: fast, and everything from the first run is still there. An operator's
+    # Messaging Service SID in the environment (no From number then) does not stop dev.
     log2 = tmp_path / "dev-2.log"
     started = time.monotonic()
+    env["REGIMEN_TWILIO_MESSAGING_SERVICE_SID"] = "MG" + "0" * 32
     process = start_regimen(["dev"], env, log2)
     try:
         output = await asyncio.to_thread(wait_for_text, log2, "Migrations applied now", process, 30)

@@ -17,7 +17,7 @@ from services.devkit.twilio_standin import TwilioStandIn
 from services.notifier.app import create_app as create_notifier
 from services.scheduler.app import create_app as create_scheduler
 from shared.clock import OffsetClock
-from shared.config import Settings, with_dev_stand_ins
+from shared.config import DEV_TWILIO_FROM, Settings, with_dev_stand_ins
 from shared.db import embedded, migrate
 from shared.db.pool import connect
 from shared.logging import JsonFormatter
@@ -71,7 +71,7 @@ async def run_dev(base: Settings) -> None:
     finally:
         await conn.close()
 
-    assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+    assert settings.twilio_account_sid and settings.twilio_auth_token
     recorder = Recorder(state / "dev-inbox.jsonl")
     notifier_url = f"http://{HOST}:{settings.notifier_port}"
     public = settings.public_url
@@ -94,7 +94,8 @@ async def run_dev(base: Settings) -> None:
         clock=clock,
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token,
-        sender=settings.twilio_from,
+        # With a Messaging Service SID set there is no From number; replies still need a "To".
+        sender=settings.twilio_from or DEV_TWILIO_FROM,
         public_url=public,
         notifier_url=notifier_url,
         on_clock_change=lambda offset: (state / "clock-offset").write_text(

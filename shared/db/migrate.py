@@ -8,8 +8,10 @@ it, so every migration runs exactly once. A database whose applied migrations di
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -36,7 +38,10 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def code_migrations() -> list[Migration]:
+@functools.cache
+def code_migrations() -> tuple[Migration, ...]:
+    """The migration files shipped with the code, read once per process (`/readyz` compares
+    them with the database on every probe)."""
     found = []
     for entry in resources.files("shared.db.migrations").iterdir():
         match = _FILE_NAME.match(entry.name)
@@ -46,7 +51,7 @@ def code_migrations() -> list[Migration]:
     versions = [m.version for m in found]
     if versions != list(range(1, len(found) + 1)):
         raise RuntimeError(f"migration files must be numbered 1..n without gaps: {versions}")
-    return found
+    return tuple(found)
 
 
 _CREATE_TABLE = """
@@ -67,7 +72,7 @@ async def applied_migrations(conn: asyncpg.Connection) -> dict[int, str]:
     return {row["version"]: row["checksum"] for row in rows}
 
 
-def check_consistency(applied: dict[int, str], code: list[Migration]) -> list[Migration]:
+def check_consistency(applied: dict[int, str], code: Sequence[Migration]) -> list[Migration]:
     """Return the pending migrations, or raise MigrationMismatch naming the first difference."""
     known = {m.version: m for m in code}
     for version, checksum in sorted(applied.items()):
