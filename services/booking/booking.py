@@ -49,7 +49,7 @@ from shared.scheduling.loader import (
     load_schedules,
     load_treatment,
 )
-from shared.store import appointments, audit, patients, series
+from shared.store import appointments, audit, clinics, patients, series
 from shared.store.appointments import Appointment, Hold
 from shared.store.audit import Actor
 
@@ -351,10 +351,9 @@ async def free_slots(
     )
 
 
-async def works_here(db: Executor, offer: Offer, practitioner_id: int, now: datetime) -> bool:
+async def works_here(db: Executor, offer: Offer, practitioner_id: int) -> bool:
     """Whether this is an active practitioner of the offer's clinic."""
-    today = now.astimezone(offer.clinic.zone).date()
-    return bool(await _schedules(db, offer, [practitioner_id], (today, today), now))
+    return bool(await clinics.active_practitioner_ids(db, offer.clinic.id, [practitioner_id]))
 
 
 async def alternatives(

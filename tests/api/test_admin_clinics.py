@@ -179,6 +179,11 @@ async def test_two_admin_screens_racing_the_second_gets_412(booking_api: Booking
     assert second.body["current_version"] == 2
     without = await booking_api.call("PATCH", clinic, role="admin", json={"hold_minutes": 5})
     assert without.status == 428
+    for forged in ("2", '"two"', '"' + "9" * 30 + '"'):  # not an ETag we issued
+        odd = await booking_api.call(
+            "PATCH", clinic, role="admin", json={"hold_minutes": 5}, headers={"If-Match": forged}
+        )
+        assert odd.status == 412, (forged, odd.body)
 
     now = await booking_api.call("GET", clinic, role="admin")
     assert now.body["min_notice_minutes"] == 60 and now.body["hold_minutes"] == 10

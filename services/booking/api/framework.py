@@ -113,7 +113,8 @@ class Ctx:
                 "someone else's change",
                 type_="if-match-required",
             )
-        match = re.fullmatch(r'(?:W/)?"(\d+)"', header.strip())
+        # Versions are bigints: more than 18 digits cannot be one we issued.
+        match = re.fullmatch(r'(?:W/)?"(\d{1,18})"', header.strip())
         if match is None:
             raise ApiError(412, "Precondition Failed", "If-Match is not an ETag we issued")
         return int(match[1])

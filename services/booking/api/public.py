@@ -410,7 +410,7 @@ async def public_availability(ctx: Ctx) -> dict[str, Any]:
     offer = await _offer(ctx, query.treatment_id, "query")
     practitioner_id = None if query.practitioner == "any" else int(query.practitioner)
     if practitioner_id is not None and not await booking.works_here(
-        ctx.pool, offer, practitioner_id, ctx.now
+        ctx.pool, offer, practitioner_id
     ):
         raise invalid("practitioner", f"no practitioner {practitioner_id} here", where="query")
     slots = await booking.free_slots(

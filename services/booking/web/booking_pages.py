@@ -305,7 +305,7 @@ async def _choice(
     if wanted != "any":
         practitioner_id = _int(wanted)
         if practitioner_id is None or not await booking.works_here(
-            request.app[POOL], offer, practitioner_id, _now(request)
+            request.app[POOL], offer, practitioner_id
         ):
             raise PageError(404)
     count_text = _text(params, "sessions")
