@@ -243,7 +243,7 @@ class Dispatcher:
         while not self._stopping:
             try:
                 conn = await asyncpg.connect(self.database_url, timeout=10)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except (*DATABASE_ERRORS, TimeoutError) as exc:
                 self._warn("cannot open the LISTEN connection; polling meanwhile", exc)
                 await self._pause(LISTEN_RETRY_SECONDS)
                 continue
@@ -255,7 +255,7 @@ class Dispatcher:
                 # Rows may have come due while nobody listened.
                 self.wake()
                 await _first_of(self._stop, lost)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 self._warn("LISTEN connection failed; polling meanwhile", exc)
             finally:
                 self.listening.clear()
@@ -304,7 +304,7 @@ class Dispatcher:
             rows = await store.claim_due(
                 self.pool, now=self.clock.now(), lease=self.lease, worker=self.worker, limit=limit
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (*DATABASE_ERRORS, TimeoutError) as exc:
             self._warn("cannot claim notifications", exc)
             return []
         self._last_error = ""
@@ -314,7 +314,7 @@ class Dispatcher:
         """Seconds to sleep: until the next scheduled row is due, at most the poll interval."""
         try:
             due = await store.next_due_at(self.pool)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        except (*DATABASE_ERRORS, TimeoutError):
             return self.poll
         if due is None:
             return self.poll

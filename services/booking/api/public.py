@@ -529,7 +529,8 @@ async def public_create_hold(ctx: Ctx) -> Any:
             actor=ctx.actor,
             request_id=ctx.request_id,
         )
-        rows = [await _appointment(conn, i) for i in created.appointment_ids]
+        found = await appointments.get_many(conn, created.appointment_ids)
+        rows = [found[i] for i in created.appointment_ids]
         return PublicHold(
             hold_id=created.hold_id,
             token=created.token,
@@ -547,12 +548,6 @@ async def public_create_hold(ctx: Ctx) -> Any:
         return {**stored, "token": booking.hold_token(secret, stored["hold_id"])}
 
     return await idempotency.run(ctx, work, status=201, conceal=conceal, reveal=reveal)
-
-
-async def _appointment(conn: asyncpg.Connection, appointment_id: int) -> Appointment:
-    found = await appointments.get(conn, appointment_id)
-    assert found is not None
-    return found
 
 
 @API.route(
