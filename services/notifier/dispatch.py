@@ -57,7 +57,7 @@ from shared.messaging import (
 )
 from shared.providers.email import EmailClient, EmailError, build_message
 from shared.providers.sms import OPTED_OUT_CODE, SmsClient, SmsError
-from shared.store import appointments
+from shared.store import appointments, patients
 from shared.store import notifications as store
 from shared.store.notifications import Notification
 
@@ -728,7 +728,7 @@ class Dispatcher:
         # outcomes (the opt-out is learnt again from the next refusal).
         try:
             async with conn.transaction():
-                await store.record_sms_opt_out(conn, patient_id, now=at)
+                await patients.record_sms_opt_out(conn, patient_id, now=at)
         except asyncpg.PostgresError as exc:
             log.warning(
                 "opt-out not recorded",

@@ -853,19 +853,6 @@ async def record_outcomes(conn: Executor, outcomes: Sequence[SendOutcome]) -> No
     )
 
 
-async def record_sms_opt_out(conn: Executor, patient_id: int, *, now: datetime) -> None:
-    """Twilio refused with 21610: the patient opted out (by STOP) somewhere we did not see.
-    (A write to `patient`: belongs in the patients store.)"""
-    await conn.execute(
-        """
-        UPDATE patient SET sms_opted_out_at = $2, version = version + 1, updated_at = $2
-        WHERE id = $1 AND sms_opted_out_at IS NULL
-        """,
-        patient_id,
-        now,
-    )
-
-
 # -- send-time rules that look at other rows -------------------------------------------------------
 
 

@@ -334,3 +334,15 @@ async def erase(conn: Executor, patient_id: int, *, now: datetime) -> Patient | 
         now,
     )
     return None if erased is None else await get(conn, patient_id)
+
+
+async def record_sms_opt_out(conn: Executor, patient_id: int, *, now: datetime) -> None:
+    """Twilio refused with 21610: the patient opted out (by STOP) somewhere we did not see."""
+    await conn.execute(
+        """
+        UPDATE patient SET sms_opted_out_at = $2, version = version + 1, updated_at = $2
+        WHERE id = $1 AND sms_opted_out_at IS NULL
+        """,
+        patient_id,
+        now,
+    )
