@@ -14,10 +14,9 @@ Unknown outcomes are reconciled, never blindly resent:
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -26,10 +25,11 @@ import asyncpg
 from aiohttp import web
 from twilio.base.exceptions import TwilioException
 
+from services.notifier.dispatch import body_hash
 from services.notifier.metrics import NotifierMetrics
 from shared.clock import Clock
 from shared.config import Settings
-from shared.providers.sms import SmsClient
+from shared.providers.sms import SentSms, SmsClient
 from shared.store import notifications as store
 from shared.store.notifications import Notification
 from shared.sweeps import Sweep
@@ -44,32 +44,12 @@ RECENT_MESSAGES = 50
 CALLBACK_MEMORY = timedelta(days=7)
 
 
-@dataclass(frozen=True)
-class SentMessage:
-    """What reconciliation needs of a message Twilio has (the SDK's list has the body)."""
-
-    sid: str
-    body: str
-    segments: int | None
-
-
-ListRecent = Callable[[str], Awaitable[list[SentMessage]]]
+ListRecent = Callable[[str], Awaitable[list[SentSms]]]
 NotSent = Literal["scheduled", "expired", "failed"]
 
 
 def twilio_lister(sms: SmsClient) -> ListRecent:
-    async def list_recent(to: str) -> list[SentMessage]:
-        found = await sms.client.messages.list_async(to=to, limit=RECENT_MESSAGES)
-        return [
-            SentMessage(
-                sid=m.sid or "",
-                body=m.body or "",
-                segments=int(m.num_segments) if m.num_segments not in (None, "") else None,
-            )
-            for m in found
-        ]
-
-    return list_recent
+    return functools.partial(sms.list_to, limit=RECENT_MESSAGES)
 
 
 async def rescue_leases(pool: asyncpg.Pool, clock: Clock) -> int:
@@ -163,7 +143,7 @@ async def _reconcile_sms(
             extra={"notification_id": notification.id, "error": type(exc).__name__},
         )
         return 0
-    ours = [m for m in recent if hashlib.sha256(m.body.encode()).digest() == notification.body_hash]
+    ours = [m for m in recent if body_hash(m.body) == notification.body_hash]
     taken = await store.provider_ids_in_use(pool, [m.sid for m in ours])
     ours = [m for m in ours if m.sid not in taken]
     if ours:

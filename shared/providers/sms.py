@@ -48,6 +48,7 @@ class SentSms:
     segments: int | None
     error_code: int | None = None
     date_created: datetime | None = None
+    body: str = ""  # as Twilio stored it (reconciliation matches it by hash)
 
 
 class RegimenTwilioHttpClient(AsyncHttpClient):
@@ -175,4 +176,5 @@ def _sent(message: object) -> SentSms:
         segments=int(segments) if segments not in (None, "") else None,
         error_code=getattr(message, "error_code", None),
         date_created=getattr(message, "date_created", None),
+        body=getattr(message, "body", None) or "",
     )
