@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from shared.config import ConfigError, load_settings
+from shared.clock import SystemClock
+from shared.config import ConfigError, Settings, load_settings
 
 PRODUCTION_ENV = {
     "DATABASE_URL": "postgresql://regimen@db/regimen",
@@ -163,3 +164,11 @@ def test_token_create_refuses_an_empty_name_and_an_unknown_role() -> None:
     unknown = _regimen(["token", "create", "--role", "owner", "--name", "x"], {})
     assert unknown.returncode == 2
     assert "invalid choice: 'owner'" in unknown.stderr
+
+
+def test_the_booking_app_will_not_build_without_a_secret_key(settings: Settings) -> None:
+    # It signs hold tokens and patients' links: a made-up key would break every link on restart.
+    from services.booking.app import create_app
+
+    with pytest.raises(ConfigError, match="^REGIMEN_SECRET_KEY: required by the booking service"):
+        create_app(settings.with_overrides(secret_key=None), SystemClock(), "postgresql://x/y")

@@ -19,7 +19,7 @@ from services.booking.ratelimit import purge_counters
 from services.booking.web.booking_pages import install_booking_pages
 from services.booking.web.self_service import install_self_service
 from shared.clock import Clock
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.sweeps import Sweep, install_sweeps
 from shared.web import create_base_app
 
@@ -39,6 +39,8 @@ def _load_api_modules() -> None:
 
 
 def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Application:
+    if not settings.secret_key:
+        raise ConfigError("REGIMEN_SECRET_KEY: required by the booking service (it signs links)")
     app = create_base_app("booking", settings, clock, database_url)
     ratelimit.configure(settings)
     templates = Environment(

@@ -8,7 +8,6 @@ time is given in UTC (`start`) and in the clinic's zone (`start_local`, `local_d
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal, Protocol, TypeVar
@@ -39,10 +38,6 @@ from shared.web import SETTINGS
 
 TAG = "public booking"
 MAX_DAYS = 42  # availability: at most six weeks per request
-# Used only if no REGIMEN_SECRET_KEY is configured (never in dev or production, which both have
-# one): tokens then stay valid for this process only.
-_FALLBACK_SECRET = secrets.token_urlsafe(32)
-
 
 # -- input types shared with the admin booking API ---------------------------------------------
 
@@ -286,7 +281,9 @@ def _seconds_left(expires_at: datetime, now: datetime) -> int:
 
 
 def _secret(ctx: Ctx) -> str:
-    return ctx.request.app[SETTINGS].secret_key or _FALLBACK_SECRET
+    secret = ctx.request.app[SETTINGS].secret_key
+    assert secret, "create_app refuses to start without REGIMEN_SECRET_KEY"
+    return secret
 
 
 async def _clinic(ctx: Ctx) -> ClinicInfo:

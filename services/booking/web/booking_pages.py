@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -58,9 +57,6 @@ HOLD_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 CONSULTATION_CLAIMED = (
     "patient says they already had the consultation this course needs: check before session 1"
 )
-# Used only when no REGIMEN_SECRET_KEY is configured (dev and production always have one).
-_FALLBACK_SECRET = secrets.token_urlsafe(32)
-
 TEXT_FIELDS = (
     "first_name",
     "last_name",
@@ -114,7 +110,9 @@ def _templates(app: web.Application) -> Environment:
 
 
 def _secret(request: web.Request) -> str:
-    return request.app[SETTINGS].secret_key or _FALLBACK_SECRET
+    secret = request.app[SETTINGS].secret_key
+    assert secret, "create_app refuses to start without REGIMEN_SECRET_KEY"
+    return secret
 
 
 def _now(request: web.Request) -> datetime:

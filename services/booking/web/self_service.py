@@ -126,7 +126,9 @@ def _page(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
 
 
 def _secret(request: web.Request) -> str:
-    return request.app[SETTINGS].secret_key or ""
+    secret = request.app[SETTINGS].secret_key
+    assert secret, "create_app refuses to start without REGIMEN_SECRET_KEY"
+    return secret
 
 
 async def _visit(request: web.Request) -> Visit:
