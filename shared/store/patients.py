@@ -43,6 +43,8 @@ class Patient:
     version: int
     created_at: datetime
     updated_at: datetime
+    # Signed self-service links carry it; a link with an older number no longer opens.
+    link_version: int = 1
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ async def get_many(db: Executor, patient_ids: Sequence[int]) -> dict[int, Patien
         """
         SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
                medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
-               version, created_at, updated_at
+               version, created_at, updated_at, link_version
         FROM patient WHERE id = ANY($1::bigint[])
         """,
         list(set(patient_ids)),
@@ -143,6 +145,8 @@ async def update(
     """Apply `changes` (keys from UPDATABLE) if the version still matches.
 
     Returns None for an unknown patient; raises StaleVersion when someone changed it first.
+    A changed mobile or email bumps `link_version`, so links sent to the old contact stop
+    working whichever path (staff API, self-service page) made the change.
     """
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
@@ -162,6 +166,10 @@ async def update(
             notes         = CASE WHEN $19 THEN $20 ELSE notes END,
             language      = CASE WHEN $21 THEN $22 ELSE language END,
             time_zone     = CASE WHEN $23 THEN $24 ELSE time_zone END,
+            -- A new mobile or email revokes every link sent so far (they went to the old one).
+            link_version = link_version + CASE
+                WHEN ($7 AND mobile IS DISTINCT FROM $8) OR ($9 AND email IS DISTINCT FROM $10)
+                THEN 1 ELSE 0 END,
             version = version + 1,
             updated_at = $25
         WHERE id = $1 AND version = $2
@@ -195,7 +203,7 @@ async def search(
         """
         SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
                medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
-               version, created_at, updated_at
+               version, created_at, updated_at, link_version
         FROM patient
         WHERE clinic_id = $1
           AND erased_at IS NULL
@@ -229,7 +237,7 @@ async def find_by_contact(
         """
         SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
                medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
-               version, created_at, updated_at
+               version, created_at, updated_at, link_version
         FROM patient
         WHERE clinic_id = $1 AND erased_at IS NULL
           AND (($2::text IS NOT NULL AND mobile = $2)
@@ -325,7 +333,8 @@ async def erase(conn: Executor, patient_id: int, *, now: datetime) -> Patient | 
     erased = await conn.fetchval(
         """
         UPDATE patient SET first_name = $2, last_name = $2, mobile = NULL, email = NULL,
-            erased_at = $3, version = version + 1, updated_at = $3
+            erased_at = $3, link_version = link_version + 1, version = version + 1,
+            updated_at = $3
         WHERE id = $1 AND erased_at IS NULL
         RETURNING id
         """,
@@ -334,6 +343,22 @@ async def erase(conn: Executor, patient_id: int, *, now: datetime) -> Patient | 
         now,
     )
     return None if erased is None else await get(conn, patient_id)
+
+
+async def renew_links(conn: Executor, patient_id: int, *, now: datetime) -> int | None:
+    """Revoke every link issued so far (staff: "send a new link"); the new link version, or
+    None for an unknown or erased patient."""
+    value = await conn.fetchval(
+        """
+        UPDATE patient SET link_version = link_version + 1, version = version + 1,
+            updated_at = $2
+        WHERE id = $1 AND erased_at IS NULL
+        RETURNING link_version
+        """,
+        patient_id,
+        now,
+    )
+    return None if value is None else int(value)
 
 
 async def record_sms_opt_out(conn: Executor, patient_id: int, *, now: datetime) -> None:
