@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -52,6 +53,7 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_PUBLIC_WRITES_PER_MINUTE": "public API writes per client address a minute (0: off)",
     "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR": "public bookings per mobile number an hour (0: off)",
     "REGIMEN_TRUST_FORWARDED_FOR": "true behind a proxy: rate-limit by X-Forwarded-For",
+    "REGIMEN_LINK_LIFETIME_DAYS": "days a patient's private link stays valid after it is sent",
     "REGIMEN_NOTIFIER_CONCURRENCY": "messages one notifier process sends at once",
     "REGIMEN_NOTIFIER_POLL_SECONDS": "how often notifier workers look for due messages unprompted",
     "REGIMEN_NOTIFIER_LEASE_SECONDS": "how long a claimed message is a worker's before rescue",
@@ -109,6 +111,7 @@ class Settings:
     max_scheduled_per_day: int = 2
     notify_merge_minutes: int = 720
     notify_reconcile_grace_seconds: int = 120
+    link_lifetime: timedelta = timedelta(days=30)
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -273,6 +276,9 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         notify_reconcile_grace_seconds=_count_between(
             env, "REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS", 120, 1, 86400
         ),
+        # Every message mints a fresh link, so a month covers the gap between a course's
+        # sessions; a long-lived link is a long-lived credential in old messages.
+        link_lifetime=timedelta(days=_count_between(env, "REGIMEN_LINK_LIFETIME_DAYS", 30, 1, 180)),
     )
     if mode == "production":
         require_production_settings(settings)

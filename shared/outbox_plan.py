@@ -39,6 +39,8 @@ REMINDER_24H = "reminder_24h"
 REMINDER_2H = "reminder_2h"
 CANCELLATION_NOTICE = "cancellation_notice"
 RESCHEDULE_NOTICE = "reschedule_notice"
+NEW_LINK = "new_link"
+CONTACT_CHANGED = "contact_changed"
 
 # How long before the start each reminder is due. The 72 h one carries the confirmation request.
 REMINDER_LEADS: dict[str, timedelta] = {
@@ -51,6 +53,10 @@ NO_SHOW_ONLY = frozenset({REMINDER_2H})
 
 # Emails the patient gets because of their own booking, whatever their care email consent.
 TRANSACTIONAL_KINDS = frozenset({BOOKING_CONFIRMATION, CANCELLATION_NOTICE, RESCHEDULE_NOTICE})
+# Messages about the patient's access (a new private link, a contact changed): like the above,
+# emails go whatever the care email consent; they concern no appointment.
+ACCOUNT_KINDS = frozenset({NEW_LINK, CONTACT_CHANGED})
+ACCOUNT_MESSAGE_LIFETIME = timedelta(days=1)
 # Appointment states in which a reminder still makes sense.
 REMINDABLE = frozenset({"booked", "confirmed"})
 
@@ -60,7 +66,7 @@ def needs_consent(kind: str, channel: Channel) -> ConsentKind | None:
     check in the notifier should use this, so planning and sending agree)."""
     if channel == "sms":
         return "care_sms"
-    return None if kind in TRANSACTIONAL_KINDS else "care_email"
+    return None if kind in TRANSACTIONAL_KINDS | ACCOUNT_KINDS else "care_email"
 
 
 def iso(moment: datetime) -> str:
@@ -410,3 +416,131 @@ async def _notice(
         if written is not None:
             ids.append(written)
     return ids
+
+
+# -- private links and contact changes ---------------------------------------------------------
+
+
+async def _enqueue_account(
+    conn: asyncpg.Connection,
+    reach: Reach,
+    *,
+    kind: str,
+    channel: Channel,
+    dedupe_key: str,
+    now: datetime,
+    recipient: str | None = None,
+    context: dict[str, Any] | None = None,
+) -> int | None:
+    # About the patient's access, not an appointment: answers what someone just did, so it is
+    # exempt from quiet hours and the daily cap, and useless a day later.
+    return await notifications.enqueue(
+        conn,
+        NewNotification(
+            clinic_id=reach.patient.clinic_id,
+            kind=kind,
+            channel=channel,
+            template=kind,
+            due_at=now,
+            dedupe_key=dedupe_key,
+            patient_id=reach.patient.id,
+            recipient=recipient,
+            context=context or {},
+            expires_at=now + ACCOUNT_MESSAGE_LIFETIME,
+            urgent=True,
+            language=reach.patient.language,
+        ),
+        now=now,
+    )
+
+
+async def plan_new_link(
+    conn: asyncpg.Connection, patient_id: int, *, now: datetime, asked_by_patient: bool
+) -> list[int]:
+    """The patient's current private link, to the contacts on file (email if there is one, SMS
+    with care SMS consent); the link itself is minted at send time. Staff call this after
+    `patients.renew_links`, so each renewal sends once; a patient asking from an old link gets
+    at most one message an hour. Returns the rows written (none: nobody to write to, or asked
+    again within the hour)."""
+    reach = await reach_of(conn, patient_id)
+    if reach is None:
+        return []
+    version = reach.patient.link_version
+    # Per link version, and for a patient's own request per hour too: repeated clicks on an
+    # expired link's page cannot fill someone's phone with messages.
+    suffix = f":h{now:%Y%m%d%H}" if asked_by_patient else ""
+    ids = []
+    for channel in reach.transactional_channels():
+        written = await _enqueue_account(
+            conn,
+            reach,
+            kind=NEW_LINK,
+            channel=channel,
+            dedupe_key=f"{NEW_LINK}:{channel}:p{patient_id}:v{version}{suffix}",
+            now=now,
+        )
+        if written is not None:
+            ids.append(written)
+    return ids
+
+
+async def plan_contact_changed(
+    conn: asyncpg.Connection, before: Patient, after: Patient, *, now: datetime
+) -> list[int]:
+    """Tell the contacts a patient had before that their mobile or email was changed (through
+    the private link): a changed email is told at the old address; a changed mobile by SMS to
+    the old number when care SMS was allowed, else by email to the address still on file.
+
+    The notice names no new contact and carries no link: the old number may belong to someone
+    else by now, and if the change was not the patient's, the old contact is how they learn.
+    """
+    reach = await reach_of(conn, after.id)
+    if reach is None:
+        return []
+    fields = sorted(f for f in ("mobile", "email") if getattr(before, f) != getattr(after, f))
+    context = {"fields": fields, "changed_at": iso(now)}
+    key = f"{CONTACT_CHANGED}:p{after.id}:v{after.version}"
+    ids: list[int | None] = []
+    if before.email and before.email != after.email:
+        ids.append(
+            await _enqueue_account(
+                conn,
+                reach,
+                kind=CONTACT_CHANGED,
+                channel="email",
+                dedupe_key=f"{key}:email:old",
+                now=now,
+                recipient=before.email,
+                context=context,
+            )
+        )
+    if before.mobile and before.mobile != after.mobile:
+        consents = await patients.current_consents(conn, after.id)
+        care_sms = consents.get("care_sms")
+        if care_sms is not None and care_sms.granted and after.sms_opted_out_at is None:
+            ids.append(
+                await _enqueue_account(
+                    conn,
+                    reach,
+                    kind=CONTACT_CHANGED,
+                    channel="sms",
+                    dedupe_key=f"{key}:sms:old",
+                    now=now,
+                    recipient=before.mobile,
+                    context=context,
+                )
+            )
+        elif after.email and before.email == after.email:
+            ids.append(
+                await _enqueue_account(
+                    conn,
+                    reach,
+                    kind=CONTACT_CHANGED,
+                    channel="email",
+                    dedupe_key=f"{key}:email:current",
+                    now=now,
+                    recipient=after.email,
+                    context=context,
+                )
+            )
+    return [i for i in ids if i is not None]

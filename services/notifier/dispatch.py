@@ -358,7 +358,9 @@ class Dispatcher:
         own = [n.id for n in batch]
         async with self.pool.acquire() as conn:
             try:
-                contexts = await load_contexts(conn, batch, settings=self.settings)
+                contexts = await load_contexts(
+                    conn, batch, settings=self.settings, now=self.clock.now()
+                )
                 facts = await self._batch_facts(conn, batch, contexts)
             except DATABASE_ERRORS as exc:
                 _interrupted(own, exc)
@@ -554,7 +556,9 @@ class Dispatcher:
         preloaded: MessageContext | ContextError | None,
     ) -> MessageContext | None:
         if preloaded is None:
-            loaded = await load_contexts(conn, [notification], settings=self.settings)
+            loaded = await load_contexts(
+                conn, [notification], settings=self.settings, now=self.clock.now()
+            )
             preloaded = loaded[notification.id]
         if isinstance(preloaded, ContextError):
             reason = f"cannot compose: {preloaded}"

@@ -20,7 +20,7 @@ import asyncpg
 
 from shared.messaging import MessageContext
 from shared.messaging.context import STAFF_KINDS
-from shared.outbox_plan import TRANSACTIONAL_KINDS, needs_consent, stale_reason
+from shared.outbox_plan import ACCOUNT_KINDS, TRANSACTIONAL_KINDS, needs_consent, stale_reason
 from shared.store import appointments
 from shared.store import notifications as store
 from shared.store.appointments import Appointment
@@ -32,7 +32,9 @@ REMINDER_KINDS = frozenset({"reminder_72h", "reminder_24h", "reminder_2h"})
 MERGEABLE_KINDS = frozenset({"reminder_72h", "reminder_24h"})
 # Messages answering something the patient or staff just did: the daily limit is for the ones
 # we send on our own schedule. (Urgent rows are exempt from it and from quiet hours anyway.)
-UNCAPPED_KINDS = TRANSACTIONAL_KINDS | {"reply", "opt_in_confirmation", "staff_alert"}
+UNCAPPED_KINDS = (
+    TRANSACTIONAL_KINDS | ACCOUNT_KINDS | {"reply", "opt_in_confirmation", "staff_alert"}
+)
 # Messages about an upcoming (or, for the notice, a cancelled) appointment: they must match it.
 # Other kinds may name an appointment (an alert about a session) without depending on its state.
 APPOINTMENT_KINDS = REMINDER_KINDS | TRANSACTIONAL_KINDS

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from shared.config import Settings
+from shared.links import patient_link_token, patient_link_url
 from shared.scheduling.loader import ClinicInfo, load_clinics
 from shared.store import appointments, patients
 from shared.store.appointments import Appointment
@@ -22,6 +23,10 @@ Executor = asyncpg.Connection | asyncpg.Pool
 
 # Kinds addressed to staff: their recipient is the row's own, never a patient's contact.
 STAFF_KINDS = frozenset({"staff_alert"})
+# Kinds addressed to a contact the patient no longer uses (told that it was replaced): the row's
+# recipient, never the current contact, and never the private link (the old number may be
+# someone else's by now).
+FORMER_CONTACT_KINDS = frozenset({"contact_changed"})
 # Sessions a message may still talk about as upcoming.
 _UPCOMING = frozenset({"held", "booked", "confirmed", "checked_in"})
 
@@ -55,6 +60,7 @@ class MessageContext:
     # Further sessions the message covers: the rest of a booking, or reminders merged into this
     # one. Only the same patient's, in start order, without the main appointment.
     other_appointments: list[Appointment] = field(default_factory=list)
+    # The patient's own signed link, minted for this message (empty for staff messages).
     self_service_url: str = ""
     # E.164 number or email address for the row's channel; None when there is none to use.
     recipient: str | None = None
@@ -71,14 +77,21 @@ class MessageContext:
 
 
 async def load_context(
-    conn: Executor, notification: NotificationRow, *, settings: Settings | None = None
+    conn: Executor,
+    notification: NotificationRow,
+    *,
+    settings: Settings | None = None,
+    now: datetime | None = None,
 ) -> MessageContext:
     """Read the patient, consents, clinic and appointments a notification is about.
 
-    `settings` gives the self-service link; without it the link is left empty and `render`
-    falls back to settings.public_url.
+    With `settings` and `now`, a patient's message gets the patient's own signed link, minted
+    now with their current link version (so a link revoked since the row was planned is never
+    sent); without them the link is left empty.
     """
-    loaded = (await load_contexts(conn, [notification], settings=settings))[notification.id]
+    loaded = (await load_contexts(conn, [notification], settings=settings, now=now))[
+        notification.id
+    ]
     if isinstance(loaded, ContextError):
         raise loaded
     return loaded
@@ -89,6 +102,7 @@ async def load_contexts(
     rows: Sequence[NotificationRow],
     *,
     settings: Settings | None = None,
+    now: datetime | None = None,
 ) -> dict[int, MessageContext | ContextError]:
     """load_context for many rows at once: one query per table, whatever the number of rows
     (a dispatcher composes a whole claimed batch from these)."""
@@ -112,7 +126,7 @@ async def load_contexts(
             consents={} if n.patient_id is None else consents.get(n.patient_id, {}),
             appointment=appointment,
             other_appointments=await _other_appointments(conn, n, appointment, found),
-            self_service_url=_self_service_url(settings),
+            self_service_url=self_service_url(n, patient, settings, now),
             recipient=resolve_recipient(n, patient),
             patient_zone=patient_zone(patient, clinic),
             appointment_versions={i: found[i].version for i in _named_ids(n) if i in found},
@@ -122,12 +136,15 @@ async def load_contexts(
 
 def resolve_recipient(notification: NotificationRow, patient: Patient | None) -> str | None:
     """Where the message goes: staff kinds use the row's recipient; a patient's message uses
-    the patient's current contact for the channel (an erased or changed one applies at once);
-    a row without a patient (a reply to an unknown number) uses its own recipient."""
+    the patient's current contact for the channel (an erased or changed one applies at once),
+    except a notice to a former contact, which uses the row's; a row without a patient (a reply
+    to an unknown number) uses its own recipient."""
     if notification.kind in STAFF_KINDS or patient is None:
         return notification.recipient or None
     if patient.erased_at is not None:
         return None
+    if notification.kind in FORMER_CONTACT_KINDS:
+        return notification.recipient or None
     address = patient.mobile if notification.channel == "sms" else patient.email
     return address or None
 
@@ -142,9 +159,33 @@ def patient_zone(patient: Patient | None, clinic: ClinicInfo) -> ZoneInfo:
     return clinic.zone
 
 
-def _self_service_url(settings: Settings | None) -> str:
-    # Signed per-patient links come with the self-service pages; until then, the site itself.
-    return "" if settings is None else settings.public_url + "/"
+def self_service_url(
+    notification: NotificationRow,
+    patient: Patient | None,
+    settings: Settings | None,
+    now: datetime | None,
+) -> str:
+    """The patient's private link for this message; empty for staff, for a former contact, for
+    a message without a patient, for an erased patient (nothing is sent to them) and without a
+    key to sign with."""
+    if (
+        settings is None
+        or now is None
+        or not settings.secret_key
+        or notification.kind in STAFF_KINDS
+        or notification.kind in FORMER_CONTACT_KINDS
+        or patient is None
+        or patient.erased_at is not None
+    ):
+        return ""
+    token = patient_link_token(
+        settings.secret_key,
+        patient.id,
+        patient.link_version,
+        now=now,
+        lifetime=settings.link_lifetime,
+    )
+    return patient_link_url(settings.public_url, token)
 
 
 def _named_ids(notification: NotificationRow) -> list[int]:

@@ -31,7 +31,12 @@ import phonenumbers
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 
 from shared.config import Settings
-from shared.messaging.context import STAFF_KINDS, MessageContext, NotificationRow
+from shared.messaging.context import (
+    FORMER_CONTACT_KINDS,
+    STAFF_KINDS,
+    MessageContext,
+    NotificationRow,
+)
 from shared.messaging.ics import Method, ics_attachment
 from shared.providers.email import Attachment
 from shared.sms_segments import GSM7_BASIC, GSM7_EXTENDED, is_gsm7, segment_count
@@ -414,6 +419,32 @@ def _has_email(ctx: MessageContext) -> bool:
     return bool(ctx.patient and ctx.patient.email and ctx.patient.erased_at is None)
 
 
+_CHANGED_WHAT = {
+    ("email",): "email address",
+    ("mobile",): "mobile number",
+    ("email", "mobile"): "mobile number and email address",
+}
+
+
+def _changed(notification: NotificationRow, zone: ZoneInfo, style: DateStyle) -> tuple[str, str]:
+    """(what changed, when) for a contact-change notice: "email address", "on Mon 2 Mar at
+    09:00"; empty for other kinds."""
+    context = notification.context or {}
+    fields = context.get("fields")
+    what = _CHANGED_WHAT.get(tuple(sorted(fields)) if isinstance(fields, list) else (), "")
+    at = context.get("changed_at")
+    when = ""
+    if isinstance(at, str):
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            local = moment.astimezone(zone)
+            when = f"on {_day(local, style)} at {_clock(local, style)}"
+    return what, when
+
+
 def template_variables(
     notification: NotificationRow, ctx: MessageContext, *, settings: Settings, language: str
 ) -> dict[str, Any]:
@@ -432,6 +463,7 @@ def template_variables(
     patient = ctx.patient
     reader_number = None if staff or patient is None else patient.mobile
     colour = ctx.clinic.brand_colour
+    changed_what, changed_on = _changed(notification, zone, style)
     return {
         "kind": notification.kind,
         "language": language,
@@ -443,6 +475,10 @@ def template_variables(
         "clinic_address": ctx.clinic.address,
         "brand_colour": colour if _COLOUR_RE.match(colour or "") else _DEFAULT_COLOUR,
         "link": ctx.self_service_url or settings.public_url + "/",
+        # Staff have no private link; a former contact must not get the patient's.
+        "show_link": notification.kind not in STAFF_KINDS | FORMER_CONTACT_KINDS,
+        "changed_what": changed_what,
+        "changed_on": changed_on,
         "session": session,
         "sessions": views,
         "count": len(views),

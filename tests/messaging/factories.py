@@ -16,7 +16,9 @@ from shared.store.patients import Consent, Patient
 
 LONG_CLINIC = "St Mary-Anne's Advanced Hair Restoration & Scalp Clinic Ltd"  # 60 characters
 LONG_FIRST_NAME = "Maximiliano-Alessandro"
-LONG_LINK = "https://appointments.regimen-demo-clinic.co.uk/s/Kx9fQ2mZ7pLwR4tY"
+# A real link's token is about 24 characters; 28 covers ids past 250 million and versions past
+# 16,000 (shared/links.py).
+LONG_LINK = "https://appointments.regimen-demo-clinic.co.uk/s/Kx9fQ2mZ7pLwR4tYb3Nc8VdHs0Qe"
 TREATMENT_NAME = "Hair mesotherapy course"
 TREATMENT_CODE = "hair-mesotherapy"
 PLANNED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

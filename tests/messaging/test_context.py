@@ -15,6 +15,7 @@ from icalendar import Calendar
 from services.devkit.demo_data import seed_demo_data
 from shared.clock import FrozenClock
 from shared.config import Settings
+from shared.links import open_patient_link
 from shared.messaging import load_context, render
 from shared.providers.email import EmailClient, build_message, send_once
 from shared.scheduling.loader import load_treatment
@@ -168,7 +169,7 @@ async def test_a_booking_confirmation_reads_its_sessions_and_sends_with_a_calend
         context={"appointment_ids": listed},
         **common,
     )
-    ctx = await load_context(pool, sms_row, settings=settings)
+    ctx = await load_context(pool, sms_row, settings=settings, now=clock.now())
     assert ctx.clinic.name == "Regimen Demo Hair Clinic"
     assert ctx.patient is not None and ctx.patient.id == patient_id
     assert set(ctx.consents) == {"care_sms", "care_email"}
@@ -177,7 +178,12 @@ async def test_a_booking_confirmation_reads_its_sessions_and_sends_with_a_calend
     assert [a.id for a in ctx.other_appointments] == [ids[1], ids[2]]
     assert ctx.recipient == "+447700900123"
     assert ctx.patient_zone.key == "Europe/London"
-    assert ctx.self_service_url == "https://clinic.example.test/"
+    # Her own private link, minted now: it opens her page, nobody else's.
+    base, _, token = ctx.self_service_url.rpartition("/s/")
+    assert base == "https://clinic.example.test"
+    assert settings.secret_key is not None
+    link = open_patient_link(settings.secret_key, token, now=clock.now(), current_version=1)
+    assert link.patient_id == patient_id
 
     sms = render(sms_row, ctx, settings=settings)
     assert sms.to == "+447700900123" and sms.segments == 2

@@ -74,6 +74,17 @@ def scenarios(sessions: list[Appointment]) -> list[tuple[str, Row, list[Appointm
         ),
         ("reply", Row(kind="reply", appointment_id=None, context={"text": REPLY_TEXT}), []),
         ("opt_in_confirmation", Row(kind="opt_in_confirmation", appointment_id=None), []),
+        ("new_link", Row(kind="new_link", appointment_id=None), []),
+        (
+            "contact_changed",
+            Row(
+                kind="contact_changed",
+                appointment_id=None,
+                recipient="+447700900999",
+                context={"fields": ["email", "mobile"], "changed_at": FIRST.isoformat()},
+            ),
+            [],
+        ),
     ]
 
 
