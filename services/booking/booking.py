@@ -5,13 +5,18 @@ course is booked whole or not at all. Whether a time is free is decided twice: f
 engine (`why_not_free`, which explains *why* not), then by the exclusion constraint on insert,
 which settles races between replicas. Both verdicts end as the same 409 with alternatives.
 
-Patients from the public form (the rule decided here; worth a paragraph in the README):
-* a patient is matched by mobile, else email (patients.find_by_contact);
-* a matched patient's stored details are never overwritten by the form: blank fields are filled
-  in, and any difference (name, date of birth, contact, allergies, medications, a screening
-  answer) flags the booked sessions for review, with the submitted values kept in the
-  appointment's history event so staff can reconcile them;
-* consents are always recorded as answered (append-only, newest wins), with their source and
+Patients from the public form (the rule decided here; worth a paragraph in the README). Whoever
+fills in the form may be a stranger who knows a patient's mobile or email, so:
+* a patient is matched by mobile, else email (patients.find_by_contact), and the sessions are
+  booked for them;
+* nothing the form sends changes a matched patient's record: not a blank field filled, not a
+  consent. Every submitted value that differs from the record (names, date of birth, contact,
+  allergies, medications, screening answers, consents) is kept in `form_difference` for staff
+  to compare with the patient, and the sessions are flagged for review;
+* the booking's answer says whether it created the patient (`BookingResult.patient_created`):
+  only then may a face show the private link; a matched patient gets it through the booking
+  confirmation, sent to the contacts on file;
+* a new patient's consents are recorded as answered (append-only), with their source and
   wording version.
 """
 
@@ -49,7 +54,7 @@ from shared.scheduling.loader import (
     load_schedules,
     load_treatment,
 )
-from shared.store import appointments, audit, clinics, patients, series
+from shared.store import appointments, audit, clinics, form_differences, patients, series
 from shared.store.appointments import Appointment, Hold
 from shared.store.audit import Actor
 
@@ -881,11 +886,11 @@ def _same_text(stored: str | None, given: str | None) -> bool:
     return (stored or "").strip().casefold() == (given or "").strip().casefold()
 
 
-def _compare(
+def _differences(
     stored: patients.Patient, form: PatientForm, mobile: str, email: str | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(blank stored fields the form can fill, submitted values that differ from the record)."""
-    fill: dict[str, Any] = {}
+) -> dict[str, Any]:
+    """The submitted values that differ from the stored record, blanks on the record included
+    (the form may not fill them: whoever typed them may not be this patient)."""
     differs: dict[str, Any] = {}
     given: dict[str, Any] = {
         "first_name": form.first_name,
@@ -900,23 +905,23 @@ def _compare(
         current = getattr(stored, name)
         if value in (None, ""):
             continue
-        if current in (None, ""):
-            fill[name] = value
-        elif isinstance(value, str) and not _same_text(current, value):
+        if name in ("allergies", "medications") and not _is_positive(value):
+            if not _is_positive(current or ""):
+                continue  # "none" where the record is blank says the same
+        if isinstance(value, str) and not _same_text(current, value):
             differs[name] = value
         elif not isinstance(value, str) and current != value:
             differs[name] = value.isoformat() if isinstance(value, date) else value
-    new_answers = {k: v for k, v in form.screening.items() if k not in stored.screening}
-    changed = {
-        k: v
-        for k, v in form.screening.items()
-        if k in stored.screening and stored.screening[k] != v
+    screening = {
+        key: answer
+        for key, answer in form.screening.items()
+        if stored.screening.get(key) != answer
+        # "no" to a question the record has no answer to adds nothing to review
+        and (key in stored.screening or _is_positive(answer))
     }
-    if new_answers:
-        fill["screening"] = {**stored.screening, **new_answers}
-    if changed:
-        differs["screening"] = changed
-    return fill, differs
+    if screening:
+        differs["screening"] = screening
+    return differs
 
 
 async def _lock_contact(conn: asyncpg.Connection, clinic_id: int, keys: Sequence[str]) -> None:
@@ -971,39 +976,20 @@ async def resolve_patient(
             request_id=request_id,
         )
         return ResolvedPatient(patient_id, True, {})
-    fill, differs = _compare(existing, form, mobile, email)
-    if fill:
-        await _fill_blanks(conn, existing, fill, now=now, actor=actor, request_id=request_id)
-    return ResolvedPatient(existing.id, False, differs)
+    return ResolvedPatient(existing.id, False, _differences(existing, form, mobile, email))
 
 
-async def _fill_blanks(
-    conn: asyncpg.Connection,
-    existing: patients.Patient,
-    fill: dict[str, Any],
-    *,
-    now: datetime,
-    actor: Actor,
-    request_id: str | None,
-) -> None:
-    try:
-        await patients.update(
-            conn, existing.id, expected_version=existing.version, changes=fill, now=now
-        )
-    except patients.StaleVersion:
-        return  # staff changed the record this instant; their version wins, nothing is lost
-    await audit.record(
-        conn,
-        at=now,
-        actor=actor,
-        action="patient.update",
-        entity="patient",
-        entity_id=existing.id,
-        patient_id=existing.id,
-        reason="blank fields filled from the booking form",
-        details={"fields": sorted(fill)},
-        request_id=request_id,
-    )
+async def _consents_differing(
+    conn: asyncpg.Connection, patient_id: int, consents: ConsentAnswers
+) -> dict[str, bool]:
+    """The consents the form answered otherwise than the patient's current ones."""
+    current = await patients.current_consents(conn, patient_id)
+    answers = {kind: getattr(consents, kind) for kind in patients.CONSENT_KINDS}
+    return {
+        kind: granted
+        for kind, granted in answers.items()
+        if granted != (kind in current and current[kind].granted)
+    }
 
 
 async def record_consents(
@@ -1049,6 +1035,12 @@ class BookingResult:
     series_id: int | None
     appointments: list[Appointment]
     warnings: list[str]
+    # Whether this booking created the patient: only then may the answer reveal the private link
+    # (a matched patient may not be whoever filled in the form).
+    patient_created: bool = False
+    # Whether the submitted answers alone (screening, allergies, medications) flag a review:
+    # what may be said to whoever submitted them, unlike a comparison with the record.
+    answers_need_review: bool = False
 
 
 async def book_hold(
@@ -1082,13 +1074,22 @@ async def book_hold(
     patient = await resolve_patient(
         conn, offer.clinic, form, now=now, actor=actor, request_id=request_id
     )
-    await record_consents(conn, patient.id, consents, now=now, actor=actor, request_id=request_id)
+    differs = dict(patient.differs)
+    if patient.created:
+        await record_consents(
+            conn, patient.id, consents, now=now, actor=actor, request_id=request_id
+        )
+    else:
+        changed = await _consents_differing(conn, patient.id, consents)
+        if changed:
+            differs["consents"] = changed
     reasons = screening_reasons(form)
-    if patient.differs:
+    answers_need_review = bool(reasons)
+    if differs:
         reasons.append(
             "booking form differs from the patient record ("
-            + ", ".join(sorted(patient.differs))
-            + "): confirm with the patient"
+            + ", ".join(sorted(differs))
+            + "): compare the form's answers with the patient"
         )
     series_id = await _new_series(conn, offer, patient.id, len(planned), now=now)
     held = list(view.sessions)
@@ -1112,6 +1113,18 @@ async def book_hold(
         held = [await _get(conn, i) for i in ids]
     booked = await _book_held_rows(conn, held, patient, series_id, reasons, now=now, actor=actor)
     await appointments.end_hold(conn, view.hold.id, now=now)
+    if differs:
+        # Not in the appointment's history or the audit log: those are append-only, and these
+        # values (maybe a stranger's) must go when the patient is erased.
+        await form_differences.insert(
+            conn,
+            clinic_id=offer.clinic.id,
+            patient_id=patient.id,
+            hold_id=view.hold.id,
+            appointment_ids=[a.id for a in booked],
+            submitted=differs,
+            now=now,
+        )
     await _audit_booking(
         conn,
         offer,
@@ -1121,7 +1134,13 @@ async def book_hold(
         now=now,
         actor=actor,
         request_id=request_id,
-        details={"hold_id": view.hold.id, "retaken": view.state == "expired"},
+        details={
+            "hold_id": view.hold.id,
+            "retaken": view.state == "expired",
+            "patient_created": patient.created,
+            # Which fields differed, never their values (the log is append-only).
+            **({"form_differs": sorted(differs)} if differs else {}),
+        },
     )
     # The confirmation and reminders commit with the booking or not at all.
     await outbox_plan.plan_booking(
@@ -1131,7 +1150,15 @@ async def book_hold(
         clinic_id=offer.clinic.id,
         now=now,
     )
-    return BookingResult(offer, patient.id, series_id, booked, [])
+    return BookingResult(
+        offer,
+        patient.id,
+        series_id,
+        booked,
+        [],
+        patient_created=patient.created,
+        answers_need_review=answers_need_review,
+    )
 
 
 def _planned_from_rows(rows: Sequence[Appointment], offer: Offer) -> list[PlannedSession]:
@@ -1185,7 +1212,6 @@ async def _book_held_rows(
     now: datetime,
     actor: Actor,
 ) -> list[Appointment]:
-    details: dict[str, Any] = {"form_differs": patient.differs} if patient.differs else {}
     booked = []
     for row in sorted(rows, key=lambda r: r.starts_at):
         await appointments.assign_patient(
@@ -1197,7 +1223,7 @@ async def _book_held_rows(
             review_reasons=reasons,
         )
         moved = await appointments.transition(
-            conn, row.id, "booked", actor=actor.label, now=now, reason="booked", details=details
+            conn, row.id, "booked", actor=actor.label, now=now, reason="booked"
         )
         assert moved is not None
         booked.append(moved)

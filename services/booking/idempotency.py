@@ -14,6 +14,7 @@ with its answer; transient failures (429, deadlocks) roll everything back so a r
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -26,8 +27,9 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from services.booking.api.framework import ApiError, Ctx, invalid
+from services.booking.ratelimit import client_address
 from shared.clock import Clock
-from shared.web import PROBLEM_JSON
+from shared.web import PROBLEM_JSON, SETTINGS
 
 HEADER = "Idempotency-Key"
 # Printable ASCII without spaces: UUIDs, ULIDs and random strings all fit.
@@ -65,8 +67,15 @@ def key_from(request: web.Request) -> str | None:
 
 
 def scope_for(ctx: Ctx) -> str:
-    """Keys belong to one staff token, or to the public API as a whole."""
-    return "public" if ctx.staff is None else f"staff:{ctx.staff.id}"
+    """Keys belong to one staff token, or on the public API to one client address: a key seen
+    (or guessed) from elsewhere replays nothing, and never another client's hold token. The
+    address is kept as a keyed hash, not as such."""
+    if ctx.staff is not None:
+        return f"staff:{ctx.staff.id}"
+    secret = ctx.request.app[SETTINGS].secret_key or ""
+    address = client_address(ctx.request)
+    digest = hmac.new(secret.encode(), f"regimen-idempotency:{address}".encode(), "sha256")
+    return "public:" + digest.hexdigest()[:32]
 
 
 def fingerprint(method: str, path: str, body: BaseModel | None) -> bytes:

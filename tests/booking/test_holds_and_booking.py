@@ -13,7 +13,7 @@ ONE = [{"practitioner_id": 1, "start": SLOT}]
 
 
 async def _hold_state(demo: Demo, token: str) -> dict:
-    reply = await demo.call("GET", "/api/v1/public/hold", params={"token": token})
+    reply = await demo.call("GET", "/api/v1/public/hold", headers={"Hold-Token": token})
     assert reply.status == 200, reply.body
     return reply.body
 
@@ -84,11 +84,11 @@ async def test_release_frees_the_time_and_the_token_cannot_book(demo: Demo) -> N
     hold = await demo.hold(demo.consultation, ONE)
     token = hold.body["token"]
     assert SLOT not in await demo.free_starts(demo.consultation, "1", "2026-03-03")
-    released = await demo.call("DELETE", "/api/v1/public/hold", params={"token": token})
+    released = await demo.call("DELETE", "/api/v1/public/hold", headers={"Hold-Token": token})
     assert released.status == 204
     assert SLOT in await demo.free_starts(demo.consultation, "1", "2026-03-03")
     assert (await _hold_state(demo, token))["state"] == "released"
-    again = await demo.call("DELETE", "/api/v1/public/hold", params={"token": token})
+    again = await demo.call("DELETE", "/api/v1/public/hold", headers={"Hold-Token": token})
     assert again.status == 204
     late = await demo.book(token)
     assert late.status == 409 and late.body["type"].endswith("hold-released")
@@ -101,11 +101,13 @@ async def test_a_hold_books_once_and_unknown_tokens_are_404(demo: Demo) -> None:
     assert (await demo.book(token)).status == 201
     twice = await demo.book(token)
     assert twice.status == 409 and twice.body["type"].endswith("hold-booked")
-    gone = await demo.call("DELETE", "/api/v1/public/hold", params={"token": token})
+    gone = await demo.call("DELETE", "/api/v1/public/hold", headers={"Hold-Token": token})
     assert gone.status == 409
     unknown = "hold_" + "A" * 43
     assert (await demo.book(unknown)).status == 404
-    assert (await demo.call("GET", "/api/v1/public/hold", params={"token": unknown})).status == 404
+    assert (
+        await demo.call("GET", "/api/v1/public/hold", headers={"Hold-Token": unknown})
+    ).status == 404
 
 
 async def test_min_notice_and_horizon_are_honoured(demo: Demo) -> None:

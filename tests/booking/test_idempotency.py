@@ -1,10 +1,12 @@
 """Idempotency-Key on booking POSTs: the same key and body give the same answer (one booking),
-another body with the same key is a 422, and keys are scoped per staff token or to the public."""
+another body with the same key is a 422, and keys are scoped per staff token or public client."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+
+import aiohttp
 
 from services.booking import idempotency
 from shared.clock import FrozenClock
@@ -102,3 +104,28 @@ async def test_bad_keys_are_422_and_old_keys_are_forgotten(demo: Demo) -> None:
     later = FrozenClock(demo.api.clock.now() + idempotency.RETENTION + timedelta(minutes=1))
     assert await idempotency.purge_keys(demo.pool, later) == 1
     assert await demo.pool.fetchval("SELECT count(*) FROM idempotent_request") == 0
+
+
+async def test_a_public_key_used_from_another_address_never_reveals_the_hold_token(
+    demo: Demo,
+) -> None:
+    """Someone who saw (or guessed) another visitor's Idempotency-Key sends it from their own
+    machine: they get an answer of their own, never the other visitor's hold token."""
+    sessions = [{"practitioner_id": 1, "start": SLOT}]
+    mine = await demo.hold(demo.consultation, sessions, headers=_key("visitor-key"))
+    assert mine.status == 201
+    body = {"treatment_id": demo.consultation, "sessions": sessions}
+    # Another machine: a connection from another loopback address reaches the service as a
+    # different client.
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as elsewhere:
+        async with elsewhere.post(
+            demo.api.base + "/api/v1/public/holds", json=body, headers=_key("visitor-key")
+        ) as reply:
+            theirs = await reply.json(content_type=None)
+            assert reply.status == 409, theirs  # a fresh attempt: the time is held already
+            assert "Idempotent-Replayed" not in reply.headers
+    assert mine.body["token"] not in str(theirs)
+    # The visitor's own retry still gets their answer back.
+    again = await demo.hold(demo.consultation, sessions, headers=_key("visitor-key"))
+    assert again.status == 201 and again.body["token"] == mine.body["token"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from shared.store import form_differences, patients
 from tests.booking.conftest import CONSENTS, Demo, add_time_off, form, sessions_of
 
 FIRST = "2026-03-03T10:00:00Z"  # Tuesday 10:00 in London (GMT until 29 March)
@@ -93,7 +94,7 @@ async def test_full_public_flow_for_the_mesotherapy_course(demo: Demo) -> None:
     assert hold.body["seconds_left"] == 600
     assert hold.body["expires_at"] == "2026-03-02T09:10:00Z"
     assert [s["status"] for s in hold.body["sessions"]] == ["held"] * 8
-    status = await demo.call("GET", "/api/v1/public/hold", params={"token": token})
+    status = await demo.call("GET", "/api/v1/public/hold", headers={"Hold-Token": token})
     assert status.status == 200 and status.body["state"] == "active"
     assert status.body["seconds_left"] == 600
     # Held times are gone from availability at once.
@@ -127,7 +128,7 @@ async def test_full_public_flow_for_the_mesotherapy_course(demo: Demo) -> None:
     assert {c["source"] for c in consents} == {"booking_form"}
     actions = {r["action"] for r in await demo.pool.fetch("SELECT action FROM audit_log")}
     assert {"hold.create", "patient.create", "consent.record", "booking.create"} <= actions
-    after = await demo.call("GET", "/api/v1/public/hold", params={"token": token})
+    after = await demo.call("GET", "/api/v1/public/hold", headers={"Hold-Token": token})
     assert after.body["state"] == "booked" and len(after.body["sessions"]) == 8
 
 
@@ -217,7 +218,12 @@ async def test_negative_screening_is_not_flagged(demo: Demo) -> None:
     assert booked.status == 201 and booked.body["needs_review"] is False
 
 
-async def test_existing_patient_is_reused_not_overwritten(demo: Demo) -> None:
+async def test_a_stranger_with_a_known_mobile_books_but_changes_and_learns_nothing(
+    demo: Demo,
+) -> None:
+    """Someone who knows Ada's mobile books with it, typing another name, their own email,
+    allergies and consents: the sessions are Ada's, her record and consents are untouched, what
+    they typed waits for staff, and the answer says nothing about her."""
     known = await demo.pool.fetchval(
         """INSERT INTO patient (clinic_id, first_name, last_name, mobile, date_of_birth,
                                 created_at, updated_at)
@@ -225,20 +231,67 @@ async def test_existing_patient_is_reused_not_overwritten(demo: Demo) -> None:
            RETURNING id""",
         demo.clinic_id,
     )
+    await patients.record_consent(
+        demo.pool,
+        known,
+        kind="care_sms",
+        granted=True,
+        source="staff",
+        wording_version="v1",
+        now=demo.api.clock.now(),
+    )
+    before = await demo.pool.fetchrow("SELECT * FROM patient WHERE id = $1", known)
     hold = await demo.hold(demo.consultation, [{"practitioner_id": 1, "start": FIRST}])
-    booked = await demo.book(hold.body["token"], form(last_name="Lovelace"))
-    assert booked.status == 201, booked.body
-    row = await demo.pool.fetchrow("SELECT * FROM patient WHERE id = $1", known)
-    assert row["last_name"] == "King"  # not overwritten
-    assert row["email"] == "ada@example.com"  # a blank field is filled in
+    stranger = form(last_name="Lovelace", email="stranger@example.com", allergies="penicillin")
+    reply = await demo.call(
+        "POST",
+        "/api/v1/public/bookings",
+        json={
+            "hold_token": hold.body["token"],
+            "patient": stranger,
+            "consents": {**CONSENTS, "care_sms": False, "marketing_email": True},
+        },
+    )
+    assert reply.status == 201, reply.body
+    # Nothing about Ada in the answer: no link, and no review flag that only comparing her
+    # record could raise (the allergy typed in the form is the submitter's own answer).
+    assert "link" not in str(reply.body).lower()
+    assert reply.body["needs_review"] is True  # from the typed allergy alone
+    after = await demo.pool.fetchrow("SELECT * FROM patient WHERE id = $1", known)
+    assert dict(after) == dict(before)  # not one column changed: no blank email filled in
+    consents = await patients.current_consents(demo.pool, known)
+    assert set(consents) == {"care_sms"} and consents["care_sms"].granted
     assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 1
     appointment = await demo.pool.fetchrow("SELECT * FROM appointment")
     assert appointment["patient_id"] == known and appointment["needs_review"]
-    assert "last_name" in appointment["review_reasons"][0]
-    event = await demo.pool.fetchval(
-        "SELECT details FROM appointment_event WHERE to_status = 'booked'"
+    assert any("last_name" in reason for reason in appointment["review_reasons"])
+    # What was typed is kept for staff, outside the append-only history and audit log.
+    waiting = await form_differences.for_patient(demo.pool, known)
+    assert len(waiting) == 1
+    assert waiting[0].submitted == {
+        "last_name": "Lovelace",
+        "email": "stranger@example.com",
+        "allergies": "penicillin",
+        "consents": {"care_sms": False, "care_email": True, "marketing_email": True},
+    }
+    assert waiting[0].appointment_ids == [appointment["id"]]
+    history = await demo.pool.fetch("SELECT details FROM appointment_event")
+    audit_rows = await demo.pool.fetch("SELECT details FROM audit_log")
+    for row in [*history, *audit_rows]:
+        assert "stranger@example.com" not in str(row["details"])
+        assert "Lovelace" not in str(row["details"])
+
+
+async def test_a_patient_booking_again_with_the_same_details_is_not_flagged(demo: Demo) -> None:
+    first = await demo.hold(demo.consultation, [{"practitioner_id": 1, "start": FIRST}])
+    assert (await demo.book(first.body["token"])).status == 201
+    later = await demo.hold(
+        demo.consultation, [{"practitioner_id": 1, "start": "2026-03-10T10:00:00Z"}]
     )
-    assert event["form_differs"] == {"last_name": "Lovelace"}
+    again = await demo.book(later.body["token"])
+    assert again.status == 201 and again.body["needs_review"] is False
+    assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 1
+    assert await demo.pool.fetchval("SELECT count(*) FROM form_difference") == 0
 
 
 async def test_bad_input_is_422_naming_the_path_never_500(demo: Demo) -> None:
@@ -320,7 +373,12 @@ async def test_bad_input_is_422_naming_the_path_never_500(demo: Demo) -> None:
         "/api/v1/public/course-proposal",
         {"treatment_id": demo.mesotherapy, "practitioner_id": 7, "first_start": FIRST},
     ) == ["practitioner_id"]
-    assert await query_paths("/api/v1/public/hold", {"token": "short"}) == ["token"]
+    short = await demo.call("GET", "/api/v1/public/hold", headers={"Hold-Token": "short"})
+    assert short.status == 422 and [e["path"] for e in short.body["errors"]] == ["Hold-Token"]
+    # A token in the query string is not read at all: the header is required.
+    in_url = await demo.call("GET", "/api/v1/public/hold", params={"token": "hold_" + "x" * 43})
+    assert in_url.status == 422
+    assert [(e["in"], e["path"]) for e in in_url.body["errors"]] == [("header", "Hold-Token")]
 
     not_json = await demo.call(
         "POST", "/api/v1/public/holds", headers={"Content-Type": "application/json"}

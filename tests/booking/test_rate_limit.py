@@ -59,7 +59,9 @@ async def test_bookings_per_mobile_number(demo: Demo, monkeypatch: pytest.Monkey
     # The same mobile typed differently is the same number.
     limited = await demo.book(second.body["token"], form(mobile="+44 7911 123456"))
     assert limited.status == 429 and "Retry-After" in limited.headers
-    state = await demo.call("GET", "/api/v1/public/hold", params={"token": second.body["token"]})
+    state = await demo.call(
+        "GET", "/api/v1/public/hold", headers={"Hold-Token": second.body["token"]}
+    )
     assert state.body["state"] == "active"  # nothing was booked or consumed
     other = await demo.book(second.body["token"], form(mobile="07911 123457", email=None))
     assert other.status == 201, other.body

@@ -90,6 +90,7 @@ class Ctx:
     staff: StaffToken | None
     body: Any = None
     query: Any = None
+    header: Any = None
     path: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -134,6 +135,9 @@ class Endpoint:
     roles: tuple[Role, ...] | None  # None: public, no token
     body: type[BaseModel] | None
     query: type[BaseModel] | None
+    # Request headers read into a model (fields named by their alias, e.g. "Hold-Token"): for
+    # secrets that must not travel in a URL, where proxies and browsers keep them.
+    header: type[BaseModel] | None
     response: Any  # a model, list[model], or None for no content
     status: int
     errors: tuple[int, ...]
@@ -208,6 +212,7 @@ class Api:
         roles: Sequence[Role] | None,
         body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None,
+        header: type[BaseModel] | None = None,
         response: Any = None,
         status: int = 200,
         errors: Sequence[int] = (),
@@ -225,6 +230,7 @@ class Api:
                     roles=tuple(roles) if roles is not None else None,
                     body=body,
                     query=query,
+                    header=header,
                     response=response,
                     status=status,
                     errors=tuple(errors),
@@ -254,6 +260,8 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             ctx.path = _path_ids(request)
             if endpoint.query is not None:
                 ctx.query = _parse_query(request, endpoint.query)
+            if endpoint.header is not None:
+                ctx.header = _parse_headers(request, endpoint.header)
             if endpoint.body is not None:
                 ctx.body = await _parse_body(request, endpoint.body)
             result = await endpoint.handler(ctx)
@@ -300,6 +308,22 @@ def _parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
         return model.model_validate(raw)
     except ValidationError as error:
         raise validation_problem(error, "query") from None
+
+
+def _header_name(name: str, info: Any) -> str:
+    return info.alias or name
+
+
+def _parse_headers(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = {
+        _header_name(name, info): request.headers[_header_name(name, info)]
+        for name, info in model.model_fields.items()
+        if _header_name(name, info) in request.headers
+    }
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise validation_problem(error, "header") from None
 
 
 async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -415,6 +439,19 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                         **({"description": prop["description"]} if "description" in prop else {}),
                     }
                 )
+        if endpoint.header is not None:
+            header_schema = endpoint.header.model_json_schema(by_alias=True)
+            required = set(header_schema.get("required", []))
+            for name, prop in header_schema.get("properties", {}).items():
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "header",
+                        "required": name in required,
+                        "schema": prop,
+                        **({"description": prop["description"]} if "description" in prop else {}),
+                    }
+                )
         if 428 in endpoint.errors:
             # Documented as optional so that clients see the 428 that explains what to send.
             parameters.append(
@@ -454,7 +491,7 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                 "content": {"application/json": {"schema": body_schema}},
             }
         error_codes = set(endpoint.errors)
-        if endpoint.body is not None or endpoint.query is not None:
+        if endpoint.body is not None or endpoint.query is not None or endpoint.header is not None:
             error_codes |= {422}
         if endpoint.body is not None:
             error_codes |= {400, 415}

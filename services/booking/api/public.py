@@ -489,10 +489,11 @@ class HoldRequest(BaseModel):
     )
 
 
-class TokenQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class HoldTokenHeader(BaseModel):
+    """The hold's token travels in a header, never in the URL: addresses end up in proxy logs,
+    browser history and Referer headers, and the token is what books or releases the hold."""
 
-    token: HoldToken = Field(description="the token the hold was created with")
+    token: HoldToken = Field(alias="Hold-Token", description="the token the hold was created with")
 
 
 @API.route(
@@ -553,13 +554,13 @@ async def public_create_hold(ctx: Ctx) -> Any:
     summary="A hold's state and the time left",
     tag=TAG,
     roles=None,
-    query=TokenQuery,
+    header=HoldTokenHeader,
     response=PublicHoldStatus,
     errors=(404,),
     rate_limit=ratelimit.public_reads,
 )
 async def public_hold_status(ctx: Ctx) -> PublicHoldStatus:
-    view = await booking.hold_view(ctx.pool, ctx.query.token, ctx.now)
+    view = await booking.hold_view(ctx.pool, ctx.header.token, ctx.now)
     if view is None or view.offer is None:
         raise ApiError(404, "Not Found", "no hold with this token", type_="not-found")
     offer = view.offer
@@ -579,14 +580,14 @@ async def public_hold_status(ctx: Ctx) -> PublicHoldStatus:
     summary="Release a hold: its times are free again at once",
     tag=TAG,
     roles=None,
-    query=TokenQuery,
+    header=HoldTokenHeader,
     errors=(404, 409),
     status=204,
     rate_limit=ratelimit.public_writes,
 )
 async def public_release_hold(ctx: Ctx) -> None:
     """Releasing twice is fine; a hold already booked cannot be released (409)."""
-    token = ctx.query.token
+    token = ctx.header.token
     async with ctx.pool.acquire() as conn:
         try:
             async with conn.transaction():
@@ -659,7 +660,10 @@ class PublicBookingRequest(BaseModel):
 async def public_book(ctx: Ctx) -> Any:
     """All sessions or none, in one transaction. An expired hold whose times are still free is
     re-taken; otherwise (or for a released hold) 409 with the next free alternatives. A positive
-    screening answer flags the sessions for clinician review; it does not stop the booking."""
+    screening answer flags the sessions for clinician review; it does not stop the booking.
+    A patient already on file (same mobile, else same email) is booked without any change to
+    their record: what the request says differently waits for staff, and the patient's private
+    link goes to the contacts on file with the confirmation. The API never returns a link."""
     body: PublicBookingRequest = ctx.body
     p = body.patient
     form = booking.PatientForm(
@@ -691,6 +695,10 @@ async def public_book(ctx: Ctx) -> Any:
 
 def booking_out(result: booking.BookingResult) -> PublicBooking:
     rows = [booked_out(r, result.offer, n) for n, r in enumerate(result.appointments, start=1)]
+    if not result.patient_created:
+        # For a patient already on file the answer tells nothing of their record (whoever asked
+        # may not be them): review flags that come from comparing it stay out.
+        rows = [r.model_copy(update={"needs_review": result.answers_need_review}) for r in rows]
     return PublicBooking(
         series_id=result.series_id,
         treatment_id=result.offer.treatment.id,
