@@ -161,7 +161,7 @@ async def ada(booking_api: BookingApi, settings: Settings) -> Patient:
         api, "consultation", bob, london(date(2026, 3, 10), 11), practitioner_id=PATEL
     )
     assert settings.secret_key is not None
-    token = patient_link_token(settings.secret_key, patient_id, now=now)
+    token = patient_link_token(settings.secret_key, patient_id, 1, now=now)
     return Patient(api, settings.secret_key, patient_id, sessions, other, f"{api.base}/s/{token}")
 
 
@@ -407,18 +407,32 @@ async def test_change_mobile_and_email(ada: Patient, phone: Page, screenshots: P
     assert (patient.mobile, patient.email) == ("+447911123456", "ada.new@example.com")
     [audited] = await ada.audit("patient.update")
     assert audited["actor_kind"] == "patient"
+    # The change revoked the link it was made with (it went to the old contacts); the page
+    # carried on at a new one.
+    assert phone.url.split("?")[0] != ada.link
+    old = await phone.request.get(ada.link, max_redirects=0)
+    assert old.status == 410 and "replaced" in await old.text()
+    # The old number and the old address are told, with no link and no new contact in it.
+    told = await ada.pool.fetch(
+        "SELECT channel, recipient FROM notification WHERE kind = 'contact_changed'"
+    )
+    assert sorted((r["channel"], r["recipient"]) for r in told) == [
+        ("email", "ada@example.com"),
+        ("sms", "+447700900123"),
+    ]
 
 
 async def test_contact_changed_meanwhile_is_reported_and_typing_kept(
     ada: Patient, phone: Page
 ) -> None:
     await phone.goto(ada.link)
-    # The clinic edits the record while the page is open.
+    # The clinic corrects the record while the page is open (not the contact details, which
+    # would replace the link itself: see the next test).
     await patients.update(
         ada.pool,
         ada.patient_id,
         expected_version=1,
-        changes={"email": "ada@clinic-typed.example"},
+        changes={"last_name": "Tester-Jones"},
         now=ada.api.clock.now(),
     )
     await phone.get_by_label("Mobile number").fill("07911 123456")
@@ -427,15 +441,37 @@ async def test_contact_changed_meanwhile_is_reported_and_typing_kept(
         "Your details were changed a moment ago"
     )
     await expect(phone.get_by_label("Mobile number")).to_have_value("07911 123456")
-    # The box the patient did not touch shows the clinic's change, so saving keeps it.
-    await expect(phone.get_by_label("Email address")).to_have_value("ada@clinic-typed.example")
     patient = await patients.get(ada.pool, ada.patient_id)
     assert patient is not None and patient.mobile == "+447700900123"
     await phone.get_by_role("button", name="Save contact details").click()
     await expect(phone.get_by_role("status")).to_contain_text("Your contact details are saved")
     patient = await patients.get(ada.pool, ada.patient_id)
     assert patient is not None
-    assert (patient.mobile, patient.email) == ("+447911123456", "ada@clinic-typed.example")
+    assert (patient.mobile, patient.last_name) == ("+447911123456", "Tester-Jones")
+
+
+async def test_a_link_issued_before_a_contact_change_no_longer_works(
+    ada: Patient, phone: Page
+) -> None:
+    await phone.goto(ada.link)
+    # The clinic puts in Ada's new mobile (she rang): links sent to the old one stop working.
+    await patients.update(
+        ada.pool,
+        ada.patient_id,
+        expected_version=1,
+        changes={"mobile": "+447911123456"},
+        now=ada.api.clock.now(),
+    )
+    await phone.get_by_label("Email address").fill("someone@else.example")
+    await phone.get_by_role("button", name="Save contact details").click()
+    await expect(phone.get_by_role("heading", level=1)).to_have_text("This link has been replaced")
+    page = await phone.content()
+    assert "Ada" not in page and "+4479" not in page
+    patient = await patients.get(ada.pool, ada.patient_id)
+    assert patient is not None and patient.email == "ada@example.com"
+    for path in ("", f"/sessions/{ada.sessions[0]}/move", f"/sessions/{ada.sessions[0]}/cancel"):
+        response = await phone.goto(ada.link + path)
+        assert response is not None and response.status == 410
 
 
 async def test_change_consents(ada: Patient, phone: Page) -> None:
@@ -467,17 +503,30 @@ async def test_expired_and_tampered_links_are_refused_kindly(
 ) -> None:
     clock = ada.api.clock
     token = patient_link_token(
-        ada.secret, ada.patient_id, now=clock.now(), lifetime=timedelta(days=1)
+        ada.secret, ada.patient_id, 1, now=clock.now(), lifetime=timedelta(days=1)
     )
     clock.advance(timedelta(days=2))
     response = await phone.goto(f"{ada.api.base}/s/{token}")
     assert response is not None and response.status == 410
-    await expect(phone.locator("main")).to_contain_text(
-        "This link has expired. Ask the clinic for a new one."
-    )
+    await expect(phone.get_by_role("heading", level=1)).to_have_text("This link has expired")
     await expect(phone.locator("main")).to_contain_text(CLINIC_PHONE)
     await _shot(phone, screenshots, "self-07-link-expired-phone.png")
     assert "Ada" not in await phone.content()
+    # The patient asks for a new link: it goes to the contacts on file, never to this page.
+    await phone.get_by_role("button", name="Send me a new link").click()
+    await expect(phone.get_by_role("heading", level=1)).to_have_text("Check your messages")
+    page = await phone.content()
+    assert "Ada" not in page and "/s/" not in page and "example.com" not in page
+    sent = await ada.pool.fetch(
+        "SELECT channel FROM notification WHERE kind = 'new_link' AND patient_id = $1",
+        ada.patient_id,
+    )
+    assert sorted(r["channel"] for r in sent) == ["email", "sms"]
+    # Asking again (or someone hammering the button) within the hour sends nothing more.
+    await phone.goto(f"{ada.api.base}/s/{token}")
+    await phone.get_by_role("button", name="Send me a new link").click()
+    await expect(phone.get_by_role("heading", level=1)).to_have_text("Check your messages")
+    assert await ada.pool.fetchval("SELECT count(*) FROM notification WHERE kind = 'new_link'") == 2
 
     good = ada.link.rsplit("/", 1)[1]
     tampered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")

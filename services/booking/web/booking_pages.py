@@ -35,12 +35,19 @@ from services.booking.api.framework import ApiError
 from services.booking.booking import Offer
 from services.booking.web import csrf
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
-from shared.links import LinkError, patient_from_link, patient_link_token, patient_link_url
+from shared.links import (
+    LinkError,
+    open_patient_link,
+    patient_link_token,
+    patient_link_url,
+    read_patient_link,
+)
 from shared.logging import request_id_var
 from shared.messaging.ics import ics_attachment
+from shared.outbox_plan import reach_of
 from shared.scheduling.course import CourseProposal
 from shared.scheduling.loader import ClinicInfo, load_clinic, load_treatment
-from shared.store import appointments, clinics, patients
+from shared.store import appointments, audit, clinics, patients
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
 from shared.web import CLOCK, POOL, SETTINGS
@@ -1099,7 +1106,7 @@ async def review_post(request: web.Request) -> web.StreamResponse:
             )
         token, notice = new_token, "new_times"
     elif view.state == "booked":
-        return _to_booked(request, _booked_patient(view.sessions))
+        return _to_sent(view.hold.clinic_id)  # a hold token never mints a link once booked
     elif view.state in ("expired", "released"):
         renewed = await _renew_lapsed(request, token, view) if view.state == "expired" else None
         if renewed is None:
@@ -1145,17 +1152,28 @@ async def render_review(
 # -- 7. book -------------------------------------------------------------------------------------
 
 
-def _booked_patient(rows: list[Appointment]) -> int:
-    for row in rows:
-        if row.patient_id is not None:
-            return row.patient_id
-    raise PageError(400, "hold")
-
-
-def _to_booked(request: web.Request, patient_id: int) -> web.Response:
-    token = patient_link_token(_secret(request), patient_id, now=_now(request))
+async def _to_booked(request: web.Request, result: booking.BookingResult) -> web.Response:
+    """The booked page with the private link for a patient this booking created; for a patient
+    matched by mobile or email (who may not be whoever filled in the form) the page that says
+    the details went to the contacts on file, naming nobody."""
+    if not result.patient_created:
+        return _to_sent(result.offer.clinic.id)
+    patient = await patients.get(request.app[POOL], result.patient_id)
+    assert patient is not None  # created in the booking's transaction, never deleted
+    settings = request.app[SETTINGS]
+    token = patient_link_token(
+        _secret(request),
+        patient.id,
+        patient.link_version,
+        now=_now(request),
+        lifetime=settings.link_lifetime,
+    )
     # The link token is made for URLs (signed, expiring, nothing personal); logs drop the query.
     return see_other("/book/booked?" + urlencode({"link": token}))
+
+
+def _to_sent(clinic_id: int) -> web.Response:
+    return see_other("/book/sent?" + urlencode({"clinic": str(clinic_id)}))
 
 
 async def _book(
@@ -1218,8 +1236,9 @@ async def confirm_post(request: web.Request) -> web.StreamResponse:
         raise PageError(400, "hold") from None
     except booking.HoldFinished as finished:
         if finished.state == "booked":
-            rows = await appointments.for_hold(request.app[POOL], finished.hold.id)
-            return _to_booked(request, _booked_patient(rows))
+            # Submitted again (a double click, or Back then submit): the first answer showed
+            # whatever it could; a hold token never mints a link once its booking exists.
+            return _to_sent(finished.hold.clinic_id)
         if finished.offer is None:
             raise PageError(404) from None
         return await again(errors={}, taken="released", status=409)
@@ -1233,7 +1252,7 @@ async def confirm_post(request: web.Request) -> web.StreamResponse:
             retry = (refused.headers or {}).get("Retry-After", "60")
             raise PageError(429, "mobile", retry_after=int(retry)) from None
         raise
-    return _to_booked(request, result.patient_id)
+    return await _to_booked(request, result)
 
 
 @html_page
@@ -1258,15 +1277,35 @@ async def release_post(request: web.Request) -> web.StreamResponse:
 
 
 async def _linked_patient(request: web.Request) -> tuple[patients.Patient, str]:
+    """The patient of the `link` in the query, if it opens now (genuine, unexpired, of the
+    patient's current link version); otherwise the friendly 404."""
     token = _text(request.query, "link")
     try:
-        patient_id = patient_from_link(_secret(request), token, now=_now(request))
+        link = read_patient_link(_secret(request), token)
+        patient = await patients.get(request.app[POOL], link.patient_id)
+        if patient is None or patient.erased_at is not None:
+            raise PageError(404, "link")
+        open_patient_link(
+            _secret(request), token, now=_now(request), current_version=patient.link_version
+        )
     except LinkError:
         raise PageError(404, "link") from None
-    patient = await patients.get(request.app[POOL], patient_id)
-    if patient is None or patient.erased_at is not None:
-        raise PageError(404, "link")
     return patient, token
+
+
+async def _audit_read(request: web.Request, patient: patients.Patient, what: str) -> None:
+    # A read of the patient's record, like every other (design.md: every read is audited).
+    await audit.record(
+        request.app[POOL],
+        at=_now(request),
+        actor=Actor("patient", patient.id, "booked page"),
+        action="patient.read",
+        entity="patient",
+        entity_id=patient.id,
+        patient_id=patient.id,
+        details={"page": what},
+        request_id=request_id_var.get(),
+    )
 
 
 @html_page
@@ -1291,6 +1330,9 @@ async def booked_page(request: web.Request) -> web.Response:
         }
         for row in rows
     ]
+    async with pool.acquire() as conn:
+        reach = await reach_of(conn, patient.id)
+    await _audit_read(request, patient, "booked")
     return render(
         request,
         "book/booked.html",
@@ -1301,7 +1343,21 @@ async def booked_page(request: web.Request) -> web.Response:
         needs_review=any(row.needs_review for row in rows),
         ics_url="/book/calendar.ics?" + urlencode({"link": token}),
         self_service_url=patient_link_url(request.app[SETTINGS].public_url, token),
+        # How the confirmation (and the link in it) goes: what the page may promise.
+        sent_by=[] if reach is None else reach.transactional_channels(),
     )
+
+
+@html_page
+async def sent_page(request: web.Request) -> web.Response:
+    """After booking for a patient already on file: thanks, and where the details went, with
+    nothing about the patient (whoever submitted the form may not be them)."""
+    await _limit(request, "reads")
+    clinic_id = _int(_text(request.query, "clinic"))
+    clinic = None if clinic_id is None else await load_clinic(request.app[POOL], clinic_id)
+    if clinic is None:
+        raise PageError(404)
+    return render(request, "book/sent.html", private=True, clinic=clinic)
 
 
 @html_page
@@ -1322,6 +1378,7 @@ async def calendar_file(request: web.Request) -> web.Response:
         method="REQUEST",
         stamp=now,
     )
+    await _audit_read(request, patient, "calendar")
     response = web.Response(
         body=attachment.content,
         content_type="text/calendar",
@@ -1366,5 +1423,6 @@ def install_booking_pages(app: web.Application) -> None:
         router.add_post(path, handler)
         router.add_get(path, _back_to_start)
     router.add_get("/book/booked", booked_page)
+    router.add_get("/book/sent", sent_page)
     router.add_get("/book/calendar.ics", calendar_file)
     router.add_route("*", "/book/{tail:.*}", not_found)

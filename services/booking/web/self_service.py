@@ -27,7 +27,7 @@ from jinja2 import Environment
 from services.booking import appointment_changes as changes
 from services.booking.booking import Offer, free_slots
 from services.booking.web import csrf
-from shared import links
+from shared import links, outbox_plan
 from shared.domain.appointment_states import IllegalTransition
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
 from shared.logging import request_id_var
@@ -55,7 +55,6 @@ PICKER_LEAD = timedelta(days=7)  # the picker opens this long before the session
 MAX_APPOINTMENTS = 500  # far more than any patient has; bounds the page
 MAX_FIELD = 320  # longest text accepted from a form field (an email address may be 254)
 MAX_ID = 2**63 - 1
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The link is a credential: keep the pages out of caches, search engines and Referer headers.
 PRIVATE = {
     "Cache-Control": "no-store",
@@ -132,54 +131,97 @@ def _secret(request: web.Request) -> str:
 
 
 async def _visit(request: web.Request) -> Visit:
+    """The visit of a link that opens now. A link we never issued, or of an erased patient, gets
+    the "not valid" page; a genuine one that expired or was replaced by a newer link gets the
+    page that offers a new link (sent to the contacts on file, never shown here)."""
     pool = request.app[POOL]
     now = request.app[CLOCK].now()
     token = request.match_info["token"]
     secret = _secret(request)
     try:
-        if not secret:  # no key, no link we could have issued
-            raise links.LinkError("no secret key")
-        patient_id = links.patient_from_link(secret, token, now=now)
-    except links.LinkError:
-        raise _Stop(await _refused_link(request, token)) from None
-    patient = await patients.get(pool, patient_id)
+        link = links.read_patient_link(secret, token)
+    except links.LinkInvalid:
+        raise _Stop(await _refused_link(request, None)) from None
+    patient = await patients.get(pool, link.patient_id)
     clinic = None if patient is None else await load_clinic(pool, patient.clinic_id)
     if patient is None or clinic is None or patient.erased_at is not None:
-        raise _Stop(await _refused_link(request, token, expired=False))
+        raise _Stop(await _refused_link(request, None))
+    try:
+        links.open_patient_link(secret, token, now=now, current_version=patient.link_version)
+    except links.LinkError as refused:
+        replaced = isinstance(refused, links.LinkRevoked)
+        raise _Stop(await _refused_link(request, clinic, token=token, replaced=replaced)) from None
     return Visit(token, patient, clinic, now)
 
 
-def _expired_patient_id(secret: str, token: str) -> int | None:
-    """The patient of a genuine link that has expired; None for a forged or garbled one.
-
-    A link valid at the epoch carries our signature, so it failed today only by expiring.
-    """
-    if not secret:
-        return None
-    try:
-        return links.patient_from_link(secret, token, now=EPOCH)
-    except links.LinkError:
-        return None
-
-
 async def _refused_link(
-    request: web.Request, token: str, *, expired: bool | None = None
+    request: web.Request,
+    clinic: ClinicInfo | None,
+    *,
+    token: str | None = None,
+    replaced: bool = False,
 ) -> web.Response:
-    """410 for an expired link, 404 for one we never issued: no patient data either way, only
-    the clinic's name and phone so the patient can ask for a new link."""
+    """410 for a genuine link that expired or was replaced, with a button that sends a new one
+    to the contacts on file; 404 for one we never issued (or of an erased patient). No patient
+    data either way, only the clinic's name and phone."""
+    shown: Any = clinic
+    if shown is None:
+        shown = await clinics.first_clinic(request.app[POOL])
+    if token is None:
+        return _render(request, "self/link_invalid.html", clinic=shown, status=404)
+    return _render(
+        request,
+        "self/link_expired.html",
+        clinic=shown,
+        status=410,
+        replaced=replaced,
+        renew_url=f"/s/{token}/renew",
+    )
+
+
+async def renew(request: web.Request) -> web.StreamResponse:
+    """ "Send me a new link" from an expired or replaced link's page: the current link goes to the
+    contacts on file (at most once an hour). The answer is the same whatever happened, so the
+    page tells nothing about the patient's details."""
     pool = request.app[POOL]
-    patient_id = _expired_patient_id(_secret(request), token)
-    clinic: Any = None
-    if patient_id is not None:
-        patient = await patients.get(pool, patient_id)
-        if patient is not None:
-            clinic = await load_clinic(pool, patient.clinic_id)
-    if clinic is None:
-        clinic = await clinics.first_clinic(pool)
-    is_expired = patient_id is not None if expired is None else expired
-    if is_expired:
-        return _render(request, "self/link_expired.html", clinic=clinic, status=410)
-    return _render(request, "self/link_invalid.html", clinic=clinic, status=404)
+    now = request.app[CLOCK].now()
+    token = request.match_info["token"]
+    secret = _secret(request)
+    try:
+        form: Mapping[str, Any] = await request.post()
+    except ValueError:
+        form = {}
+    try:
+        link = links.read_patient_link(secret, token)
+    except links.LinkInvalid:
+        return await _refused_link(request, None)
+    patient = await patients.get(pool, link.patient_id)
+    clinic = None if patient is None else await load_clinic(pool, patient.clinic_id)
+    if patient is None or clinic is None or patient.erased_at is not None:
+        return await _refused_link(request, None)
+    if not csrf.valid(request, _text(form, csrf.FIELD), secret):
+        return await _refused_link(request, clinic, token=token)
+    try:
+        links.open_patient_link(secret, token, now=now, current_version=patient.link_version)
+    except links.LinkError:
+        async with pool.acquire() as conn, conn.transaction():
+            planned = await outbox_plan.plan_new_link(
+                conn, patient.id, now=now, asked_by_patient=True
+            )
+            if planned:
+                await audit.record(
+                    conn,
+                    at=now,
+                    actor=Actor("patient", patient.id, ACTOR_NAME),
+                    action="patient.link_request",
+                    entity="patient",
+                    entity_id=patient.id,
+                    patient_id=patient.id,
+                    details={"notifications": planned},
+                    request_id=request_id_var.get(),
+                )
+        return _render(request, "self/link_sent.html", clinic=clinic)
+    raise web.HTTPSeeOther(f"/s/{token}", headers=dict(PRIVATE))  # it still works: go there
 
 
 # -- responses ---------------------------------------------------------------------------------
@@ -459,18 +501,7 @@ async def _overview(
     patient = visit.patient
     courses, others = await _courses(request, visit)
     consents = await patients.current_consents(pool, patient.id)
-    # A read of the patient's record, like every other (design.md: every read is audited).
-    await audit.record(
-        pool,
-        at=visit.now,
-        actor=visit.actor,
-        action="patient.read",
-        entity="patient",
-        entity_id=patient.id,
-        patient_id=patient.id,
-        details={"view": "self_service"},
-        request_id=request_id_var.get(),
-    )
+    await _audit_read(request, visit, "self_service")
     return _render(
         request,
         "self/overview.html",
@@ -488,6 +519,21 @@ async def _overview(
         note=request.query.get("note", ""),
         at=_message_place(request.query.get("at", ""), courses, others),
         notice_hours=_hours(visit.clinic.cancellation_notice),
+    )
+
+
+async def _audit_read(request: web.Request, visit: Visit, view: str) -> None:
+    # A read of the patient's record, like every other (design.md: every read is audited).
+    await audit.record(
+        request.app[POOL],
+        at=visit.now,
+        actor=visit.actor,
+        action="patient.read",
+        entity="patient",
+        entity_id=visit.patient.id,
+        patient_id=visit.patient.id,
+        details={"view": view},
+        request_id=request_id_var.get(),
     )
 
 
@@ -567,6 +613,7 @@ async def cancel_form(request: web.Request, visit: Visit) -> web.StreamResponse:
     if not may.move:  # neither cancellable nor inside the notice: past, or already over
         _back(visit, note="not-allowed", anchor=f"s{appointment.id}")
     names = await _names(request, visit.clinic, {appointment.treatment_id})
+    await _audit_read(request, visit, "self_service_cancel")
     return _cancel_page(request, visit, appointment, names, late=may.call_to_cancel)
 
 
@@ -781,6 +828,7 @@ async def move_form(request: web.Request, visit: Visit) -> web.StreamResponse:
     appointment = await _own(request, visit)
     if not allowed(appointment, visit.clinic, visit.now).move:
         _back(visit, note="not-allowed", anchor=f"s{appointment.id}")
+    await _audit_read(request, visit, "self_service_move")
     return await _picker(request, visit, appointment, PickerQuery.read(request.query))
 
 
@@ -1006,13 +1054,16 @@ async def contact(request: web.Request, visit: Visit) -> web.StreamResponse:
     pool = request.app[POOL]
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await patients.update(
+            updated = await patients.update(
                 conn,
                 patient.id,
                 expected_version=_int(typed.version) or 0,
                 changes=changed,
                 now=visit.now,
             )
+            assert updated is not None  # patients are never deleted
+            # The old contact hears of it: if this was not the patient, that is how they learn.
+            await outbox_plan.plan_contact_changed(conn, patient, updated, now=visit.now)
             await audit.record(
                 conn,
                 at=visit.now,
@@ -1034,7 +1085,16 @@ async def contact(request: web.Request, visit: Visit) -> web.StreamResponse:
             contact=typed.rebased(fresh),
             contact_stale=True,
         )
-    _back(visit, done="contact", anchor="contact")
+    # The change revoked every link sent so far, this one included: carry on with a new one
+    # (the messages from now on bring it too).
+    token = links.patient_link_token(
+        _secret(request),
+        updated.id,
+        updated.link_version,
+        now=visit.now,
+        lifetime=request.app[SETTINGS].link_lifetime,
+    )
+    _back(replace(visit, token=token, patient=updated), done="contact", anchor="contact")
 
 
 @_page
@@ -1097,3 +1157,4 @@ def install_self_service(app: web.Application) -> None:
     app.router.add_post(session + "/cancel", cancel)
     app.router.add_post("/s/{token}/contact", contact)
     app.router.add_post("/s/{token}/consents", consents)
+    app.router.add_post("/s/{token}/renew", renew)
