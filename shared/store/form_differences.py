@@ -110,3 +110,24 @@ async def delete_for_patient(conn: Executor, patient_id: int) -> int:
     """Erasure: every row about this patient goes. Returns how many."""
     result = await conn.execute("DELETE FROM form_difference WHERE patient_id = $1", patient_id)
     return int(result.split()[-1])
+
+
+async def list_page(
+    db: Executor, *, open_only: bool, patient_id: int | None, after_id: int | None, limit: int
+) -> list[FormDifference]:
+    """Oldest first (the longest waiting on top), keyset-paginated on id."""
+    rows = await db.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM form_difference
+        WHERE (NOT $1 OR reviewed_at IS NULL)
+          AND ($2::bigint IS NULL OR patient_id = $2)
+          AND ($3::bigint IS NULL OR id > $3)
+        ORDER BY id
+        LIMIT $4
+        """,  # noqa: S608 - constant
+        open_only,
+        patient_id,
+        after_id,
+        limit,
+    )
+    return [_row(r) for r in rows]
