@@ -3,6 +3,7 @@ the treatment; and the language chain (a missing language falls back to English)
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import pytest
 from jinja2 import ChoiceLoader, DictLoader
 
 from shared.messaging import render
+from shared.messaging.context import resolve_recipient, self_service_url
 from shared.messaging.render import language_candidates
 from tests.conftest import make_settings
 from tests.messaging.factories import (
@@ -169,3 +171,35 @@ def test_a_language_with_its_own_template_uses_it_and_a_half_family_does_not() -
         settings=SETTINGS,
     )
     assert mail.language == "en" and mail.subject != "Rappel"
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_a_contact_change_notice_goes_to_the_old_contact_without_link_or_names(
+    channel: str,
+) -> None:
+    """The old address or number may be someone else's by now: the notice says what changed and
+    when, and how to reach the clinic; it names nobody and carries no link or new contact."""
+    old = "old-address@example.com" if channel == "email" else "+447700900999"
+    row = Row(
+        kind="contact_changed",
+        channel=channel,
+        appointment_id=None,
+        recipient=old,
+        context={"fields": ["email"], "changed_at": "2026-03-03T10:00:00+00:00"},
+    )
+    the_patient = patient()
+    ctx = context(row, [], the_patient=the_patient)
+    now = datetime(2026, 3, 3, 10, 5, tzinfo=UTC)
+    ctx = dataclasses.replace(
+        ctx,
+        recipient=resolve_recipient(row, the_patient),
+        self_service_url=self_service_url(row, the_patient, SETTINGS, now),
+    )
+    assert ctx.recipient == old and ctx.self_service_url == ""
+    composed = render(row, ctx, settings=SETTINGS)
+    assert composed.to == old
+    for part in (composed.body, composed.html or "", composed.subject or ""):
+        assert "/s/" not in part and "Manage your appointments" not in part
+        assert the_patient.first_name not in part and the_patient.email not in part
+    assert "email address" in composed.body and "Tue 3 Mar at 10:00" in composed.body
+    assert "020 7946 0000" in composed.body
