@@ -498,49 +498,28 @@ async def plan_contact_changed(
     if reach is None:
         return []
     fields = sorted(f for f in ("mobile", "email") if getattr(before, f) != getattr(after, f))
-    context = {"fields": fields, "changed_at": iso(now)}
-    key = f"{CONTACT_CHANGED}:p{after.id}:v{after.version}"
-    ids: list[int | None] = []
+    told: list[tuple[Channel, str, str]] = []  # (channel, address, which one)
     if before.email and before.email != after.email:
+        told.append(("email", before.email, "old"))
+    if before.mobile and before.mobile != after.mobile:
+        consents = await patients.current_consents(conn, after.id)
+        care_sms = consents.get("care_sms")
+        if care_sms is not None and care_sms.granted and after.sms_opted_out_at is None:
+            told.append(("sms", before.mobile, "old"))
+        elif after.email and before.email == after.email:
+            told.append(("email", after.email, "current"))
+    ids: list[int | None] = []
+    for channel, address, which in told:
         ids.append(
             await _enqueue_account(
                 conn,
                 reach,
                 kind=CONTACT_CHANGED,
-                channel="email",
-                dedupe_key=f"{key}:email:old",
+                channel=channel,
+                dedupe_key=f"{CONTACT_CHANGED}:p{after.id}:v{after.version}:{channel}:{which}",
                 now=now,
-                recipient=before.email,
-                context=context,
+                recipient=address,
+                context={"fields": fields, "changed_at": iso(now)},
             )
         )
-    if before.mobile and before.mobile != after.mobile:
-        consents = await patients.current_consents(conn, after.id)
-        care_sms = consents.get("care_sms")
-        if care_sms is not None and care_sms.granted and after.sms_opted_out_at is None:
-            ids.append(
-                await _enqueue_account(
-                    conn,
-                    reach,
-                    kind=CONTACT_CHANGED,
-                    channel="sms",
-                    dedupe_key=f"{key}:sms:old",
-                    now=now,
-                    recipient=before.mobile,
-                    context=context,
-                )
-            )
-        elif after.email and before.email == after.email:
-            ids.append(
-                await _enqueue_account(
-                    conn,
-                    reach,
-                    kind=CONTACT_CHANGED,
-                    channel="email",
-                    dedupe_key=f"{key}:email:current",
-                    now=now,
-                    recipient=after.email,
-                    context=context,
-                )
-            )
     return [i for i in ids if i is not None]
