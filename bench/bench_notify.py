@@ -110,7 +110,7 @@ def _notifier_env(url: str, port: int, twilio_url: str, smtp_port: int) -> dict[
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": url,
         "REGIMEN_NOTIFIER_PORT": str(port),
-        "REGIMEN_PUBLIC_URL": "http://127.0.0.1:9",
+        "REGIMEN_PUBLIC_URL": "https://clinic.example.test",
         "REGIMEN_SECRET_KEY": "n" * 40,
         "REGIMEN_TWILIO_ACCOUNT_SID": DEV_TWILIO_ACCOUNT_SID,
         "REGIMEN_TWILIO_AUTH_TOKEN": AUTH_TOKEN,

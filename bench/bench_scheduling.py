@@ -46,6 +46,8 @@ def _spawn_booking(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         "PATH": "/usr/bin:/bin",
         "DATABASE_URL": url,
         "REGIMEN_BOOKING_PORT": str(port),
+        "REGIMEN_BOOKING_METRICS_PORT": str(_free_port()),
+        "REGIMEN_PUBLIC_URL": "https://clinic.example.test",
         "REGIMEN_SECRET_KEY": "b" * 40,
         "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "b" * 32,
         "REGIMEN_TWILIO_AUTH_TOKEN": "bench",

@@ -14,9 +14,11 @@ from shared.clock import Clock, SystemClock
 from shared.config import ConfigError, Settings, load_settings
 from shared.db import embedded, migrate
 from shared.db.pool import connect
+from shared.domain.names import unsafe_name_character
 from shared.logging import configure_logging
 from shared.runner import Served, serve_until_signal
 from shared.store import staff_tokens
+from shared.web import create_metrics_app
 
 log = logging.getLogger("regimen.cli")
 
@@ -55,13 +57,19 @@ async def cmd_migrate(settings: Settings) -> int:
 
 async def cmd_serve(settings: Settings, service: str, host: str) -> int:
     configure_logging(settings.log_level)
-    if settings.database_url is None:
-        log.warning("DATABASE_URL is unset: serving from the embedded PostgreSQL")
-    url, _server = await embedded.database_url(settings.database_url, settings.state_dir)
+    # load_settings(mode="production") refused an unset DATABASE_URL: no embedded database here.
+    assert settings.database_url is not None
+    url = settings.database_url
     factory, port = _factories()[service]
     app = factory(settings, SystemClock(), url)
-    log.info("starting", extra={"service": service, "port": port(settings)})
-    await serve_until_signal([Served(app, host, port(settings))])
+    served = [Served(app, host, port(settings))]
+    extra: dict[str, object] = {"service": service, "port": port(settings)}
+    if service == "booking":
+        # Booking's port faces the internet; its metrics are for Prometheus only.
+        served.append(Served(create_metrics_app(app), host, settings.booking_metrics_port))
+        extra["metrics_port"] = settings.booking_metrics_port
+    log.info("starting", extra=extra)
+    await serve_until_signal(served)
     log.info("stopped", extra={"service": service})
     return 0
 
@@ -89,17 +97,23 @@ async def cmd_token_create(settings: Settings, role: str, name: str) -> int:
     return 0
 
 
-async def cmd_dev(settings: Settings) -> int:
+async def cmd_dev(settings: Settings, use_database_url: bool) -> int:
     from services.devkit.dev import run_dev
 
-    await run_dev(settings)
+    await run_dev(settings, use_database_url=use_database_url)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regimen", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("dev", help="the whole system with local stand-ins, for development")
+    dev = commands.add_parser("dev", help="the whole system with local stand-ins, for development")
+    dev.add_argument(
+        "--use-database-url",
+        action="store_true",
+        help="run against DATABASE_URL instead of the embedded database: its queued messages "
+        "then go to the local stand-ins and are marked sent",
+    )
     commands.add_parser("migrate", help="apply pending database migrations")
     serve = commands.add_parser("serve", help="run one service (production)")
     serve.add_argument("service", choices=SERVICES)
@@ -117,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(mode="production" if args.command == "serve" else "dev")
         if args.command == "dev":
-            coroutine = cmd_dev(settings)
+            coroutine = cmd_dev(settings, args.use_database_url)
         elif args.command == "migrate":
             coroutine = cmd_migrate(settings)
         elif args.command == "serve":
@@ -125,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if not 1 <= len(args.name.strip()) <= 200:
                 raise ConfigError("--name: must be 1 to 200 characters")
+            if (why := unsafe_name_character(args.name.strip())) is not None:
+                raise ConfigError(f"--name: {why}")
             coroutine = cmd_token_create(settings, args.role, args.name.strip())
         return asyncio.run(coroutine)
     except ConfigError as exc:

@@ -7,6 +7,7 @@ would do the parsing, but its multi-line error reports are exactly what we want 
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import secrets
@@ -21,6 +22,7 @@ Mode = Literal["dev", "production"]
 SmtpTls = Literal["none", "starttls", "tls"]
 
 DEFAULT_TWILIO_API_URL = "https://api.twilio.com"
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 
 # Every variable Regimen reads; deployment files are checked against this list.
 KNOWN_VARIABLES: dict[str, str] = {
@@ -30,6 +32,7 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_BOOKING_PORT": "booking listen port",
     "REGIMEN_SCHEDULER_PORT": "scheduler listen port",
     "REGIMEN_NOTIFIER_PORT": "notifier listen port",
+    "REGIMEN_BOOKING_METRICS_PORT": "booking's /metrics port (internal; not the public port)",
     "REGIMEN_TWILIO_ACCOUNT_SID": "Twilio account SID",
     "REGIMEN_TWILIO_AUTH_TOKEN": "Twilio auth token (also validates webhook signatures)",
     "REGIMEN_TWILIO_FROM": "sender phone number (E.164)",
@@ -79,6 +82,7 @@ class Settings:
     booking_port: int
     scheduler_port: int
     notifier_port: int
+    booking_metrics_port: int
     twilio_account_sid: str | None
     twilio_auth_token: str | None
     twilio_from: str | None
@@ -233,11 +237,12 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
     settings = Settings(
         mode=mode,
         database_url=_database_url(env),
-        public_url=_http_url(env, "REGIMEN_PUBLIC_URL", "http://127.0.0.1:8080"),
+        public_url=_http_url(env, "REGIMEN_PUBLIC_URL", DEFAULT_PUBLIC_URL),
         secret_key=secret_key,
         booking_port=_port(env, "REGIMEN_BOOKING_PORT", 8080),
         scheduler_port=_port(env, "REGIMEN_SCHEDULER_PORT", 8081),
         notifier_port=_port(env, "REGIMEN_NOTIFIER_PORT", 8082),
+        booking_metrics_port=_port(env, "REGIMEN_BOOKING_METRICS_PORT", 9080),
         twilio_account_sid=sid,
         twilio_auth_token=_text(env, "REGIMEN_TWILIO_AUTH_TOKEN"),
         twilio_from=twilio_from,
@@ -285,8 +290,30 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
     return settings
 
 
+def is_local_host(host: str | None) -> bool:
+    """This machine: `localhost` (and *.localhost) or a loopback address. Traffic to it never
+    crosses a network, so plain text to a local stand-in or relay exposes nothing."""
+    if not host:
+        return False
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def require_production_settings(settings: Settings) -> None:
-    """Production never falls back to dev stand-ins: every provider setting must be explicit."""
+    """Production never falls back to dev stand-ins: every provider setting must be explicit,
+    and nothing patients' data travels over may be plain text beyond this machine."""
+    if settings.database_url is None:
+        # Unset means an embedded PostgreSQL inside each container: every replica would keep
+        # its own data, and lose it with the container.
+        raise ConfigError(
+            "DATABASE_URL: required by 'regimen serve' (production); the embedded database "
+            "is for 'regimen dev' only"
+        )
     required = {
         "REGIMEN_SECRET_KEY": settings.secret_key,
         "REGIMEN_TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
@@ -301,6 +328,29 @@ def require_production_settings(settings: Settings) -> None:
         raise ConfigError(
             "REGIMEN_TWILIO_FROM: required by 'regimen serve' (or set "
             "REGIMEN_TWILIO_MESSAGING_SERVICE_SID)"
+        )
+    public = urlsplit(settings.public_url)
+    if is_local_host(public.hostname):  # the default (http://127.0.0.1:8080) among them
+        raise ConfigError(
+            f"REGIMEN_PUBLIC_URL: {settings.public_url!r} is this machine; set the https:// "
+            "address patients and Twilio reach (it is in every link and signature check)"
+        )
+    if public.scheme != "https":
+        raise ConfigError(
+            f"REGIMEN_PUBLIC_URL: must be https:// (patients' links are credentials), "
+            f"got {settings.public_url!r}"
+        )
+    if settings.smtp_tls == "none" and not is_local_host(settings.smtp_host):
+        raise ConfigError(
+            f"REGIMEN_SMTP_TLS: 'none' would send patients' email unencrypted to "
+            f"{settings.smtp_host}; use starttls or tls ('none' only for a relay on this machine)"
+        )
+    twilio = urlsplit(settings.twilio_api_url)
+    if twilio.scheme != "https" and not is_local_host(twilio.hostname):
+        raise ConfigError(
+            f"REGIMEN_TWILIO_API_URL: must be https:// (it carries the auth token and "
+            f"patients' numbers), got {settings.twilio_api_url!r}; http only for a stand-in on "
+            "this machine"
         )
 
 

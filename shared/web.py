@@ -18,7 +18,7 @@ from shared.clock import Clock
 from shared.config import Settings
 from shared.db import migrate
 from shared.db.pool import create_pool
-from shared.logging import request_id_var
+from shared.logging import describe_database_error, request_id_var
 
 log = logging.getLogger("regimen.http")
 
@@ -73,14 +73,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     app = request.app
-    route = request.match_info.route.resource
-    route_name = route.canonical if route is not None else "unmatched"
+    route_name = route_pattern(request)
     status = 500
     try:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
+                status = exc.status  # a raised redirect: aiohttp answers it as it is
                 raise
             kept = {
                 k: v
@@ -89,7 +89,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             }
             response = problem(exc.status, exc.reason, headers=kept)
         except Exception:
-            log.exception("unhandled error", extra={"path": request.path})
+            # The route pattern, never the path: /s/<token>/… carries a patient's private link.
+            log.exception("unhandled error", extra={"path": route_name})
             response = problem(
                 500,
                 "Internal Server Error",
@@ -103,7 +104,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics = app[_HTTP_METRICS]
         metrics[0].labels(request.method, route_name, str(status)).inc()
         metrics[1].labels(request.method, route_name).observe(elapsed)
-        # The path without its query string: links carry tokens, which stay out of logs.
         log.info(
             "request",
             extra={
@@ -115,6 +115,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             },
         )
         request_id_var.reset(token)
+
+
+def route_pattern(request: web.Request) -> str:
+    """What logs and metrics name a request by: `/s/{token}`, never the token itself."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 _HTTP_METRICS = web.AppKey("http_metrics", tuple)
@@ -132,9 +138,15 @@ async def readyz(request: web.Request) -> web.Response:
         async with app[POOL].acquire(timeout=2) as conn:
             pending = await migrate.pending_migrations(conn)
     except migrate.MigrationMismatch as exc:
-        return problem(503, "Service Unavailable", detail=str(exc))
+        log.warning("not ready: migrations differ", extra={"error": str(exc)})
+        return problem(
+            503, "Service Unavailable", detail="the database's migrations differ from this release"
+        )
     except Exception as exc:  # any failure to reach the database means "not ready"
-        return problem(503, "Service Unavailable", detail=f"database unreachable: {exc}")
+        # The probe is public on the booking port: the reason (host names, server messages)
+        # goes to the log, the caller learns only that the database is the problem.
+        log.warning("not ready: database unreachable", extra={"error": _error_name(exc)})
+        return problem(503, "Service Unavailable", detail="database unreachable")
     if pending:
         return problem(
             503,
@@ -142,6 +154,13 @@ async def readyz(request: web.Request) -> web.Response:
             detail=f"{len(pending)} migration(s) not applied; run 'regimen migrate'",
         )
     return web.json_response({"status": "ready", "service": app[SERVICE]})
+
+
+def _error_name(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.PostgresError):
+        return describe_database_error(exc)
+    # Connection errors name the address tried, which is the operator's own configuration.
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else type(exc).__name__
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -163,9 +182,17 @@ async def _mark_stopping(app: web.Application) -> None:
 
 
 def create_base_app(
-    service: str, settings: Settings, clock: Clock, database_url: str
+    service: str,
+    settings: Settings,
+    clock: Clock,
+    database_url: str,
+    *,
+    public_metrics: bool = True,
 ) -> web.Application:
-    """The skeleton every service starts from; services add their routes and cleanup contexts."""
+    """The skeleton every service starts from; services add their routes and cleanup contexts.
+
+    `public_metrics=False` leaves /metrics off this app (booking: its port faces the internet);
+    `create_metrics_app` then serves the same registry on an internal port."""
     app = web.Application(middlewares=[request_context], client_max_size=1024**2)
     registry = CollectorRegistry()
     app[SERVICE] = service
@@ -192,5 +219,15 @@ def create_base_app(
     app.on_shutdown.append(_mark_stopping)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if public_metrics:
+        app.router.add_get("/metrics", metrics)
+    return app
+
+
+def create_metrics_app(service_app: web.Application) -> web.Application:
+    """Only /metrics, from `service_app`'s registry: a second site of the same process, on a port
+    that Prometheus reaches and the public does not."""
+    app = web.Application()
+    app[REGISTRY] = service_app[REGISTRY]
     app.router.add_get("/metrics", metrics)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from shared.config import ConfigError, Settings, load_settings
 
 PRODUCTION_ENV = {
     "DATABASE_URL": "postgresql://regimen@db/regimen",
+    "REGIMEN_PUBLIC_URL": "https://book.example-clinic.com",
     "REGIMEN_SECRET_KEY": "k" * 40,
     "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
     "REGIMEN_TWILIO_AUTH_TOKEN": "token",
@@ -172,3 +174,102 @@ def test_the_booking_app_will_not_build_without_a_secret_key(settings: Settings)
 
     with pytest.raises(ConfigError, match="^REGIMEN_SECRET_KEY: required by the booking service"):
         create_app(settings.with_overrides(secret_key=None), SystemClock(), "postgresql://x/y")
+
+
+@pytest.mark.parametrize(
+    ("accident", "changes", "says"),
+    [
+        (
+            "no DATABASE_URL: an embedded database inside each container",
+            {"DATABASE_URL": None},
+            "DATABASE_URL: required by 'regimen serve'",
+        ),
+        (
+            "the public URL left at its dev default",
+            {"REGIMEN_PUBLIC_URL": None},
+            "REGIMEN_PUBLIC_URL: 'http://127.0.0.1:8080' is this machine",
+        ),
+        (
+            "a public URL on localhost, even with https",
+            {"REGIMEN_PUBLIC_URL": "https://localhost:8443"},
+            "REGIMEN_PUBLIC_URL: 'https://localhost:8443' is this machine",
+        ),
+        (
+            "a plain-http public URL: links and CSRF cookies in clear text",
+            {"REGIMEN_PUBLIC_URL": "http://book.example-clinic.com"},
+            "REGIMEN_PUBLIC_URL: must be https://",
+        ),
+        (
+            "mail in clear text to a server across the network",
+            {"REGIMEN_SMTP_TLS": "none"},
+            "REGIMEN_SMTP_TLS: 'none' would send patients' email unencrypted to smtp.example.com",
+        ),
+        (
+            "the Twilio API over plain http to another host",
+            {"REGIMEN_TWILIO_API_URL": "http://api.twilio.com"},
+            "REGIMEN_TWILIO_API_URL: must be https://",
+        ),
+    ],
+)
+def test_production_refuses_an_unsafe_setting(
+    accident: str, changes: dict[str, str | None], says: str
+) -> None:
+    env = {**PRODUCTION_ENV, **changes}
+    env = {k: v for k, v in env.items() if v is not None}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env, mode="production")
+    message = str(caught.value)
+    assert message.startswith(says), accident
+    assert "\n" not in message
+    load_settings(env, mode="dev")  # dev allows each of them: its stand-ins are local
+
+
+@pytest.mark.parametrize(
+    "local",
+    [
+        {"REGIMEN_SMTP_TLS": "none", "REGIMEN_SMTP_HOST": "127.0.0.1"},
+        {"REGIMEN_SMTP_TLS": "none", "REGIMEN_SMTP_HOST": "localhost"},
+        {"REGIMEN_SMTP_TLS": "none", "REGIMEN_SMTP_HOST": "::1"},
+        {"REGIMEN_TWILIO_API_URL": "http://127.0.0.1:9"},
+        {"REGIMEN_TWILIO_API_URL": "http://localhost:8026"},
+        {"REGIMEN_TWILIO_API_URL": "http://[::1]:8026"},
+    ],
+)
+def test_production_allows_plain_text_to_a_stand_in_on_this_machine(local: dict[str, str]) -> None:
+    # Operators and the tests run `regimen serve` against local Twilio and SMTP stand-ins.
+    settings = load_settings({**PRODUCTION_ENV, **local}, mode="production")
+    assert settings.public_url == "https://book.example-clinic.com"
+
+
+def test_serve_booking_without_database_url_exits_2_naming_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "DATABASE_URL"}
+    env["REGIMEN_STATE_DIR"] = str(tmp_path / "state")
+    result = _regimen(["serve", "booking"], env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "regimen: DATABASE_URL: required by 'regimen serve' (production); the embedded "
+        "database is for 'regimen dev' only"
+    )
+    assert not (tmp_path / "state" / "pgdata").exists()  # no embedded database was started
+
+
+def test_dev_knows_its_own_embedded_database_from_a_foreign_one(tmp_path: Path) -> None:
+    from services.devkit.dev import refuse_foreign_database
+
+    state = tmp_path / "state"
+    own = load_settings(
+        {
+            "REGIMEN_STATE_DIR": str(state),
+            "DATABASE_URL": f"postgresql://postgres@/regimen?host={state / 'pgdata'}",
+        }
+    )
+    refuse_foreign_database(own, use_database_url=False)  # the embedded one, spelt out
+    refuse_foreign_database(
+        load_settings({"REGIMEN_STATE_DIR": str(state)}), use_database_url=False
+    )
+    foreign = load_settings(
+        {"REGIMEN_STATE_DIR": str(state), "DATABASE_URL": "postgresql://regimen@db.clinic/regimen"}
+    )
+    with pytest.raises(ConfigError, match=r"^DATABASE_URL: .* pass --use-database-url$"):
+        refuse_foreign_database(foreign, use_database_url=False)
+    refuse_foreign_database(foreign, use_database_url=True)

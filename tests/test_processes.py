@@ -28,6 +28,8 @@ from tests.processes import (
 pytestmark = pytest.mark.slow
 
 PRODUCTION = {
+    # Production refuses a local or plain-http public URL; TLS ends at a proxy in front.
+    "REGIMEN_PUBLIC_URL": "https://clinic.example.test",
     "REGIMEN_SECRET_KEY": "s" * 40,
     "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
     "REGIMEN_TWILIO_AUTH_TOKEN": "token",
@@ -54,11 +56,12 @@ def _stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> float:
 async def test_serve_answers_and_stops_on_sigterm_within_ten_seconds(
     service: str, db_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = clean_env(
         DATABASE_URL=db_url,
         **PRODUCTION,
         **{f"REGIMEN_{service.upper()}_PORT": str(port)},
+        REGIMEN_BOOKING_METRICS_PORT=str(metrics_port),
     )
     log = tmp_path / "serve.log"
     process = start_regimen(["serve", service, "--host", "127.0.0.1"], env, log)
@@ -73,6 +76,13 @@ async def test_serve_answers_and_stops_on_sigterm_within_ten_seconds(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError(log.read_text())
+        # Booking's public port has no /metrics; its metrics port has them. The others keep
+        # /metrics on their own (internal) port.
+        metrics_at = metrics_port if service == "booking" else port
+        status, text = await _get(f"http://127.0.0.1:{metrics_at}/metrics")
+        assert status == 200 and "regimen_http_requests_total" in text
+        if service == "booking":
+            assert (await _get(f"http://127.0.0.1:{port}/metrics"))[0] == 404
     finally:
         took = await asyncio.to_thread(_stop, process)
     assert process.returncode == 0, log.read_text()
@@ -87,6 +97,7 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
         "REGIMEN_BOOKING_PORT": free_port(),
         "REGIMEN_SCHEDULER_PORT": free_port(),
         "REGIMEN_NOTIFIER_PORT": free_port(),
+        "REGIMEN_BOOKING_METRICS_PORT": free_port(),
         "REGIMEN_DEV_INBOX_PORT": free_port(),
         "REGIMEN_DEV_TWILIO_PORT": free_port(),
         "REGIMEN_DEV_SMTP_PORT": free_port(),
@@ -108,6 +119,10 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
             port = ports[f"REGIMEN_{name}_PORT"]
             assert f"http://127.0.0.1:{port}" in output
             assert (await _get(f"http://127.0.0.1:{port}/readyz"))[0] == 200
+        metrics = f"http://127.0.0.1:{ports['REGIMEN_BOOKING_METRICS_PORT']}/metrics"
+        assert metrics in output  # the banner says where booking's metrics went
+        assert (await _get(metrics))[0] == 200
+        assert (await _get(booking + "/metrics"))[0] == 404
         status, page = await _get(inbox + "/")
         assert status == 200 and "Dev inbox" in page
         me = await _get(booking + "/api/v1/me", headers={"Authorization": f"Bearer {token[1]}"})
@@ -217,3 +232,44 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
         await asyncio.to_thread(_stop, process, signal.SIGINT)
     assert process.returncode == 0
     assert postgres_processes_for(state / "pgdata") == []
+
+
+async def test_dev_runs_against_database_url_only_when_told_to(db_url: str, tmp_path: Path) -> None:
+    # The accident: DATABASE_URL of a real clinic left in the shell. Without the flag dev stops
+    # at once (tests/test_config.py); with it, the operator has said they mean it.
+    ports = {
+        name: str(free_port())
+        for name in (
+            "REGIMEN_BOOKING_PORT",
+            "REGIMEN_SCHEDULER_PORT",
+            "REGIMEN_NOTIFIER_PORT",
+            "REGIMEN_BOOKING_METRICS_PORT",
+            "REGIMEN_DEV_INBOX_PORT",
+            "REGIMEN_DEV_TWILIO_PORT",
+            "REGIMEN_DEV_SMTP_PORT",
+        )
+    }
+    env = clean_env(DATABASE_URL=db_url, REGIMEN_STATE_DIR=str(tmp_path / "state"), **ports)
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "dev"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().startswith("regimen: DATABASE_URL: ")
+    assert "--use-database-url" in refused.stderr
+    assert not (tmp_path / "state" / "pgdata").exists()  # nothing was started
+
+    log = tmp_path / "dev.log"
+    process = start_regimen(["dev", "--use-database-url"], env, log)
+    try:
+        output = await asyncio.to_thread(wait_for_text, log, "Migrations applied now", process, 60)
+        assert "Database          DATABASE_URL" in output
+        booking = f"http://127.0.0.1:{ports['REGIMEN_BOOKING_PORT']}"
+        assert (await _get(booking + "/readyz"))[0] == 200
+    finally:
+        await asyncio.to_thread(_stop, process, signal.SIGINT)
+    assert process.returncode == 0, log.read_text()

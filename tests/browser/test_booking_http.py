@@ -36,9 +36,11 @@ VALID = {
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
+async def http(booking_api: BookingApi) -> AsyncIterator[aiohttp.ClientSession]:
     # unsafe=True: the service listens on 127.0.0.1, and cookies for IP hosts are otherwise dropped.
-    jar = aiohttp.CookieJar(unsafe=True)
+    # The public URL is https, so the CSRF cookie is Secure; this client stands where the TLS
+    # proxy would, talking plain http to the service, so that origin counts as secure.
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[booking_api.base])
     async with aiohttp.ClientSession(cookie_jar=jar) as session:
         yield session
 
@@ -243,3 +245,27 @@ async def test_change_details_from_review_then_give_the_times_back(
         again = await reply.text()
     assert "no longer held" in again and 'id="first_name" value="Ada"' in again
     assert 'name="alternative"' in again
+
+
+async def test_a_name_with_hidden_characters_is_refused_kindly_keeping_the_typing(
+    booking_api: BookingApi, http: aiohttp.ClientSession
+) -> None:
+    # Pasted from a chat or a web page, a name can bring a direction override or a zero-width
+    # space with it: staff would see a different name (or two "identical" patients).
+    api = booking_api
+    page = await held_details_page(api, http)
+    typed = {"first_name": "Ada\u202e", "last_name": "Love\u200blace"}
+    data = {
+        **VALID,
+        **typed,
+        "hold": hidden(page, "hold"),
+        "csrf_token": hidden(page, "csrf_token"),
+    }
+    async with http.post(api.base + "/book/review", data=data) as reply:
+        assert reply.status == 400
+        form = await reply.text()
+    assert "First name contains hidden characters" in form
+    assert "Last name contains hidden characters" in form
+    assert 'id="mobile" value="07911 123456"' in form  # the rest of the typing is kept
+    assert 'id="first_name" value="Ada\u202e"' in form  # and so is the name, to be retyped
+    assert await counts(api) == {"holds": 1, "patients": 0, "booked": 0}

@@ -21,10 +21,14 @@ from tests.notifier.conftest import eventually
 KNOWN_MOBILE = "+447911123456"  # VALID's "07911 123456", normalised
 
 
+def browser_jar(api: BookingApi) -> aiohttp.CookieJar:
+    # Plain http to the service where the TLS proxy would stand (the CSRF cookie is Secure).
+    return aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[api.base])
+
+
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    jar = aiohttp.CookieJar(unsafe=True)
-    async with aiohttp.ClientSession(cookie_jar=jar) as session:
+async def http(booking_api: BookingApi) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=browser_jar(booking_api)) as session:
         yield session
 
 
@@ -149,7 +153,7 @@ async def test_a_new_patient_sees_their_link_and_is_told_truthfully_how_it_is_se
     )
     assert sorted(r["channel"] for r in rows) == ["email", "sms"]
     # Without an email and without texts, the page says to keep the link, and nothing is sent.
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+    async with aiohttp.ClientSession(cookie_jar=browser_jar(api)) as other:
         _, quiet, _ = await submit(
             api, other, mobile="07400 123456", email="", care_sms="", first_name="Quiet"
         )

@@ -27,6 +27,7 @@ from services.booking.api.common import (
     PageQuery,
     Phone,
     ShortText,
+    StoredName,
     by_id,
     fields_of,
     later_than,
@@ -79,7 +80,7 @@ SlotStep = Annotated[int, Field(ge=5, le=120, description="minutes between offer
 
 class Clinic(BaseModel):
     id: int
-    name: Name
+    name: StoredName
     time_zone: TimeZone
     phone: Phone
     address: ShortText

@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import asyncpg
 from aiohttp import web
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -71,6 +72,7 @@ from services.booking.api.common import (
 )
 from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.store import clinics, patients
 from shared.store.patients import Consent, ConsentKind, Patient
 from shared.store.staff_tokens import Role
@@ -96,6 +98,8 @@ Name = Annotated[
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$"
     ),
+    AfterValidator(check_name),
+    Field(description=f"1 to 100 characters; {UNSAFE_NAME_RULE}"),
 ]
 Contact = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Language = Annotated[

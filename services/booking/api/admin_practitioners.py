@@ -46,6 +46,7 @@ from services.booking.api.common import (
     PageQuery,
     Phone,
     ShortText,
+    StoredName,
     by_id,
     check_span,
     check_version,
@@ -80,7 +81,7 @@ Email = Annotated[
 class Practitioner(BaseModel):
     id: int
     clinic_id: int
-    name: Name
+    name: StoredName
     email: Email | None
     phone: Phone | None
     active: bool = Field(description="inactive practitioners are kept for history, not booked")

@@ -30,6 +30,7 @@ from services.booking.api.common import (
     LongText,
     Name,
     PageQuery,
+    StoredName,
     at_least,
     by_id,
     delete_or_deactivate,
@@ -75,7 +76,7 @@ class Treatment(BaseModel):
     id: int
     clinic_id: int
     code: Code
-    name: Name
+    name: StoredName
     description: LongText
     duration_minutes: Duration
     buffer_before_minutes: Minutes

@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.store import audit, clinics
 from shared.store.staff_tokens import Role
 
@@ -60,7 +61,14 @@ NO_NUL = r"^[^\x00]*$"
 # At least one visible character, and no NUL anywhere.
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK)]
+# A name as stored: what reads return, including names saved before `Name`'s character rule.
+StoredName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK)]
+# A name as typed into a request (clinic, practitioner, treatment).
+Name = Annotated[
+    StoredName,
+    AfterValidator(check_name),
+    Field(description=f"1 to 200 characters; {UNSAFE_NAME_RULE}"),
+]
 Phone = Annotated[
     str,
     StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$"),

@@ -338,10 +338,19 @@ async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel
         raw = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "Bad Request", "the body is not valid JSON", type_="bad-json") from None
+    except RecursionError:
+        # The decoder recurses per nesting level; no body of ours nests more than a few deep.
+        raise _too_deep() from None
     try:
         return model.model_validate(raw)
     except ValidationError as error:
         raise validation_problem(error, "body") from None
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _too_deep() -> ApiError:
+    return ApiError(400, "Bad Request", "the body's JSON is nested too deeply", type_="bad-json")
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from services.booking.api import API
 from services.booking.api.common import Id, or_not_found, storable
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.booking import Offer
+from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.scheduling.course import CourseProposal, ProposedSession
 from shared.scheduling.loader import ClinicInfo, load_clinic
 from shared.store import appointments, clinics
@@ -70,6 +71,8 @@ Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     AfterValidator(_one_line),
+    AfterValidator(check_name),
+    Field(description=f"1 to 100 characters; {UNSAFE_NAME_RULE}"),
 ]
 FreeText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(storable)

@@ -34,7 +34,9 @@ from services.booking import booking, ratelimit
 from services.booking.api.framework import ApiError
 from services.booking.booking import Offer
 from services.booking.web import csrf
+from services.booking.web.page_headers import PAGE_SECURITY_HEADERS
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.domain.names import unsafe_name_character
 from shared.links import (
     LinkError,
     open_patient_link,
@@ -50,7 +52,7 @@ from shared.scheduling.loader import ClinicInfo, load_clinic, load_treatment
 from shared.store import appointments, audit, clinics, patients
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
-from shared.web import CLOCK, POOL, SETTINGS
+from shared.web import CLOCK, POOL, SETTINGS, route_pattern
 
 log = logging.getLogger("regimen.booking.pages")
 
@@ -127,17 +129,10 @@ def _now(request: web.Request) -> datetime:
 
 
 def _security_headers(response: web.StreamResponse, *, private: bool) -> None:
-    headers = response.headers
-    headers["Content-Security-Policy"] = (
-        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    )
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
     # Booked pages carry the patient's link token in their address: never send it onwards.
-    headers["Referrer-Policy"] = "no-referrer"
+    response.headers.update(PAGE_SECURITY_HEADERS)
     if private:
-        headers["Cache-Control"] = "no-store"
+        response.headers["Cache-Control"] = "no-store"
 
 
 def render(
@@ -195,8 +190,9 @@ def html_page(handler: Handler) -> Handler:
                 raise
             return await error_page(request, PageError(error.status))
         except Exception:
-            # The traceback names code, not the patient's answers; the path carries no data.
-            log.exception("booking page failed", extra={"path": request.path})
+            # The traceback names code, not the patient's answers; the route pattern stands for
+            # the path, which may carry a link or hold token.
+            log.exception("booking page failed", extra={"path": route_pattern(request)})
             return await error_page(request, PageError(500))
 
     return wrapper
@@ -785,6 +781,8 @@ def _check_name(values: dict[str, Any], name: str, errors: dict[str, str]) -> st
         errors[name] = "too_long"
     elif not _one_line(text):
         errors[name] = "invalid"
+    elif unsafe_name_character(text) is not None:
+        errors[name] = "hidden_characters"
     return text
 
 

@@ -10,6 +10,8 @@ import secrets
 
 from aiohttp import web
 
+from shared.web import SETTINGS
+
 COOKIE = "regimen_csrf"
 FIELD = "csrf_token"
 
@@ -31,8 +33,14 @@ def token_for(request: web.Request, secret: str) -> tuple[str, str | None]:
 def set_cookie(request: web.Request, response: web.StreamResponse, value: str | None) -> None:
     if value is not None:
         response.set_cookie(
-            COOKIE, value, httponly=True, samesite="Lax", secure=request.secure, path="/"
+            COOKIE, value, httponly=True, samesite="Lax", secure=_secure(request), path="/"
         )
+
+
+def _secure(request: web.Request) -> bool:
+    # Behind a proxy that ends TLS the request itself is plain http; the public URL says whether
+    # patients reach us over https, and then the cookie must never travel without it.
+    return request.secure or request.app[SETTINGS].public_url.startswith("https://")
 
 
 def valid(request: web.Request, form_value: str | None, secret: str) -> bool:
