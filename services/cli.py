@@ -8,12 +8,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import asyncpg
 from aiohttp import web
 
 from shared.clock import Clock, SystemClock
 from shared.config import ConfigError, Settings, load_settings
 from shared.db import embedded, migrate
-from shared.db.pool import connect
+from shared.db.pool import APP_ROLE, connect
 from shared.logging import configure_logging
 from shared.runner import Served, serve_until_signal
 from shared.store import staff_tokens
@@ -40,9 +41,19 @@ SERVICES = ("booking", "scheduler", "notifier")
 
 async def cmd_migrate(settings: Settings) -> int:
     url, _server = await embedded.database_url(settings.database_url, settings.state_dir)
-    conn = await connect(url)
+    # The schema owner's URL when the services have their own (least-privilege) login role.
+    setting = "DATABASE_URL"
+    if settings.migration_database_url:
+        url, setting = settings.migration_database_url, "REGIMEN_MIGRATION_DATABASE_URL"
+    conn = await connect(url, setting=setting)
     try:
         applied = await migrate.migrate(conn)
+    except (migrate.MigrationMismatch, migrate.MigrationFailed) as exc:
+        raise ConfigError(f"{setting}: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        # e.g. the services' login role, which may not create the migrations table
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{setting}: cannot migrate: {reason}") from exc
     finally:
         await conn.close()
     if applied:
@@ -68,7 +79,7 @@ async def cmd_serve(settings: Settings, service: str, host: str) -> int:
 
 async def cmd_token_create(settings: Settings, role: str, name: str) -> int:
     url, _server = await embedded.database_url(settings.database_url, settings.state_dir)
-    conn = await connect(url)
+    conn = await connect(url, act_as=APP_ROLE)
     try:
         pending = await migrate.pending_migrations(conn)
         if pending:
