@@ -62,6 +62,7 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_MAX_SCHEDULED_PER_DAY": "scheduled messages a patient gets a day per channel (0: off)",
     "REGIMEN_NOTIFY_MERGE_MINUTES": "reminders due this close together merge into one (0: off)",
     "REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS": "wait before an unconfirmed SMS is sent again",
+    "REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS": "days a staff API token works once created (0: no limit)",
 }
 
 
@@ -111,6 +112,7 @@ class Settings:
     notify_merge_minutes: int = 720
     notify_reconcile_grace_seconds: int = 120
     migration_database_url: str | None = None
+    staff_token_max_age_days: int = 365
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -288,6 +290,9 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
             env, "REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS", 120, 1, 86400
         ),
         migration_database_url=_migration_database_url(env, database_url),
+        staff_token_max_age_days=_count_between(
+            env, "REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS", 365, 0, 36500
+        ),
     )
     if mode == "production":
         require_production_settings(settings)
