@@ -27,6 +27,7 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 # Every variable Regimen reads; deployment files are checked against this list.
 KNOWN_VARIABLES: dict[str, str] = {
     "DATABASE_URL": "PostgreSQL URL; unset: embedded PostgreSQL under REGIMEN_STATE_DIR/pgdata",
+    "REGIMEN_MIGRATION_DATABASE_URL": "URL 'regimen migrate' uses (the schema owner); DATABASE_URL",
     "REGIMEN_PUBLIC_URL": "URL patients and Twilio reach booking/notifier at",
     "REGIMEN_SECRET_KEY": "signs patient links and CSRF tokens (production: required)",
     "REGIMEN_BOOKING_PORT": "booking listen port",
@@ -66,6 +67,7 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_MAX_SCHEDULED_PER_DAY": "scheduled messages a patient gets a day per channel (0: off)",
     "REGIMEN_NOTIFY_MERGE_MINUTES": "reminders due this close together merge into one (0: off)",
     "REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS": "wait before an unconfirmed SMS is sent again",
+    "REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS": "days a staff API token works once created (0: no limit)",
 }
 
 
@@ -116,6 +118,8 @@ class Settings:
     notify_merge_minutes: int = 720
     notify_reconcile_grace_seconds: int = 120
     link_lifetime: timedelta = timedelta(days=30)
+    migration_database_url: str | None = None
+    staff_token_max_age_days: int = 365
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -161,20 +165,31 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     return raw.rstrip("/")
 
 
-def _database_url(env: Mapping[str, str]) -> str | None:
-    raw = _text(env, "DATABASE_URL")
+def _database_url(env: Mapping[str, str], name: str = "DATABASE_URL") -> str | None:
+    raw = _text(env, name)
     if raw is None:
         return None
     parts = urlsplit(raw)
     if parts.scheme not in ("postgres", "postgresql"):
-        raise ConfigError(
-            f"DATABASE_URL: scheme must be postgresql:// (got {parts.scheme or 'none'!r})"
-        )
+        raise ConfigError(f"{name}: scheme must be postgresql:// (got {parts.scheme or 'none'!r})")
     try:
         parts.port  # noqa: B018 - raises on a malformed port
     except ValueError:
-        raise ConfigError("DATABASE_URL: the port is not a number") from None
+        raise ConfigError(f"{name}: the port is not a number") from None
     return raw
+
+
+def _migration_database_url(env: Mapping[str, str], database_url: str | None) -> str | None:
+    """The schema owner's URL for `regimen migrate`, when it differs from the services' URL."""
+    url = _database_url(env, "REGIMEN_MIGRATION_DATABASE_URL")
+    if url is not None and database_url is None:
+        # Without DATABASE_URL every command uses the embedded database; migrating another one
+        # would leave the services on an unmigrated database.
+        raise ConfigError(
+            "REGIMEN_MIGRATION_DATABASE_URL: set DATABASE_URL too (the services' URL to the "
+            "same database)"
+        )
+    return url
 
 
 def _count(env: Mapping[str, str], name: str, default: int) -> int:
@@ -234,9 +249,10 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
             "REGIMEN_TWILIO_MESSAGING_SERVICE_SID: must be 34 characters starting with MG"
         )
     log_level = _choice(env, "REGIMEN_LOG_LEVEL", ("debug", "info", "warning", "error"), "info")
+    database_url = _database_url(env)
     settings = Settings(
         mode=mode,
-        database_url=_database_url(env),
+        database_url=database_url,
         public_url=_http_url(env, "REGIMEN_PUBLIC_URL", DEFAULT_PUBLIC_URL),
         secret_key=secret_key,
         booking_port=_port(env, "REGIMEN_BOOKING_PORT", 8080),
@@ -284,6 +300,10 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         # Every message mints a fresh link, so a month covers the gap between a course's
         # sessions; a long-lived link is a long-lived credential in old messages.
         link_lifetime=timedelta(days=_count_between(env, "REGIMEN_LINK_LIFETIME_DAYS", 30, 1, 180)),
+        migration_database_url=_migration_database_url(env, database_url),
+        staff_token_max_age_days=_count_between(
+            env, "REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS", 365, 0, 36500
+        ),
     )
     if mode == "production":
         require_production_settings(settings)

@@ -26,7 +26,7 @@ from services.devkit.twilio_standin import TwilioStandIn
 from shared.clock import FrozenClock
 from shared.config import DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_FROM, Settings, load_settings
 from shared.db import embedded, migrate
-from shared.db.pool import create_pool
+from shared.db.pool import APP_ROLE, create_pool
 
 TEMPLATE_DB = "regimen_template"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,9 @@ async def empty_db_url(pg_template: PgServer) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(db_url, max_size=20)
+    """A pool acting as the services' role (regimen_app), like every service app's: test set-up
+    through it proves the application needs no more. Schema changes need `db_url` directly."""
+    pool = await create_pool(db_url, max_size=20, act_as=APP_ROLE)
     yield pool
     await pool.close()
 

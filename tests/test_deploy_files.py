@@ -4,6 +4,7 @@ command must be a real `regimen` command and every variable a setting Regimen kn
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -75,3 +76,21 @@ def test_dockerfile_runs_the_regimen_command(name: str) -> None:
     text = (ROOT / "deploy" / name).read_text()
     assert 'ENTRYPOINT ["regimen"]' in text
     assert "USER regimen" in text
+
+
+def test_only_the_migrate_service_logs_in_as_the_owner() -> None:
+    services = _compose()["services"]
+    owner = services["postgres"]["environment"]["POSTGRES_USER"]
+    migration_url = services["migrate"]["environment"]["REGIMEN_MIGRATION_DATABASE_URL"]
+    assert urlsplit(migration_url).username == owner
+    services_user = urlsplit(_env_example()["DATABASE_URL"]).username
+    assert services_user and services_user != owner
+    assert "REGIMEN_MIGRATION_DATABASE_URL" not in _env_example()  # .env reaches every service
+    for name in ("booking", "scheduler", "notifier"):
+        assert "REGIMEN_MIGRATION_DATABASE_URL" not in (services[name].get("environment") or {})
+    # The postgres container's first start makes the services' login role.
+    assert (
+        "./deploy/postgres-init:/docker-entrypoint-initdb.d:ro" in services["postgres"]["volumes"]
+    )
+    init = (ROOT / "deploy" / "postgres-init" / "10-regimen-services-role.sh").read_text()
+    assert f"CREATE ROLE {services_user} LOGIN" in init and "IN ROLE regimen_app" in init

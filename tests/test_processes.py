@@ -206,6 +206,27 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
         new_token = created.stdout.strip()
         me = await _get(booking + "/api/v1/me", headers={"Authorization": f"Bearer {new_token}"})
         assert me[0] == 200 and '"clinician"' in me[1]
+
+        # `regimen token list` and `revoke` too; the running server refuses a revoked token
+        # at once.
+        def token_command(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "services.cli", "token", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        listed = await asyncio.to_thread(token_command, "list")
+        assert listed.returncode == 0, listed.stderr
+        assert "regimen dev" in listed.stdout and "Dr Test" in listed.stdout
+        assert token[1] not in listed.stdout and new_token not in listed.stdout
+        revoked = await asyncio.to_thread(token_command, "revoke", "regimen dev")
+        assert revoked.returncode == 0, revoked.stderr
+        assert revoked.stdout.startswith("revoked 1 token named 'regimen dev'")
+        me = await _get(booking + "/api/v1/me", headers={"Authorization": f"Bearer {token[1]}"})
+        assert me[0] == 401
     finally:
         took = await asyncio.to_thread(_stop, process, signal.SIGINT)
     assert took < 10

@@ -83,7 +83,8 @@ async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
     state = settings.state_dir
     log_path = _configure_dev_logging(state, settings.log_level)
     url, _server = await embedded.database_url(settings.database_url, state)
-    conn = await connect(url)
+    # Set-up runs as the schema owner; the services below act as the application role.
+    conn = await connect(settings.migration_database_url or url)
     try:
         applied = await migrate.migrate(conn)
         seeded = await seed_demo_data(conn)

@@ -47,6 +47,7 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.send_checks import Stop, Wait
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db.pool import APP_ROLE
 from shared.messaging import (
     Composed,
     ContextError,
@@ -242,7 +243,9 @@ class Dispatcher:
     async def _listen(self) -> None:
         while not self._stopping:
             try:
-                conn = await asyncpg.connect(self.database_url, timeout=10)
+                conn = await asyncpg.connect(
+                    self.database_url, timeout=10, server_settings={"role": APP_ROLE}
+                )
             except (*DATABASE_ERRORS, TimeoutError) as exc:
                 self._warn("cannot open the LISTEN connection; polling meanwhile", exc)
                 await self._pause(LISTEN_RETRY_SECONDS)

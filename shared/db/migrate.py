@@ -27,6 +27,10 @@ class MigrationMismatch(Exception):
     """The database's applied migrations are not a prefix of the code's."""
 
 
+class MigrationFailed(Exception):
+    """A migration's SQL failed (and was rolled back); the message names it and says why."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -102,7 +106,14 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
         pending = check_consistency(await applied_migrations(conn), code)
         for migration in pending:
             async with conn.transaction():
-                await conn.execute(migration.sql)
+                try:
+                    await conn.execute(migration.sql)
+                except asyncpg.PostgresError as error:
+                    hint = f" ({error.hint})" if getattr(error, "hint", None) else ""
+                    raise MigrationFailed(
+                        f"migration {migration.version:04d}_{migration.name} failed: "
+                        f"{str(error).splitlines()[0]}{hint}"
+                    ) from error
                 await conn.execute(
                     "INSERT INTO schema_migration (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version,

@@ -1,5 +1,10 @@
 """Staff API tokens (owner of the `staff_token` table). Only a hash is stored; the token is shown
-once when created."""
+once when created.
+
+A token works until it is revoked or, when a maximum age is set
+(REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS), until it is that old. The age is measured from
+`created_at` at the moment of use, so shortening the setting retires old tokens at once.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 
 Role = Literal["admin", "front_desk", "clinician"]
 ROLES: tuple[Role, ...] = ("admin", "front_desk", "clinician")
+State = Literal["active", "revoked", "expired"]
 TOKEN_PREFIX = "rgm_"
 LAST_USED_PRECISION = timedelta(minutes=1)
 
@@ -22,6 +28,34 @@ class StaffToken:
     id: int
     name: str
     role: Role
+
+
+class TokenExpired(Exception):
+    """The token is genuine and not revoked, but older than the maximum age."""
+
+    def __init__(self, token: StaffToken, expired_at: datetime) -> None:
+        super().__init__(f"token {token.id} expired at {expired_at.isoformat()}")
+        self.token = token
+        self.expired_at = expired_at
+
+
+def max_age(days: int) -> timedelta | None:
+    """The maximum age a setting in days stands for; 0 means no limit."""
+    return timedelta(days=days) if days > 0 else None
+
+
+def expires_at(created_at: datetime, age_limit: timedelta | None) -> datetime | None:
+    return created_at + age_limit if age_limit is not None else None
+
+
+def state(row: dict[str, Any], *, now: datetime, age_limit: timedelta | None) -> State:
+    """Revoked wins over expired: it is the one an admin did on purpose."""
+    if row["revoked_at"] is not None:
+        return "revoked"
+    ends = expires_at(row["created_at"], age_limit)
+    if ends is not None and now >= ends:
+        return "expired"
+    return "active"
 
 
 def hash_token(token: str) -> bytes:
@@ -51,17 +85,26 @@ async def create_token(
 
 
 async def authenticate(
-    conn: asyncpg.Connection | asyncpg.Pool, token: str, *, now: datetime
+    conn: asyncpg.Connection | asyncpg.Pool,
+    token: str,
+    *,
+    now: datetime,
+    age_limit: timedelta | None = None,
 ) -> StaffToken | None:
+    """The token's identity, or None when it is unknown or revoked; raises TokenExpired when it
+    is older than `age_limit`. Only a successful use moves `last_used_at`."""
     row = await conn.fetchrow(
         """
-        SELECT id, name, role, last_used_at FROM staff_token
+        SELECT id, name, role, created_at, last_used_at FROM staff_token
         WHERE token_hash = $1 AND revoked_at IS NULL
         """,
         hash_token(token),
     )
     if row is None:
         return None
+    ends = expires_at(row["created_at"], age_limit)
+    if ends is not None and now >= ends:
+        raise TokenExpired(StaffToken(row["id"], row["name"], row["role"]), ends)
     # Recording every use would make all requests of one token queue on its row lock; a
     # minute's precision is enough to see which tokens are alive.
     if row["last_used_at"] is None or now - row["last_used_at"] > LAST_USED_PRECISION:
@@ -76,10 +119,71 @@ async def authenticate(
     return StaffToken(row["id"], row["name"], row["role"])
 
 
+async def list_tokens(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    after_id: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Every token by id, revoked ones included (never the hash)."""
+    rows = await conn.fetch(
+        """
+        SELECT id, name, role, created_at, last_used_at, revoked_at FROM staff_token
+        WHERE $1::bigint IS NULL OR id > $1
+        ORDER BY id
+        LIMIT $2
+        """,
+        after_id,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def get_token(
+    conn: asyncpg.Connection | asyncpg.Pool, token_id: int
+) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, role, created_at, last_used_at, revoked_at FROM staff_token "
+        "WHERE id = $1",
+        token_id,
+    )
+    return dict(row) if row is not None else None
+
+
+async def revoke(
+    conn: asyncpg.Connection, token_id: int, *, now: datetime
+) -> tuple[dict[str, Any], bool] | None:
+    """Revoke one token: (the token as it now is, whether this call revoked it), or None when
+    there is no such token. Revoking a revoked token keeps its first `revoked_at`."""
+    row = await conn.fetchrow(
+        """
+        UPDATE staff_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
+        RETURNING id, name, role, created_at, last_used_at, revoked_at
+        """,
+        token_id,
+        now,
+    )
+    if row is not None:
+        return dict(row), True
+    existing = await get_token(conn, token_id)
+    return (existing, False) if existing is not None else None
+
+
 async def revoke_by_name(
     conn: asyncpg.Connection | asyncpg.Pool, name: str, *, now: datetime
-) -> int:
-    result = await conn.execute(
-        "UPDATE staff_token SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL", name, now
+) -> list[dict[str, Any]]:
+    """Revoke every active token of that name (names need not be unique); return those."""
+    rows = await conn.fetch(
+        """
+        UPDATE staff_token SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL
+        RETURNING id, name, role, created_at, last_used_at, revoked_at
+        """,
+        name,
+        now,
     )
-    return int(result.split()[-1])
+    return [dict(row) for row in rows]
+
+
+async def count_named(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
+    """How many tokens, revoked or not, carry this name."""
+    return int(await conn.fetchval("SELECT count(*) FROM staff_token WHERE name = $1", name))

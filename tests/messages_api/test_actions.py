@@ -255,9 +255,10 @@ async def test_concurrent_cancels_succeed_once(outbox: Outbox) -> None:
 async def _wait_for_lock_waiter(pool: asyncpg.Pool) -> None:
     """Until some backend waits on a row lock (the cancel blocked behind the claim)."""
     for _ in range(10_000):
+        # pg_locks: the services' role may not see other sessions' wait events.
         if await pool.fetchval(
-            "SELECT count(*) > 0 FROM pg_stat_activity "
-            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            "SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE NOT l.granted AND a.datname = current_database()"
         ):
             return
         await asyncio.sleep(0.01)

@@ -20,10 +20,12 @@ NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 async def _someone_waits_for_a_lock(pool: asyncpg.Pool) -> bool:
+    # pg_locks, not pg_stat_activity's wait events: the services' role may not see other
+    # sessions' wait events, but every role sees the lock table.
     waiting = await pool.fetchval(
         """
-        SELECT count(*) FROM pg_stat_activity
-        WHERE datname = current_database() AND wait_event_type = 'Lock'
+        SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE a.datname = current_database() AND NOT l.granted
         """
     )
     return bool(waiting)

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -25,8 +25,8 @@ from shared.clock import Clock
 from shared.logging import request_id_var
 from shared.store import staff_tokens
 from shared.store.audit import Actor
-from shared.store.staff_tokens import Role, StaffToken
-from shared.web import CLOCK, POOL, problem
+from shared.store.staff_tokens import Role, StaffToken, TokenExpired
+from shared.web import CLOCK, POOL, SETTINGS, problem
 
 PROBLEM_BASE = "https://regimen.dev/problems/"
 
@@ -177,7 +177,26 @@ async def authenticate(request: web.Request, roles: tuple[Role, ...], now: datet
             "send an admin API token as 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": 'Bearer realm="regimen"'},
         )
-    staff = await staff_tokens.authenticate(request.app[POOL], token.strip(), now=now)
+    max_age_days = request.app[SETTINGS].staff_token_max_age_days
+    try:
+        staff = await staff_tokens.authenticate(
+            request.app[POOL], token.strip(), now=now, age_limit=staff_tokens.max_age(max_age_days)
+        )
+    except TokenExpired as expired:
+        ended = expired.expired_at.astimezone(UTC)
+        # Said plainly, so that whoever holds it asks for a new one instead of suspecting a typo.
+        raise ApiError(
+            401,
+            "Unauthorized",
+            f"the token expired on {ended:%Y-%m-%d %H:%M} UTC: tokens work for "
+            f"{max_age_days} days after they are created; ask an admin for a new one",
+            type_="token-expired",
+            headers={
+                "WWW-Authenticate": 'Bearer realm="regimen", error="invalid_token", '
+                'error_description="the token expired"'
+            },
+            expired_at=f"{ended:%Y-%m-%dT%H:%M:%SZ}",
+        ) from None
     if staff is None:
         raise ApiError(
             401,
@@ -357,7 +376,7 @@ def _too_deep() -> ApiError:
 
 _STATUS_TITLES = {
     400: "Bad request",
-    401: "No or invalid token",
+    401: "No token, or an unknown, revoked or expired one",
     403: "The token's role may not do this",
     404: "Not found",
     409: "Conflict with the current state",
@@ -531,7 +550,7 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "a token from `regimen token create`",
+                    "description": "a token from `regimen token create` or `POST /api/v1/tokens`",
                 }
             },
         },
