@@ -197,18 +197,8 @@ def html_page(handler: Handler) -> Handler:
 
 async def _limit(request: web.Request, kind: Literal["reads", "writes"]) -> None:
     """Per client address and minute, counted apart from the JSON API's buckets."""
-    limits = ratelimit.LIMITS
-    limit = limits.reads if kind == "reads" else limits.writes
-    if limit <= 0:
-        return
-    verdict = await ratelimit.hit(
-        request.app[POOL],
-        f"pages-{kind}:{ratelimit.client_address(request)}",
-        limit=limit,
-        window=ratelimit.WINDOW,
-        now=_now(request),
-    )
-    if not verdict.allowed:
+    verdict = await ratelimit.hit_client(request.app[POOL], request, "pages", kind, _now(request))
+    if verdict is not None and not verdict.allowed:
         raise PageError(429, retry_after=verdict.retry_after)
 
 
