@@ -52,6 +52,7 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_PUBLIC_WRITES_PER_MINUTE": "public API writes per client address a minute (0: off)",
     "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR": "public bookings per mobile number an hour (0: off)",
     "REGIMEN_TRUSTED_PROXY_HOPS": "proxies in front of booking that append X-Forwarded-For (0-10)",
+    "REGIMEN_HOLDS_PER_ADDRESS": "unexpired public holds one client address may have (0: off)",
     "REGIMEN_NOTIFIER_CONCURRENCY": "messages one notifier process sends at once",
     "REGIMEN_NOTIFIER_POLL_SECONDS": "how often notifier workers look for due messages unprompted",
     "REGIMEN_NOTIFIER_LEASE_SECONDS": "how long a claimed message is a worker's before rescue",
@@ -100,6 +101,7 @@ class Settings:
     public_writes_per_minute: int = 30
     bookings_per_mobile_per_hour: int = 5
     trusted_proxy_hops: int = 0
+    holds_per_address: int = 3
     notifier_concurrency: int = 16
     notifier_poll_seconds: float = 1.0
     notifier_lease_seconds: int = 120
@@ -278,6 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         public_writes_per_minute=_count(env, "REGIMEN_PUBLIC_WRITES_PER_MINUTE", 30),
         bookings_per_mobile_per_hour=_count(env, "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR", 5),
         trusted_proxy_hops=_count_between(env, "REGIMEN_TRUSTED_PROXY_HOPS", 0, 0, 10),
+        holds_per_address=_count(env, "REGIMEN_HOLDS_PER_ADDRESS", 3),
         notifier_concurrency=_count_between(env, "REGIMEN_NOTIFIER_CONCURRENCY", 16, 1, 500),
         notifier_poll_seconds=_positive_number(env, "REGIMEN_NOTIFIER_POLL_SECONDS", 1.0),
         notifier_lease_seconds=_count_between(

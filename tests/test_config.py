@@ -149,13 +149,15 @@ def test_rate_limits_are_settings_and_zero_turns_them_off() -> None:
         {
             "REGIMEN_PUBLIC_READS_PER_MINUTE": "0",
             "REGIMEN_TRUSTED_PROXY_HOPS": "2",
+            "REGIMEN_HOLDS_PER_ADDRESS": "0",
         }
     )
     assert settings.public_reads_per_minute == 0
     assert settings.public_writes_per_minute == 30
     assert settings.trusted_proxy_hops == 2
+    assert settings.holds_per_address == 0
     defaults = load_settings({})
-    assert defaults.trusted_proxy_hops == 0
+    assert (defaults.trusted_proxy_hops, defaults.holds_per_address) == (0, 3)
     with pytest.raises(ConfigError, match="^REGIMEN_PUBLIC_WRITES_PER_MINUTE: '-3' is not"):
         load_settings({"REGIMEN_PUBLIC_WRITES_PER_MINUTE": "-3"})
     with pytest.raises(ConfigError, match="^REGIMEN_TRUSTED_PROXY_HOPS: 'yes' is not"):

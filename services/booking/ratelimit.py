@@ -7,7 +7,7 @@ move the clock instead of sleeping. Counters are disposable (the table is UNLOGG
 are removed by `purge_counters`.
 
 The client is identified by `client_address`, the one function every per-address limit uses
-(the JSON API, the booking pages, the self-service pages): the connecting
+(the JSON API, the booking pages, the self-service pages, the cap on holds): the connecting
 address, or behind REGIMEN_TRUSTED_PROXY_HOPS proxies the address the outermost of them saw.
 IPv6 clients are counted per /64, the block one subscriber usually gets, so that rotating through
 their own addresses gains them nothing.
@@ -15,6 +15,8 @@ their own addresses gains them nothing.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import math
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from aiohttp import web
 from services.booking.api.framework import ApiError, Ctx
 from shared.clock import Clock
 from shared.config import Settings
+from shared.store import appointments
 
 WINDOW = timedelta(minutes=1)
 MOBILE_WINDOW = timedelta(hours=1)
@@ -40,6 +43,7 @@ class Limits:
     reads: int = 120  # clinic, treatments, availability, proposals, hold status
     writes: int = 30  # holds, releases, bookings
     bookings_per_mobile: int = 5
+    holds_per_address: int = 3  # holds not yet expired, released or booked
     trusted_proxy_hops: int = 0  # 0: the connecting address is the client
 
 
@@ -50,6 +54,7 @@ def configure(settings: Settings) -> None:
     LIMITS.reads = settings.public_reads_per_minute
     LIMITS.writes = settings.public_writes_per_minute
     LIMITS.bookings_per_mobile = settings.bookings_per_mobile_per_hour
+    LIMITS.holds_per_address = settings.holds_per_address
     LIMITS.trusted_proxy_hops = settings.trusted_proxy_hops
 
 
@@ -152,6 +157,14 @@ def client_address(request: web.Request) -> str:
     return _counted_as(peer) if peer is not None else "unknown"
 
 
+def client_key(request: web.Request, secret: str) -> bytes:
+    """The client's address as a keyed hash, for storing beside a hold: the same address gives
+    the same key while the secret key stays, and the address cannot be read back from it."""
+    return hmac.new(
+        secret.encode(), f"regimen-client:{client_address(request)}".encode(), hashlib.sha256
+    ).digest()
+
+
 async def hit_client(
     db: Executor, request: web.Request, area: str, kind: Literal["reads", "writes"], now: datetime
 ) -> Verdict | None:
@@ -193,6 +206,33 @@ async def limit_mobile(db: Executor, mobile: str, *, now: datetime) -> None:
     )
     if not verdict.allowed:
         raise too_many(verdict, "bookings an hour for one mobile number")
+
+
+async def limit_holds(conn: asyncpg.Connection, client: bytes, *, now: datetime) -> None:
+    """Refuse (429) one more hold from a client that already has LIMITS.holds_per_address holds
+    neither expired, released nor booked. Holds a patient replaces are released first, in the
+    same transaction, so replacing one's own hold never counts twice. Concurrent holds from one
+    client are serialised on a lock, so they cannot all squeeze under the cap together."""
+    limit = LIMITS.holds_per_address
+    if limit <= 0:
+        return
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        "regimen.holds-of-client:" + client.hex(),
+    )
+    active = await appointments.active_holds_of_client(conn, client, now=now)
+    if len(active) < limit:
+        return
+    retry_after = max(1, math.ceil((min(active) - now).total_seconds()))
+    raise ApiError(
+        429,
+        "Too Many Requests",
+        f"{len(active)} holds from this address are still running (at most {limit}); book or "
+        f"release one, or try again in {retry_after} s",
+        type_="too-many-holds",
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
 
 
 async def purge_counters(pool: asyncpg.Pool, clock: Clock) -> int:

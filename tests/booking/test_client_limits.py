@@ -1,15 +1,22 @@
 """Abuse limits on the public API, written as the attacks: a forged X-Forwarded-For to escape the
-per-address limits.
+per-address limits, and one address sitting on every free time with holds.
 
 The test client stands where a reverse proxy would: the service sees its socket address
 (127.0.0.1), and X-Forwarded-For is what the proxy would have written."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pytest
 
 from services.booking import ratelimit
 from tests.booking.conftest import Demo
+
+
+def _slot(hour: int, practitioner_id: int = 1) -> list[dict[str, Any]]:
+    return [{"practitioner_id": practitioner_id, "start": f"2026-03-03T{hour:02d}:00:00Z"}]
 
 
 async def _clinic_path(demo: Demo) -> str:
@@ -90,3 +97,88 @@ async def test_ipv6_clients_are_counted_per_64_block(
     assert limited.status == 429
     neighbour = await demo.call("GET", path, headers={"X-Forwarded-For": "2001:db8:1:3::1"})
     assert neighbour.status == 200
+
+
+# -- holds per address --------------------------------------------------------------------------
+
+
+async def test_a_fourth_hold_from_one_address_is_refused_until_one_ends(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert ratelimit.LIMITS.holds_per_address == 3  # the default
+    holds = [await demo.hold(demo.consultation, _slot(hour)) for hour in (10, 11, 12)]
+    assert [h.status for h in holds] == [201, 201, 201]
+
+    fourth = await demo.hold(demo.consultation, _slot(14))
+    assert fourth.status == 429, fourth.body
+    assert fourth.body["type"].endswith("/too-many-holds")
+    assert "3 holds" in fourth.body["detail"]
+    # Until the first hold runs out (the clinic's 10 minutes).
+    assert fourth.headers["Retry-After"] == "600" and fourth.body["retry_after"] == 600
+    assert await demo.pool.fetchval("SELECT count(*) FROM booking_hold") == 3
+    # Retrying with an Idempotency-Key is refused the same way, and nothing is remembered.
+    keyed = await demo.hold(demo.consultation, _slot(14), headers={"Idempotency-Key": "k-14"})
+    assert keyed.status == 429
+
+    # What is stored is a keyed hash, never the address.
+    stored = await demo.pool.fetch("SELECT client_hash FROM booking_hold ORDER BY id")
+    hashes = {bytes(r["client_hash"]) for r in stored}
+    assert len(hashes) == 1 and len(next(iter(hashes))) == 32
+    assert b"127.0.0.1" not in next(iter(hashes))
+
+    # Another patient (another address, behind a proxy) is not held back by this one.
+    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 1)
+    elsewhere = await demo.hold(
+        demo.consultation, _slot(15), headers={"X-Forwarded-For": "203.0.113.20"}
+    )
+    assert elsewhere.status == 201, elsewhere.body
+    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 0)
+
+    # Giving a hold back makes room, and its hash goes with it.
+    released = await demo.call(
+        "DELETE", "/api/v1/public/hold", params={"token": holds[0].body["token"]}
+    )
+    assert released.status == 204
+    again = await demo.hold(demo.consultation, _slot(14), headers={"Idempotency-Key": "k-14"})
+    assert again.status == 201, again.body
+    assert (
+        await demo.pool.fetchval(
+            "SELECT client_hash FROM booking_hold WHERE id = $1", holds[0].body["hold_id"]
+        )
+        is None
+    )
+    # So does booking one.
+    assert (await demo.book(holds[1].body["token"])).status == 201
+    assert (await demo.hold(demo.consultation, _slot(16))).status == 201
+    assert (await demo.hold(demo.consultation, _slot(17))).status == 429
+
+    # Once the holds run out, the address may hold again.
+    demo.api.clock.advance(timedelta(minutes=10, seconds=1))
+    assert (await demo.hold(demo.consultation, _slot(17))).status == 201
+
+
+async def test_concurrent_holds_from_one_address_cannot_squeeze_past_the_cap(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    monkeypatch.setattr(ratelimit.LIMITS, "writes", 1000)
+    replies = await asyncio.gather(
+        *(
+            demo.hold(demo.consultation, _slot(hour, pid))
+            for hour in (10, 11, 14, 15)
+            for pid in (1, 2)
+        )
+    )
+    assert sorted(r.status for r in replies) == [201, 201, 201, 429, 429, 429, 429, 429]
+    assert await demo.pool.fetchval("SELECT count(*) FROM booking_hold") == 3
+
+
+async def test_the_hold_sweep_forgets_the_address_of_expired_holds(demo: Demo) -> None:
+    from services.scheduler.holds import expire_holds
+    from shared.clock import FrozenClock
+
+    assert (await demo.hold(demo.consultation, _slot(10))).status == 201
+    later = FrozenClock(demo.api.clock.now() + timedelta(minutes=11))
+    await expire_holds(demo.pool, later)
+    assert await demo.pool.fetchval("SELECT count(client_hash) FROM booking_hold") == 0

@@ -1,8 +1,10 @@
 """Abuse limits on the patient pages over plain HTTP, written as the attacks: the self-service
-pages hammered (or probed for links)."""
+pages hammered (or probed for links), and a fourth hold from one address on the booking form while
+a patient replacing their own hold is not held back."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -13,6 +15,7 @@ from services.booking import ratelimit
 from shared.config import Settings
 from shared.links import patient_link_token
 from shared.store import patients
+from tests.browser.test_booking_http import VALID, consultation_id, hidden
 from tests.conftest import BookingApi
 
 
@@ -21,6 +24,26 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # unsafe=True: the service listens on 127.0.0.1, and cookies for IP hosts are otherwise dropped.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
+
+
+async def _times(api: BookingApi, http: aiohttp.ClientSession) -> tuple[dict[str, str], str]:
+    treatment = await consultation_id(api)
+    params = {"treatment": str(treatment), "practitioner": "any", "sessions": "1"}
+    async with http.get(api.base + "/book/times", params=params) as reply:
+        assert reply.status == 200
+        return params, await reply.text()
+
+
+def _slots(times_page: str) -> list[str]:
+    return re.findall(r'name="first" id="[^"]+" value="([^"]+)"', times_page)
+
+
+async def _hold_on_form(
+    api: BookingApi, http: aiohttp.ClientSession, slot_index: int
+) -> aiohttp.ClientResponse:
+    params, page = await _times(api, http)
+    form = {**params, "first": _slots(page)[slot_index], "csrf_token": hidden(page, "csrf_token")}
+    return await http.post(api.base + "/book/hold", data=form)
 
 
 # -- /s/ hammered -------------------------------------------------------------------------------
@@ -73,3 +96,64 @@ async def test_self_service_pages_hammered_get_the_friendly_429_page(
     api.clock.advance(timedelta(minutes=1))
     async with http.get(api.base + link) as reply:
         assert reply.status == 200
+
+
+# -- holds per address on the form --------------------------------------------------------------
+
+
+async def test_a_fourth_hold_gets_a_page_but_replacing_ones_own_hold_still_works(
+    booking_api: BookingApi, http: aiohttp.ClientSession
+) -> None:
+    api = booking_api
+    # Three holds from this address: two through the API, the patient's own on the form.
+    treatment = await consultation_id(api)
+    for hour in (14, 15):
+        held = await api.call(
+            "POST",
+            "/api/v1/public/holds",
+            json={
+                "treatment_id": treatment,
+                "sessions": [{"practitioner_id": 2, "start": f"2026-03-04T{hour}:00:00Z"}],
+            },
+        )
+        assert held.status == 201, held.body
+    async with await _hold_on_form(api, http, 0) as reply:
+        assert reply.status == 200
+        details = await reply.text()
+    token = hidden(details, "hold")
+
+    # A fourth hold is refused with a page that says what to do.
+    async with await _hold_on_form(api, http, 3) as reply:
+        assert reply.status == 429
+        assert reply.content_type == "text/html"
+        assert int(reply.headers["Retry-After"]) == 600
+        page = await reply.text()
+    assert "Too many bookings in progress" in page and "Nothing was booked" in page
+    assert await api.pool.fetchval("SELECT count(*) FROM booking_hold") == 3
+
+    # The patient picks another time for their own hold (the form's alternatives): the old hold
+    # gives way to the new one, so the cap does not stand in the way.
+    _, times = await _times(api, http)
+    data = {
+        **VALID,
+        "hold": token,
+        "csrf_token": hidden(details, "csrf_token"),
+        "taken": "1",
+        "alternative": _slots(times)[5],
+    }
+    async with http.post(api.base + "/book/review", data=data) as reply:
+        assert reply.status == 200, await reply.text()
+        review = await reply.text()
+    new_token = hidden(review, "hold")
+    assert new_token != token
+    running = await api.pool.fetchval(
+        "SELECT count(*) FROM booking_hold WHERE released_at IS NULL AND expires_at > $1",
+        api.clock.now(),
+    )
+    assert running == 3
+    async with http.post(
+        api.base + "/book/confirm",
+        data={**VALID, "hold": new_token, "csrf_token": hidden(review, "csrf_token")},
+        allow_redirects=False,
+    ) as reply:
+        assert reply.status == 303

@@ -510,11 +510,13 @@ class TokenQuery(BaseModel):
 )
 async def public_create_hold(ctx: Ctx) -> Any:
     """Every session is checked again here (free, gaps within the course's limits). The token is
-    shown once; the hold expires after the clinic's hold time."""
+    shown once; the hold expires after the clinic's hold time. One client address may have only a
+    few holds running at once (429 `too-many-holds` beyond them, with Retry-After)."""
     body: HoldRequest = ctx.body
     offer = await _offer(ctx, body.treatment_id, "body")
     secret = _secret(ctx)
     requests = session_requests(body.sessions)
+    client = ratelimit.client_key(ctx.request, secret)
 
     async def work(conn: asyncpg.Connection) -> PublicHold:
         created = await booking.create_hold(
@@ -525,6 +527,7 @@ async def public_create_hold(ctx: Ctx) -> Any:
             now=ctx.now,
             actor=ctx.actor,
             request_id=ctx.request_id,
+            client=client,
         )
         found = await appointments.get_many(conn, created.appointment_ids)
         rows = [found[i] for i in created.appointment_ids]

@@ -677,6 +677,18 @@ def _token_for(request: web.Request) -> Callable[[int], str]:
     return lambda hold_id: booking.hold_token(secret, hold_id)
 
 
+def _client(request: web.Request) -> bytes:
+    return ratelimit.client_key(request, _secret(request))
+
+
+def _too_many_holds(refused: ApiError) -> PageError:
+    """The API's 429 for one hold too many from this address, as the friendly page."""
+    if refused.status != 429:
+        raise refused
+    retry = (refused.headers or {}).get("Retry-After", "60")
+    return PageError(429, "holds", retry_after=int(retry))
+
+
 async def _create_hold(
     request: web.Request, offer: Offer, requests: list[booking.SessionRequest]
 ) -> booking.HoldCreated:
@@ -691,9 +703,13 @@ async def _create_hold(
             now=now,
             actor=ACTOR,
             request_id=request_id_var.get(),
+            client=_client(request),
         )
 
-    return await _in_transaction(request.app[POOL], work)
+    try:
+        return await _in_transaction(request.app[POOL], work)
+    except ApiError as refused:  # holds per client address
+        raise _too_many_holds(refused) from None
 
 
 @html_page
@@ -1019,6 +1035,7 @@ async def _replace_hold(
             await booking.release_hold(
                 conn, token, now=now, actor=ACTOR, request_id=request_id_var.get()
             )
+        # Released first, so the hold replaced frees its place under the cap per address.
         created = await booking.create_hold(
             conn,
             offer,
@@ -1027,6 +1044,7 @@ async def _replace_hold(
             now=now,
             actor=ACTOR,
             request_id=request_id_var.get(),
+            client=_client(request),
         )
         return created.token
 
@@ -1034,6 +1052,8 @@ async def _replace_hold(
         return await _in_transaction(request.app[POOL], work)
     except (booking.SlotsTaken, booking.InvalidField):
         return None
+    except ApiError as refused:  # holds per client address
+        raise _too_many_holds(refused) from None
 
 
 async def _renew_lapsed(request: web.Request, token: str, view: booking.HoldView) -> str | None:
