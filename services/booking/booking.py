@@ -872,7 +872,7 @@ def screening_reasons(form: PatientForm) -> list[str]:
 
 def _normalised_contact(form: PatientForm, clinic: ClinicInfo) -> tuple[str, str | None]:
     try:
-        mobile = normalise_mobile(form.mobile, clinic.region)
+        mobile = normalise_mobile(form.mobile, clinic.region, countries=clinic.texts_to)
     except ContactError as error:
         raise InvalidField("patient.mobile", str(error)) from None
     email = None

@@ -1,5 +1,6 @@
 """Abuse limits on the public API, written as the attacks: a forged X-Forwarded-For to escape the
-per-address limits, and one address sitting on every free time with holds.
+per-address limits, one address sitting on every free time with holds, and a form filled with a
+far-away mobile number to run up the clinic's SMS bill (SMS pumping).
 
 The test client stands where a reverse proxy would: the service sees its socket address
 (127.0.0.1), and X-Forwarded-For is what the proxy would have written."""
@@ -12,7 +13,10 @@ from typing import Any
 import pytest
 
 from services.booking import ratelimit
-from tests.booking.conftest import Demo
+from tests.booking.conftest import Demo, form
+from tests.conftest import Reply
+
+US_MOBILE = "+1 415 555 2671"  # a real-format San Francisco mobile, no one's in particular
 
 
 def _slot(hour: int, practitioner_id: int = 1) -> list[dict[str, Any]]:
@@ -21,6 +25,14 @@ def _slot(hour: int, practitioner_id: int = 1) -> list[dict[str, Any]]:
 
 async def _clinic_path(demo: Demo) -> str:
     return f"/api/v1/public/clinics/{demo.clinic_id}"
+
+
+async def _set_clinic(demo: Demo, **changes: Any) -> Reply:
+    path = f"/api/v1/clinics/{demo.clinic_id}"
+    current = await demo.call("GET", path, role="admin")
+    return await demo.call(
+        "PATCH", path, role="admin", json=changes, headers={"If-Match": current.headers["ETag"]}
+    )
 
 
 # -- client addresses ---------------------------------------------------------------------------
@@ -182,3 +194,111 @@ async def test_the_hold_sweep_forgets_the_address_of_expired_holds(demo: Demo) -
     later = FrozenClock(demo.api.clock.now() + timedelta(minutes=11))
     await expire_holds(demo.pool, later)
     assert await demo.pool.fetchval("SELECT count(client_hash) FROM booking_hold") == 0
+
+
+# -- SMS countries ------------------------------------------------------------------------------
+
+
+async def test_a_us_mobile_at_a_uk_clinic_is_refused_until_the_clinic_texts_the_us(
+    demo: Demo,
+) -> None:
+    # The clinic on its default: it texts its own region only.
+    reset = await _set_clinic(demo, sms_countries=None)
+    assert reset.status == 200 and reset.body["sms_countries"] == ["GB"]
+    public = await demo.call("GET", await _clinic_path(demo))
+    assert public.body["sms_countries"] == ["GB"]  # a form can say so before anyone types
+    hold = await demo.hold(demo.consultation, _slot(10))
+    token = hold.body["token"]
+
+    refused = await demo.book(token, form(mobile=US_MOBILE, email="pump@example.com"))
+    assert refused.status == 422, refused.body
+    [error] = refused.body["errors"]
+    assert error["path"] == "patient.mobile"
+    assert "United Kingdom (+44)" in error["message"] and "United States" in error["message"]
+    assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 0
+    state = await demo.call("GET", "/api/v1/public/hold", params={"token": token})
+    assert state.body["state"] == "active"  # nothing booked, the hold still there
+    # Nothing was queued for the far-away number either.
+    assert await demo.pool.fetchval("SELECT count(*) FROM notification") == 0
+
+    added = await _set_clinic(demo, sms_countries=["GB", "US"])
+    assert added.status == 200 and added.body["sms_countries"] == ["GB", "US"]
+    booked = await demo.book(token, form(mobile=US_MOBILE, email="ok@example.com"))
+    assert booked.status == 201, booked.body
+    assert await demo.pool.fetchval("SELECT mobile FROM patient") == "+14155552671"
+
+
+async def test_the_clinics_sms_countries_are_checked_and_follow_its_region_by_default(
+    demo: Demo,
+) -> None:
+    for bad, path in (
+        (["XX"], "sms_countries.0"),
+        (["GB", "gb"], "sms_countries.1"),
+        (["GB", "GB"], "sms_countries"),
+        ([], "sms_countries"),
+        ("GB", "sms_countries"),
+    ):
+        reply = await _set_clinic(demo, sms_countries=bad)
+        assert reply.status == 422, (bad, reply.body)
+        assert reply.body["errors"][0]["path"] == path, (bad, reply.body)
+    # The demo clinic texts the UK and the Crown Dependencies (they share +44).
+    shown = await demo.call("GET", f"/api/v1/clinics/{demo.clinic_id}", role="front_desk")
+    assert shown.body["sms_countries"] == ["GB", "GG", "JE", "IM"]
+    assert (await _set_clinic(demo, sms_countries=None)).body["sms_countries"] == ["GB"]
+    # Left to the default, the list is the region's, whatever the region becomes.
+    moved = await _set_clinic(demo, region="IE")
+    assert moved.status == 200 and moved.body["sms_countries"] == ["IE"]
+    audited = await demo.pool.fetchval(
+        "SELECT details FROM audit_log WHERE entity = 'clinic' ORDER BY id DESC LIMIT 1"
+    )
+    assert "sms_countries" in str(audited)
+    created = await demo.call(
+        "POST",
+        "/api/v1/clinics",
+        role="admin",
+        json={
+            "name": "Dublin",
+            "time_zone": "Europe/Dublin",
+            "phone": "+35312345678",
+            "region": "IE",
+        },
+    )
+    assert created.status == 201 and created.body["sms_countries"] == ["IE"]
+
+
+async def test_staff_cannot_register_a_mobile_from_a_country_the_clinic_does_not_text(
+    demo: Demo,
+) -> None:
+    await _set_clinic(demo, sms_countries=None)
+    body = {"first_name": "Pat", "last_name": "Pumped", "mobile": US_MOBILE}
+    refused = await demo.call("POST", "/api/v1/patients", role="front_desk", json=body)
+    assert refused.status == 422, refused.body
+    [error] = refused.body["errors"]
+    assert error["path"] == "mobile" and "sms_countries" in error["message"]
+    assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 0
+
+    created = await demo.call(
+        "POST", "/api/v1/patients", role="front_desk", json={**body, "mobile": "07400 123456"}
+    )
+    assert created.status == 201, created.body
+    path = f"/api/v1/patients/{created.body['id']}"
+    changed = await demo.call(
+        "PATCH",
+        path,
+        role="front_desk",
+        json={"mobile": US_MOBILE},
+        headers={"If-Match": created.headers["ETag"]},
+    )
+    assert changed.status == 422 and changed.body["errors"][0]["path"] == "mobile"
+    assert await demo.pool.fetchval("SELECT mobile FROM patient") == "+447400123456"
+
+    await _set_clinic(demo, sms_countries=["GB", "US"])
+    again = await demo.call(
+        "PATCH",
+        path,
+        role="front_desk",
+        json={"mobile": US_MOBILE},
+        headers={"If-Match": created.headers["ETag"]},
+    )
+    assert again.status == 200, again.body
+    assert again.body["mobile"] == "+14155552671"

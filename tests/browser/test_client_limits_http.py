@@ -1,12 +1,14 @@
 """Abuse limits on the patient pages over plain HTTP, written as the attacks: the self-service
-pages hammered (or probed for links), and a fourth hold from one address on the booking form while
-a patient replacing their own hold is not held back."""
+pages hammered (or probed for links), a fourth hold from one address on the booking form while a
+patient replacing their own hold is not held back, and a far-away mobile typed into the booking
+form or the self-service contact form (SMS pumping)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,7 +18,9 @@ from shared.config import Settings
 from shared.links import patient_link_token
 from shared.store import patients
 from tests.browser.test_booking_http import VALID, consultation_id, hidden
-from tests.conftest import BookingApi
+from tests.conftest import BookingApi, Reply
+
+US_MOBILE = "+1 415 555 2671"
 
 
 @pytest.fixture
@@ -24,6 +28,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # unsafe=True: the service listens on 127.0.0.1, and cookies for IP hosts are otherwise dropped.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
+
+
+async def _set_clinic(api: BookingApi, **changes: Any) -> Reply:
+    path = f"/api/v1/clinics/{api.clinic_id}"
+    current = await api.call("GET", path, role="admin")
+    reply = await api.call(
+        "PATCH", path, role="admin", json=changes, headers={"If-Match": current.headers["ETag"]}
+    )
+    assert reply.status == 200, reply.body
+    return reply
 
 
 async def _times(api: BookingApi, http: aiohttp.ClientSession) -> tuple[dict[str, str], str]:
@@ -44,6 +58,12 @@ async def _hold_on_form(
     params, page = await _times(api, http)
     form = {**params, "first": _slots(page)[slot_index], "csrf_token": hidden(page, "csrf_token")}
     return await http.post(api.base + "/book/hold", data=form)
+
+
+def _mobile_error(page: str) -> str:
+    found = re.search(r'<p class="error field-message" id="mobile-error">(.*?)</p>', page, re.S)
+    assert found, "no message beside the mobile field"
+    return re.sub(r"<[^>]+>", "", found.group(1))
 
 
 # -- /s/ hammered -------------------------------------------------------------------------------
@@ -157,3 +177,74 @@ async def test_a_fourth_hold_gets_a_page_but_replacing_ones_own_hold_still_works
         allow_redirects=False,
     ) as reply:
         assert reply.status == 303
+
+
+# -- SMS countries on the form and on the self-service page -------------------------------------
+
+
+async def test_a_us_mobile_on_the_booking_form_is_refused_beside_the_field_until_allowed(
+    booking_api: BookingApi, http: aiohttp.ClientSession
+) -> None:
+    api = booking_api
+    await _set_clinic(api, sms_countries=None)  # the default: a GB clinic texts GB
+    async with await _hold_on_form(api, http, 0) as reply:
+        details = await reply.text()
+    data = {
+        **VALID,
+        "mobile": US_MOBILE,
+        "hold": hidden(details, "hold"),
+        "csrf_token": hidden(details, "csrf_token"),
+    }
+    for step in ("/book/review", "/book/confirm"):
+        async with http.post(api.base + step, data=data) as reply:
+            assert reply.status == 400, step
+            page = await reply.text()
+        message = _mobile_error(page)
+        assert "We can only text mobile numbers from United Kingdom (+44)" in message, step
+        assert f'id="mobile" value="{US_MOBILE}"' in page  # what was typed is kept
+        assert 'id="first_name" value="Ada"' in page
+    assert await api.pool.fetchval("SELECT count(*) FROM patient") == 0
+
+    await _set_clinic(api, sms_countries=["GB", "US"])
+    async with http.post(api.base + "/book/review", data=data) as reply:
+        assert reply.status == 200
+    async with http.post(api.base + "/book/confirm", data=data, allow_redirects=False) as reply:
+        assert reply.status == 303
+    assert await api.pool.fetchval("SELECT mobile FROM patient") == "+14155552671"
+
+
+async def test_a_patient_cannot_move_their_texts_to_a_country_the_clinic_does_not_text(
+    booking_api: BookingApi, http: aiohttp.ClientSession, settings: Settings
+) -> None:
+    api = booking_api
+    await _set_clinic(api, sms_countries=None)
+    patient_id = await patients.create(
+        api.pool,
+        clinic_id=api.clinic_id,
+        first_name="Ada",
+        last_name="Tester",
+        mobile="+447400123456",
+        email="ada@example.com",
+        date_of_birth=None,
+        now=api.clock.now(),
+    )
+    assert settings.secret_key is not None
+    link = "/s/" + patient_link_token(settings.secret_key, patient_id, now=api.clock.now())
+    async with http.get(api.base + link) as reply:
+        page = await reply.text()
+    form = {
+        "csrf_token": hidden(page, "csrf_token"),
+        "version": hidden(page, "version"),
+        "seen_mobile": hidden(page, "seen_mobile"),
+        "seen_email": hidden(page, "seen_email"),
+        "mobile": US_MOBILE,
+        "email": "ada@example.com",
+    }
+    async with http.post(api.base + link + "/contact", data=form) as reply:
+        assert reply.status == 422
+        page = await reply.text()
+    found = re.search(r'<p class="error" id="mobile-error">(.*?)</p>', page, re.S)
+    assert found and "United Kingdom (+44)" in found.group(1) and "United States" in found.group(1)
+    assert f'value="{US_MOBILE}"' in page
+    stored = await patients.get(api.pool, patient_id)
+    assert stored is not None and stored.mobile == "+447400123456"

@@ -186,6 +186,9 @@ class PublicClinic(BaseModel):
     hold_minutes: int
     min_notice_minutes: int
     horizon_days: int
+    sms_countries: list[str] = Field(
+        description="the countries (ISO 3166) whose mobiles the clinic texts; others are refused"
+    )
     practitioners: list[PublicPractitioner]
 
 
@@ -324,6 +327,7 @@ async def public_clinic(ctx: Ctx) -> PublicClinic:
         hold_minutes=int(clinic.hold_time / timedelta(minutes=1)),
         min_notice_minutes=int(clinic.rules.min_notice / timedelta(minutes=1)),
         horizon_days=clinic.rules.horizon.days,
+        sms_countries=list(clinic.texts_to),
         practitioners=[PublicPractitioner(id=p["id"], name=p["name"]) for p in staff],
     )
 

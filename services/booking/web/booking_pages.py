@@ -34,7 +34,13 @@ from services.booking import booking, ratelimit
 from services.booking.api.framework import ApiError
 from services.booking.booking import Offer
 from services.booking.web import csrf
-from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.domain.contact import (
+    ContactError,
+    CountryNotTexted,
+    describe_countries,
+    normalise_email,
+    normalise_mobile,
+)
 from shared.links import LinkError, patient_from_link, patient_link_token, patient_link_url
 from shared.logging import request_id_var
 from shared.messaging.ics import ics_attachment
@@ -787,7 +793,7 @@ def _check_name(values: dict[str, Any], name: str, errors: dict[str, str]) -> st
     return text
 
 
-def _check_mobile(values: dict[str, Any], region: str, errors: dict[str, str]) -> str:
+def _check_mobile(values: dict[str, Any], clinic: ClinicInfo, errors: dict[str, str]) -> str:
     text = values["mobile"].strip()
     if not text:
         errors["mobile"] = "required"
@@ -795,8 +801,11 @@ def _check_mobile(values: dict[str, Any], region: str, errors: dict[str, str]) -
     if len(text) > MOBILE_MAX or not _one_line(text):
         errors["mobile"] = "invalid"
         return text
+    region = clinic.region
     try:
-        normalise_mobile(text, region)
+        normalise_mobile(text, region, countries=clinic.texts_to)
+    except CountryNotTexted:
+        errors["mobile"] = "country"  # the page names the countries the clinic texts
     except ContactError:
         errors["mobile"] = "landline" if _valid_number(text, region) else "invalid"
     return text
@@ -861,7 +870,7 @@ def check_details(
     errors: dict[str, str] = {}
     first_name = _check_name(values, "first_name", errors)
     last_name = _check_name(values, "last_name", errors)
-    mobile = _check_mobile(values, clinic.region, errors)
+    mobile = _check_mobile(values, clinic, errors)
     email = _check_email(values, errors)
     born = _check_birthday(values, today, errors)
     allergies = _check_text(values, "allergies", TEXT_MAX, errors)
@@ -937,6 +946,7 @@ async def render_details(
         alternatives=alternatives,
         chosen=chosen,
         today=now.astimezone(offer.clinic.zone).date(),
+        sms_countries=describe_countries(offer.clinic.texts_to),
     )
 
 

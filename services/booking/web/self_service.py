@@ -973,14 +973,15 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 def _contact_errors(
-    form: ContactForm, region: str
+    form: ContactForm, clinic: ClinicInfo
 ) -> tuple[dict[str, str], str | None, str | None]:
-    """(errors by field, normalised mobile, normalised email); blank means none."""
+    """(errors by field, normalised mobile, normalised email); blank means none. A mobile from
+    a country the clinic does not text is refused like on the booking form."""
     errors: dict[str, str] = {}
     mobile = email = None
     if form.mobile.strip():
         try:
-            mobile = normalise_mobile(form.mobile, region)
+            mobile = normalise_mobile(form.mobile, clinic.region, countries=clinic.texts_to)
         except ContactError as error:
             errors["mobile"] = str(error)
     if form.email.strip():
@@ -997,7 +998,7 @@ def _contact_errors(
 async def contact(request: web.Request, visit: Visit) -> web.StreamResponse:
     form = await request.post()
     typed = ContactForm.read(form)
-    errors, mobile, email = _contact_errors(typed, visit.clinic.region)
+    errors, mobile, email = _contact_errors(typed, visit.clinic)
     if errors:
         return await _overview(request, visit, status=422, contact=typed, errors=errors)
     patient = visit.patient
