@@ -173,7 +173,11 @@ async def authenticate(request: web.Request, roles: tuple[Role, ...], now: datet
             "send an admin API token as 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": 'Bearer realm="regimen"'},
         )
-    staff = await staff_tokens.authenticate(request.app[POOL], token.strip(), now=now)
+    token = token.strip()
+    # Our tokens are URL-safe text; other bytes (aiohttp hands them over as lone surrogates,
+    # which cannot even be hashed) are simply not one of them.
+    issued = token.isascii() and token.isprintable()
+    staff = await staff_tokens.authenticate(request.app[POOL], token, now=now) if issued else None
     if staff is None:
         raise ApiError(
             401,
