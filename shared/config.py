@@ -56,7 +56,8 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_PUBLIC_READS_PER_MINUTE": "public API reads per client address a minute (0: off)",
     "REGIMEN_PUBLIC_WRITES_PER_MINUTE": "public API writes per client address a minute (0: off)",
     "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR": "public bookings per mobile number an hour (0: off)",
-    "REGIMEN_TRUST_FORWARDED_FOR": "true behind a proxy: rate-limit by X-Forwarded-For",
+    "REGIMEN_TRUSTED_PROXY_HOPS": "proxies in front of booking that append X-Forwarded-For (0-10)",
+    "REGIMEN_HOLDS_PER_ADDRESS": "unexpired public holds one client address may have (0: off)",
     "REGIMEN_LINK_LIFETIME_DAYS": "days a patient's private link stays valid after it is sent",
     "REGIMEN_NOTIFIER_CONCURRENCY": "messages one notifier process sends at once",
     "REGIMEN_NOTIFIER_POLL_SECONDS": "how often notifier workers look for due messages unprompted",
@@ -107,7 +108,8 @@ class Settings:
     public_reads_per_minute: int = 120
     public_writes_per_minute: int = 30
     bookings_per_mobile_per_hour: int = 5
-    trust_forwarded_for: bool = False
+    trusted_proxy_hops: int = 0
+    holds_per_address: int = 3
     notifier_concurrency: int = 16
     notifier_poll_seconds: float = 1.0
     notifier_lease_seconds: int = 120
@@ -226,9 +228,27 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     return raw
 
 
+# Settings that no longer exist, with what replaces them. Each is a security setting: ignoring it
+# silently would leave an operator believing it still protects them.
+REMOVED_VARIABLES: dict[str, str] = {
+    "REGIMEN_TRUST_FORWARDED_FOR": (
+        "no longer read (it trusted the left-most X-Forwarded-For address, which the client "
+        "chooses); remove it and set REGIMEN_TRUSTED_PROXY_HOPS to the number of proxies in "
+        "front of the booking service"
+    ),
+}
+
+
+def _refuse_removed(env: Mapping[str, str]) -> None:
+    for name, replacement in REMOVED_VARIABLES.items():
+        if name in env:
+            raise ConfigError(f"{name}: {replacement}")
+
+
 def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> Settings:
     """Read and validate every setting; raise ConfigError on the first bad one."""
     env = os.environ if env is None else env
+    _refuse_removed(env)
     smtp_tls = _choice(env, "REGIMEN_SMTP_TLS", ("none", "starttls", "tls"), "none")
     default_smtp_port = {"none": 25, "starttls": 587, "tls": 465}[smtp_tls]
     email_from = _text(env, "REGIMEN_EMAIL_FROM")
@@ -283,7 +303,8 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         public_reads_per_minute=_count(env, "REGIMEN_PUBLIC_READS_PER_MINUTE", 120),
         public_writes_per_minute=_count(env, "REGIMEN_PUBLIC_WRITES_PER_MINUTE", 30),
         bookings_per_mobile_per_hour=_count(env, "REGIMEN_BOOKINGS_PER_MOBILE_PER_HOUR", 5),
-        trust_forwarded_for=_flag(env, "REGIMEN_TRUST_FORWARDED_FOR"),
+        trusted_proxy_hops=_count_between(env, "REGIMEN_TRUSTED_PROXY_HOPS", 0, 0, 10),
+        holds_per_address=_count(env, "REGIMEN_HOLDS_PER_ADDRESS", 3),
         notifier_concurrency=_count_between(env, "REGIMEN_NOTIFIER_CONCURRENCY", 16, 1, 500),
         notifier_poll_seconds=_positive_number(env, "REGIMEN_NOTIFIER_POLL_SECONDS", 1.0),
         notifier_lease_seconds=_count_between(

@@ -148,15 +148,40 @@ def test_serve_without_secret_key_refuses_and_names_it() -> None:
 
 def test_rate_limits_are_settings_and_zero_turns_them_off() -> None:
     settings = load_settings(
-        {"REGIMEN_PUBLIC_READS_PER_MINUTE": "0", "REGIMEN_TRUST_FORWARDED_FOR": "true"}
+        {
+            "REGIMEN_PUBLIC_READS_PER_MINUTE": "0",
+            "REGIMEN_TRUSTED_PROXY_HOPS": "2",
+            "REGIMEN_HOLDS_PER_ADDRESS": "0",
+        }
     )
     assert settings.public_reads_per_minute == 0
     assert settings.public_writes_per_minute == 30
-    assert settings.trust_forwarded_for is True
+    assert settings.trusted_proxy_hops == 2
+    assert settings.holds_per_address == 0
+    defaults = load_settings({})
+    assert (defaults.trusted_proxy_hops, defaults.holds_per_address) == (0, 3)
     with pytest.raises(ConfigError, match="^REGIMEN_PUBLIC_WRITES_PER_MINUTE: '-3' is not"):
         load_settings({"REGIMEN_PUBLIC_WRITES_PER_MINUTE": "-3"})
-    with pytest.raises(ConfigError, match="^REGIMEN_TRUST_FORWARDED_FOR: 'maybe' is not"):
-        load_settings({"REGIMEN_TRUST_FORWARDED_FOR": "maybe"})
+    with pytest.raises(ConfigError, match="^REGIMEN_TRUSTED_PROXY_HOPS: 'yes' is not"):
+        load_settings({"REGIMEN_TRUSTED_PROXY_HOPS": "yes"})
+    with pytest.raises(ConfigError, match="^REGIMEN_TRUSTED_PROXY_HOPS: '11' is not"):
+        load_settings({"REGIMEN_TRUSTED_PROXY_HOPS": "11"})
+
+
+@pytest.mark.parametrize("value", ["true", "false", ""])
+def test_the_removed_forwarded_for_switch_stops_the_start_instead_of_being_ignored(
+    value: str,
+) -> None:
+    # An operator upgrading with REGIMEN_TRUST_FORWARDED_FOR=true still in their .env believes
+    # their limits count real clients; starting anyway would silently count the proxy instead.
+    result = _regimen(
+        ["serve", "booking"], {**PRODUCTION_ENV, "REGIMEN_TRUST_FORWARDED_FOR": value}
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("regimen: REGIMEN_TRUST_FORWARDED_FOR: no longer read")
+    assert "REGIMEN_TRUSTED_PROXY_HOPS" in lines[0]
 
 
 def test_token_create_refuses_an_empty_name_and_an_unknown_role() -> None:

@@ -700,9 +700,15 @@ async def create_hold(
     now: datetime,
     actor: Actor,
     request_id: str | None,
+    client: bytes | None = None,
 ) -> HoldCreated:
-    """Hold one slot or a whole course (all sessions re-checked here, whatever the form said)."""
+    """Hold one slot or a whole course (all sessions re-checked here, whatever the form said).
+
+    `client` (ratelimit.client_key) is recorded on the hold and caps the holds one client
+    address may have running (a 429 beyond REGIMEN_HOLDS_PER_ADDRESS)."""
     check_session_count(offer.treatment, len(requests), "sessions")
+    if client is not None:
+        await ratelimit.limit_holds(conn, client, now=now)
     plan = plan_sessions(
         offer, requests, first_position=1, previous=None, strict=True, override_reason=None
     )
@@ -719,6 +725,7 @@ async def create_hold(
         token_hash=secrets.token_bytes(32),
         expires_at=expires_at,
         now=now,
+        client_hash=client,
     )
     token = token_for(hold_id)
     await appointments.set_hold_token_hash(conn, hold_id, token_hash(token))
@@ -870,7 +877,7 @@ def screening_reasons(form: PatientForm) -> list[str]:
 
 def _normalised_contact(form: PatientForm, clinic: ClinicInfo) -> tuple[str, str | None]:
     try:
-        mobile = normalise_mobile(form.mobile, clinic.region)
+        mobile = normalise_mobile(form.mobile, clinic.region, countries=clinic.texts_to)
     except ContactError as error:
         raise InvalidField("patient.mobile", str(error)) from None
     email = None

@@ -33,6 +33,8 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             phone="+442079460000",
             address="1 Demo Street, London W1A 1AA",
             region="GB",
+            # The UK and the Crown Dependencies, whose mobiles share +44 and its numbering.
+            sms_countries=("GB", "GG", "JE", "IM"),
         )
         for name, email, days in (
             ("Dr Amelia Hart", "amelia.hart@regimen.localhost", (1, 2, 3, 4, 5)),

@@ -16,10 +16,12 @@ INTERVAL = timedelta(seconds=30)
 
 
 async def expire_holds(pool: asyncpg.Pool, clock: Clock) -> int:
-    """Cancel every held appointment of an expired hold; returns how many."""
+    """Cancel every held appointment of an expired hold; returns how many. Their client hashes
+    (kept only for the cap on holds per address) are dropped too."""
     now = clock.now()
     async with pool.acquire() as conn, conn.transaction():
         released = await appointments.release_expired_holds(conn, now=now)
+        await appointments.forget_hold_clients(conn, now=now)
         if released:
             await audit.record(
                 conn,

@@ -45,10 +45,17 @@ class ClinicInfo:
     # The window in which scheduled messages may go out, in the recipient's local time.
     quiet_start: time = time(8)
     quiet_end: time = time(20)
+    # The countries whose mobiles the clinic sends SMS to (empty: only its own region).
+    sms_countries: tuple[str, ...] = ()
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
+
+    @property
+    def texts_to(self) -> tuple[str, ...]:
+        """The countries a mobile typed for this clinic may be from."""
+        return clinics.sms_countries_of(self.sms_countries, self.region)
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,7 @@ async def load_clinics(db: Executor, clinic_ids: Sequence[int]) -> dict[int, Cli
         """
         SELECT id, name, time_zone, phone, address, region, brand_colour, min_notice_minutes,
                horizon_days, cancellation_notice_hours, hold_minutes, no_show_grace_minutes,
-               slot_step_minutes, quiet_start, quiet_end
+               slot_step_minutes, quiet_start, quiet_end, sms_countries
         FROM clinic WHERE id = ANY($1::bigint[])
         """,
         list(set(clinic_ids)),
@@ -110,6 +117,7 @@ def _clinic_info(row: asyncpg.Record) -> ClinicInfo:
         slot_step=timedelta(minutes=row["slot_step_minutes"]),
         quiet_start=row["quiet_start"],
         quiet_end=row["quiet_end"],
+        sms_countries=clinics.sms_countries_of(row["sms_countries"], row["region"]),
     )
 
 

@@ -599,20 +599,52 @@ async def insert_hold(
     token_hash: bytes,
     expires_at: datetime,
     now: datetime,
+    client_hash: bytes | None = None,
 ) -> int:
     return int(
         await conn.fetchval(
             """
-            INSERT INTO booking_hold (clinic_id, treatment_id, token_hash, expires_at, created_at)
-            VALUES ($1, $2, $3, $4, $5) RETURNING id
+            INSERT INTO booking_hold (clinic_id, treatment_id, token_hash, expires_at, created_at,
+                                      client_hash)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
             """,
             clinic_id,
             treatment_id,
             token_hash,
             expires_at,
             now,
+            client_hash,
         )
     )
+
+
+async def active_holds_of_client(
+    conn: asyncpg.Connection, client_hash: bytes, *, now: datetime
+) -> list[datetime]:
+    """When each hold of this client that is still running (not expired, released or booked)
+    runs out."""
+    rows = await conn.fetch(
+        """
+        SELECT expires_at FROM booking_hold
+        WHERE client_hash = $1 AND released_at IS NULL AND expires_at > $2
+        """,
+        client_hash,
+        now,
+    )
+    return [row["expires_at"] for row in rows]
+
+
+async def forget_hold_clients(db: Executor, *, now: datetime) -> int:
+    """Drop the client hash of holds that have run out: the cap no longer needs it. (A booked or
+    released hold lost it in `end_hold`.)"""
+    result = await db.execute(
+        """
+        UPDATE booking_hold SET client_hash = NULL
+        WHERE client_hash IS NOT NULL AND released_at IS NULL AND expires_at <= $1
+        """,
+        now,
+    )
+    return int(result.split()[-1])
 
 
 async def set_hold_token_hash(conn: asyncpg.Connection, hold_id: int, token_hash: bytes) -> None:
@@ -632,9 +664,11 @@ async def hold_by_token_hash(
 
 
 async def end_hold(conn: Executor, hold_id: int, *, now: datetime) -> None:
-    """Mark a hold as finished (released by the patient, or turned into a booking)."""
+    """Mark a hold as finished (released by the patient, or turned into a booking); the client
+    hash kept for the cap on holds per address goes with it."""
     await conn.execute(
-        "UPDATE booking_hold SET released_at = $2 WHERE id = $1 AND released_at IS NULL",
+        "UPDATE booking_hold SET released_at = $2, client_hash = NULL "
+        "WHERE id = $1 AND released_at IS NULL",
         hold_id,
         now,
     )

@@ -32,18 +32,20 @@ async def insert_clinic(
     phone: str,
     address: str,
     region: str,
+    sms_countries: Sequence[str] | None = None,
 ) -> int:
     return int(
         await db.fetchval(
             """
-            INSERT INTO clinic (name, time_zone, phone, address, region)
-            VALUES ($1, $2, $3, $4, $5) RETURNING id
+            INSERT INTO clinic (name, time_zone, phone, address, region, sms_countries)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
             """,
             name,
             time_zone,
             phone,
             address,
             region,
+            None if sms_countries is None else list(sms_countries),
         )
     )
 
@@ -138,7 +140,7 @@ async def list_treatments(db: Executor, clinic_id: int) -> list[dict[str, Any]]:
 async def first_clinic(db: Executor) -> dict[str, Any] | None:
     row = await db.fetchrow(
         """
-        SELECT id, name, time_zone, phone, address, region, brand_colour
+        SELECT id, name, time_zone, phone, address, region, brand_colour, sms_countries
         FROM clinic ORDER BY id LIMIT 1
         """
     )
@@ -166,6 +168,13 @@ class ClinicSettings:
     hold_minutes: int
     no_show_grace_minutes: int
     slot_step_minutes: int
+    # None: the clinic texts only its own region (see sms_countries_of).
+    sms_countries: list[str] | None = None
+
+
+def sms_countries_of(stored: Sequence[str] | None, region: str) -> tuple[str, ...]:
+    """The countries a clinic sends SMS to: those it chose, else only its own region."""
+    return tuple(stored) if stored else (region,)
 
 
 def _settings_values(s: ClinicSettings) -> tuple[Any, ...]:
@@ -185,6 +194,7 @@ def _settings_values(s: ClinicSettings) -> tuple[Any, ...]:
         s.hold_minutes,
         s.no_show_grace_minutes,
         s.slot_step_minutes,
+        s.sms_countries,
     )
 
 
@@ -196,7 +206,8 @@ async def get_clinic(
             """
             SELECT id, name, time_zone, phone, address, region, brand_colour, quiet_start,
                    quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours,
-                   hold_minutes, no_show_grace_minutes, slot_step_minutes, version, created_at
+                   hold_minutes, no_show_grace_minutes, slot_step_minutes, sms_countries,
+                   version, created_at
             FROM clinic WHERE id = $1 FOR UPDATE
             """,
             clinic_id,
@@ -206,7 +217,8 @@ async def get_clinic(
             """
             SELECT id, name, time_zone, phone, address, region, brand_colour, quiet_start,
                    quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours,
-                   hold_minutes, no_show_grace_minutes, slot_step_minutes, version, created_at
+                   hold_minutes, no_show_grace_minutes, slot_step_minutes, sms_countries,
+                   version, created_at
             FROM clinic WHERE id = $1
             """,
             clinic_id,
@@ -224,7 +236,8 @@ async def list_clinics(db: Executor, *, after_id: int | None, limit: int) -> lis
         """
         SELECT id, name, time_zone, phone, address, region, brand_colour, quiet_start,
                quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours,
-               hold_minutes, no_show_grace_minutes, slot_step_minutes, version, created_at
+               hold_minutes, no_show_grace_minutes, slot_step_minutes, sms_countries,
+               version, created_at
         FROM clinic
         WHERE ($1::bigint IS NULL OR id > $1)
         ORDER BY id
@@ -241,11 +254,12 @@ async def create_clinic(db: Executor, settings: ClinicSettings, *, now: datetime
         """
         INSERT INTO clinic (name, time_zone, phone, address, region, brand_colour, quiet_start,
             quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours, hold_minutes,
-            no_show_grace_minutes, slot_step_minutes, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            no_show_grace_minutes, slot_step_minutes, sms_countries, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
         RETURNING id, name, time_zone, phone, address, region, brand_colour, quiet_start,
                   quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours,
-                  hold_minutes, no_show_grace_minutes, slot_step_minutes, version, created_at
+                  hold_minutes, no_show_grace_minutes, slot_step_minutes, sms_countries,
+                  version, created_at
         """,
         *_settings_values(settings),
         now,
@@ -264,11 +278,13 @@ async def update_clinic(
         UPDATE clinic SET name = $3, time_zone = $4, phone = $5, address = $6, region = $7,
                brand_colour = $8, quiet_start = $9, quiet_end = $10, min_notice_minutes = $11,
                horizon_days = $12, cancellation_notice_hours = $13, hold_minutes = $14,
-               no_show_grace_minutes = $15, slot_step_minutes = $16, version = version + 1
+               no_show_grace_minutes = $15, slot_step_minutes = $16, sms_countries = $17,
+               version = version + 1
         WHERE id = $1 AND version = $2
         RETURNING id, name, time_zone, phone, address, region, brand_colour, quiet_start,
                   quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours,
-                  hold_minutes, no_show_grace_minutes, slot_step_minutes, version, created_at
+                  hold_minutes, no_show_grace_minutes, slot_step_minutes, sms_countries,
+                  version, created_at
         """,
         clinic_id,
         expected_version,

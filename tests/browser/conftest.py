@@ -1,5 +1,6 @@
-"""Headless Chromium (Debian's package, found on PATH) driven by Playwright, and a place for
-screenshots: test-artifacts/screenshots/ (named in the README)."""
+"""Headless Chromium (Debian's package, found on PATH) driven by Playwright, a place for
+screenshots: test-artifacts/screenshots/ (named in the README), and a plain HTTP client with a
+browser's cookie jar for the tests that post forms by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from tests.conftest import BookingApi
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [
@@ -50,3 +54,17 @@ async def browser() -> AsyncIterator[object]:
 def screenshots() -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS
+
+
+def browser_jar(api: BookingApi) -> aiohttp.CookieJar:
+    """A cookie jar that behaves like a browser's behind the clinic's TLS proxy: unsafe=True
+    because the service listens on 127.0.0.1 (cookies for IP hosts are otherwise dropped), and
+    the service's plain http origin counted as secure, since the public URL is https and the
+    CSRF cookie is Secure."""
+    return aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[api.base])
+
+
+@pytest.fixture
+async def http(booking_api: BookingApi) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=browser_jar(booking_api)) as session:
+        yield session

@@ -5,7 +5,6 @@ not fit from the chosen start."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime
 from html import unescape
 from typing import Any
@@ -34,16 +33,6 @@ VALID = {
     "keloid": "no",
     "care_sms": "yes",
 }
-
-
-@pytest.fixture
-async def http(booking_api: BookingApi) -> AsyncIterator[aiohttp.ClientSession]:
-    # unsafe=True: the service listens on 127.0.0.1, and cookies for IP hosts are otherwise dropped.
-    # The public URL is https, so the CSRF cookie is Secure; this client stands where the TLS
-    # proxy would, talking plain http to the service, so that origin counts as secure.
-    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[booking_api.base])
-    async with aiohttp.ClientSession(cookie_jar=jar) as session:
-        yield session
 
 
 def hidden(page: str, name: str) -> str:

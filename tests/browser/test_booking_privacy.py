@@ -4,32 +4,20 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from services.notifier.app import create_app as create_notifier
 from shared.config import Settings
 from shared.links import open_patient_link
 from shared.store import audit, form_differences, patients
+from tests.browser.conftest import browser_jar
 from tests.browser.test_booking_http import VALID, held_details_page, hidden
 from tests.conftest import BookingApi, SmtpSink, StandIn, serve_app
 from tests.notifier.conftest import eventually
 
 KNOWN_MOBILE = "+447911123456"  # VALID's "07911 123456", normalised
-
-
-def browser_jar(api: BookingApi) -> aiohttp.CookieJar:
-    # Plain http to the service where the TLS proxy would stand (the CSRF cookie is Secure).
-    return aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[api.base])
-
-
-@pytest.fixture
-async def http(booking_api: BookingApi) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=browser_jar(booking_api)) as session:
-        yield session
 
 
 async def known_patient(api: BookingApi, **fields: Any) -> patients.Patient:

@@ -10,12 +10,20 @@ are in `common`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from services.booking.api import API
 from services.booking.api.common import (
@@ -39,8 +47,9 @@ from services.booking.api.common import (
     writing,
 )
 from services.booking.api.framework import Ctx, invalid
+from shared.domain.contact import is_sms_country
 from shared.store import clinics
-from shared.store.clinics import ClinicSettings
+from shared.store.clinics import ClinicSettings, sms_countries_of
 
 
 def _known_time_zone(name: str) -> str:
@@ -63,6 +72,37 @@ Region = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Z]{2}$"),
     Field(description="ISO 3166 country code: the default region for phone numbers"),
+]
+
+
+def _texted_country(code: str) -> str:
+    if not is_sms_country(code):
+        raise ValueError("is not a country with phone numbers of its own (ISO 3166, e.g. GB)")
+    return code
+
+
+def _no_repeats(codes: list[str]) -> list[str]:
+    if len(set(codes)) != len(codes):
+        raise ValueError("names a country twice")
+    return codes
+
+
+SmsCountry = Annotated[
+    str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_texted_country)
+]
+SmsCountries = Annotated[
+    list[SmsCountry],
+    Field(
+        min_length=1,
+        max_length=300,
+        description=(
+            "the countries (ISO 3166 codes) whose mobiles the clinic sends SMS to; a mobile "
+            "from anywhere else is refused wherever one is typed, which keeps form spam from "
+            "running up the SMS bill. null: only the clinic's region (and it follows the region)"
+        ),
+        examples=[["GB", "GG", "JE", "IM"]],
+    ),
+    AfterValidator(_no_repeats),
 ]
 Colour = Annotated[
     str, StringConstraints(pattern=r"^#[0-9a-fA-F]{6}$"), Field(examples=["#1f5f8b"])
@@ -94,8 +134,22 @@ class Clinic(BaseModel):
     hold_minutes: HoldMinutes
     no_show_grace_minutes: NoShowGrace
     slot_step_minutes: SlotStep
+    sms_countries: list[str] = Field(
+        description="the countries whose mobiles the clinic texts (its region unless set)"
+    )
     version: int
     created_at: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _countries_texted(cls, row: Any) -> Any:
+        # The column holds NULL until an admin chooses: the clinic's own region.
+        if isinstance(row, Mapping) and "region" in row:
+            return {
+                **row,
+                "sms_countries": list(sms_countries_of(row.get("sms_countries"), row["region"])),
+            }
+        return row
 
 
 class ClinicCreate(Body):
@@ -116,6 +170,7 @@ class ClinicCreate(Body):
     hold_minutes: HoldMinutes = 10
     no_show_grace_minutes: NoShowGrace = 30
     slot_step_minutes: SlotStep = 15
+    sms_countries: SmsCountries | None = None
 
     _quiet_end_after_start = field_validator("quiet_end")(later_than("quiet_start"))
 
@@ -137,6 +192,7 @@ class ClinicPatch(Body):
     hold_minutes: HoldMinutes = optional()
     no_show_grace_minutes: NoShowGrace = optional()
     slot_step_minutes: SlotStep = optional()
+    sms_countries: SmsCountries | None = optional()
 
 
 class ClinicPage(BaseModel):

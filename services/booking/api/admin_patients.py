@@ -71,7 +71,12 @@ from services.booking.api.common import (
     record,
 )
 from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor
-from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.domain.contact import (
+    ContactError,
+    CountryNotTexted,
+    normalise_email,
+    normalise_mobile,
+)
 from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.store import clinics, patients
 from shared.store.patients import Consent, ConsentKind, Patient
@@ -332,6 +337,7 @@ class ClinicLocale:
     clinic_id: int
     region: str  # assumed for a mobile typed without its country code
     time_zone: str  # what "today" is for a date of birth
+    sms_countries: tuple[str, ...]  # a mobile from elsewhere is refused
 
 
 async def _locale(
@@ -344,7 +350,12 @@ async def _locale(
         clinic = await clinics.get_clinic(db, clinic_id)
     if clinic is None:
         raise invalid("clinic_id", "no such clinic", where=where)
-    return ClinicLocale(clinic["id"], clinic["region"], clinic["time_zone"])
+    return ClinicLocale(
+        clinic["id"],
+        clinic["region"],
+        clinic["time_zone"],
+        clinics.sms_countries_of(clinic["sms_countries"], clinic["region"]),
+    )
 
 
 def _normalised(
@@ -359,7 +370,15 @@ def _normalised(
 
 
 def _mobile(value: str | None, locale: ClinicLocale, where: str = "body") -> str | None:
-    return _normalised(lambda raw: normalise_mobile(raw, locale.region), value, "mobile", where)
+    if value is None:
+        return None
+    try:
+        return normalise_mobile(value, locale.region, countries=locale.sms_countries)
+    except CountryNotTexted as refused:
+        message = f"{refused}; an admin can add the country to the clinic's sms_countries"
+        raise invalid("mobile", message, where=where) from None
+    except ContactError as error:
+        raise invalid("mobile", str(error), where=where) from None
 
 
 def _email(value: str | None, where: str = "body") -> str | None:

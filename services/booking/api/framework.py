@@ -177,10 +177,18 @@ async def authenticate(request: web.Request, roles: tuple[Role, ...], now: datet
             "send an admin API token as 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": 'Bearer realm="regimen"'},
         )
+    token = token.strip()
+    # Our tokens are URL-safe text; other bytes (aiohttp hands them over as lone surrogates,
+    # which cannot even be hashed) are simply not one of them.
+    issued = token.isascii() and token.isprintable()
     max_age_days = request.app[SETTINGS].staff_token_max_age_days
     try:
-        staff = await staff_tokens.authenticate(
-            request.app[POOL], token.strip(), now=now, age_limit=staff_tokens.max_age(max_age_days)
+        staff = (
+            await staff_tokens.authenticate(
+                request.app[POOL], token, now=now, age_limit=staff_tokens.max_age(max_age_days)
+            )
+            if issued
+            else None
         )
     except TokenExpired as expired:
         ended = expired.expired_at.astimezone(UTC)

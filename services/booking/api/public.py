@@ -189,6 +189,9 @@ class PublicClinic(BaseModel):
     hold_minutes: int
     min_notice_minutes: int
     horizon_days: int
+    sms_countries: list[str] = Field(
+        description="the countries (ISO 3166) whose mobiles the clinic texts; others are refused"
+    )
     practitioners: list[PublicPractitioner]
 
 
@@ -327,6 +330,7 @@ async def public_clinic(ctx: Ctx) -> PublicClinic:
         hold_minutes=int(clinic.hold_time / timedelta(minutes=1)),
         min_notice_minutes=int(clinic.rules.min_notice / timedelta(minutes=1)),
         horizon_days=clinic.rules.horizon.days,
+        sms_countries=list(clinic.texts_to),
         practitioners=[PublicPractitioner(id=p["id"], name=p["name"]) for p in staff],
     )
 
@@ -514,11 +518,13 @@ class HoldTokenHeader(BaseModel):
 )
 async def public_create_hold(ctx: Ctx) -> Any:
     """Every session is checked again here (free, gaps within the course's limits). The token is
-    shown once; the hold expires after the clinic's hold time."""
+    shown once; the hold expires after the clinic's hold time. One client address may have only a
+    few holds running at once (429 `too-many-holds` beyond them, with Retry-After)."""
     body: HoldRequest = ctx.body
     offer = await _offer(ctx, body.treatment_id, "body")
     secret = _secret(ctx)
     requests = session_requests(body.sessions)
+    client = ratelimit.client_key(ctx.request, secret)
 
     async def work(conn: asyncpg.Connection) -> PublicHold:
         created = await booking.create_hold(
@@ -529,6 +535,7 @@ async def public_create_hold(ctx: Ctx) -> Any:
             now=ctx.now,
             actor=ctx.actor,
             request_id=ctx.request_id,
+            client=client,
         )
         found = await appointments.get_many(conn, created.appointment_ids)
         rows = [found[i] for i in created.appointment_ids]

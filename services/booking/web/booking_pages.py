@@ -35,7 +35,13 @@ from services.booking.api.framework import ApiError
 from services.booking.booking import Offer
 from services.booking.web import csrf
 from services.booking.web.page_headers import PAGE_SECURITY_HEADERS
-from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.domain.contact import (
+    ContactError,
+    CountryNotTexted,
+    describe_countries,
+    normalise_email,
+    normalise_mobile,
+)
 from shared.domain.names import unsafe_name_character
 from shared.links import (
     LinkError,
@@ -200,18 +206,8 @@ def html_page(handler: Handler) -> Handler:
 
 async def _limit(request: web.Request, kind: Literal["reads", "writes"]) -> None:
     """Per client address and minute, counted apart from the JSON API's buckets."""
-    limits = ratelimit.LIMITS
-    limit = limits.reads if kind == "reads" else limits.writes
-    if limit <= 0:
-        return
-    verdict = await ratelimit.hit(
-        request.app[POOL],
-        f"pages-{kind}:{ratelimit.client_address(request)}",
-        limit=limit,
-        window=ratelimit.WINDOW,
-        now=_now(request),
-    )
-    if not verdict.allowed:
+    verdict = await ratelimit.hit_client(request.app[POOL], request, "pages", kind, _now(request))
+    if verdict is not None and not verdict.allowed:
         raise PageError(429, retry_after=verdict.retry_after)
 
 
@@ -690,6 +686,18 @@ def _token_for(request: web.Request) -> Callable[[int], str]:
     return lambda hold_id: booking.hold_token(secret, hold_id)
 
 
+def _client(request: web.Request) -> bytes:
+    return ratelimit.client_key(request, _secret(request))
+
+
+def _too_many_holds(refused: ApiError) -> PageError:
+    """The API's 429 for one hold too many from this address, as the friendly page."""
+    if refused.status != 429:
+        raise refused
+    retry = (refused.headers or {}).get("Retry-After", "60")
+    return PageError(429, "holds", retry_after=int(retry))
+
+
 async def _create_hold(
     request: web.Request, offer: Offer, requests: list[booking.SessionRequest]
 ) -> booking.HoldCreated:
@@ -704,9 +712,13 @@ async def _create_hold(
             now=now,
             actor=ACTOR,
             request_id=request_id_var.get(),
+            client=_client(request),
         )
 
-    return await _in_transaction(request.app[POOL], work)
+    try:
+        return await _in_transaction(request.app[POOL], work)
+    except ApiError as refused:  # holds per client address
+        raise _too_many_holds(refused) from None
 
 
 @html_page
@@ -786,7 +798,7 @@ def _check_name(values: dict[str, Any], name: str, errors: dict[str, str]) -> st
     return text
 
 
-def _check_mobile(values: dict[str, Any], region: str, errors: dict[str, str]) -> str:
+def _check_mobile(values: dict[str, Any], clinic: ClinicInfo, errors: dict[str, str]) -> str:
     text = values["mobile"].strip()
     if not text:
         errors["mobile"] = "required"
@@ -794,8 +806,11 @@ def _check_mobile(values: dict[str, Any], region: str, errors: dict[str, str]) -
     if len(text) > MOBILE_MAX or not _one_line(text):
         errors["mobile"] = "invalid"
         return text
+    region = clinic.region
     try:
-        normalise_mobile(text, region)
+        normalise_mobile(text, region, countries=clinic.texts_to)
+    except CountryNotTexted:
+        errors["mobile"] = "country"  # the page names the countries the clinic texts
     except ContactError:
         errors["mobile"] = "landline" if _valid_number(text, region) else "invalid"
     return text
@@ -860,7 +875,7 @@ def check_details(
     errors: dict[str, str] = {}
     first_name = _check_name(values, "first_name", errors)
     last_name = _check_name(values, "last_name", errors)
-    mobile = _check_mobile(values, clinic.region, errors)
+    mobile = _check_mobile(values, clinic, errors)
     email = _check_email(values, errors)
     born = _check_birthday(values, today, errors)
     allergies = _check_text(values, "allergies", TEXT_MAX, errors)
@@ -936,6 +951,7 @@ async def render_details(
         alternatives=alternatives,
         chosen=chosen,
         today=now.astimezone(offer.clinic.zone).date(),
+        sms_countries=describe_countries(offer.clinic.texts_to),
     )
 
 
@@ -1034,6 +1050,7 @@ async def _replace_hold(
             await booking.release_hold(
                 conn, token, now=now, actor=ACTOR, request_id=request_id_var.get()
             )
+        # Released first, so the hold replaced frees its place under the cap per address.
         created = await booking.create_hold(
             conn,
             offer,
@@ -1042,6 +1059,7 @@ async def _replace_hold(
             now=now,
             actor=ACTOR,
             request_id=request_id_var.get(),
+            client=_client(request),
         )
         return created.token
 
@@ -1049,6 +1067,8 @@ async def _replace_hold(
         return await _in_transaction(request.app[POOL], work)
     except (booking.SlotsTaken, booking.InvalidField):
         return None
+    except ApiError as refused:  # holds per client address
+        raise _too_many_holds(refused) from None
 
 
 async def _renew_lapsed(request: web.Request, token: str, view: booking.HoldView) -> str | None:

@@ -25,8 +25,10 @@ from aiohttp import web
 from jinja2 import Environment
 
 from services.booking import appointment_changes as changes
+from services.booking import ratelimit
 from services.booking.booking import Offer, free_slots
 from services.booking.web import csrf
+from services.booking.web.booking_pages import PageError, error_page
 from shared import links, outbox_plan
 from shared.domain.appointment_states import IllegalTransition
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
@@ -1019,14 +1021,15 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
 
 
 def _contact_errors(
-    form: ContactForm, region: str
+    form: ContactForm, clinic: ClinicInfo
 ) -> tuple[dict[str, str], str | None, str | None]:
-    """(errors by field, normalised mobile, normalised email); blank means none."""
+    """(errors by field, normalised mobile, normalised email); blank means none. A mobile from
+    a country the clinic does not text is refused like on the booking form."""
     errors: dict[str, str] = {}
     mobile = email = None
     if form.mobile.strip():
         try:
-            mobile = normalise_mobile(form.mobile, region)
+            mobile = normalise_mobile(form.mobile, clinic.region, countries=clinic.texts_to)
         except ContactError as error:
             errors["mobile"] = str(error)
     if form.email.strip():
@@ -1043,7 +1046,7 @@ def _contact_errors(
 async def contact(request: web.Request, visit: Visit) -> web.StreamResponse:
     form = await request.post()
     typed = ContactForm.read(form)
-    errors, mobile, email = _contact_errors(typed, visit.clinic.region)
+    errors, mobile, email = _contact_errors(typed, visit.clinic)
     if errors:
         return await _overview(request, visit, status=422, contact=typed, errors=errors)
     patient = visit.patient
@@ -1140,6 +1143,29 @@ async def consents(request: web.Request, visit: Visit) -> web.StreamResponse:
     _back(visit, done="consents" if changed else "consents-same", anchor="consents")
 
 
+# -- rate limit --------------------------------------------------------------------------------
+
+
+@web.middleware
+async def limit_per_address(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every request under /s/ counts against the client address's reads (GET) or writes (any
+    other method) a minute, before the link is even looked at, so that a client hammering the
+    pages (or trying links) is slowed whatever it sends; over the limit it gets the booking
+    pages' friendly 429 page."""
+    if not request.path.startswith("/s/"):
+        return await handler(request)
+    kind = "reads" if request.method in ("GET", "HEAD") else "writes"
+    now = request.app[CLOCK].now()
+    verdict = await ratelimit.hit_client(request.app[POOL], request, "self-service", kind, now)
+    if verdict is not None and not verdict.allowed:
+        response = await error_page(request, PageError(429, retry_after=verdict.retry_after))
+        response.headers.update(PRIVATE)
+        return response
+    return await handler(request)
+
+
 # -- routes ------------------------------------------------------------------------------------
 
 
@@ -1148,6 +1174,7 @@ def install_self_service(app: web.Application) -> None:
     from services.booking.app import TEMPLATES as BOOKING_TEMPLATES
 
     app[TEMPLATES] = app[BOOKING_TEMPLATES]
+    app.middlewares.append(limit_per_address)
     session = "/s/{token}/sessions/{appointment_id}"
     app.router.add_get("/s/{token}", overview)
     app.router.add_post(session + "/confirm", confirm)
