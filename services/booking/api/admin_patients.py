@@ -16,6 +16,10 @@ A PATCH mixing both kinds of field needs a role allowed every field in it; a 403
 the role may not change. Clinical fields are only written by clinicians, so what a clinician reads
 before a session is never a front-desk paraphrase.
 
+Reads by role: the front desk gets `PatientContactOut` (contact fields and consents), never the
+clinical fields (allergies, medications, screening, notes); clinicians and admins get `PatientOut`.
+The same holds for what a create or PATCH answers. Search hits carry no clinical field for anyone.
+
 Audit: every write, every read of a record (`patient.read`, with `details.view`), and every search
 (`patient.search`, with the ids it returned) writes an audit row in the same transaction as the
 read or write, so no patient data leaves without its audit row. PATCH audits the names of the
@@ -181,8 +185,11 @@ class ConsentOut(BaseModel):
     recorded_at: datetime
 
 
-class PatientOut(BaseModel):
-    """The full record; `consents` holds the current consent of each kind ever asked about."""
+class PatientContactOut(BaseModel):
+    """The record as the front desk sees it: who the patient is, how to reach them and what they
+    agreed to; none of the clinical fields (allergies, medications, screening, notes)."""
+
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
 
     id: int
     clinic_id: int
@@ -191,10 +198,6 @@ class PatientOut(BaseModel):
     mobile: str | None
     email: str | None
     date_of_birth: date | None
-    allergies: str
-    medications: str
-    screening: dict[str, Any]
-    notes: str
     language: str
     time_zone: str | None
     sms_opted_out_at: datetime | None
@@ -203,6 +206,20 @@ class PatientOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class PatientOut(PatientContactOut):
+    """The full record (clinicians and admins); `consents` holds the current consent of each
+    kind ever asked about."""
+
+    allergies: str
+    medications: str
+    screening: dict[str, Any]
+    notes: str
+
+
+# What the front desk gets instead of PatientOut.
+DESK_VIEW: dict[Role, type[BaseModel]] = {"front_desk": PatientContactOut}
 
 
 class PatientSummary(BaseModel):
@@ -483,6 +500,7 @@ async def search_patients(ctx: Ctx) -> PatientPage:
     roles=DESK,
     body=PatientCreate,
     response=PatientOut,
+    views=DESK_VIEW,
     status=201,
 )
 async def create_patient(ctx: Ctx) -> PatientOut:
@@ -523,6 +541,7 @@ async def create_patient(ctx: Ctx) -> PatientOut:
     tag=TAG,
     roles=ALL_STAFF,
     response=PatientOut,
+    views=DESK_VIEW,
 )
 async def get_patient(ctx: Ctx) -> PatientOut:
     """With the current consents; the ETag is the version to send back in If-Match. Audited as
@@ -559,6 +578,7 @@ async def _changes(
     roles=ALL_STAFF,
     body=PatientPatch,
     response=PatientOut,
+    views=DESK_VIEW,
     errors=(409, 412, 428),
 )
 async def update_patient(ctx: Ctx) -> PatientOut:
