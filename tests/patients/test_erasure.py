@@ -337,3 +337,15 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
     assert settled
     forgotten = await notifications.get(api.pool, lost)
     assert forgotten is not None and not {"attempt_to", "text"} & set(forgotten.context)
+
+
+async def test_the_export_is_documented_for_admins_only(booking_api: BookingApi) -> None:
+    document = (await booking_api.call("GET", "/api/openapi.json")).body
+    operation = document["paths"][BASE + "/{patient_id}/export"]["get"]
+    assert operation["x-roles"] == ["admin"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/PatientExport"}
+    sections = set(document["components"]["schemas"]["PatientExport"]["properties"])
+    assert {"patient", "consent_history", "courses", "appointments", "messages"} <= sections
+    assert {"inbound_messages", "form_differences", "audit_entries", "not_included"} <= sections
+    assert document["paths"][BASE + "/{patient_id}/erase"]["post"]["x-roles"] == ["admin"]
