@@ -520,6 +520,70 @@ async def _end_series(
     return "cancelled"
 
 
+ERASURE_REASON = "patient erased"
+
+
+@dataclass(frozen=True)
+class ErasureCancellation:
+    appointment_ids: list[int]
+    series_ids: list[int]
+
+
+async def cancel_for_erasure(
+    conn: asyncpg.Connection, patient_id: int, change: Change
+) -> ErasureCancellation:
+    """Erasure, inside the caller's transaction: every future active session of the patient is
+    cancelled (history event and audit row each, as a staff cancellation), their pending
+    messages end, and every active or paused course of theirs is cancelled. No notice is
+    planned: there is nobody to write to. The cancellation notice does not apply (the patient
+    asked for it, and no slot is given away late on their account)."""
+    courses = await series_store.lock_for_patient(conn, patient_id)
+    sessions = await appointments.lock_future_active_for_patient(conn, patient_id, change.now)
+    details: dict[str, Any] = {"scope": "erasure"}
+    cancelled = [
+        await _transition_audited(
+            conn,
+            session,
+            "cancelled",
+            "cancel",
+            change,
+            reason=ERASURE_REASON,
+            details=details,
+            audit_details=details,
+        )
+        for session in sessions
+    ]
+    await outbox_plan.on_cancelled_together(
+        conn, [a.id for a in cancelled], now=change.now, notify_patient=False
+    )
+    ended = []
+    for course in courses:
+        if course.status not in ("active", "paused"):
+            continue
+        await series_store.update(
+            conn,
+            course.id,
+            plan_notes=None,
+            status="cancelled",
+            expected_version=None,
+            now=change.now,
+        )
+        await audit.record(
+            conn,
+            at=change.now,
+            actor=change.actor,
+            action="series.cancel",
+            entity="series",
+            entity_id=course.id,
+            patient_id=patient_id,
+            reason=ERASURE_REASON,
+            details={"from_status": course.status, "via": "erasure"},
+            request_id=change.request_id,
+        )
+        ended.append(course.id)
+    return ErasureCancellation([a.id for a in cancelled], ended)
+
+
 # -- reschedule ------------------------------------------------------------------------------------
 
 

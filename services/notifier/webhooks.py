@@ -8,8 +8,9 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from services.notifier import inbound_messages, status_callbacks
+from services.notifier import status_callbacks
 from services.notifier.metrics import METRICS
+from shared.store import inbound_messages
 from shared.web import CLOCK, POOL, SETTINGS, problem
 
 log = logging.getLogger("regimen.notifier.webhooks")

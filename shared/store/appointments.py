@@ -754,3 +754,53 @@ async def upcoming_for_patient(db: Executor, patient_id: int, after: datetime) -
         after,
     )
     return [_appointment(r) for r in rows]
+
+
+# -- Erasure and access requests (added for the admin API) -----------------------------------------
+
+
+async def lock_future_active_for_patient(
+    conn: asyncpg.Connection, patient_id: int, after: datetime
+) -> list[Appointment]:
+    """The patient's active appointments (held, booked, confirmed, checked in) starting after
+    `after`, locked for the caller's transaction, in start order. Lock their series first (the
+    appointment_changes lock order)."""
+    rows = await conn.fetch(
+        """
+        SELECT * FROM appointment_detail
+        WHERE patient_id = $1 AND starts_at > $2
+          AND status IN ('held', 'booked', 'confirmed', 'checked_in')
+        ORDER BY starts_at, id
+        FOR UPDATE
+        """,
+        patient_id,
+        after,
+    )
+    return [_appointment(r) for r in rows]
+
+
+async def for_patient(db: Executor, patient_id: int) -> list[Appointment]:
+    """Every appointment of a patient, any status, in start order."""
+    rows = await db.fetch(
+        "SELECT * FROM appointment_detail WHERE patient_id = $1 ORDER BY starts_at, id",
+        patient_id,
+    )
+    return [_appointment(r) for r in rows]
+
+
+async def history_many(
+    db: Executor, appointment_ids: Sequence[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """appointment id → its history (as `history` gives it), in one query."""
+    rows = await db.fetch(
+        """
+        SELECT appointment_id, at, from_status, to_status, actor, reason, details
+        FROM appointment_event WHERE appointment_id = ANY($1::bigint[]) ORDER BY id
+        """,
+        list(appointment_ids),
+    )
+    found: dict[int, list[dict[str, Any]]] = {i: [] for i in appointment_ids}
+    for row in rows:
+        data = dict(row)
+        found[data.pop("appointment_id")].append(data)
+    return found

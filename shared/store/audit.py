@@ -98,3 +98,18 @@ async def search(
         limit,
     )
     return [dict(r) for r in rows]
+
+
+async def for_patient(
+    db: asyncpg.Connection | asyncpg.Pool, patient_id: int
+) -> list[dict[str, Any]]:
+    """Every entry about a patient, oldest first (an access request shows them all)."""
+    rows = await db.fetch(
+        """
+        SELECT id, at, actor_kind, actor_id, actor_name, action, entity, entity_id, patient_id,
+               reason, details, request_id
+        FROM audit_log WHERE patient_id = $1 ORDER BY id
+        """,
+        patient_id,
+    )
+    return [dict(r) for r in rows]

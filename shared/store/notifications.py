@@ -1132,6 +1132,14 @@ async def provider_ids_in_use(db: Executor, provider_ids: list[str]) -> set[str]
     return {r["provider_id"] for r in rows}
 
 
+# In a settling UPDATE of `notification`: the address and texts of an erased patient's row go
+# once its outcome is known (erasure left them for reconciliation; see scrub_for_patient).
+_FORGET_IF_ERASED = """
+    context = CASE WHEN EXISTS (SELECT 1 FROM patient p
+                                WHERE p.id = notification.patient_id AND p.erased_at IS NOT NULL)
+                   THEN context - '{attempt_to,text}'::text[] ELSE context END"""
+
+
 async def reconcile_as_sent(
     conn: Executor,
     notification_id: int,
@@ -1143,13 +1151,13 @@ async def reconcile_as_sent(
 ) -> bool:
     """unknown → sent: the provider has the message after all."""
     done = await conn.fetchval(
-        """
+        f"""
         UPDATE notification SET status = 'sent', provider_id = $2, segments = $3,
                sent_at = coalesce(sent_at, $4), updated_at = $4, status_reason = NULL,
-               error_code = NULL
+               error_code = NULL, {_FORGET_IF_ERASED}
         WHERE id = $1 AND status = 'unknown'
         RETURNING id
-        """,
+        """,  # noqa: S608 - a constant fragment
         notification_id,
         provider_id,
         segments,
@@ -1169,12 +1177,13 @@ async def reconcile_as_not_sent(
     """unknown → scheduled (due now) when the provider never got it; → expired when it is past
     its use anyway, or → failed when its attempts are used up."""
     done = await conn.fetchval(
-        """
+        f"""
         UPDATE notification SET status = $2, status_reason = $3, updated_at = $4,
-               leased_by = NULL, due_at = CASE WHEN $2 = 'scheduled' THEN $4 ELSE due_at END
+               leased_by = NULL, due_at = CASE WHEN $2 = 'scheduled' THEN $4 ELSE due_at END,
+               {_FORGET_IF_ERASED}
         WHERE id = $1 AND status = 'unknown'
         RETURNING id
-        """,
+        """,  # noqa: S608 - a constant fragment
         notification_id,
         status,
         reason,
@@ -1291,3 +1300,164 @@ async def record_delivery_status(
         now,
     )
     await _event(conn, current.id, now, current.status, status, reason)
+
+
+# -- Erasure and access requests (added for the admin API's patient erasure and export) ----------
+
+# Rows whose provider call lost its answer: reconciliation asks Twilio about the address the
+# attempt went to (`attempt_to`), so erasure leaves them to it, and it forgets the address of an
+# erased patient's row when it settles one (_FORGET_IF_ERASED).
+UNSETTLED = "unknown"
+# Context keys that can hold contact data or text written to the patient: where an attempt went,
+# and the free text of a reply or staff alert.
+PERSONAL_CONTEXT_KEYS = ("attempt_to", "text")
+ERASED_TEXT = "[erased]"
+# Addresses a provider's error text may quote ("The 'To' number +44... is not valid", "550 5.1.1
+# <a@b.example>: unknown user"): any email address, E.164 numbers and long bare digit runs
+# (national numbers). Short numbers (error codes, the parts of a date) stay readable.
+_EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
+_PHONE_PATTERN = r"\+[0-9]{7,15}|[0-9]{9,15}"
+
+
+async def cancel_pending_for_patient(
+    conn: Executor, patient_id: int, *, reason: str, now: datetime
+) -> list[int]:
+    """Cancel every not-yet-sent message to a patient (about an appointment or not); the ids.
+    Call inside the transaction that makes the messages pointless."""
+    rows = await conn.fetch(
+        """
+        UPDATE notification SET status = 'cancelled', status_reason = $2, updated_at = $3,
+               lease_until = NULL
+        WHERE patient_id = $1 AND status = 'scheduled'
+        RETURNING id
+        """,
+        patient_id,
+        reason,
+        now,
+    )
+    for row in rows:
+        await _event(conn, row["id"], now, "scheduled", "cancelled", reason)
+    return sorted(row["id"] for row in rows)
+
+
+@dataclass(frozen=True)
+class ScrubbedMessages:
+    scrubbed_ids: list[int]  # rows whose address, texts and provider details were removed
+    unsettled_ids: list[int]  # left to reconciliation, which forgets the address when it settles
+
+
+async def scrub_for_patient(conn: Executor, patient_id: int, *, now: datetime) -> ScrubbedMessages:
+    """Erasure: remove the contact data the patient's messages hold (the address an attempt went
+    to, reply texts, a fixed recipient other than a staff member's, addresses quoted in status
+    reasons and in every attempt's provider detail), keeping kind, channel, times, statuses and
+    provider ids. Status history (`notification_event`) is append-only and is not touched.
+
+    A provider call in flight holds its row until its outcome is recorded: this waits for it
+    (so the outcome is scrubbed too). Call after the patient's appointments are locked, as a
+    sender locks appointments before rows. Rows whose outcome was lost (UNSETTLED) are left."""
+    await conn.execute(
+        "SELECT id FROM notification WHERE patient_id = $1 AND status = 'sending' "
+        "ORDER BY id FOR NO KEY UPDATE",
+        patient_id,
+    )
+    rows = await conn.fetch(
+        f"""
+        UPDATE notification SET
+            context = context - $2::text[],
+            recipient = CASE WHEN kind = 'staff_alert' THEN recipient END,
+            status_reason = regexp_replace(regexp_replace(status_reason,
+                '{_EMAIL_PATTERN}', $3, 'g'), '{_PHONE_PATTERN}', $3, 'g'),
+            updated_at = $4
+        WHERE patient_id = $1 AND status <> $5
+        RETURNING id
+        """,  # noqa: S608 - the patterns are constants
+        patient_id,
+        list(PERSONAL_CONTEXT_KEYS),
+        ERASED_TEXT,
+        now,
+        UNSETTLED,
+    )
+    await conn.execute(
+        f"""
+        UPDATE notification_attempt a SET detail = regexp_replace(regexp_replace(a.detail,
+                '{_EMAIL_PATTERN}', $2, 'g'), '{_PHONE_PATTERN}', $2, 'g')
+        FROM notification n
+        WHERE n.id = a.notification_id AND n.patient_id = $1 AND a.detail <> ''
+        """,  # noqa: S608 - the patterns are constants
+        patient_id,
+        ERASED_TEXT,
+    )
+    unsettled = await conn.fetch(
+        "SELECT id FROM notification WHERE patient_id = $1 AND status = $2", patient_id, UNSETTLED
+    )
+    return ScrubbedMessages(sorted(r["id"] for r in rows), sorted(r["id"] for r in unsettled))
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """One outbox row as an access request shows it: every stored column but the internal ones
+    (lease, body hash, dedupe key), with its status history and provider attempts."""
+
+    id: int
+    appointment_id: int | None
+    kind: str
+    channel: Channel
+    recipient: str | None
+    template: str
+    template_version: int
+    language: str
+    context: dict[str, Any]
+    status: NotificationStatus
+    status_reason: str | None
+    due_at: datetime
+    expires_at: datetime | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    attempts: int
+    segments: int | None
+    provider_id: str | None
+    error_code: int | None
+    created_at: datetime
+    updated_at: datetime
+    history: list[EventView]
+    attempt_log: list[AttemptView]
+
+
+async def held_for_patient(db: Executor, patient_id: int) -> list[HeldMessage]:
+    """Every message to or about a patient, oldest first, with history and attempts (three
+    queries, whatever the number of messages)."""
+    rows = await db.fetch(
+        """
+        SELECT id, appointment_id, kind, channel, recipient, template, template_version,
+               language, context, status, status_reason, due_at, expires_at, sent_at,
+               delivered_at, attempts, segments, provider_id, error_code, created_at, updated_at
+        FROM notification WHERE patient_id = $1 ORDER BY id
+        """,
+        patient_id,
+    )
+    ids = [row["id"] for row in rows]
+    events: dict[int, list[EventView]] = {i: [] for i in ids}
+    for event in await db.fetch(
+        """
+        SELECT notification_id, id, at, from_status, to_status, reason FROM notification_event
+        WHERE notification_id = ANY($1::bigint[]) ORDER BY id
+        """,
+        ids,
+    ):
+        data = dict(event)
+        events[data.pop("notification_id")].append(EventView(**data))
+    attempts: dict[int, list[AttemptView]] = {i: [] for i in ids}
+    for attempt in await db.fetch(
+        """
+        SELECT notification_id, id, started_at, finished_at, outcome, error_code, detail,
+               provider_id, worker
+        FROM notification_attempt WHERE notification_id = ANY($1::bigint[]) ORDER BY id
+        """,
+        ids,
+    ):
+        data = dict(attempt)
+        attempts[data.pop("notification_id")].append(AttemptView(**data))
+    return [
+        HeldMessage(**dict(row), history=events[row["id"]], attempt_log=attempts[row["id"]])
+        for row in rows
+    ]

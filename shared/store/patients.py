@@ -118,6 +118,21 @@ async def get_many(db: Executor, patient_ids: Sequence[int]) -> dict[int, Patien
     return {row["id"]: Patient(**dict(row)) for row in rows}
 
 
+async def lock(conn: asyncpg.Connection, patient_id: int) -> Patient | None:
+    """Read and lock a patient for the rest of the caller's transaction (erasure reads the
+    contact it is about to clear, and nobody may change it in between)."""
+    row = await conn.fetchrow(
+        """
+        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
+               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
+               version, created_at, updated_at, link_version
+        FROM patient WHERE id = $1 FOR UPDATE
+        """,
+        patient_id,
+    )
+    return None if row is None else Patient(**dict(row))
+
+
 # Columns staff and patients may change; anything else is set by dedicated functions.
 UPDATABLE = (
     "first_name",
@@ -324,11 +339,13 @@ MARKETING_KINDS: tuple[ConsentKind, ...] = ("marketing_sms", "marketing_email")
 
 
 async def erase(conn: Executor, patient_id: int, *, now: datetime) -> Patient | None:
-    """Clear the contact data of a patient (EU erasure), keeping the medical fields, consents and
-    appointments, which must stay for the legal period.
+    """Clear the names and contact of a patient (EU erasure) and revoke every link sent to them,
+    keeping the medical fields, date of birth, consents and appointments, which must stay for
+    the legal period.
 
     Returns None when the patient is unknown or already erased (one erasure only, so a second
-    request cannot hide behind a fresh erased_at). The caller withdraws marketing consents.
+    request cannot hide behind a fresh erased_at). The caller does the rest of an erasure in
+    the same transaction (services/booking/api/admin_patients.py `erase_patient`).
     """
     erased = await conn.fetchval(
         """

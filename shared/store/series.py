@@ -159,3 +159,17 @@ async def update(
         now,
     )
     return await get(conn, series_id)
+
+
+async def lock_for_patient(conn: asyncpg.Connection, patient_id: int) -> list[Series]:
+    """Every series of a patient, locked for the caller's transaction in id order (erasure takes
+    these before the patient's appointments, like any change touching several sessions)."""
+    rows = await conn.fetch(
+        """
+        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
+               version, created_at, updated_at
+        FROM series WHERE patient_id = $1 ORDER BY id FOR UPDATE
+        """,
+        patient_id,
+    )
+    return [Series(**dict(r)) for r in rows]

@@ -15,6 +15,12 @@ Roles, by what each job needs:
 | reschedule                                 | yes   | yes        | yes       |
 | reschedule below the hard minimum gap      | yes   | no (403)   | yes       |
 
+Reads by role: the front desk gets each appointment without `review_reasons` (they quote
+screening answers and what a booking form said) and its history without clinical details (review
+notes, review reasons, form differences, gap overrides); `needs_review` tells it a review is
+pending. Clinicians and admins get everything. A check-in refused for a pending review tells the
+desk only that.
+
 Every action needs `If-Match` with the version last read (428 without, 412 when stale), so two
 front-desk screens cannot overwrite each other. Every read that returns a patient's appointment
 is written to the audit log (`appointment.read`), every change in the change's own transaction.
@@ -38,6 +44,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StringConstraints,
+    model_validator,
 )
 
 from services.booking import appointment_changes as changes
@@ -109,7 +116,38 @@ class HistoryEvent(BaseModel):
     details: dict[str, Any]
 
 
-class AppointmentOut(BaseModel):
+# History details the front desk may see: how and when a session moved or was cancelled. Anything
+# else (review reasons, what a booking form said, a clinician's gap override) stays out, and so do
+# keys added later until someone decides they are not clinical.
+DESK_EVENT_DETAILS = frozenset(
+    {"scope", "notice_override", "moved", "review", "on_behalf_of", "shift_later", "shift"}
+)
+WITHHELD_NOTE = "clinician review note (shown to clinicians and admins)"
+
+
+class DeskHistoryEvent(HistoryEvent):
+    """A history event as the front desk sees it: details limited to DESK_EVENT_DETAILS, and the
+    note of a review flag being raised or cleared (clinical) withheld."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _withhold_clinical(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        details = data.get("details") or {}
+        shown = {key: value for key, value in details.items() if key in DESK_EVENT_DETAILS}
+        reason = data.get("reason", "")
+        if "review" in details and reason:
+            reason = WITHHELD_NOTE
+        return {**data, "details": shown, "reason": reason}
+
+
+class AppointmentDeskOut(BaseModel):
+    """An appointment as the front desk sees it: everything but `review_reasons`, which quote
+    screening answers and booking-form differences; `needs_review` says a review is pending."""
+
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
+
     id: int
     clinic_id: int
     practitioner_id: int
@@ -126,7 +164,6 @@ class AppointmentOut(BaseModel):
     local_date: date
     local_time: str = Field(pattern=r"^\d{2}:\d{2}$", description="HH:MM in the clinic's zone")
     needs_review: bool
-    review_reasons: list[str]
     source: str
     cancelled_reason: str | None
     cancelled_by: str | None
@@ -135,8 +172,23 @@ class AppointmentOut(BaseModel):
     created_at: datetime
 
 
+class AppointmentOut(AppointmentDeskOut):
+    """An appointment as clinicians and admins see it."""
+
+    review_reasons: list[str] = Field(description="why a clinician must review it (clinical)")
+
+
+class AppointmentDeskDetail(AppointmentDeskOut):
+    history: list[DeskHistoryEvent]
+
+
 class AppointmentDetail(AppointmentOut):
     history: list[HistoryEvent]
+
+
+class AppointmentDeskPage(BaseModel):
+    items: list[AppointmentDeskOut]
+    next_cursor: str | None
 
 
 class AppointmentPage(BaseModel):
@@ -210,8 +262,7 @@ class Alternative(BaseModel):
     practitioner_id: int
 
 
-class RescheduleResult(BaseModel):
-    appointment: AppointmentDetail
+class _RescheduleFacts(BaseModel):
     version: int = Field(description="the appointment's new version (also the ETag)")
     gaps: list[GapOut]
     warnings: list[str]
@@ -226,12 +277,31 @@ class RescheduleResult(BaseModel):
     flagged_for_review: list[int]
 
 
-class CancelResult(BaseModel):
+class RescheduleDeskResult(_RescheduleFacts):
+    appointment: AppointmentDeskDetail
+
+
+class RescheduleResult(_RescheduleFacts):
     appointment: AppointmentDetail
+
+
+class _CancelFacts(BaseModel):
     version: int
     cancelled_appointment_ids: list[int]
     override_used: bool
     series_status: SeriesStatus | None
+
+
+class CancelDeskResult(_CancelFacts):
+    appointment: AppointmentDeskDetail
+
+
+class CancelResult(_CancelFacts):
+    appointment: AppointmentDetail
+
+
+# What the front desk gets instead of each full answer.
+DESK_DETAIL: dict[Role, type[BaseModel]] = {"front_desk": AppointmentDeskDetail}
 
 
 # -- input models ----------------------------------------------------------------------------------
@@ -426,6 +496,16 @@ def stale(what: str, version: int) -> ApiError:
 
 async def _refusal(ctx: Ctx, error: changes.Refused) -> ApiError:
     extra: dict[str, Any] = dict(error.details)
+    if error.code == "needs-review" and ctx.staff is not None and ctx.staff.role not in CLINICAL:
+        # The reasons quote screening answers: the desk learns that a review is pending, not why.
+        extra.pop("review_reasons", None)
+        return ApiError(
+            409,
+            "Conflict",
+            "a clinician must review this appointment before check-in",
+            type_=error.code,
+            **extra,
+        )
     zone = await _path_zone(ctx)
     if isinstance(error, changes.SlotUnavailable):
         extra["alternatives"] = [
@@ -498,6 +578,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     roles=ALL_STAFF,
     query=AppointmentQuery,
     response=AppointmentPage,
+    views={"front_desk": AppointmentDeskPage},
 )
 async def list_appointments(ctx: Ctx) -> AppointmentPage:
     """Filter by practitioner, patient, series, status (repeat the parameter for several) and
@@ -600,6 +681,7 @@ async def get_practitioner_schedule(ctx: Ctx) -> Schedule:
     tag=TAG,
     roles=ALL_STAFF,
     response=AppointmentDetail,
+    views=DESK_DETAIL,
 )
 async def get_appointment(ctx: Ctx) -> AppointmentDetail:
     """The ETag is the version: send it back as If-Match with any action."""
@@ -656,6 +738,7 @@ def _state_action(
         tag=TAG,
         roles=roles,
         response=AppointmentDetail,
+        views={role: view for role, view in DESK_DETAIL.items() if role in roles},
         errors=ACTION_ERRORS,
     )(handler)
 
@@ -722,6 +805,7 @@ async def review_appointment(ctx: Ctx) -> AppointmentDetail:
     roles=DESK,
     body=CancelBody,
     response=CancelResult,
+    views={"front_desk": CancelDeskResult},
     errors=ACTION_ERRORS,
 )
 async def cancel_appointment(ctx: Ctx) -> CancelResult:
@@ -758,6 +842,7 @@ async def cancel_appointment(ctx: Ctx) -> CancelResult:
     roles=ALL_STAFF,
     body=RescheduleBody,
     response=RescheduleResult,
+    views={"front_desk": RescheduleDeskResult},
     errors=ACTION_ERRORS,
 )
 async def reschedule_appointment(ctx: Ctx) -> RescheduleResult:

@@ -10,11 +10,15 @@ Who may do what (each role only what its job needs):
 |   language, time zone                                           |       |            |           |
 | PATCH clinical fields: allergies, medications, screening, notes | no    | no         | yes       |
 | record a consent change (source `staff`)                        | yes   | yes        | no        |
-| erase (EU erasure request)                                      | yes   | no         | no        |
+| erase (EU erasure request), export (access request)             | yes   | no         | no        |
 
 A PATCH mixing both kinds of field needs a role allowed every field in it; a 403 lists the fields
 the role may not change. Clinical fields are only written by clinicians, so what a clinician reads
 before a session is never a front-desk paraphrase.
+
+Reads by role: the front desk gets `PatientContactOut` (contact fields and consents), never the
+clinical fields (allergies, medications, screening, notes); clinicians and admins get `PatientOut`.
+The same holds for what a create or PATCH answers. Search hits carry no clinical field for anyone.
 
 Audit: every write, every read of a record (`patient.read`, with `details.view`), and every search
 (`patient.search`, with the ids it returned) writes an audit row in the same transaction as the
@@ -25,10 +29,19 @@ Contact data: mobiles become E.164 with the clinic's region as default, emails a
 blank mobile or email means "none". Without `clinic_id` the first clinic is used (an install with
 one clinic need not name it).
 
-Erasure clears names (to 'Erased'), mobile and email, withdraws the marketing consents and sets
-`erased_at`; medical fields, date of birth, consent history and appointments stay for the legal
-period. Afterwards contact fields cannot be set again and no consent can be granted (409), while
+Erasure (admin only), in one transaction: names become 'Erased', mobile and email are cleared and
+every private link stops working; the patient's future sessions and active courses are cancelled
+through the usual cancellation (history and audit rows, their reminders end, no notice is
+planned); every queued message is cancelled; the addresses and texts their messages hold and the
+addresses providers quoted in error texts are removed; their inbound SMS lose text and number;
+what public booking forms said about them is deleted; marketing consents are withdrawn. Medical
+fields, date of birth, appointments as history, consent history, message history and the audit
+log stay for the legal period. The audit entry lists what was removed and kept, and why.
+Afterwards contact fields cannot be set again and no consent can be granted (409), while
 clinicians can still correct clinical fields.
+
+Export (admin only): everything held about a patient as one JSON document (an access request),
+audited as `patient.export`.
 """
 
 from __future__ import annotations
@@ -57,7 +70,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.booking import idempotency
+from services.booking import appointment_changes, idempotency
 from services.booking.api import API
 from services.booking.api.common import (
     ADMIN,
@@ -70,7 +83,14 @@ from services.booking.api.common import (
     precondition_failed,
     record,
 )
-from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor
+from services.booking.api.framework import (
+    ApiError,
+    Ctx,
+    PageQuery,
+    invalid,
+    next_cursor,
+    not_found,
+)
 from shared.domain.contact import (
     ContactError,
     CountryNotTexted,
@@ -78,7 +98,7 @@ from shared.domain.contact import (
     normalise_mobile,
 )
 from shared.domain.names import UNSAFE_NAME_RULE, check_name
-from shared.store import clinics, patients
+from shared.store import clinics, form_differences, inbound_messages, notifications, patients
 from shared.store.patients import Consent, ConsentKind, Patient
 from shared.store.staff_tokens import Role
 
@@ -190,8 +210,11 @@ class ConsentOut(BaseModel):
     recorded_at: datetime
 
 
-class PatientOut(BaseModel):
-    """The full record; `consents` holds the current consent of each kind ever asked about."""
+class PatientContactOut(BaseModel):
+    """The record as the front desk sees it: who the patient is, how to reach them and what they
+    agreed to; none of the clinical fields (allergies, medications, screening, notes)."""
+
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
 
     id: int
     clinic_id: int
@@ -200,10 +223,6 @@ class PatientOut(BaseModel):
     mobile: str | None
     email: str | None
     date_of_birth: date | None
-    allergies: str
-    medications: str
-    screening: dict[str, Any]
-    notes: str
     language: str
     time_zone: str | None
     sms_opted_out_at: datetime | None
@@ -212,6 +231,20 @@ class PatientOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class PatientOut(PatientContactOut):
+    """The full record (clinicians and admins); `consents` holds the current consent of each
+    kind ever asked about."""
+
+    allergies: str
+    medications: str
+    screening: dict[str, Any]
+    notes: str
+
+
+# What the front desk gets instead of PatientOut.
+DESK_VIEW: dict[Role, type[BaseModel]] = {"front_desk": PatientContactOut}
 
 
 class PatientSummary(BaseModel):
@@ -506,6 +539,7 @@ async def search_patients(ctx: Ctx) -> PatientPage:
     roles=DESK,
     body=PatientCreate,
     response=PatientOut,
+    views=DESK_VIEW,
     status=201,
 )
 async def create_patient(ctx: Ctx) -> PatientOut:
@@ -546,6 +580,7 @@ async def create_patient(ctx: Ctx) -> PatientOut:
     tag=TAG,
     roles=ALL_STAFF,
     response=PatientOut,
+    views=DESK_VIEW,
 )
 async def get_patient(ctx: Ctx) -> PatientOut:
     """With the current consents; the ETag is the version to send back in If-Match. Audited as
@@ -582,6 +617,7 @@ async def _changes(
     roles=ALL_STAFF,
     body=PatientPatch,
     response=PatientOut,
+    views=DESK_VIEW,
     errors=(409, 412, 428),
 )
 async def update_patient(ctx: Ctx) -> PatientOut:
@@ -674,12 +710,25 @@ async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
 
 
 ERASURE_WORDING = "erasure"
+ERASURE_REASON = "patient erased"
+# What an erasure keeps, and why: the audit entry of each erasure says so.
+ERASURE_KEEPS = {
+    "medical_record": "allergies, medications, screening answers, clinical notes and date of "
+    "birth: medical records are kept for their legal retention period",
+    "appointments": "past and cancelled appointments with their history and course plans: the "
+    "record of the care given and booked",
+    "consents": "the consent history, with the withdrawals of this erasure: proof of what the "
+    "patient agreed to and when",
+    "message_history": "each message's kind, channel, times, status history and provider ids: "
+    "the record of what was sent",
+    "audit_log": "who read and changed the record, including this erasure: accountability",
+}
 
 
 @API.route(
     "POST",
     BASE + "/{patient_id}/erase",
-    summary="Erase a patient's contact data (EU erasure request)",
+    summary="Erase a patient's contact data and end everything planned for them (EU erasure)",
     tag=TAG,
     roles=ADMIN,
     body=Erasure,
@@ -687,16 +736,36 @@ ERASURE_WORDING = "erasure"
     errors=(409,),
 )
 async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
-    """Clears names, mobile and email and withdraws marketing consents; medical fields, consent
-    history and appointments stay. Audited as `patient.erase` with the reason. Once only: a
-    second request is 409, unless it repeats the first one's Idempotency-Key."""
+    """In one transaction: clears names, mobile and email and revokes every private link;
+    cancels the patient's future sessions and active courses (no cancellation notice: there is
+    nobody to write to) and every queued message; removes the addresses and texts their messages
+    hold and the addresses providers quoted; blanks the text and number of their inbound SMS
+    (keeping when they came and any STOP); deletes what booking forms said about them; withdraws
+    marketing consents. Medical fields, date of birth, appointments as history, consents,
+    message history and the audit log stay. Audited as `patient.erase` with the reason, what was
+    removed and what was kept and why. Once only: a second request is 409, unless it repeats the
+    first one's Idempotency-Key."""
     body: Erasure = ctx.body
     patient_id = ctx.path["patient_id"]
 
     async def work(conn: asyncpg.Connection) -> PatientOut:
+        before = await patients.lock(conn, patient_id)
+        if before is None:
+            raise not_found("patient", patient_id)
         erased = await patients.erase(conn, patient_id, now=ctx.now)
         if erased is None:
-            raise _erased(await _existing(conn, patient_id), "the patient was already erased")
+            raise _erased(before, "the patient was already erased")
+        # Erased first: whatever is planned from here on finds nobody to write to.
+        messages = await notifications.cancel_pending_for_patient(
+            conn, patient_id, reason=ERASURE_REASON, now=ctx.now
+        )
+        change = appointment_changes.Change(ctx.actor, ctx.now, ctx.request_id)
+        cancelled = await appointment_changes.cancel_for_erasure(conn, patient_id, change)
+        scrubbed = await notifications.scrub_for_patient(conn, patient_id, now=ctx.now)
+        inbound = await inbound_messages.scrub_for_patient(
+            conn, patient_id, before.mobile, clinic_id=before.clinic_id
+        )
+        differences = await form_differences.delete_for_patient(conn, patient_id)
         for kind in patients.MARKETING_KINDS:
             await patients.record_consent(
                 conn,
@@ -707,9 +776,31 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
                 wording_version=ERASURE_WORDING,
                 now=ctx.now,
             )
+        kept: dict[str, Any] = dict(ERASURE_KEEPS)
+        if scrubbed.unsettled_ids:
+            kept["messages_being_reconciled"] = {
+                "ids": scrubbed.unsettled_ids,
+                "why": "the provider's answer was lost; the notifier checks with the provider "
+                "where they went and forgets the address when it has settled them",
+            }
+        if inbound.shared_number_kept:
+            kept["inbound_sms_from_a_shared_number"] = {
+                "count": inbound.shared_number_kept,
+                "why": "another patient has the same mobile number: the messages may be theirs",
+            }
         details = {
-            "cleared": list(patients.ERASED_FIELDS),
-            "withdrawn": list(patients.MARKETING_KINDS),
+            "removed": {
+                "contact": list(patients.ERASED_FIELDS),
+                "private_links": "revoked",
+                "marketing_consents_withdrawn": list(patients.MARKETING_KINDS),
+                "future_appointments_cancelled": cancelled.appointment_ids,
+                "courses_cancelled": cancelled.series_ids,
+                "queued_messages_cancelled": messages,
+                "messages_scrubbed": len(scrubbed.scrubbed_ids),
+                "inbound_sms_scrubbed": inbound.scrubbed,
+                "form_differences_deleted": differences,
+            },
+            "kept": kept,
         }
         await _audit(conn, ctx, "patient.erase", patient_id, reason=body.reason, details=details)
         return await _record(conn, erased)

@@ -9,7 +9,9 @@ Roles:
 | PATCH status                     | yes   | yes               | yes       |
 | PATCH plan_notes (clinical text) | yes   | no (403)          | yes       |
 
-Reads are audited (`series.read`, one row per patient shown); PATCH needs If-Match.
+Reads are audited (`series.read`, one row per patient shown); PATCH needs If-Match. The front
+desk reads courses without `plan_notes` and their sessions as the desk sees appointments (no
+review reasons); clinicians and admins read everything.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.booking import appointment_changes as changes
 from services.booking.api import API
 from services.booking.api.admin_appointments import (
+    AppointmentDeskOut,
     AppointmentOut,
     GapOut,
     Text,
@@ -38,21 +41,34 @@ from shared.scheduling.loader import load_treatment
 from shared.store import appointments
 from shared.store import series as series_store
 from shared.store.series import Series, SeriesStatus
+from shared.store.staff_tokens import Role
 
 TAG = "series"
 
 
-class SeriesOut(BaseModel):
+class SeriesDeskOut(BaseModel):
+    """A course as the front desk sees it: no `plan_notes` (clinical text)."""
+
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
+
     id: int
     clinic_id: int
     patient_id: int
     treatment_id: int
     planned_sessions: int
     status: SeriesStatus
-    plan_notes: str
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class SeriesOut(SeriesDeskOut):
+    plan_notes: str = Field(description="clinical text: clinicians and admins only")
+
+
+class SeriesDeskPage(BaseModel):
+    items: list[SeriesDeskOut]
+    next_cursor: str | None
 
 
 class SeriesPage(BaseModel):
@@ -60,21 +76,39 @@ class SeriesPage(BaseModel):
     next_cursor: str | None
 
 
+GAP_BEFORE = Field(
+    description="the gap from the previous counted session (None for the first, and for "
+    "cancelled or missed sessions, which do not count)"
+)
+
+
+class SessionDeskOut(AppointmentDeskOut):
+    gap_before: GapOut | None = GAP_BEFORE
+
+
 class SessionOut(AppointmentOut):
-    gap_before: GapOut | None = Field(
-        description="the gap from the previous counted session (None for the first, and for "
-        "cancelled or missed sessions, which do not count)"
-    )
+    gap_before: GapOut | None = GAP_BEFORE
 
 
-class SeriesDetail(SeriesOut):
+class _CourseFacts(BaseModel):
     treatment_name: str
     time_zone: str
-    sessions: list[SessionOut] = Field(description="every appointment, in course order")
     gaps: list[GapOut]
     below_minimum: list[str] = Field(description="gaps below the hard minimum (overridden)")
     warnings: list[str] = Field(description="gaps past the soft maximum")
     review_notes: list[str] = Field(description="gaps beyond twice the target")
+
+
+class SeriesDeskDetail(_CourseFacts, SeriesDeskOut):
+    sessions: list[SessionDeskOut] = Field(description="every appointment, in course order")
+
+
+class SeriesDetail(_CourseFacts, SeriesOut):
+    sessions: list[SessionOut] = Field(description="every appointment, in course order")
+
+
+# What the front desk gets instead of the full detail.
+DESK_DETAIL: dict[Role, type[BaseModel]] = {"front_desk": SeriesDeskDetail}
 
 
 class SeriesQuery(PageQuery):
@@ -106,6 +140,7 @@ async def _audit_series_reads(ctx: Ctx, shown: list[Series], via: str) -> None:
     roles=ALL_STAFF,
     query=SeriesQuery,
     response=SeriesPage,
+    views={"front_desk": SeriesDeskPage},
 )
 async def list_series(ctx: Ctx) -> SeriesPage:
     """Filter by patient and status (repeat `status` for several); ordered by id."""
@@ -153,6 +188,7 @@ async def series_detail(ctx: Ctx, series: Series) -> SeriesDetail:
     tag=TAG,
     roles=ALL_STAFF,
     response=SeriesDetail,
+    views=DESK_DETAIL,
 )
 async def get_series(ctx: Ctx) -> SeriesDetail:
     """Sessions in course order with local times; each counted session's gap to the one before,
@@ -171,6 +207,7 @@ async def get_series(ctx: Ctx) -> SeriesDetail:
     roles=ALL_STAFF,
     body=SeriesPatch,
     response=SeriesDetail,
+    views=DESK_DETAIL,
     errors=(409, 412, 428),
 )
 async def patch_series(ctx: Ctx) -> SeriesDetail:

@@ -4,6 +4,11 @@ cannot drift apart.
 
 Handlers receive a `Ctx` and return a pydantic model (sent as JSON), a list of models, or an
 aiohttp response. Domain failures are raised as `ApiError` and leave as problem+json.
+
+Least privilege on reads: an endpoint may declare `views`, a narrower response model per role
+(front desk: no clinical fields). The handler builds the full answer; the framework re-validates
+it as the caller's view before it is sent, so a field the view does not declare never leaves,
+and the OpenAPI document lists each role's shape (`x-response-by-role`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -143,6 +148,8 @@ class Endpoint:
     errors: tuple[int, ...]
     rate_limit: RateLimiter | None
     idempotent: bool = False  # honours Idempotency-Key (the handler must use idempotency.run)
+    # role -> the narrower model that role gets instead of `response` (see the module doc)
+    views: Mapping[Role, type[BaseModel]] = field(default_factory=dict)
 
     @property
     def operation_id(self) -> str:
@@ -217,6 +224,17 @@ async def authenticate(request: web.Request, roles: tuple[Role, ...], now: datet
     return staff
 
 
+def narrow(result: Any, view: type[BaseModel]) -> Any:
+    """The full answer as `view` shows it: fields the view does not declare are dropped (at
+    every depth, since a view's nested models are views too)."""
+    if isinstance(result, list):
+        return [narrow(item, view) for item in result]
+    if not isinstance(result, BaseModel):
+        # A ready-made response cannot be narrowed; sending it would show every field.
+        raise TypeError(f"cannot narrow {type(result).__name__} to {view.__name__}")
+    return view.model_validate(result.model_dump())
+
+
 def _serialise(result: Any) -> Any:
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
@@ -245,7 +263,14 @@ class Api:
         errors: Sequence[int] = (),
         rate_limit: RateLimiter | None = None,
         idempotent: bool = False,
+        views: Mapping[Role, type[BaseModel]] | None = None,
     ) -> Callable[[Handler], Handler]:
+        views = dict(views or {})
+        if views and (roles is None or idempotent or not set(views) <= set(roles)):
+            # A stored idempotent answer is replayed as sent, so it could not be narrowed; a
+            # view for a role that may not call the endpoint is a typo.
+            raise ValueError(f"{path}: views need roles that may call it and no idempotency")
+
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
                 Endpoint(
@@ -263,6 +288,7 @@ class Api:
                     errors=tuple(errors),
                     rate_limit=rate_limit,
                     idempotent=idempotent,
+                    views=views,
                 )
             )
             return handler
@@ -294,6 +320,8 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             result = await endpoint.handler(ctx)
         except ApiError as error:
             return error.response()
+        if ctx.staff is not None and ctx.staff.role in endpoint.views:
+            result = narrow(result, endpoint.views[ctx.staff.role])
         if isinstance(result, web.StreamResponse):
             return result
         if result is None:
@@ -403,6 +431,30 @@ def _model_of(response: Any) -> tuple[type[BaseModel] | None, bool]:
     return response, False
 
 
+def _by_role(
+    endpoint: Endpoint,
+    full: type[BaseModel],
+    refs: Mapping[tuple[type[BaseModel], str], Any],
+    operation: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """The response schema of an endpoint with per-role views: anyOf the shapes (not oneOf: an
+    empty page fits every shape), each role's own shape in `x-response-by-role`, and the same in
+    words in the description."""
+    assert endpoint.roles is not None  # route() refuses views without roles
+    model_of = {role: endpoint.views.get(role, full) for role in endpoint.roles}
+    operation["x-response-by-role"] = {
+        role: refs[(model, "serialization")] for role, model in model_of.items()
+    }
+    shapes = list(dict.fromkeys(model_of.values()))
+    words = "; ".join(
+        ", ".join(role for role, model in model_of.items() if model is shape)
+        + f": {shape.__name__}"
+        for shape in shapes
+    )
+    schema = {"anyOf": [refs[(shape, "serialization")] for shape in shapes]}
+    return schema, f"success; the shape depends on the caller's role ({words})"
+
+
 def build_openapi(api: Api, *, title: str, version: str, description: str) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], str]] = []
     for endpoint in api.endpoints:
@@ -411,6 +463,7 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
         response_model, _ = _model_of(endpoint.response)
         if response_model is not None:
             models.append((response_model, "serialization"))
+        models += [(view, "serialization") for view in endpoint.views.values()]
     unique = list(dict.fromkeys(models))
     refs, schema = models_json_schema(unique, ref_template="#/components/schemas/{model}")
     components: dict[str, Any] = dict(schema.get("$defs", {}))
@@ -516,14 +569,19 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                 "required": True,
                 "content": {"application/json": {"schema": refs[(endpoint.body, "validation")]}},
             }
+        if endpoint.roles is not None:
+            operation["x-roles"] = list(endpoint.roles)
         response_model, is_list = _model_of(endpoint.response)
         if response_model is None:
             operation["responses"][str(endpoint.status)] = {"description": "done"}
         else:
             ref = refs[(response_model, "serialization")]
+            description = "success"
+            if endpoint.views:
+                ref, description = _by_role(endpoint, response_model, refs, operation)
             body_schema = {"type": "array", "items": ref} if is_list else ref
             operation["responses"][str(endpoint.status)] = {
-                "description": "success",
+                "description": description,
                 "content": {"application/json": {"schema": body_schema}},
             }
         error_codes = set(endpoint.errors)

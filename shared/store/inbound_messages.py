@@ -1,0 +1,117 @@
+"""Every SMS a patient sends us (owner of the `inbound_message` table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+Executor = asyncpg.Pool | asyncpg.Connection
+
+# What an erased patient's messages keep in place of the number they came from.
+ERASED_NUMBER = "erased"
+
+
+async def record_inbound(
+    db: Executor,
+    *,
+    message_sid: str,
+    from_number: str,
+    to_number: str,
+    body: str,
+    opt_out_type: str | None,
+    received_at: datetime,
+) -> int | None:
+    """Store the message; return its id, or None when Twilio delivered the same one before."""
+    return await db.fetchval(
+        """
+        INSERT INTO inbound_message (message_sid, from_number, to_number, body, opt_out_type,
+                                     received_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (message_sid) DO NOTHING
+        RETURNING id
+        """,
+        message_sid,
+        from_number,
+        to_number,
+        body,
+        opt_out_type,
+        received_at,
+    )
+
+
+# -- Erasure and access requests (added for the admin API) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    id: int
+    message_sid: str
+    from_number: str
+    to_number: str
+    body: str
+    opt_out_type: str | None
+    received_at: datetime
+
+
+async def for_patient(db: Executor, patient_id: int, mobile: str | None) -> list[InboundMessage]:
+    """The patient's messages: those linked to them, and those from their mobile that no one
+    else's record claims. Oldest first."""
+    rows = await db.fetch(
+        """
+        SELECT id, message_sid, from_number, to_number, body, opt_out_type, received_at
+        FROM inbound_message
+        WHERE patient_id = $1 OR (patient_id IS NULL AND from_number = $2)
+        ORDER BY received_at, id
+        """,
+        patient_id,
+        mobile,
+    )
+    return [InboundMessage(**dict(row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class ScrubbedInbound:
+    scrubbed: int  # messages whose text and number were removed
+    shared_number_kept: int  # from the patient's old number, which another patient still has
+
+
+async def scrub_for_patient(
+    conn: Executor, patient_id: int, mobile: str | None, *, clinic_id: int
+) -> ScrubbedInbound:
+    """Erasure: blank the text and number of the patient's messages (those linked to them, and
+    those from `mobile`, their number until now), and link them to the patient so that the
+    record still shows that, when, and whether they said STOP (`opt_out_type` is kept: it is
+    consent evidence). Messages from a number another patient of the clinic still has are kept:
+    they may be that patient's."""
+    shared = await conn.fetchval(
+        """
+        SELECT EXISTS (SELECT 1 FROM patient
+                       WHERE clinic_id = $1 AND mobile = $2 AND id <> $3 AND erased_at IS NULL)
+        """,
+        clinic_id,
+        mobile,
+        patient_id,
+    )
+    theirs = None if shared else mobile
+    result = await conn.execute(
+        """
+        UPDATE inbound_message SET body = '', from_number = $3, patient_id = $1
+        WHERE patient_id = $1 OR (patient_id IS NULL AND $2::text IS NOT NULL
+                                  AND from_number = $2)
+        """,
+        patient_id,
+        theirs,
+        ERASED_NUMBER,
+    )
+    kept = 0
+    if shared:
+        kept = int(
+            await conn.fetchval(
+                "SELECT count(*) FROM inbound_message WHERE patient_id IS NULL "
+                "AND from_number = $1",
+                mobile,
+            )
+        )
+    return ScrubbedInbound(int(result.split()[-1]), kept)
