@@ -17,6 +17,7 @@ from typing import Literal
 import aiosmtplib
 
 from shared.config import Settings
+from shared.providers.redaction import without_addresses
 
 FailureKind = Literal["temporary", "permanent"]
 
@@ -201,7 +202,8 @@ class EmailClient:
         except aiosmtplib.SMTPResponseException as exc:
             kind = "temporary" if 400 <= exc.code < 500 else "permanent"
             self._discard(connection)
-            raise EmailError(kind, f"SMTP {exc.code}: {exc.message}", code=exc.code) from exc
+            text = without_addresses(exc.message)
+            raise EmailError(kind, f"SMTP {exc.code}: {text}", code=exc.code) from exc
         except ssl.SSLCertVerificationError as exc:
             # A certificate problem will not fix itself between retries, but an operator can fix
             # it, so the message waits instead of failing for good.
@@ -209,7 +211,9 @@ class EmailClient:
             raise EmailError("temporary", f"SMTP certificate not trusted: {exc}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self._discard(connection)
-            raise EmailError("temporary", f"SMTP unavailable: {exc}") from exc
+            raise EmailError(
+                "temporary", f"SMTP unavailable: {without_addresses(str(exc))}"
+            ) from exc
         self._put_back(connection)
         return str(message["Message-ID"])
 

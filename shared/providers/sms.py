@@ -20,6 +20,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from shared.config import Settings
+from shared.providers.redaction import without_addresses
 
 FailureKind = Literal["temporary", "permanent", "ambiguous"]
 
@@ -101,7 +102,7 @@ class RegimenTwilioHttpClient(AsyncHttpClient):
 
 def classify_rest_error(error: TwilioRestException) -> SmsError:
     code = error.code if isinstance(error.code, int) else None
-    reason = f"Twilio {code or error.status}: {error.msg}"
+    reason = f"Twilio {code or error.status}: {without_addresses(str(error.msg))}"
     if error.status == 429 or code == 20429:
         return SmsError("temporary", reason, code=code, status=error.status)
     if error.status >= 500:
@@ -153,7 +154,9 @@ class SmsClient:
         except TimeoutError as exc:
             raise SmsError("ambiguous", "timed out waiting for Twilio's answer") from exc
         except (aiohttp.ClientError, TwilioException) as exc:
-            raise SmsError("ambiguous", f"Twilio request failed mid-way: {exc}") from exc
+            raise SmsError(
+                "ambiguous", f"Twilio request failed mid-way: {without_addresses(str(exc))}"
+            ) from exc
         return _sent(message)
 
     async def fetch(self, sid: str) -> SentSms:

@@ -130,6 +130,27 @@ async def test_a_permanent_twilio_error_fails_at_once_with_its_code(
     assert twilio.twilio.create_requests == 1
 
 
+async def test_an_error_text_quoting_the_number_is_stored_without_it(
+    world: World, start_notifier: StartNotifier, twilio: StandIn
+) -> None:
+    # Twilio's own words for 21211 name the number; the history keeping them is append-only.
+    twilio.twilio.fail_next(
+        Fault(status=400, code=21211, message=f"The 'To' number {MOBILE} is not a valid number.")
+    )
+    notification_id = await world.reply("Hello")
+    await start_notifier()
+    row = await world.settled(notification_id, "failed")
+    assert row.status_reason is not None and "[address]" in row.status_reason
+    stored = " ".join(
+        [
+            row.status_reason,
+            *(reason for _, _, reason in await world.reasons(notification_id)),
+            *(a["detail"] for a in await world.attempts(notification_id)),
+        ]
+    )
+    assert MOBILE not in stored and MOBILE[3:] not in stored
+
+
 async def test_an_opted_out_number_fails_records_the_opt_out_and_stops_later_messages(
     world: World, start_notifier: StartNotifier, twilio: StandIn
 ) -> None:
