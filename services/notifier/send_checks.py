@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared.domain.contact import may_text
 from shared.messaging import MessageContext
 from shared.messaging.context import STAFF_KINDS
 from shared.outbox_plan import ACCOUNT_KINDS, TRANSACTIONAL_KINDS, needs_consent, stale_reason
@@ -115,6 +116,10 @@ def recipient_stop(notification: Notification, ctx: MessageContext) -> Stop | No
         return None  # the patient's choices are about messages to the patient
     if notification.channel == "sms" and patient.sms_opted_out_at is not None:
         return Stop("suppressed", "patient opted out of SMS")
+    if notification.channel == "sms" and not may_text(ctx.recipient, ctx.clinic.texts_to):
+        # Stored before the clinic's SMS countries were set (or narrowed): texts to a country
+        # the clinic does not serve are what SMS pumping runs up, so none go.
+        return Stop("suppressed", "mobile outside the clinic's SMS countries")
     if notification.kind in CONSENT_FREE_KINDS:
         return None
     consent_kind = needs_consent(notification.kind, notification.channel)

@@ -8,6 +8,7 @@ fill forms with premium or far-away numbers and run up the clinic's SMS bill ("S
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable
 
 import phonenumbers
@@ -78,6 +79,22 @@ def normalise_mobile(raw: str, region: str, *, countries: Collection[str] | None
     ):
         raise ContactError("this looks like a landline; we need a mobile number for texts")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@functools.lru_cache(maxsize=65536)  # the notifier asks for every SMS; parsing is the cost
+def may_text(e164: str, countries: tuple[str, ...]) -> bool:
+    """Whether a stored E.164 number is one of `countries`'. A number phonenumbers cannot place
+    in a country (a test or newly opened range) counts by its calling code: +44 is one of
+    GB, GG, JE and IM, so a clinic texting any of them may text it."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return False
+    country = phonenumbers.region_code_for_number(number)
+    if country:
+        return country in countries
+    sharing = phonenumbers.region_codes_for_country_code(number.country_code or 0)
+    return any(region in countries for region in sharing)
 
 
 def normalise_email(raw: str) -> str:

@@ -86,6 +86,29 @@ async def test_withdrawn_consent_an_erased_patient_and_an_expired_row_send_nothi
     assert twilio.twilio.create_requests == 0
 
 
+async def test_no_sms_goes_to_a_country_the_clinic_does_not_text(
+    world: World, start_notifier: StartNotifier, twilio: StandIn
+) -> None:
+    # A US mobile stored before the clinic limited its SMS countries (SMS pumping runs up bills
+    # with exactly such numbers): nothing is sent until the clinic adds the country.
+    abroad = await world.new_patient(mobile="+14155552671")
+    refused = await world.reminder(
+        await world.appointment(NOW + timedelta(hours=24), patient_id=abroad)
+    )
+    await start_notifier()
+    row = await world.settled(refused, "suppressed")
+    assert row.status_reason == "mobile outside the clinic's SMS countries"
+    assert twilio.twilio.create_requests == 0
+    await world.pool.execute(
+        "UPDATE clinic SET sms_countries = '{GB,US}' WHERE id = $1", world.clinic_id
+    )
+    allowed = await world.reminder(
+        await world.appointment(NOW + timedelta(hours=26), patient_id=abroad)
+    )
+    await world.settled(allowed, "sent", "delivered")
+    assert len(twilio.twilio.sent_to("+14155552671")) == 1
+
+
 async def test_a_scheduled_row_past_its_expiry_is_expired_by_the_sweep(
     world: World, start_notifier: StartNotifier, clock: FrozenClock
 ) -> None:
@@ -106,7 +129,11 @@ async def test_quiet_hours_hold_a_reminder_until_morning_but_not_an_urgent_reply
     appointment = await world.appointment(datetime(2026, 3, 3, 14, 0, tzinfo=UTC))
     reminder = await world.reminder(appointment)
     urgent = await world.reply("Call 999 now.", urgent=True)
-    # A patient living in New York: 17:00 there, inside the window.
+    # A patient living in New York (the clinic texts US numbers too): 17:00 there, inside the
+    # window.
+    await world.pool.execute(
+        "UPDATE clinic SET sms_countries = '{GB,US}' WHERE id = $1", world.clinic_id
+    )
     abroad = await world.new_patient(mobile="+12125550123")
     await world.pool.execute(
         "UPDATE patient SET time_zone = 'America/New_York' WHERE id = $1", abroad
