@@ -1323,20 +1323,30 @@ async def cancel_pending_for_patient(
     conn: Executor, patient_id: int, *, reason: str, now: datetime
 ) -> list[int]:
     """Cancel every not-yet-sent message to a patient (about an appointment or not); the ids.
-    Call inside the transaction that makes the messages pointless."""
+    Call inside the transaction that makes the messages pointless.
+
+    Rows a worker has claimed ('sending') are cancelled too. A worker sends only rows it still
+    holds under lock_for_send (status 'sending', leased to it), so: if this commits first, the
+    worker finds the row gone and sends nothing; if the worker locked it first, this UPDATE waits
+    until that send is recorded, and then no longer matches (the row is 'sent')."""
     rows = await conn.fetch(
         """
-        UPDATE notification SET status = 'cancelled', status_reason = $2, updated_at = $3,
-               lease_until = NULL
-        WHERE patient_id = $1 AND status = 'scheduled'
-        RETURNING id
+        UPDATE notification n SET status = 'cancelled', status_reason = $2, updated_at = $3,
+               lease_until = NULL, leased_by = NULL
+        FROM (
+            SELECT id, status FROM notification
+            WHERE patient_id = $1 AND status IN ('scheduled', 'sending')
+            FOR NO KEY UPDATE
+        ) AS before
+        WHERE n.id = before.id AND n.status IN ('scheduled', 'sending')
+        RETURNING n.id, before.status AS was
         """,
         patient_id,
         reason,
         now,
     )
     for row in rows:
-        await _event(conn, row["id"], now, "scheduled", "cancelled", reason)
+        await _event(conn, row["id"], now, row["was"], "cancelled", reason)
     return sorted(row["id"] for row in rows)
 
 

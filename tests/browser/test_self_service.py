@@ -608,3 +608,17 @@ async def test_odd_input_gets_a_page_never_an_error(ada: Patient, phone: Page) -
         response = await phone.goto(ada.api.base + path)
         assert response is not None and response.status == 404
     assert [await ada.row(i) for i in ada.sessions] == before
+
+
+async def test_every_page_read_through_the_link_is_audited(ada: Patient, phone: Page) -> None:
+    session = f"{ada.link}/sessions/{ada.sessions[1]}"
+    for url in (ada.link, f"{session}/move", f"{session}/cancel"):
+        response = await phone.goto(url)
+        assert response is not None and response.status == 200, url
+    reads = await ada.audit("patient.read")
+    assert [r["details"]["view"] for r in reads] == [
+        "self_service",
+        "self_service_move",
+        "self_service_cancel",
+    ]
+    assert {(r["actor_kind"], r["actor_id"]) for r in reads} == {("patient", ada.patient_id)}

@@ -236,3 +236,26 @@ async def test_reminders_merged_into_one_whose_appointment_is_cancelled_go_on_th
     await world.settled(absorbed, "sent", "delivered")
     [message] = twilio.twilio.sent_to(MOBILE)
     assert "Reply C to confirm" in message.body
+
+
+async def test_an_erasure_cancels_a_message_a_worker_claimed_but_has_not_sent(
+    world: World, clock: FrozenClock
+) -> None:
+    """A worker claimed the message (it is 'sending') and is composing it when the patient is
+    erased: the erasure cancels it, and the worker's lock before the provider call finds
+    nothing left to send."""
+    notification_id = await world.reply("See you on Tuesday")
+    claimed = await notifications.claim_due(
+        world.pool, now=clock.now(), lease=timedelta(minutes=2), worker="w1", limit=10
+    )
+    assert [n.id for n in claimed] == [notification_id]
+    async with world.pool.acquire() as conn, conn.transaction():
+        cancelled = await notifications.cancel_pending_for_patient(
+            conn, world.patient_id, reason="patient erased", now=clock.now()
+        )
+    assert cancelled == [notification_id]
+    async with world.pool.acquire() as conn, conn.transaction():
+        _, held = await notifications.lock_for_send(conn, [], [notification_id], worker="w1")
+    assert held == set()
+    reasons = await world.reasons(notification_id)
+    assert reasons[-1] == ("sending", "cancelled", "patient erased")
