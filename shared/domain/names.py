@@ -17,6 +17,11 @@ import unicodedata
 BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 # Zero-width space, non-joiner and joiner, word joiner, and the byte order mark.
 ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+# The non-joiner and joiner are part of how some names are spelt (the Persian "Mirza" has a
+# non-joiner after its second letter; many Indic scripts use both): between two letters of a
+# script that is not Latin they are allowed. Between Latin letters, at an edge or beside a
+# space they only hide a difference.
+JOINERS = frozenset("\u200c\u200d")
 # Line and paragraph separators: line breaks that are not category Cc.
 LINE_SEPARATORS = frozenset("\u2028\u2029")
 
@@ -25,15 +30,31 @@ UNSAFE_NAME_RULE = "no control, zero-width or direction-changing (bidi) characte
 
 def unsafe_name_character(text: str) -> str | None:
     """Why `text` is refused as a name (naming the first bad character), or None if it is fine."""
-    for ch in text:
+    for index, ch in enumerate(text):
         code = f"U+{ord(ch):04X}"
         if ch in BIDI_CONTROLS:
             return f"must not contain direction-changing (bidi) characters (found {code})"
+        if ch in JOINERS and _joins_letters(text, index):
+            continue
         if ch in ZERO_WIDTH:
             return f"must not contain invisible zero-width characters (found {code})"
         if ch in LINE_SEPARATORS or unicodedata.category(ch) == "Cc":
             return f"must be one line of text without control characters (found {code})"
     return None
+
+
+def _non_latin_letter(ch: str) -> bool:
+    if not unicodedata.category(ch).startswith(("L", "M")):
+        return False
+    return not unicodedata.name(ch, "").startswith("LATIN")
+
+
+def _joins_letters(text: str, index: int) -> bool:
+    """Whether the joiner at `index` stands between two letters (or marks) of a non-Latin
+    script, where it shapes the writing rather than hiding anything."""
+    before = text[index - 1] if index > 0 else ""
+    after = text[index + 1] if index + 1 < len(text) else ""
+    return bool(before and after) and _non_latin_letter(before) and _non_latin_letter(after)
 
 
 def check_name(text: str) -> str:

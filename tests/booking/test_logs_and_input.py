@@ -199,6 +199,25 @@ async def test_the_public_booking_refuses_names_that_disguise_themselves(
     assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 0
 
 
+async def test_names_that_need_a_joiner_to_be_spelt_are_booked(demo: Demo) -> None:
+    # Persian "Mirza" is written with a zero-width non-joiner, Devanagari "ksha" with a joiner:
+    # between letters of those scripts the character is part of the name, not a disguise.
+    persian = "\u0645\u06cc\u200c\u0631\u0632\u0627"
+    devanagari = "\u0915\u094d\u200d\u0937\u092e\u093e"
+    proposal = await demo.propose(demo.consultation, "2026-03-03T10:00:00Z")
+    hold = await demo.hold(demo.consultation, sessions_of(proposal.body))
+    reply = await demo.book(hold.body["token"], form(first_name=persian, last_name=devanagari))
+    assert reply.status == 201, reply.body
+    stored = await demo.pool.fetchrow("SELECT first_name, last_name FROM patient")
+    assert (stored["first_name"], stored["last_name"]) == (persian, devanagari)
+    # Between Latin letters the same character only hides a difference: still refused.
+    again = await demo.hold(
+        demo.consultation, [{"practitioner_id": 2, "start": "2026-03-03T11:00:00Z"}]
+    )
+    refused = await demo.book(again.body["token"], form(first_name="A\u200cda"))
+    assert refused.status == 422 and refused.body["errors"][0]["path"] == "patient.first_name"
+
+
 async def test_staff_names_refuse_disguising_characters_at_every_name_field(
     booking_api: BookingApi,
 ) -> None:
