@@ -11,11 +11,11 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import services.booking.api as api_package
-from services.booking import ratelimit
 from services.booking.api import API
 from services.booking.api.docs import install_docs
-from services.booking.idempotency import purge_keys
-from services.booking.ratelimit import purge_counters
+from services.booking.api.idempotency import purge_keys
+from services.booking.domain import limits
+from services.booking.domain.limits import purge_counters
 from services.booking.web.booking_pages import install_booking_pages
 from services.booking.web.page_headers import install_page_security_headers
 from services.booking.web.self_service import install_self_service
@@ -45,7 +45,7 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
     # /metrics is served apart (shared.web.create_metrics_app on REGIMEN_BOOKING_METRICS_PORT):
     # this app's port faces the internet.
     app = create_base_app("booking", settings, clock, database_url, public_metrics=False)
-    ratelimit.configure(settings)
+    limits.configure(settings)
     templates = Environment(
         loader=PackageLoader("services.booking", "templates"),
         autoescape=select_autoescape(["html"]),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from shared.domain.errors import Conflict
+
 Status = Literal["held", "booked", "confirmed", "checked_in", "completed", "cancelled", "no_show"]
 
 STATUSES: tuple[Status, ...] = (
@@ -31,9 +33,13 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(Conflict):
+    code = "illegal-transition"
+
     def __init__(self, current: Status, wanted: Status) -> None:
-        super().__init__(f"an appointment that is {current} cannot become {wanted}")
+        super().__init__(
+            f"an appointment that is {current} cannot become {wanted}", current_status=current
+        )
         self.current = current
         self.wanted = wanted
 

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from shared.domain.appointment_states import Status, check_transition
+from shared.domain.errors import Stale
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -52,12 +53,11 @@ def _appointment(row: asyncpg.Record) -> Appointment:
     return Appointment(**data)
 
 
-class VersionConflict(Exception):
+class VersionConflict(Stale):
     """The row changed since the caller read it (If-Match did not match)."""
 
     def __init__(self, current: Appointment) -> None:
-        super().__init__(f"appointment {current.id} is at version {current.version}")
-        self.current = current
+        super().__init__("appointment", current)
 
 
 async def get(db: Executor, appointment_id: int, *, for_update: bool = False) -> Appointment | None:
@@ -615,6 +615,15 @@ async def insert_hold(
             now,
             client_hash,
         )
+    )
+
+
+async def lock_holds_of_client(conn: asyncpg.Connection, client_hash: bytes) -> None:
+    """Serialise, until the transaction ends, the holds one client creates (a transaction-level
+    advisory lock on the client's hash), so concurrent requests are counted one after another."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        "regimen.holds-of-client:" + client_hash.hex(),
     )
 
 

@@ -8,6 +8,8 @@ from typing import Literal
 
 import asyncpg
 
+from shared.domain.errors import Stale
+
 Executor = asyncpg.Connection | asyncpg.Pool
 SeriesStatus = Literal["active", "paused", "completed", "cancelled"]
 
@@ -78,12 +80,11 @@ async def for_patient(db: Executor, patient_id: int) -> list[Series]:
 # -- admin API: listing, locking, versioned updates ----------------------------------------------
 
 
-class StaleSeries(Exception):
+class StaleSeries(Stale):
     """The series changed since the caller read it (If-Match did not match)."""
 
     def __init__(self, current: Series) -> None:
-        super().__init__(f"series {current.id} is at version {current.version}")
-        self.current = current
+        super().__init__("series", current)
 
 
 async def list_page(

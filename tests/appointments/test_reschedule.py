@@ -154,9 +154,12 @@ async def test_a_taken_or_closed_slot_is_409_with_alternatives(desk: Desk) -> No
     taken = await move(desk, appointment_id, london(date(2026, 3, 5), 11))
     assert taken.status == 409 and taken.body["type"].endswith("/slot-unavailable")
     assert "overlaps another booking" in taken.body["detail"]
+    # The same rule as every conflict: a few with the same practitioner first, then anyone.
     alternatives = taken.body["alternatives"]
-    assert alternatives and all(a["practitioner_id"] == HART for a in alternatives)
-    assert "2026-03-05T11:00:00Z" not in [a["starts_at"] for a in alternatives]
+    practitioners = [a["practitioner_id"] for a in alternatives]
+    assert practitioners[:3] == [HART] * 3 and len(alternatives) == 6
+    starts = [a["starts_at"] for a in alternatives]
+    assert "2026-03-05T11:00:00Z" not in starts[:3] and starts == sorted(starts[:3]) + starts[3:]
     lunch = await move(desk, appointment_id, london(date(2026, 3, 5), 13, 15))
     assert lunch.status == 409 and "outside practitioner 1's working hours" in lunch.body["detail"]
     off_grid = await move(desk, appointment_id, london(date(2026, 3, 5), 10, 7))

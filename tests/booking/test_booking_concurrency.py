@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from services.booking import ratelimit
+from services.booking.domain import limits
 from tests.booking.conftest import Demo, overlapping_active_pairs
 
 SLOT = "2026-03-03T10:00:00Z"
@@ -48,7 +48,7 @@ async def test_twenty_staff_bookings_of_one_slot_one_wins(demo: Demo) -> None:
 async def test_twenty_public_holds_of_one_slot_one_wins(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit.LIMITS, "writes", 1000)
+    monkeypatch.setattr(limits.LIMITS, "writes", 1000)
     replies = await asyncio.gather(
         *(demo.hold(demo.consultation, [{"practitioner_id": 1, "start": SLOT}]) for _ in range(20))
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.booking import ratelimit
+from services.booking.domain import limits
 from tests.booking.conftest import Demo, form
 from tests.conftest import Reply
 
@@ -41,8 +41,8 @@ async def _set_clinic(demo: Demo, **changes: Any) -> Reply:
 async def test_a_forged_x_forwarded_for_does_not_escape_the_limit_behind_one_proxy(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 1)
-    monkeypatch.setattr(ratelimit.LIMITS, "reads", 3)
+    monkeypatch.setattr(limits.LIMITS, "trusted_proxy_hops", 1)
+    monkeypatch.setattr(limits.LIMITS, "reads", 3)
     path = await _clinic_path(demo)
     # The client 203.0.113.9 sends a new made-up address each time; the proxy appends the
     # address it really came from.
@@ -68,8 +68,8 @@ async def test_a_forged_x_forwarded_for_does_not_escape_the_limit_behind_one_pro
 async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert ratelimit.LIMITS.trusted_proxy_hops == 0  # the default
-    monkeypatch.setattr(ratelimit.LIMITS, "reads", 3)
+    assert limits.LIMITS.trusted_proxy_hops == 0  # the default
+    monkeypatch.setattr(limits.LIMITS, "reads", 3)
     path = await _clinic_path(demo)
     for n in range(3):
         forged = {"X-Forwarded-For": f"198.51.100.{n}"}
@@ -83,8 +83,8 @@ async def test_a_request_that_skipped_a_proxy_counts_as_the_connecting_address(
 ) -> None:
     # Two proxies are configured; a request with only one entry did not come through both, so
     # its entry could be the client's own: the socket's address is counted instead.
-    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 2)
-    monkeypatch.setattr(ratelimit.LIMITS, "reads", 2)
+    monkeypatch.setattr(limits.LIMITS, "trusted_proxy_hops", 2)
+    monkeypatch.setattr(limits.LIMITS, "reads", 2)
     path = await _clinic_path(demo)
     for forged in ("192.0.2.1", "192.0.2.2"):
         reply = await demo.call("GET", path, headers={"X-Forwarded-For": forged})
@@ -99,8 +99,8 @@ async def test_ipv6_clients_are_counted_per_64_block(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One subscriber gets a /64: stepping through its addresses must not buy fresh limits.
-    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 1)
-    monkeypatch.setattr(ratelimit.LIMITS, "reads", 2)
+    monkeypatch.setattr(limits.LIMITS, "trusted_proxy_hops", 1)
+    monkeypatch.setattr(limits.LIMITS, "reads", 2)
     path = await _clinic_path(demo)
     for address in ("2001:db8:1:2::1", "[2001:db8:1:2:ffff::9]:443"):
         reply = await demo.call("GET", path, headers={"X-Forwarded-For": address})
@@ -117,7 +117,7 @@ async def test_ipv6_clients_are_counted_per_64_block(
 async def test_a_fourth_hold_from_one_address_is_refused_until_one_ends(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert ratelimit.LIMITS.holds_per_address == 3  # the default
+    assert limits.LIMITS.holds_per_address == 3  # the default
     holds = [await demo.hold(demo.consultation, _slot(hour)) for hour in (10, 11, 12)]
     assert [h.status for h in holds] == [201, 201, 201]
 
@@ -139,12 +139,12 @@ async def test_a_fourth_hold_from_one_address_is_refused_until_one_ends(
     assert b"127.0.0.1" not in next(iter(hashes))
 
     # Another patient (another address, behind a proxy) is not held back by this one.
-    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 1)
+    monkeypatch.setattr(limits.LIMITS, "trusted_proxy_hops", 1)
     elsewhere = await demo.hold(
         demo.consultation, _slot(15), headers={"X-Forwarded-For": "203.0.113.20"}
     )
     assert elsewhere.status == 201, elsewhere.body
-    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 0)
+    monkeypatch.setattr(limits.LIMITS, "trusted_proxy_hops", 0)
 
     # Giving a hold back makes room, and its hash goes with it.
     released = await demo.call(
@@ -174,7 +174,7 @@ async def test_concurrent_holds_from_one_address_cannot_squeeze_past_the_cap(
 ) -> None:
     import asyncio
 
-    monkeypatch.setattr(ratelimit.LIMITS, "writes", 1000)
+    monkeypatch.setattr(limits.LIMITS, "writes", 1000)
     replies = await asyncio.gather(
         *(
             demo.hold(demo.consultation, _slot(hour, pid))

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import aiohttp
 
-from services.booking import idempotency
+from services.booking.api import idempotency
 from shared.clock import FrozenClock
 from tests.booking.conftest import Demo
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.booking import ratelimit
+from services.booking.domain import limits
 from tests.booking.conftest import Demo
 from tests.conftest import REPO_ROOT
 
@@ -32,9 +32,9 @@ async def test_public_api_survives_schemathesis(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The limits would otherwise turn most of the run into (correct, but uninformative) 429s.
-    monkeypatch.setattr(ratelimit.LIMITS, "reads", 1_000_000)
-    monkeypatch.setattr(ratelimit.LIMITS, "writes", 1_000_000)
-    monkeypatch.setattr(ratelimit.LIMITS, "bookings_per_mobile", 1_000_000)
+    monkeypatch.setattr(limits.LIMITS, "reads", 1_000_000)
+    monkeypatch.setattr(limits.LIMITS, "writes", 1_000_000)
+    monkeypatch.setattr(limits.LIMITS, "bookings_per_mobile", 1_000_000)
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert schemathesis is not None
     result = await asyncio.to_thread(

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.booking import ratelimit
+from services.booking.domain import limits
 from shared.clock import FrozenClock
 from tests.booking.conftest import Demo, form
 
@@ -15,7 +15,7 @@ from tests.booking.conftest import Demo, form
 async def test_reads_over_the_limit_get_429_with_retry_after(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit.LIMITS, "reads", 3)
+    monkeypatch.setattr(limits.LIMITS, "reads", 3)
     path = f"/api/v1/public/clinics/{demo.clinic_id}"
     demo.api.clock.advance(timedelta(seconds=15))  # 45 s left in this minute's window
     for _ in range(3):
@@ -29,14 +29,14 @@ async def test_reads_over_the_limit_get_429_with_retry_after(
     demo.api.clock.advance(timedelta(seconds=45))
     assert (await demo.call("GET", path)).status == 200
     # A clock of its own: moving the service's clock would run its purge sweep at once.
-    later = FrozenClock(demo.api.clock.now() + ratelimit.KEEP_COUNTERS + timedelta(minutes=1))
-    assert await ratelimit.purge_counters(demo.pool, later) >= 2
+    later = FrozenClock(demo.api.clock.now() + limits.KEEP_COUNTERS + timedelta(minutes=1))
+    assert await limits.purge_counters(demo.pool, later) >= 2
 
 
 async def test_writes_have_their_own_tighter_limit(
     demo: Demo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit.LIMITS, "writes", 2)
+    monkeypatch.setattr(limits.LIMITS, "writes", 2)
     starts = ["2026-03-03T10:00:00Z", "2026-03-03T11:00:00Z", "2026-03-03T12:00:00Z"]
     replies = [
         await demo.hold(demo.consultation, [{"practitioner_id": 1, "start": s}]) for s in starts
@@ -48,7 +48,7 @@ async def test_writes_have_their_own_tighter_limit(
 
 
 async def test_bookings_per_mobile_number(demo: Demo, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ratelimit.LIMITS, "bookings_per_mobile", 1)
+    monkeypatch.setattr(limits.LIMITS, "bookings_per_mobile", 1)
     first = await demo.hold(
         demo.consultation, [{"practitioner_id": 1, "start": "2026-03-03T10:00Z"}]
     )

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
-from services.booking import booking
+from services.booking.domain import bookings, holds, intake, offers
+from services.booking.domain.sessions import SessionRequest
 from services.booking.web.booking_pages import CONSULTATION_CLAIMED
 from shared.store import patients
 from shared.store.audit import Actor
@@ -240,25 +241,25 @@ async def test_full_course_booking_from_first_page_to_booked(
 async def book_for_someone_else(api: BookingApi, held: list[asyncpg.Record]) -> None:
     """Another patient takes exactly the held times, through the booking domain."""
     treatment_id = int(held[0]["treatment_id"])
-    offer = await booking.load_offer(api.pool, treatment_id, public=True)
+    offer = await offers.load_offer(api.pool, treatment_id, public=True)
     assert offer is not None
     now = api.clock.now()
     actor = Actor("patient", None, "test")
-    requests = [booking.SessionRequest(r["practitioner_id"], r["starts_at"]) for r in held]
+    requests = [SessionRequest(r["practitioner_id"], r["starts_at"]) for r in held]
     async with api.pool.acquire() as conn, conn.transaction():
-        created = await booking.create_hold(
+        created = await holds.create_hold(
             conn,
             offer,
             requests,
-            token_for=lambda hold_id: booking.hold_token("other-secret", hold_id),
+            token_for=lambda hold_id: holds.hold_token("other-secret", hold_id),
             now=now,
             actor=actor,
             request_id=None,
         )
-        await booking.book_hold(
+        await bookings.book_hold(
             conn,
             created.token,
-            booking.PatientForm(
+            intake.PatientForm(
                 first_name="Grace",
                 last_name="Hopper",
                 mobile="07912 345678",
@@ -268,7 +269,7 @@ async def book_for_someone_else(api: BookingApi, held: list[asyncpg.Record]) -> 
                 medications="",
                 screening={},
             ),
-            booking.ConsentAnswers(False, False, False, False),
+            intake.ConsentAnswers(False, False, False, False),
             now=now,
             actor=actor,
             request_id=None,

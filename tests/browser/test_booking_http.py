@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from services.booking import ratelimit
+from services.booking.domain import limits
 from tests.conftest import BookingApi
 
 VALID = {
@@ -133,12 +133,12 @@ async def test_page_posts_are_rate_limited_per_address(
     page = await held_details_page(api, http)
     data = {**VALID, "hold": hidden(page, "hold"), "csrf_token": hidden(page, "csrf_token")}
     # Use up this minute's allowance of page POSTs from this address.
-    for _ in range(ratelimit.LIMITS.writes):
-        await ratelimit.hit(
+    for _ in range(limits.LIMITS.writes):
+        await limits.hit(
             api.pool,
             "pages-writes:127.0.0.1",
-            limit=ratelimit.LIMITS.writes,
-            window=ratelimit.WINDOW,
+            limit=limits.LIMITS.writes,
+            window=limits.WINDOW,
             now=api.clock.now(),
         )
     async with http.post(api.base + "/book/confirm", data=data) as reply:

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from services.booking import ratelimit
+from services.booking.domain import limits
 from shared.config import Settings
 from shared.links import patient_link_token
 from shared.store import patients
@@ -68,8 +68,8 @@ async def test_self_service_pages_hammered_get_the_friendly_429_page(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     api = booking_api
-    monkeypatch.setattr(ratelimit.LIMITS, "reads", 3)
-    monkeypatch.setattr(ratelimit.LIMITS, "writes", 2)
+    monkeypatch.setattr(limits.LIMITS, "reads", 3)
+    monkeypatch.setattr(limits.LIMITS, "writes", 2)
     patient_id = await patients.create(
         api.pool,
         clinic_id=api.clinic_id,
@@ -100,10 +100,10 @@ async def test_self_service_pages_hammered_get_the_friendly_429_page(
         async with http.post(api.base + link + "/consents", data={}) as reply:
             assert reply.status == expected
     # Another client (behind one trusted proxy) is not limited by this one.
-    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 1)
+    monkeypatch.setattr(limits.LIMITS, "trusted_proxy_hops", 1)
     async with http.get(api.base + link, headers={"X-Forwarded-For": "203.0.113.5"}) as reply:
         assert reply.status == 200
-    monkeypatch.setattr(ratelimit.LIMITS, "trusted_proxy_hops", 0)
+    monkeypatch.setattr(limits.LIMITS, "trusted_proxy_hops", 0)
     # The next minute the patient gets in again.
     api.clock.advance(timedelta(minutes=1))
     async with http.get(api.base + link) as reply:

@@ -3,6 +3,7 @@ imports them all, adds the routes and serves the OpenAPI document generated from
 
 from __future__ import annotations
 
+from services.booking.api.errors import api_error
 from services.booking.api.framework import Api
 
-API = Api()
+API = Api(api_error)

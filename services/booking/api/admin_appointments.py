@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
+import asyncpg
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -47,7 +48,6 @@ from pydantic import (
     model_validator,
 )
 
-from services.booking import appointment_changes as changes
 from services.booking.api import API
 from services.booking.api.common import (
     ALL_STAFF,
@@ -57,18 +57,24 @@ from services.booking.api.common import (
     Id,
     Read,
     or_not_found,
-    precondition_failed,
     record_reads,
     storable,
 )
-from services.booking.api.framework import ApiError, Ctx, Handler, invalid, not_found
-from shared.domain.appointment_states import IllegalTransition, Status
-from shared.scheduling.availability import FreeStart
-from shared.scheduling.gaps import Gap, Shift
+from services.booking.api.framework import Ctx, Handler, invalid
+from services.booking.api.move_views import (
+    GapOut,
+    ShiftOut,
+    gap_out,
+    shift_out,
+)
+from services.booking.domain import actions, cancellations, reschedule
+from services.booking.domain.changes import Change
+from shared.db.transactions import in_transaction
+from shared.domain.appointment_states import Status
 from shared.scheduling.loader import load_clinic
 from shared.store import appointments
-from shared.store.appointments import Appointment, ScheduleEntry, VersionConflict
-from shared.store.series import SeriesStatus, StaleSeries
+from shared.store.appointments import Appointment, ScheduleEntry
+from shared.store.series import SeriesStatus
 from shared.store.staff_tokens import Role
 
 TAG = "appointments"
@@ -226,40 +232,6 @@ class Schedule(BaseModel):
     first_day: date
     last_day: date
     days: list[ScheduleDay]
-
-
-GapProblem = Literal["below_minimum", "past_soft_maximum", "needs_clinician_review"]
-
-
-class GapOut(BaseModel):
-    earlier_appointment_id: int
-    later_appointment_id: int
-    earlier_position: int | None
-    later_position: int | None
-    days: int = Field(description="local calendar days between the two starts")
-    min_days: int | None
-    target_days: int | None
-    max_days: int | None
-    problems: list[GapProblem]
-    messages: list[str]
-
-
-class ShiftOut(BaseModel):
-    appointment_id: int
-    position: int | None
-    from_starts_at: datetime
-    from_practitioner_id: int
-    to_starts_at: datetime
-    to_starts_local: datetime
-    to_practitioner_id: int
-    gap_days: int
-    reason: str
-
-
-class Alternative(BaseModel):
-    starts_at: datetime
-    starts_local: datetime
-    practitioner_id: int
 
 
 class _RescheduleFacts(BaseModel):
@@ -422,113 +394,12 @@ async def appointment_detail(ctx: Ctx, appointment: Appointment) -> AppointmentD
     )
 
 
-def gap_out(gap: Gap) -> GapOut:
-    rule = gap.rule
-    return GapOut(
-        earlier_appointment_id=gap.earlier_id,
-        later_appointment_id=gap.later_id,
-        earlier_position=gap.earlier_position,
-        later_position=gap.later_position,
-        days=gap.days,
-        min_days=rule.min_days if rule else None,
-        target_days=rule.target_days if rule else None,
-        max_days=rule.max_days if rule else None,
-        problems=list(gap.problems),  # type: ignore[arg-type]
-        messages=list(gap.messages),
-    )
+# -- who acts ------------------------------------------------------------------------------------
 
 
-def shift_out(shift: Shift, zone: ZoneInfo) -> ShiftOut:
-    return ShiftOut(
-        appointment_id=shift.appointment_id,
-        position=shift.position,
-        from_starts_at=shift.from_start.astimezone(UTC),
-        from_practitioner_id=shift.from_practitioner_id,
-        to_starts_at=shift.to_start.astimezone(UTC),
-        to_starts_local=shift.to_start.astimezone(zone),
-        to_practitioner_id=shift.to_practitioner_id,
-        gap_days=shift.gap_days,
-        reason=shift.reason,
-    )
-
-
-def alternative_out(slot: FreeStart, zone: ZoneInfo) -> Alternative:
-    return Alternative(
-        starts_at=slot.start,
-        starts_local=slot.start.astimezone(zone),
-        practitioner_id=slot.practitioner_id,
-    )
-
-
-# -- domain refusals as problems -------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-async def domain_call(ctx: Ctx, call: Awaitable[T], *, what: str = "appointment") -> T:
-    """Run a domain operation, turning its refusals into problem documents."""
-    try:
-        return await call
-    except changes.NotFound as error:
-        raise not_found(error.what, error.ident) from None
-    except (VersionConflict, StaleSeries) as error:
-        raise stale(what, error.current.version) from None
-    except IllegalTransition as error:
-        raise ApiError(
-            409, "Conflict", str(error), type_="illegal-transition", current_status=error.current
-        ) from None
-    except changes.InvalidChange as error:
-        raise invalid(error.path, error.message) from None
-    except changes.OverrideNotAllowed as error:
-        raise ApiError(403, "Forbidden", str(error), type_="override-not-allowed") from None
-    except changes.Refused as error:
-        raise await _refusal(ctx, error) from None
-
-
-def stale(what: str, version: int) -> ApiError:
-    # With the current ETag, so a client can re-read and retry without guessing.
-    return precondition_failed(
-        f"the {what} changed since you read it (now version {version}); read it again",
-        headers={"ETag": f'"{version}"'},
-        current_version=version,
-    )
-
-
-async def _refusal(ctx: Ctx, error: changes.Refused) -> ApiError:
-    extra: dict[str, Any] = dict(error.details)
-    if error.code == "needs-review" and ctx.staff is not None and ctx.staff.role not in CLINICAL:
-        # The reasons quote screening answers: the desk learns that a review is pending, not why.
-        extra.pop("review_reasons", None)
-        return ApiError(
-            409,
-            "Conflict",
-            "a clinician must review this appointment before check-in",
-            type_=error.code,
-            **extra,
-        )
-    zone = await _path_zone(ctx)
-    if isinstance(error, changes.SlotUnavailable):
-        extra["alternatives"] = [
-            alternative_out(slot, zone).model_dump(mode="json") for slot in error.alternatives
-        ]
-    if isinstance(error, changes.GapRefused):
-        extra["gaps"] = [gap_out(g).model_dump(mode="json") for g in error.check.gaps]
-        extra["proposed_shifts"] = [
-            shift_out(s, zone).model_dump(mode="json") for s in error.plan.shifts
-        ]
-    return ApiError(409, "Conflict", error.message, type_=error.code, **extra)
-
-
-async def _path_zone(ctx: Ctx) -> ZoneInfo:
-    """The clinic zone of the appointment in the path, for local times in a refusal."""
-    appointment_id = ctx.path.get("appointment_id")
-    found = await appointments.get(ctx.pool, appointment_id) if appointment_id else None
-    return await Zones(ctx).of(found.clinic_id) if found is not None else ZoneInfo("UTC")
-
-
-def change_of(ctx: Ctx) -> changes.Change:
+def change_of(ctx: Ctx) -> Change:
     """Who changes what, when, on which request: the domain's record of the caller."""
-    return changes.Change(ctx.actor, ctx.now, ctx.request_id)
+    return Change(ctx.actor, ctx.now, ctx.request_id)
 
 
 # -- audit of reads --------------------------------------------------------------------------------
@@ -702,16 +573,14 @@ async def _act(ctx: Ctx, action: Callable[..., Awaitable[R]], **inputs: Any) -> 
     """Apply a domain action to the appointment in the path at the If-Match version, as the
     caller; every action shares this, so each is checked and attributed the same way."""
     version = ctx.if_match()
-    return await domain_call(
-        ctx,
-        action(
-            ctx.pool,
-            ctx.path["appointment_id"],
-            **inputs,
-            expected_version=version,
-            change=change_of(ctx),
-        ),
-    )
+    change = change_of(ctx)
+
+    async def work(conn: asyncpg.Connection) -> R:
+        return await action(
+            conn, ctx.path["appointment_id"], **inputs, expected_version=version, change=change
+        )
+
+    return await in_transaction(ctx.pool, work)
 
 
 def _state_action(
@@ -748,7 +617,7 @@ confirm_appointment = _state_action(
     "confirm",
     summary="Confirm on the patient's behalf",
     roles=DESK,
-    action=changes.confirm,
+    action=actions.confirm,
     description="booked → confirmed, when the patient confirms by phone or at the desk.",
 )
 check_in_appointment = _state_action(
@@ -756,7 +625,7 @@ check_in_appointment = _state_action(
     "check-in",
     summary="Check the patient in",
     roles=DESK,
-    action=changes.check_in,
+    action=actions.check_in,
     description="booked or confirmed → checked_in, from 2 h before the start until the end "
     "plus the clinic's no-show grace. Refused (409 needs-review) while a clinician review is "
     "pending.",
@@ -766,7 +635,7 @@ complete_appointment = _state_action(
     "complete",
     summary="Record the session as done",
     roles=CLINICAL,
-    action=changes.complete,
+    action=actions.complete,
     description="checked_in → completed.",
 )
 no_show_appointment = _state_action(
@@ -774,7 +643,7 @@ no_show_appointment = _state_action(
     "no-show",
     summary="Record a no-show",
     roles=DESK,
-    action=changes.no_show,
+    action=actions.no_show,
     description="booked or confirmed → no_show, only once the end plus the clinic's grace has "
     "passed.",
 )
@@ -794,7 +663,7 @@ async def review_appointment(ctx: Ctx) -> AppointmentDetail:
     """A clinician has looked at what flagged the appointment (screening answers, a long gap)
     and clears it with a note; check-in is possible again."""
     body: ReviewBody = ctx.body
-    return await appointment_detail(ctx, await _act(ctx, changes.review, note=body.note))
+    return await appointment_detail(ctx, await _act(ctx, actions.review, note=body.note))
 
 
 @API.route(
@@ -819,7 +688,7 @@ async def cancel_appointment(ctx: Ctx) -> CancelResult:
         raise invalid("override", "must be true when override_reason is given")
     outcome = await _act(
         ctx,
-        changes.cancel,
+        cancellations.cancel,
         reason=body.reason,
         scope=body.scope,
         override_reason=body.override_reason,
@@ -854,7 +723,7 @@ async def reschedule_appointment(ctx: Ctx) -> RescheduleResult:
     true` applies them in the same transaction (all or nothing)."""
     body: RescheduleBody = ctx.body
     assert ctx.staff is not None
-    request = changes.MoveRequest(
+    request = reschedule.MoveRequest(
         starts_at=body.starts_at,
         practitioner_id=body.practitioner_id,
         reason=body.reason,
@@ -862,12 +731,12 @@ async def reschedule_appointment(ctx: Ctx) -> RescheduleResult:
         shift_later=body.shift_later,
     )
     outcome = await _act(
-        ctx, changes.reschedule, request=request, may_override=ctx.staff.role in CLINICAL
+        ctx, reschedule.reschedule, request=request, may_override=ctx.staff.role in CLINICAL
     )
     return await _reschedule_result(ctx, outcome)
 
 
-async def _reschedule_result(ctx: Ctx, outcome: changes.RescheduleOutcome) -> RescheduleResult:
+async def _reschedule_result(ctx: Ctx, outcome: reschedule.RescheduleOutcome) -> RescheduleResult:
     detail = await appointment_detail(ctx, outcome.appointment)
     zone = ZoneInfo(detail.time_zone)
     return RescheduleResult(

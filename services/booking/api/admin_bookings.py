@@ -8,8 +8,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.booking import booking, idempotency
-from services.booking.api import API
+from services.booking.api import API, idempotency
 from services.booking.api.common import ALL_STAFF, CLINICAL, Id
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.public import (
@@ -19,6 +18,8 @@ from services.booking.api.public import (
     booked_out,
     session_requests,
 )
+from services.booking.domain import bookings, offers
+from services.booking.domain.sessions import SessionRequest
 
 
 class StaffSession(BaseModel):
@@ -60,7 +61,7 @@ class StaffBookingResult(BaseModel):
     warnings: list[str] = Field(description="e.g. a gap beyond the soft maximum")
 
 
-def _staff_booking(body: StaffBookingRequest) -> booking.StaffBooking:
+def _staff_booking(body: StaffBookingRequest) -> bookings.StaffBooking:
     if body.sessions is not None and body.start is not None:
         raise invalid("sessions", "give either start or sessions, not both")
     if body.start is not None and body.practitioner_id is None:
@@ -69,9 +70,9 @@ def _staff_booking(body: StaffBookingRequest) -> booking.StaffBooking:
         raise invalid("start", "give a start (with practitioner_id) or a list of sessions")
     first = None
     if body.start is not None and body.practitioner_id is not None:
-        first = booking.SessionRequest(body.practitioner_id, body.start)
+        first = SessionRequest(body.practitioner_id, body.start)
     sessions = session_requests(body.sessions) if body.sessions is not None else None
-    return booking.StaffBooking(
+    return bookings.StaffBooking(
         patient_id=body.patient_id,
         first=first,
         sessions=sessions,
@@ -104,12 +105,12 @@ async def create_booking(ctx: Ctx) -> Any:
     if body.override_reason is not None and ctx.staff.role not in CLINICAL:
         raise ApiError(403, "Forbidden", "only a clinician or an admin may override a minimum gap")
     request = _staff_booking(body)
-    offer = await booking.load_offer(ctx.pool, body.treatment_id, public=False)
+    offer = await offers.load_offer(ctx.pool, body.treatment_id, public=False)
     if offer is None:
         raise invalid("treatment_id", f"no active treatment {body.treatment_id}")
 
     async def work(conn: asyncpg.Connection) -> StaffBookingResult:
-        result = await booking.book_for_patient(
+        result = await bookings.book_for_patient(
             conn, offer, request, now=ctx.now, actor=ctx.actor, request_id=ctx.request_id
         )
         rows = [booked_out(r, offer, n) for n, r in enumerate(result.appointments, start=1)]

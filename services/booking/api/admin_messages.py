@@ -48,8 +48,7 @@ import phonenumbers
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.booking import idempotency
-from services.booking.api import API
+from services.booking.api import API, idempotency
 from services.booking.api.common import ALL_STAFF, DESK
 from services.booking.api.framework import (
     ApiError,

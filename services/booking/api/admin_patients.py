@@ -70,8 +70,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.booking import appointment_changes, idempotency
-from services.booking.api import API
+from services.booking.api import API, idempotency
 from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
@@ -91,6 +90,8 @@ from services.booking.api.framework import (
     next_cursor,
     not_found,
 )
+from services.booking.domain import cancellations
+from services.booking.domain.changes import Change
 from shared.domain.contact import (
     ContactError,
     CountryNotTexted,
@@ -759,8 +760,8 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
         messages = await notifications.cancel_pending_for_patient(
             conn, patient_id, reason=ERASURE_REASON, now=ctx.now
         )
-        change = appointment_changes.Change(ctx.actor, ctx.now, ctx.request_id)
-        cancelled = await appointment_changes.cancel_for_erasure(conn, patient_id, change)
+        change = Change(ctx.actor, ctx.now, ctx.request_id)
+        cancelled = await cancellations.cancel_for_erasure(conn, patient_id, change)
         scrubbed = await notifications.scrub_for_patient(conn, patient_id, now=ctx.now)
         inbound = await inbound_messages.scrub_for_patient(
             conn, patient_id, before.mobile, clinic_id=before.clinic_id

@@ -19,9 +19,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.booking import appointment_changes as changes
 from services.booking.api import API
 from services.booking.api.admin_appointments import (
     AppointmentDeskOut,
@@ -31,11 +31,12 @@ from services.booking.api.admin_appointments import (
     Zones,
     appointment_out,
     change_of,
-    domain_call,
-    gap_out,
 )
 from services.booking.api.common import ALL_STAFF, CLINICAL, Id, Read, or_not_found, record_reads
 from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor
+from services.booking.api.move_views import gap_out
+from services.booking.domain import courses, reschedule
+from shared.db.transactions import in_transaction
 from shared.scheduling import gaps
 from shared.scheduling.loader import load_treatment
 from shared.store import appointments
@@ -163,7 +164,7 @@ async def series_detail(ctx: Ctx, series: Series) -> SeriesDetail:
     assert treatment is not None  # a foreign key
     zone = await Zones(ctx).of(series.clinic_id)
     rows = await appointments.for_series(ctx.pool, series.id)
-    sessions = [changes.session_of(a) for a in rows]
+    sessions = [reschedule.session_of(a) for a in rows]
     all_gaps = gaps.course_gaps(sessions, treatment.gaps, zone)
     gap_before = {gap.later_id: gap_out(gap) for gap in all_gaps}
     return SeriesDetail(
@@ -221,16 +222,17 @@ async def patch_series(ctx: Ctx) -> SeriesDetail:
     if body.plan_notes is not None and ctx.staff.role not in CLINICAL:
         raise ApiError(403, "Forbidden", f"the {ctx.staff.role} role may not change plan notes")
     version = ctx.if_match()
-    updated = await domain_call(
-        ctx,
-        changes.update_series(
-            ctx.pool,
+    change = change_of(ctx)
+
+    async def work(conn: asyncpg.Connection) -> Series:
+        return await courses.update_series(
+            conn,
             ctx.path["series_id"],
             plan_notes=body.plan_notes,
             status=body.status,
             expected_version=version,
-            change=change_of(ctx),
-        ),
-        what="series",
-    )
+            change=change,
+        )
+
+    updated = await in_transaction(ctx.pool, work)
     return await series_detail(ctx, updated)

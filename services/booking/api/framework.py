@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiohttp import web
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from shared.clock import Clock
+from shared.domain.errors import DomainError
 from shared.logging import request_id_var
 from shared.store import staff_tokens
 from shared.store.audit import Actor
@@ -243,9 +244,17 @@ def _serialise(result: Any) -> Any:
     return result
 
 
+class ErrorMapper(Protocol):
+    def __call__(self, error: DomainError, role: Role | None, *, where: str) -> ApiError: ...
+
+
 class Api:
-    def __init__(self) -> None:
+    """The endpoints, and how a domain refusal becomes a problem document (one mapper for every
+    endpoint: services/booking/api/errors.py)."""
+
+    def __init__(self, map_domain_error: ErrorMapper) -> None:
         self.endpoints: list[Endpoint] = []
+        self.map_domain_error = map_domain_error
 
     def route(
         self,
@@ -297,10 +306,14 @@ class Api:
 
     def install(self, app: web.Application) -> None:
         for endpoint in self.endpoints:
-            app.router.add_route(endpoint.method, endpoint.path, _wrap(endpoint))
+            app.router.add_route(
+                endpoint.method, endpoint.path, _wrap(endpoint, self.map_domain_error)
+            )
 
 
-def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(
+    endpoint: Endpoint, map_domain_error: ErrorMapper
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         clock = request.app[CLOCK]
         now = clock.now()
@@ -320,6 +333,10 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
             result = await endpoint.handler(ctx)
         except ApiError as error:
             return error.response()
+        except DomainError as refusal:
+            role = ctx.staff.role if ctx.staff is not None else None
+            where = _where(endpoint, refusal.path)
+            return map_domain_error(refusal, role, where=where).response()
         if ctx.staff is not None and ctx.staff.role in endpoint.views:
             result = narrow(result, endpoint.views[ctx.staff.role])
         if isinstance(result, web.StreamResponse):
@@ -334,6 +351,15 @@ def _wrap(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRes
 
     handle.__name__ = endpoint.operation_id
     return handle
+
+
+def _where(endpoint: Endpoint, path: str | None) -> str:
+    """The part of the request a refusal's field path points into."""
+    field_name = (path or "").split(".")[0]
+    for where, model in (("query", endpoint.query), ("header", endpoint.header)):
+        if model is not None and field_name in model.model_fields:
+            return where
+    return "body"
 
 
 def _bigint_digits(value: str) -> bool:

@@ -25,11 +25,14 @@ from pydantic import (
     field_validator,
 )
 
-from services.booking import booking, idempotency, ratelimit
-from services.booking.api import API
+from services.booking.api import API, idempotency, ratelimit
 from services.booking.api.common import Id, or_not_found, storable
 from services.booking.api.framework import ApiError, Ctx, invalid
-from services.booking.booking import Offer
+from services.booking.clients import client_key
+from services.booking.domain import bookings, holds, intake, offers
+from services.booking.domain.offers import Offer
+from services.booking.domain.sessions import SessionRequest
+from shared.db.transactions import in_transaction
 from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.scheduling.course import CourseProposal, ProposedSession
 from shared.scheduling.loader import ClinicInfo, load_clinic
@@ -274,11 +277,10 @@ class _Session(Protocol):
     start: datetime
 
 
-def session_requests(sessions: Sequence[_Session]) -> list[booking.SessionRequest]:
+def session_requests(sessions: Sequence[_Session]) -> list[SessionRequest]:
     """A body's `sessions` list for the booking core, each named by its path for a refusal."""
     return [
-        booking.SessionRequest(s.practitioner_id, s.start, f"sessions.{i}")
-        for i, s in enumerate(sessions)
+        SessionRequest(s.practitioner_id, s.start, f"sessions.{i}") for i, s in enumerate(sessions)
     ]
 
 
@@ -298,7 +300,7 @@ async def _clinic(ctx: Ctx) -> ClinicInfo:
 
 
 async def _offer(ctx: Ctx, treatment_id: int, where: str) -> Offer:
-    offer = await booking.load_offer(ctx.pool, treatment_id, public=True)
+    offer = await offers.load_offer(ctx.pool, treatment_id, public=True)
     if offer is None:
         raise invalid("treatment_id", f"no treatment {treatment_id} is offered", where=where)
     return offer
@@ -348,7 +350,7 @@ async def public_treatments(ctx: Ctx) -> list[PublicTreatment]:
     clinic = await _clinic(ctx)
     offered = []
     for row in await clinics.list_treatments(ctx.pool, clinic.id):
-        offer = await booking.load_offer(ctx.pool, row["id"], public=True)
+        offer = await offers.load_offer(ctx.pool, row["id"], public=True)
         if offer is not None:
             offered.append(_treatment_out(offer))
     return offered
@@ -413,18 +415,18 @@ async def public_availability(ctx: Ctx) -> dict[str, Any]:
     query: AvailabilityQuery = ctx.query
     offer = await _offer(ctx, query.treatment_id, "query")
     practitioner_id = None if query.practitioner == "any" else int(query.practitioner)
-    if practitioner_id is not None and not await booking.works_here(
+    if practitioner_id is not None and not await offers.works_here(
         ctx.pool, offer, practitioner_id
     ):
         raise invalid("practitioner", f"no practitioner {practitioner_id} here", where="query")
-    slots = await booking.free_slots(
+    slots = await offers.free_slots(
         ctx.pool, offer, practitioner_id, query.from_, query.to, ctx.now
     )
     # Built as plain JSON rather than PublicAvailability instances: four weeks of "any" can be
     # a couple of thousand slots, and validating each one again would double the request time.
     # The shape is PublicAvailability's; tests validate responses against the OpenAPI schema.
     by_day: dict[str, list[dict[str, Any]]] = {}
-    for out in booking.slots_json(slots, offer):
+    for out in offers.slots_json(slots, offer):
         by_day.setdefault(out["local_date"], []).append(out)
     days = [
         {"day": day.isoformat(), "weekday": f"{day:%A}", "slots": by_day.get(day.isoformat(), [])}
@@ -468,17 +470,14 @@ async def public_course_proposal(ctx: Ctx) -> PublicProposal:
     the sessions placed so far, `failed_position` and a sentence saying why."""
     query: ProposalQuery = ctx.query
     offer = await _offer(ctx, query.treatment_id, "query")
-    try:
-        proposal = await booking.propose(
-            ctx.pool,
-            offer,
-            first_start=query.first_start,
-            practitioner_id=query.practitioner_id,
-            sessions=query.sessions or offer.treatment.sessions_min,
-            now=ctx.now,
-        )
-    except booking.InvalidField as error:
-        raise invalid(error.path, error.message, where="query") from None
+    proposal = await offers.propose(
+        ctx.pool,
+        offer,
+        first_start=query.first_start,
+        practitioner_id=query.practitioner_id,
+        sessions=query.sessions or offer.treatment.sessions_min,
+        now=ctx.now,
+    )
     return proposal_out(proposal, offer)
 
 
@@ -524,14 +523,14 @@ async def public_create_hold(ctx: Ctx) -> Any:
     offer = await _offer(ctx, body.treatment_id, "body")
     secret = _secret(ctx)
     requests = session_requests(body.sessions)
-    client = ratelimit.client_key(ctx.request, secret)
+    client = client_key(ctx.request, secret)
 
     async def work(conn: asyncpg.Connection) -> PublicHold:
-        created = await booking.create_hold(
+        created = await holds.create_hold(
             conn,
             offer,
             requests,
-            token_for=lambda hold_id: booking.hold_token(secret, hold_id),
+            token_for=lambda hold_id: holds.hold_token(secret, hold_id),
             now=ctx.now,
             actor=ctx.actor,
             request_id=ctx.request_id,
@@ -553,7 +552,7 @@ async def public_create_hold(ctx: Ctx) -> Any:
         return {**stored, "token": ""}  # the database keeps only the token's hash
 
     def reveal(stored: dict[str, Any]) -> dict[str, Any]:
-        return {**stored, "token": booking.hold_token(secret, stored["hold_id"])}
+        return {**stored, "token": holds.hold_token(secret, stored["hold_id"])}
 
     return await idempotency.run(ctx, work, status=201, conceal=conceal, reveal=reveal)
 
@@ -570,7 +569,7 @@ async def public_create_hold(ctx: Ctx) -> Any:
     rate_limit=ratelimit.public_reads,
 )
 async def public_hold_status(ctx: Ctx) -> PublicHoldStatus:
-    view = await booking.hold_view(ctx.pool, ctx.header.token, ctx.now)
+    view = await holds.hold_view(ctx.pool, ctx.header.token, ctx.now)
     if view is None or view.offer is None:
         raise ApiError(404, "Not Found", "no hold with this token", type_="not-found")
     offer = view.offer
@@ -598,14 +597,13 @@ async def public_hold_status(ctx: Ctx) -> PublicHoldStatus:
 async def public_release_hold(ctx: Ctx) -> None:
     """Releasing twice is fine; a hold already booked cannot be released (409)."""
     token = ctx.header.token
-    async with ctx.pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                await booking.release_hold(
-                    conn, token, now=ctx.now, actor=ctx.actor, request_id=ctx.request_id
-                )
-        except idempotency.Failure as failure:
-            raise await failure.as_api_error(conn) from None
+
+    async def work(conn: asyncpg.Connection) -> None:
+        await holds.release_hold(
+            conn, token, now=ctx.now, actor=ctx.actor, request_id=ctx.request_id
+        )
+
+    await in_transaction(ctx.pool, work)
 
 
 # -- booking -------------------------------------------------------------------------------------
@@ -676,7 +674,7 @@ async def public_book(ctx: Ctx) -> Any:
     link goes to the contacts on file with the confirmation. The API never returns a link."""
     body: PublicBookingRequest = ctx.body
     p = body.patient
-    form = booking.PatientForm(
+    form = intake.PatientForm(
         first_name=p.first_name,
         last_name=p.last_name,
         mobile=p.mobile,
@@ -686,10 +684,10 @@ async def public_book(ctx: Ctx) -> Any:
         medications=p.medications,
         screening=dict(p.screening),
     )
-    consents = booking.ConsentAnswers(**body.consents.model_dump())
+    consents = intake.ConsentAnswers(**body.consents.model_dump())
 
     async def work(conn: asyncpg.Connection) -> PublicBooking:
-        result = await booking.book_hold(
+        result = await bookings.book_hold(
             conn,
             body.hold_token,
             form,
@@ -703,7 +701,7 @@ async def public_book(ctx: Ctx) -> Any:
     return await idempotency.run(ctx, work, status=201)
 
 
-def booking_out(result: booking.BookingResult) -> PublicBooking:
+def booking_out(result: bookings.BookingResult) -> PublicBooking:
     rows = [booked_out(r, result.offer, n) for n, r in enumerate(result.appointments, start=1)]
     if not result.patient_created:
         # For a patient already on file the answer tells nothing of their record (whoever asked

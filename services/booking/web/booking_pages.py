@@ -8,7 +8,7 @@ refresh never books twice).
 
 State travels in the query string while nothing is personal (treatment, practitioner, times),
 then in POSTed hidden fields together with the hold token, which is a secret and so never goes
-in a URL. No server-side session. The pages call the booking domain (services/booking/booking.py)
+in a URL. No server-side session. The pages call the booking domain (services/booking/domain)
 directly, in their own transactions, exactly as the public JSON API does.
 
 Every text a patient reads lives in the templates (book/*.html), ready for translation; this
@@ -30,11 +30,15 @@ import phonenumbers
 from aiohttp import web
 from jinja2 import Environment
 
-from services.booking import booking, ratelimit
-from services.booking.api.framework import ApiError
-from services.booking.booking import Offer
+from services.booking.clients import client_key, hit_client
+from services.booking.domain import bookings, holds, intake, offers
+from services.booking.domain.errors import HoldFinished, HoldNotFound, SlotsTaken
+from services.booking.domain.holds import HoldCreated, HoldView
+from services.booking.domain.offers import Offer
+from services.booking.domain.sessions import SessionRequest
 from services.booking.web import csrf
 from services.booking.web.page_headers import PAGE_SECURITY_HEADERS
+from shared.db.transactions import in_transaction
 from shared.domain.contact import (
     ContactError,
     CountryNotTexted,
@@ -42,6 +46,7 @@ from shared.domain.contact import (
     normalise_email,
     normalise_mobile,
 )
+from shared.domain.errors import InvalidField, TooMany
 from shared.domain.names import unsafe_name_character
 from shared.links import (
     LinkError,
@@ -206,7 +211,7 @@ def html_page(handler: Handler) -> Handler:
 
 async def _limit(request: web.Request, kind: Literal["reads", "writes"]) -> None:
     """Per client address and minute, counted apart from the JSON API's buckets."""
-    verdict = await ratelimit.hit_client(request.app[POOL], request, "pages", kind, _now(request))
+    verdict = await hit_client(request.app[POOL], request, "pages", kind, _now(request))
     if verdict is not None and not verdict.allowed:
         raise PageError(429, retry_after=verdict.retry_after)
 
@@ -237,21 +242,6 @@ def _int(text: str, *, low: int = 1, high: int = MAX_ID) -> int | None:
         return None
     number = int(text)
     return number if low <= number <= high else None
-
-
-async def _in_transaction(
-    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]]
-) -> T:
-    # Two course bookings can deadlock on each other's rows; the loser simply runs again.
-    for attempt in range(3):
-        async with pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    return await work(conn)
-            except asyncpg.DeadlockDetectedError:
-                if attempt == 2:
-                    raise
-    raise AssertionError("unreachable")
 
 
 # -- what the patient chose so far ---------------------------------------------------------------
@@ -286,7 +276,7 @@ async def _offer(request: web.Request, params: Mapping[str, Any]) -> Offer:
     treatment_id = _int(_text(params, "treatment"))
     if treatment_id is None:
         raise PageError(400)
-    offer = await booking.load_offer(request.app[POOL], treatment_id, public=True)
+    offer = await offers.load_offer(request.app[POOL], treatment_id, public=True)
     if offer is None:
         raise PageError(404)
     return offer
@@ -301,7 +291,7 @@ async def _choice(
     practitioner_id = None
     if wanted != "any":
         practitioner_id = _int(wanted)
-        if practitioner_id is None or not await booking.works_here(
+        if practitioner_id is None or not await offers.works_here(
             request.app[POOL], offer, practitioner_id
         ):
             raise PageError(404)
@@ -325,13 +315,13 @@ def slot_value(practitioner_id: int, start: datetime) -> str:
     return f"{practitioner_id}-{int(start.timestamp())}"
 
 
-def parse_slot(text: str) -> booking.SessionRequest | None:
+def parse_slot(text: str) -> SessionRequest | None:
     left, sep, right = text.strip().partition("-")
     practitioner_id = _int(left)
     seconds = _int(right, low=946684800, high=32503680000)  # years 2000 to 2999
     if not sep or practitioner_id is None or seconds is None:
         return None
-    return booking.SessionRequest(practitioner_id, datetime.fromtimestamp(seconds, UTC))
+    return SessionRequest(practitioner_id, datetime.fromtimestamp(seconds, UTC))
 
 
 async def _practitioner_names(
@@ -378,12 +368,12 @@ def _course_weeks(offer: Offer, sessions: int) -> int:
 
 
 async def _public_offers(request: web.Request, clinic_id: int) -> list[Offer]:
-    offers = []
+    shown = []
     for row in await clinics.list_treatments(request.app[POOL], clinic_id):
-        offer = await booking.load_offer(request.app[POOL], row["id"], public=True)
+        offer = await offers.load_offer(request.app[POOL], row["id"], public=True)
         if offer is not None:
-            offers.append(offer)
-    return offers
+            shown.append(offer)
+    return shown
 
 
 async def render_start(request: web.Request, *, error: str = "") -> web.Response:
@@ -391,7 +381,7 @@ async def render_start(request: web.Request, *, error: str = "") -> web.Response
     if row is None:
         return render(request, "book/start.html", clinic=None, treatments=[])
     clinic = await load_clinic(request.app[POOL], row["id"])
-    offers = await _public_offers(request, row["id"])
+    on_offer = await _public_offers(request, row["id"])
     treatments = [
         {
             "offer": offer,
@@ -400,7 +390,7 @@ async def render_start(request: web.Request, *, error: str = "") -> web.Response
             if offer.treatment.is_course
             else 0,
         }
-        for offer in offers
+        for offer in on_offer
     ]
     return render(
         request,
@@ -413,11 +403,11 @@ async def render_start(request: web.Request, *, error: str = "") -> web.Response
     )
 
 
-def _consultation_for(offers: list[Offer], course: Offer) -> Offer | None:
+def _consultation_for(on_offer: list[Offer], course: Offer) -> Offer | None:
     """The clinic's consultation: a single visit that needs none itself, by code if possible."""
     singles = [
         o
-        for o in offers
+        for o in on_offer
         if not o.treatment.is_course
         and not o.treatment.needs_consultation
         and o.treatment.id != course.treatment.id
@@ -437,13 +427,13 @@ async def practitioner_page(request: web.Request) -> web.StreamResponse:
     offer, choice = await _choice(request, request.query)
     clinic = offer.clinic
     if _needs_consultation_answer(offer, choice):
-        offers = await _public_offers(request, clinic.id)
+        on_offer = await _public_offers(request, clinic.id)
         return render(
             request,
             "book/consultation.html",
             clinic=clinic,
             treatment=offer.treatment,
-            consultation=_consultation_for(offers, offer),
+            consultation=_consultation_for(on_offer, offer),
             continue_url=choice.url("/book/practitioner", consulted="1"),
         )
     active = await _practitioner_names(request, clinic.id, active=True)
@@ -493,7 +483,7 @@ async def _week(
 ) -> list[DaySlots]:
     now, zone = _now(request), offer.clinic.zone
     last = first + timedelta(days=WEEK - 1)
-    slots = await booking.free_slots(
+    slots = await offers.free_slots(
         request.app[POOL], offer, choice.practitioner_id, first, last, now
     )
     days = {first + timedelta(days=n): DaySlots(first + timedelta(days=n)) for n in range(WEEK)}
@@ -518,7 +508,7 @@ async def _week(
 async def _first_day_with_time(
     request: web.Request, offer: Offer, choice: Choice, low: date, high: date
 ) -> date:
-    slots = await booking.free_slots(
+    slots = await offers.free_slots(
         request.app[POOL],
         offer,
         choice.practitioner_id,
@@ -550,7 +540,7 @@ async def render_times(
 ) -> web.Response:
     clinic, now = offer.clinic, _now(request)
     today = now.astimezone(clinic.zone).date()
-    bookable = booking.bookable_days(offer, today, today + clinic.rules.horizon, now)
+    bookable = offers.bookable_days(offer, today, today + clinic.rules.horizon, now)
     low, high = bookable or (today, today)
     if first is None:
         first = await _first_day_with_time(request, offer, choice, low, high)
@@ -618,13 +608,13 @@ async def render_schedule(
     request: web.Request,
     offer: Offer,
     choice: Choice,
-    first: booking.SessionRequest,
+    first: SessionRequest,
     *,
     notice: str = "",
 ) -> web.Response:
     now = _now(request)
     try:
-        proposal = await booking.propose(
+        proposal = await offers.propose(
             request.app[POOL],
             offer,
             first_start=first.start,
@@ -632,7 +622,7 @@ async def render_schedule(
             sessions=choice.sessions,
             now=now,
         )
-    except booking.InvalidField:
+    except InvalidField:
         raise PageError(400) from None
     names = await _practitioner_names(request, offer.clinic.id)
     first_value = slot_value(first.practitioner_id, first.start)
@@ -683,28 +673,25 @@ async def schedule_page(request: web.Request) -> web.Response:
 
 def _token_for(request: web.Request) -> Callable[[int], str]:
     secret = _secret(request)
-    return lambda hold_id: booking.hold_token(secret, hold_id)
+    return lambda hold_id: holds.hold_token(secret, hold_id)
 
 
 def _client(request: web.Request) -> bytes:
-    return ratelimit.client_key(request, _secret(request))
+    return client_key(request, _secret(request))
 
 
-def _too_many_holds(refused: ApiError) -> PageError:
-    """The API's 429 for one hold too many from this address, as the friendly page."""
-    if refused.status != 429:
-        raise refused
-    retry = (refused.headers or {}).get("Retry-After", "60")
-    return PageError(429, "holds", retry_after=int(retry))
+def _too_many_holds(refused: TooMany) -> PageError:
+    """One hold too many from this address, as the friendly page."""
+    return PageError(429, "holds", retry_after=refused.retry_after)
 
 
 async def _create_hold(
-    request: web.Request, offer: Offer, requests: list[booking.SessionRequest]
-) -> booking.HoldCreated:
+    request: web.Request, offer: Offer, requests: list[SessionRequest]
+) -> HoldCreated:
     now = _now(request)
 
-    async def work(conn: asyncpg.Connection) -> booking.HoldCreated:
-        return await booking.create_hold(
+    async def work(conn: asyncpg.Connection) -> HoldCreated:
+        return await holds.create_hold(
             conn,
             offer,
             requests,
@@ -716,8 +703,8 @@ async def _create_hold(
         )
 
     try:
-        return await _in_transaction(request.app[POOL], work)
-    except ApiError as refused:  # holds per client address
+        return await in_transaction(request.app[POOL], work)
+    except TooMany as refused:  # holds per client address
         raise _too_many_holds(refused) from None
 
 
@@ -744,21 +731,21 @@ async def hold_post(request: web.Request) -> web.Response:
         raise PageError(400)
     try:
         created = await _create_hold(request, offer, chosen)
-    except booking.SlotsTaken:
+    except SlotsTaken:
         return await _after_taken_at_hold(request, offer, choice, chosen[0])
-    except booking.InvalidField:
+    except InvalidField:
         raise PageError(400) from None
     return await render_details(request, created.token, values={}, errors={})
 
 
 async def _after_taken_at_hold(
-    request: web.Request, offer: Offer, choice: Choice, first: booking.SessionRequest
+    request: web.Request, offer: Offer, choice: Choice, first: SessionRequest
 ) -> web.Response:
     """Someone took a time between showing and holding it: show the picker (or, when only a
     later session of a course went, the course re-planned from the same first session)."""
     day = first.start.astimezone(offer.clinic.zone).date()
     if offer.treatment.is_course:
-        free = await booking.free_slots(
+        free = await offers.free_slots(
             request.app[POOL], offer, first.practitioner_id, day, day, _now(request)
         )
         if any(s.start == first.start for s in free):
@@ -870,7 +857,7 @@ def _check_text(values: dict[str, Any], name: str, limit: int, errors: dict[str,
 
 def check_details(
     values: dict[str, Any], clinic: ClinicInfo, today: date
-) -> tuple[booking.PatientForm | None, booking.ConsentAnswers, dict[str, str]]:
+) -> tuple[intake.PatientForm | None, intake.ConsentAnswers, dict[str, str]]:
     """The domain's form and consents, or error codes by field (every field checked at once)."""
     errors: dict[str, str] = {}
     first_name = _check_name(values, "first_name", errors)
@@ -884,7 +871,7 @@ def check_details(
     for name in YES_NO_FIELDS:
         if values[name] not in ("yes", "no"):
             errors[name] = "required"
-    consents = booking.ConsentAnswers(**{name: bool(values[name]) for name in CONSENT_FIELDS})
+    consents = intake.ConsentAnswers(**{name: bool(values[name]) for name in CONSENT_FIELDS})
     if errors or born is None:
         return None, consents, errors
     # Positive answers never stop the booking: the domain flags the sessions for review.
@@ -893,7 +880,7 @@ def check_details(
     }
     if notes:
         screening["notes"] = notes
-    form = booking.PatientForm(
+    form = intake.PatientForm(
         first_name=first_name,
         last_name=last_name,
         mobile=mobile,
@@ -925,7 +912,7 @@ async def render_details(
 ) -> web.Response:
     """The details form under the held times (or, `taken`, with alternatives to pick from)."""
     now = _now(request)
-    view = await booking.hold_view(request.app[POOL], token, now)
+    view = await holds.hold_view(request.app[POOL], token, now)
     if view is None or view.offer is None:
         raise PageError(400, "hold")
     offer = view.offer
@@ -963,7 +950,7 @@ async def _alternatives(
     if not rows:
         return []
     first = min(rows, key=lambda r: r.starts_at)
-    found = await booking.alternatives(
+    found = await offers.alternatives(
         request.app[POOL], offer, first.practitioner_id, first.starts_at, _now(request)
     )
     zone = offer.clinic.zone
@@ -1002,19 +989,19 @@ def _honeypot(form: Mapping[str, Any]) -> None:
 
 
 async def _hold_alternative(
-    request: web.Request, token: str, chosen: booking.SessionRequest
+    request: web.Request, token: str, chosen: SessionRequest
 ) -> tuple[str | None, str]:
     """A new hold on the picked alternative (for a course: the whole course re-planned from
     it), the old hold released. (new token, "") or (None, why not)."""
     now, pool = _now(request), request.app[POOL]
-    view = await booking.hold_view(pool, token, now)
+    view = await holds.hold_view(pool, token, now)
     if view is None or view.offer is None:
         raise PageError(400, "hold")
     offer = view.offer
     requests = [chosen]
     if offer.treatment.is_course:
         count = len({row.starts_at for row in view.sessions}) or offer.treatment.sessions_min
-        proposal = await booking.propose(
+        proposal = await offers.propose(
             pool,
             offer,
             first_start=chosen.start,
@@ -1024,7 +1011,7 @@ async def _hold_alternative(
         )
         if not proposal.complete:
             return None, "not_placeable"
-        requests = [booking.SessionRequest(s.practitioner_id, s.start) for s in proposal.sessions]
+        requests = [SessionRequest(s.practitioner_id, s.start) for s in proposal.sessions]
 
     # A booked hold cannot be released (release_hold refuses it); only the new hold is taken.
     new_token = await _replace_hold(
@@ -1037,7 +1024,7 @@ async def _replace_hold(
     request: web.Request,
     token: str,
     offer: Offer,
-    requests: Sequence[booking.SessionRequest],
+    requests: Sequence[SessionRequest],
     *,
     now: datetime,
     release: bool,
@@ -1047,11 +1034,11 @@ async def _replace_hold(
 
     async def work(conn: asyncpg.Connection) -> str:
         if release:
-            await booking.release_hold(
+            await holds.release_hold(
                 conn, token, now=now, actor=ACTOR, request_id=request_id_var.get()
             )
         # Released first, so the hold replaced frees its place under the cap per address.
-        created = await booking.create_hold(
+        created = await holds.create_hold(
             conn,
             offer,
             requests,
@@ -1064,14 +1051,14 @@ async def _replace_hold(
         return created.token
 
     try:
-        return await _in_transaction(request.app[POOL], work)
-    except (booking.SlotsTaken, booking.InvalidField):
+        return await in_transaction(request.app[POOL], work)
+    except (SlotsTaken, InvalidField):
         return None
-    except ApiError as refused:  # holds per client address
+    except TooMany as refused:  # holds per client address
         raise _too_many_holds(refused) from None
 
 
-async def _renew_lapsed(request: web.Request, token: str, view: booking.HoldView) -> str | None:
+async def _renew_lapsed(request: web.Request, token: str, view: HoldView) -> str | None:
     """A lapsed hold whose times are still free is taken again under a new token (with a full
     hold time for the review); None if a time has gone."""
     assert view.offer is not None
@@ -1079,7 +1066,7 @@ async def _renew_lapsed(request: web.Request, token: str, view: booking.HoldView
     starts: dict[datetime, int] = {}
     for row in sorted(view.sessions, key=lambda r: r.starts_at):
         starts.setdefault(row.starts_at, row.practitioner_id)
-    requests = [booking.SessionRequest(pid, start) for start, pid in starts.items()]
+    requests = [SessionRequest(pid, start) for start, pid in starts.items()]
     return await _replace_hold(request, token, offer, requests, now=now, release=True)
 
 
@@ -1092,7 +1079,7 @@ async def review_post(request: web.Request) -> web.StreamResponse:
     taken = _text(form, "taken")
     alternative = _text(form, "alternative")
     now = _now(request)
-    view = await booking.hold_view(request.app[POOL], token, now)
+    view = await holds.hold_view(request.app[POOL], token, now)
     if view is None or view.offer is None:
         raise PageError(400, "hold")
     clinic = view.offer.clinic
@@ -1144,7 +1131,7 @@ async def render_review(
     request: web.Request, token: str, *, values: dict[str, Any], notice: str
 ) -> web.Response:
     now = _now(request)
-    view = await booking.hold_view(request.app[POOL], token, now)
+    view = await holds.hold_view(request.app[POOL], token, now)
     if view is None or view.offer is None:
         raise PageError(400, "hold")
     offer = view.offer
@@ -1170,7 +1157,7 @@ async def render_review(
 # -- 7. book -------------------------------------------------------------------------------------
 
 
-async def _to_booked(request: web.Request, result: booking.BookingResult) -> web.Response:
+async def _to_booked(request: web.Request, result: bookings.BookingResult) -> web.Response:
     """The booked page with the private link for a patient this booking created; for a patient
     matched by mobile or email (who may not be whoever filled in the form) the page that says
     the details went to the contacts on file, naming nobody."""
@@ -1197,13 +1184,13 @@ def _to_sent(clinic_id: int) -> web.Response:
 async def _book(
     request: web.Request,
     token: str,
-    patient: booking.PatientForm,
-    consents: booking.ConsentAnswers,
-) -> booking.BookingResult:
+    patient: intake.PatientForm,
+    consents: intake.ConsentAnswers,
+) -> bookings.BookingResult:
     now = _now(request)
 
-    async def work(conn: asyncpg.Connection) -> booking.BookingResult:
-        result = await booking.book_hold(
+    async def work(conn: asyncpg.Connection) -> bookings.BookingResult:
+        result = await bookings.book_hold(
             conn,
             token,
             patient,
@@ -1227,7 +1214,7 @@ async def _book(
                 )
         return result
 
-    return await _in_transaction(request.app[POOL], work)
+    return await in_transaction(request.app[POOL], work)
 
 
 @html_page
@@ -1237,7 +1224,7 @@ async def confirm_post(request: web.Request) -> web.StreamResponse:
     token = _hold_token(form)
     values = _values(form)
     now = _now(request)
-    view = await booking.hold_view(request.app[POOL], token, now)
+    view = await holds.hold_view(request.app[POOL], token, now)
     if view is None or view.offer is None:
         raise PageError(400, "hold")
     clinic = view.offer.clinic
@@ -1250,9 +1237,9 @@ async def confirm_post(request: web.Request) -> web.StreamResponse:
 
     try:
         result = await _book(request, token, patient, consents)
-    except booking.HoldNotFound:
+    except HoldNotFound:
         raise PageError(400, "hold") from None
-    except booking.HoldFinished as finished:
+    except HoldFinished as finished:
         if finished.state == "booked":
             # Submitted again (a double click, or Back then submit): the first answer showed
             # whatever it could; a hold token never mints a link once its booking exists.
@@ -1260,16 +1247,13 @@ async def confirm_post(request: web.Request) -> web.StreamResponse:
         if finished.offer is None:
             raise PageError(404) from None
         return await again(errors={}, taken="released", status=409)
-    except booking.SlotsTaken:  # HoldLapsed too: the hold ran out and a time was taken
+    except SlotsTaken:  # HoldLapsed too: the hold ran out and a time was taken
         return await again(errors={}, taken="taken", status=409)
-    except booking.InvalidField as invalid:
+    except InvalidField as invalid:
         name, code = DOMAIN_FIELDS.get(invalid.path, ("form", "invalid"))
         return await again(errors={name: code}, status=400)
-    except ApiError as refused:  # bookings per mobile number and hour
-        if refused.status == 429:
-            retry = (refused.headers or {}).get("Retry-After", "60")
-            raise PageError(429, "mobile", retry_after=int(retry)) from None
-        raise
+    except TooMany as refused:  # bookings per mobile number and hour
+        raise PageError(429, "mobile", retry_after=refused.retry_after) from None
     return await _to_booked(request, result)
 
 
@@ -1280,13 +1264,13 @@ async def release_post(request: web.Request) -> web.StreamResponse:
     token = _hold_token(form)
 
     async def work(conn: asyncpg.Connection) -> None:
-        await booking.release_hold(
+        await holds.release_hold(
             conn, token, now=_now(request), actor=ACTOR, request_id=request_id_var.get()
         )
 
     try:
-        await _in_transaction(request.app[POOL], work)
-    except (booking.HoldNotFound, booking.HoldFinished):
+        await in_transaction(request.app[POOL], work)
+    except (HoldNotFound, HoldFinished):
         pass  # gone or booked already: nothing to give back
     return see_other("/")
 

@@ -24,14 +24,18 @@ from typing import Any, NoReturn
 from aiohttp import web
 from jinja2 import Environment
 
-from services.booking import appointment_changes as changes
-from services.booking import ratelimit
-from services.booking.booking import Offer, free_slots
+from services.booking.clients import hit_client
+from services.booking.domain import actions, cancellations, reschedule
+from services.booking.domain.changes import Change
+from services.booking.domain.errors import GapRefused, NotActive, SlotUnavailable
+from services.booking.domain.offers import Offer, free_slots
 from services.booking.web import csrf
 from services.booking.web.booking_pages import PageError, error_page
 from shared import links, outbox_plan
+from shared.db.transactions import in_transaction
 from shared.domain.appointment_states import IllegalTransition
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.domain.errors import Conflict, InvalidField
 from shared.logging import request_id_var
 from shared.scheduling import gaps
 from shared.scheduling.availability import FreeStart
@@ -85,8 +89,8 @@ class Visit:
     def actor(self) -> Actor:
         return Actor("patient", self.patient.id, ACTOR_NAME)
 
-    def change(self) -> changes.Change:
-        return changes.Change(self.actor, self.now, request_id_var.get())
+    def change(self) -> Change:
+        return Change(self.actor, self.now, request_id_var.get())
 
     def local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.clinic.zone)
@@ -569,15 +573,18 @@ async def confirm(request: web.Request, visit: Visit) -> web.StreamResponse:
     if version is None:
         _back(visit, note="changed", anchor=anchor)
     try:
-        await changes.confirm(
-            request.app[POOL], appointment.id, expected_version=version, change=visit.change()
+        await in_transaction(
+            request.app[POOL],
+            lambda conn: actions.confirm(
+                conn, appointment.id, expected_version=version, change=visit.change()
+            ),
         )
     except VersionConflict as conflict:
         # A second click, or another tab, got there first: that is still a confirmation.
         if conflict.current.status == "confirmed":
             _back(visit, done="confirmed", anchor=anchor)
         _back(visit, note="changed", anchor=anchor)
-    except (IllegalTransition, changes.Refused):
+    except Conflict:  # not confirmable any more (an illegal transition among them)
         _back(visit, note="not-allowed", anchor=anchor)
     _back(visit, done="confirmed", anchor=anchor)
 
@@ -629,14 +636,17 @@ async def cancel(request: web.Request, visit: Visit) -> web.StreamResponse:
     pool = request.app[POOL]
     names = await _names(request, visit.clinic, {appointment.treatment_id})
     try:
-        await changes.cancel(
+        await in_transaction(
             pool,
-            appointment.id,
-            reason=CANCEL_REASON,
-            scope="this",
-            override_reason=None,  # only staff may cancel inside the notice
-            expected_version=version,
-            change=visit.change(),
+            lambda conn: cancellations.cancel(
+                conn,
+                appointment.id,
+                reason=CANCEL_REASON,
+                scope="this",
+                override_reason=None,  # only staff may cancel inside the notice
+                expected_version=version,
+                change=visit.change(),
+            ),
         )
     except VersionConflict as conflict:
         if conflict.current.status == "cancelled":
@@ -644,14 +654,12 @@ async def cancel(request: web.Request, visit: Visit) -> web.StreamResponse:
         return _cancel_page(
             request, visit, conflict.current, names, late=False, stale=True, status=409
         )
-    except changes.NotActive:
+    except (NotActive, IllegalTransition):
         _back(visit, note="not-allowed", anchor=anchor)
-    except changes.Refused as refused:
+    except Conflict as refused:
         if refused.code != "inside-cancellation-notice":
             _back(visit, note="not-allowed", anchor=anchor)
         return _cancel_page(request, visit, appointment, names, late=True, status=409)
-    except IllegalTransition:
-        _back(visit, note="not-allowed", anchor=anchor)
     _back(visit, done="cancelled", anchor=anchor)
 
 
@@ -760,7 +768,7 @@ async def _context(
     if appointment.series_id is None or treatment is None:
         return None
     rows = await appointments.for_series(request.app[POOL], appointment.series_id)
-    ordered = gaps.timeline([changes.session_of(a) for a in rows])
+    ordered = gaps.timeline([reschedule.session_of(a) for a in rows])
     ids = [s.appointment_id for s in ordered]
     if appointment.id not in ids:
         return None
@@ -861,7 +869,7 @@ async def _gap_problem(
     request: web.Request,
     visit: Visit,
     appointment: Appointment,
-    refused: changes.GapRefused,
+    refused: GapRefused,
 ) -> MoveProblem:
     """The refusal in the patient's terms: which neighbour is too close and the minimum gap;
     when only the later sessions are in the way and they can all move, offer to move them."""
@@ -907,7 +915,7 @@ async def _after_move(
     request: web.Request,
     visit: Visit,
     appointment: Appointment,
-    outcome: changes.RescheduleOutcome,
+    outcome: reschedule.RescheduleOutcome,
 ) -> web.StreamResponse:
     """Straight back to the overview, unless there is something to tell: gaps past the soft
     maximum, later sessions that should follow (with an offer to move them), a clinician review."""
@@ -965,27 +973,31 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
         return await _picker(
             request, visit, appointment, where, problem=MoveProblem("choose"), status=422
         )
-    wanted = changes.MoveRequest(
+    wanted = reschedule.MoveRequest(
         starts_at=slot.start,
         practitioner_id=slot.practitioner_id,
         reason=MOVE_REASON,
         shift_later=_text(form, "shift_later") == "1",
     )
+    version = _int(_text(form, "version")) or 0
     try:
-        outcome = await changes.reschedule(
+        outcome = await in_transaction(
             request.app[POOL],
-            appointment.id,
-            wanted,
-            may_override=False,  # a patient never overrides the hard minimum gap
-            expected_version=_int(_text(form, "version")) or 0,
-            change=visit.change(),
+            lambda conn: reschedule.reschedule(
+                conn,
+                appointment.id,
+                wanted,
+                may_override=False,  # a patient never overrides the hard minimum gap
+                expected_version=version,
+                change=visit.change(),
+            ),
         )
-    except changes.GapRefused as refused:
+    except GapRefused as refused:
         problem = await _gap_problem(request, visit, appointment, refused)
         return await _picker(
             request, visit, appointment, where, chosen=slot, problem=problem, status=409
         )
-    except changes.SlotUnavailable as taken:
+    except SlotUnavailable as taken:
         names = await _names(request, visit.clinic, set())
         problem = MoveProblem("taken", offered=_to_choices(visit, taken.alternatives, names))
         return await _picker(
@@ -997,14 +1009,14 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
         return await _picker(
             request, visit, conflict.current, where, problem=MoveProblem("changed"), status=409
         )
-    except changes.InvalidChange as invalid:
+    except InvalidField as invalid:
         kind = "same-time" if invalid.path == "starts_at" else "unavailable"
         return await _picker(
             request, visit, appointment, where, chosen=slot, problem=MoveProblem(kind), status=409
         )
-    except (changes.NotActive, IllegalTransition):
+    except (NotActive, IllegalTransition):
         _back(visit, note="not-allowed", anchor=f"s{appointment.id}")
-    except changes.Refused:  # the later sessions could not all be moved after all
+    except Conflict:  # the later sessions could not all be moved after all
         return await _picker(
             request,
             visit,
@@ -1158,7 +1170,7 @@ async def limit_per_address(
         return await handler(request)
     kind = "reads" if request.method in ("GET", "HEAD") else "writes"
     now = request.app[CLOCK].now()
-    verdict = await ratelimit.hit_client(request.app[POOL], request, "self-service", kind, now)
+    verdict = await hit_client(request.app[POOL], request, "self-service", kind, now)
     if verdict is not None and not verdict.allowed:
         response = await error_page(request, PageError(429, retry_after=verdict.retry_after))
         response.headers.update(PRIVATE)

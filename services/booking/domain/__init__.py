@@ -1,0 +1,23 @@
+"""The booking domain: the rules and state changes of scheduling, free of HTTP.
+
+Every function takes a database connection and works inside the caller's transaction, which
+`shared.db.transactions.in_transaction` opens (and retries on deadlock); refusals are the plain
+exceptions of `shared.domain.errors` and `errors` here, which each face (the JSON API in
+`services/booking/api`, the pages in `services/booking/web`) maps to its own answer in one
+place. Nothing here imports aiohttp or the API (a test enforces it).
+
+| module | what |
+| --- | --- |
+| `offers` | what can be booked and when: free starts, course proposals, alternatives |
+| `sessions` | the sessions of one booking: numbered, gap-checked, checked free, inserted |
+| `holds` | times held while the patient types |
+| `intake` | the patient a public booking is for, and what the form said |
+| `bookings` | a hold turned into a booking; staff booking a known patient |
+| `changes` | what every change of an appointment is made of (lock, transition, audit) |
+| `actions` | confirm, check in, complete, no-show, review |
+| `cancellations` | cancel a session or the rest of a course; everything of an erased patient |
+| `reschedule` | move a session under the course's gap rules |
+| `courses` | a course's plan notes and status |
+| `limits` | per client, per mobile and per address limits |
+| `errors` | the booking domain's own refusals |
+"""

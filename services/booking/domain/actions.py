@@ -1,0 +1,194 @@
+"""State actions on a booked appointment: confirm, check in, complete, no-show, and a
+clinician's review. Each takes the caller's connection and the version the caller last read;
+the transaction helper owns the transaction (services/booking/domain/changes for what every
+change is made of)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.booking.domain.changes import (
+    Change,
+    audit_appointment,
+    clinic_of,
+    locked,
+    transition_audited,
+)
+from services.booking.domain.errors import NotActive
+from shared import outbox_plan
+from shared.domain.appointment_states import TERMINAL, Status, check_transition
+from shared.domain.errors import Conflict
+from shared.scheduling.availability import format_local
+from shared.scheduling.loader import ClinicInfo
+from shared.store import appointments
+from shared.store.appointments import Appointment
+
+# Check-in opens this long before the start (the patient is early); it closes at end + grace.
+CHECK_IN_OPENS_BEFORE = timedelta(hours=2)
+
+
+Guard = Callable[[Appointment, ClinicInfo, datetime], None]
+
+
+async def _act(
+    conn: asyncpg.Connection,
+    appointment_id: int,
+    to_status: Status,
+    action: str,
+    *,
+    expected_version: int,
+    change: Change,
+    guard: Guard | None = None,
+    details: dict[str, Any] | None = None,
+) -> Appointment:
+    """One state transition: version, legality, then the action's own rule (`guard`)."""
+    current = await locked(conn, appointment_id, expected_version)
+    check_transition(current.status, to_status)
+    if guard is not None:
+        guard(current, await clinic_of(conn, current.clinic_id), change.now)
+    updated = await transition_audited(
+        conn,
+        current,
+        to_status,
+        action,
+        change,
+        details=details,
+        audit_details={"to_status": to_status, **(details or {})},
+    )
+    if to_status == "no_show" and updated.patient_id is not None:
+        # After a missed session the patient's later ones get the 2-hour reminder too.
+        await outbox_plan.on_no_show(conn, updated.patient_id, now=change.now)
+    return updated
+
+
+def _check_in_guard(current: Appointment, clinic: ClinicInfo, now: datetime) -> None:
+    zone = clinic.zone
+    if current.needs_review:
+        raise Conflict(
+            code="needs-review",
+            message="a clinician must review this appointment before check-in: "
+            + "; ".join(current.review_reasons or ["flagged for review"]),
+            review_reasons=current.review_reasons,
+        )
+    opens = current.starts_at - CHECK_IN_OPENS_BEFORE
+    closes = current.ends_at + clinic.no_show_grace
+    if now < opens:
+        raise Conflict(
+            code="check-in-not-open",
+            message=f"check-in opens at {format_local(opens, zone)} ({clinic.time_zone}), "
+            f"{CHECK_IN_OPENS_BEFORE.seconds // 3600} h before the start",
+            opens_at=opens.isoformat(),
+        )
+    if now > closes:
+        raise Conflict(
+            code="check-in-closed",
+            message=f"check-in closed at {format_local(closes, zone)} ({clinic.time_zone}), "
+            "the end plus the no-show grace; mark it as a no-show or reschedule it",
+            closed_at=closes.isoformat(),
+        )
+
+
+def _no_show_guard(current: Appointment, clinic: ClinicInfo, now: datetime) -> None:
+    allowed_from = current.ends_at + clinic.no_show_grace
+    if now < allowed_from:
+        raise Conflict(
+            code="too-early-for-no-show",
+            message=f"a no-show can be recorded from {format_local(allowed_from, clinic.zone)} "
+            f"({clinic.time_zone}), the end plus the clinic's grace",
+            allowed_from=allowed_from.isoformat(),
+        )
+
+
+async def confirm(
+    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
+) -> Appointment:
+    """Confirm on the patient's behalf (they phoned or told the desk)."""
+    return await _act(
+        conn,
+        appointment_id,
+        "confirmed",
+        "confirm",
+        expected_version=expected_version,
+        change=change,
+        details={"on_behalf_of": "patient"},
+    )
+
+
+async def check_in(
+    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
+) -> Appointment:
+    return await _act(
+        conn,
+        appointment_id,
+        "checked_in",
+        "check_in",
+        expected_version=expected_version,
+        change=change,
+        guard=_check_in_guard,
+    )
+
+
+async def complete(
+    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
+) -> Appointment:
+    return await _act(
+        conn,
+        appointment_id,
+        "completed",
+        "complete",
+        expected_version=expected_version,
+        change=change,
+    )
+
+
+async def no_show(
+    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
+) -> Appointment:
+    return await _act(
+        conn,
+        appointment_id,
+        "no_show",
+        "no_show",
+        expected_version=expected_version,
+        change=change,
+        guard=_no_show_guard,
+    )
+
+
+async def review(
+    conn: asyncpg.Connection,
+    appointment_id: int,
+    *,
+    note: str,
+    expected_version: int,
+    change: Change,
+) -> Appointment:
+    """A clinician clears the needs-review flag, with a note saying what they checked."""
+    current = await locked(conn, appointment_id, expected_version)
+    if current.status in TERMINAL:
+        raise NotActive(current.status, f"the appointment is {current.status}")
+    if not current.needs_review:
+        raise Conflict("the appointment is not flagged for review", code="nothing-to-review")
+    updated = await appointments.set_review(
+        conn,
+        appointment_id,
+        needs_review=False,
+        reasons=[],
+        actor=change.actor.label,
+        now=change.now,
+        note=note,
+    )
+    assert updated is not None
+    await audit_appointment(
+        conn,
+        change,
+        "appointment.review",
+        updated,
+        reason=note,
+        details={"cleared_reasons": current.review_reasons},
+    )
+    return updated

@@ -1,0 +1,441 @@
+"""Bookings: a hold turned into a booking for the patient on the form, and staff booking a known
+patient directly, every session or none. Every write happens inside the caller's transaction,
+with the booking's audit row and its outbox messages (the confirmation and the reminders), so a
+booking without its messages, or the other way round, cannot exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.booking.domain.errors import (
+    CourseNotPlaceable,
+    HoldFinished,
+    HoldLapsed,
+    HoldNotFound,
+    SlotsTaken,
+)
+from services.booking.domain.holds import hold_view
+from services.booking.domain.intake import (
+    ConsentAnswers,
+    PatientForm,
+    ResolvedPatient,
+    consents_differing,
+    record_consents,
+    resolve_patient,
+    screening_reasons,
+)
+from services.booking.domain.offers import Offer, check_session_count, propose
+from services.booking.domain.sessions import (
+    PlannedSession,
+    SessionRequest,
+    find_conflicts,
+    insert_sessions,
+    plan_sessions,
+)
+from shared import outbox_plan
+from shared.domain.appointment_states import ACTIVE
+from shared.domain.errors import InvalidField
+from shared.store import appointments, audit, form_differences, patients, series
+from shared.store.appointments import Appointment
+from shared.store.audit import Actor
+
+
+@dataclass(frozen=True)
+class BookingResult:
+    offer: Offer
+    patient_id: int
+    series_id: int | None
+    appointments: list[Appointment]
+    warnings: list[str]
+    # Whether this booking created the patient: only then may the answer reveal the private link
+    # (a matched patient may not be whoever filled in the form).
+    patient_created: bool = False
+    # Whether the submitted answers alone (screening, allergies, medications) flag a review:
+    # what may be said to whoever submitted them, unlike a comparison with the record.
+    answers_need_review: bool = False
+
+
+async def book_hold(
+    conn: asyncpg.Connection,
+    token: str,
+    form: PatientForm,
+    consents: ConsentAnswers,
+    *,
+    now: datetime,
+    actor: Actor,
+    request_id: str | None,
+) -> BookingResult:
+    """Turn a hold into a booking: patient, consents, series, every session `booked`.
+
+    An expired hold whose times are still free is re-taken (its rows may already have been
+    swept); if a time was taken meanwhile, nothing is booked and the answer is a 409 with
+    alternatives.
+    """
+    view = await hold_view(conn, token, now, for_update=True)
+    if view is None:
+        raise HoldNotFound()
+    if view.state in ("booked", "released") or view.offer is None:
+        raise HoldFinished(view.hold, view.state, view.offer, now)
+    offer = view.offer
+    planned = _planned_from_rows(view.sessions, offer)
+    if view.state == "expired":
+        await _cancel_own_held(conn, view.sessions, now=now)
+        conflicts = await find_conflicts(conn, offer, planned, now)
+        if conflicts:
+            raise HoldLapsed(offer, conflicts, now)
+    patient = await resolve_patient(
+        conn, offer.clinic, form, now=now, actor=actor, request_id=request_id
+    )
+    differs = dict(patient.differs)
+    if patient.created:
+        await record_consents(
+            conn, patient.id, consents, now=now, actor=actor, request_id=request_id
+        )
+    else:
+        changed = await consents_differing(conn, patient.id, consents)
+        if changed:
+            differs["consents"] = changed
+    reasons = screening_reasons(form)
+    answers_need_review = bool(reasons)
+    if differs:
+        reasons.append(
+            "booking form differs from the patient record ("
+            + ", ".join(sorted(differs))
+            + "): compare the form's answers with the patient"
+        )
+    series_id = await _new_series(conn, offer, patient.id, len(planned), now=now)
+    held = list(view.sessions)
+    if view.state == "expired":
+        # Re-take the times under the same hold, then book them like a live hold's.
+        ids = await insert_sessions(
+            conn,
+            offer,
+            planned,
+            status="held",
+            patient_id=None,
+            series_id=None,
+            hold_id=view.hold.id,
+            needs_review=False,
+            review_reasons=[],
+            source="public",
+            actor=actor,
+            now=now,
+            request_id=request_id,
+        )
+        held = [await _get(conn, i) for i in ids]
+    booked = await _book_held_rows(conn, held, patient, series_id, reasons, now=now, actor=actor)
+    await appointments.end_hold(conn, view.hold.id, now=now)
+    if differs:
+        # Not in the appointment's history or the audit log: those are append-only, and these
+        # values (maybe a stranger's) must go when the patient is erased.
+        await form_differences.insert(
+            conn,
+            clinic_id=offer.clinic.id,
+            patient_id=patient.id,
+            hold_id=view.hold.id,
+            appointment_ids=[a.id for a in booked],
+            submitted=differs,
+            now=now,
+        )
+    await _audit_booking(
+        conn,
+        offer,
+        patient.id,
+        series_id,
+        booked,
+        now=now,
+        actor=actor,
+        request_id=request_id,
+        details={
+            "hold_id": view.hold.id,
+            "retaken": view.state == "expired",
+            "patient_created": patient.created,
+            # Which fields differed, never their values (the log is append-only).
+            **({"form_differs": sorted(differs)} if differs else {}),
+        },
+    )
+    # The confirmation and reminders commit with the booking or not at all.
+    await outbox_plan.plan_booking(
+        conn,
+        appointment_ids=[a.id for a in booked],
+        patient_id=patient.id,
+        clinic_id=offer.clinic.id,
+        now=now,
+    )
+    return BookingResult(
+        offer,
+        patient.id,
+        series_id,
+        booked,
+        [],
+        patient_created=patient.created,
+        answers_need_review=answers_need_review,
+    )
+
+
+def _planned_from_rows(rows: Sequence[Appointment], offer: Offer) -> list[PlannedSession]:
+    ordered = sorted(rows, key=lambda r: r.starts_at)
+    return [
+        PlannedSession(
+            row.position or index + 1, row.practitioner_id, row.starts_at, row.ends_at, None
+        )
+        for index, row in enumerate(ordered)
+    ]
+
+
+async def _cancel_own_held(
+    conn: asyncpg.Connection, rows: Sequence[Appointment], *, now: datetime
+) -> None:
+    for row in rows:
+        if row.status == "held":
+            await appointments.transition(
+                conn, row.id, "cancelled", actor="system", now=now, reason="hold expired"
+            )
+
+
+async def _new_series(
+    conn: asyncpg.Connection, offer: Offer, patient_id: int, planned: int, *, now: datetime
+) -> int | None:
+    if not offer.treatment.is_course:
+        return None
+    return await series.create(
+        conn,
+        clinic_id=offer.clinic.id,
+        patient_id=patient_id,
+        treatment_id=offer.treatment.id,
+        planned_sessions=planned,
+        now=now,
+    )
+
+
+async def _get(conn: asyncpg.Connection, appointment_id: int) -> Appointment:
+    found = await appointments.get(conn, appointment_id)
+    assert found is not None
+    return found
+
+
+async def _book_held_rows(
+    conn: asyncpg.Connection,
+    rows: Sequence[Appointment],
+    patient: ResolvedPatient,
+    series_id: int | None,
+    reasons: list[str],
+    *,
+    now: datetime,
+    actor: Actor,
+) -> list[Appointment]:
+    booked = []
+    for row in sorted(rows, key=lambda r: r.starts_at):
+        await appointments.assign_patient(
+            conn,
+            row.id,
+            patient_id=patient.id,
+            series_id=series_id,
+            needs_review=bool(reasons),
+            review_reasons=reasons,
+        )
+        moved = await appointments.transition(
+            conn, row.id, "booked", actor=actor.label, now=now, reason="booked"
+        )
+        assert moved is not None
+        booked.append(moved)
+    return booked
+
+
+async def _audit_booking(
+    conn: asyncpg.Connection,
+    offer: Offer,
+    patient_id: int,
+    series_id: int | None,
+    booked: Sequence[Appointment],
+    *,
+    now: datetime,
+    actor: Actor,
+    request_id: str | None,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    await audit.record(
+        conn,
+        at=now,
+        actor=actor,
+        action="booking.create",
+        entity="series" if series_id is not None else "appointment",
+        entity_id=series_id if series_id is not None else booked[0].id,
+        patient_id=patient_id,
+        reason=reason,
+        details={
+            "treatment_id": offer.treatment.id,
+            "appointment_ids": [a.id for a in booked],
+            **(details or {}),
+        },
+        request_id=request_id,
+    )
+
+
+@dataclass(frozen=True)
+class StaffBooking:
+    """What staff asked for: one start (a single visit, a whole proposed course, or the next
+    session of `series_id`), or an explicit list of sessions."""
+
+    patient_id: int
+    first: SessionRequest | None
+    sessions: list[SessionRequest] | None
+    session_count: int | None
+    series_id: int | None
+    override_reason: str | None
+
+
+async def book_for_patient(
+    conn: asyncpg.Connection,
+    offer: Offer,
+    request: StaffBooking,
+    *,
+    now: datetime,
+    actor: Actor,
+    request_id: str | None,
+) -> BookingResult:
+    """Book directly (no hold) for a known patient, every session or none."""
+    patient = await patients.get(conn, request.patient_id)
+    if patient is None or patient.clinic_id != offer.clinic.id or patient.erased_at is not None:
+        raise InvalidField("patient_id", f"no patient {request.patient_id} at this clinic")
+    existing, previous = await _series_so_far(conn, offer, request)
+    requests, planned_total = await _staff_requests(conn, offer, request, existing, now)
+    first_position = 1 if previous is None else 1 + (previous.position or 0)
+    plan = plan_sessions(
+        offer,
+        requests,
+        first_position=first_position,
+        previous=previous,
+        strict=False,
+        override_reason=request.override_reason,
+    )
+    if offer.treatment.is_course and plan.sessions[-1].position > offer.treatment.sessions_max:
+        raise InvalidField(
+            "sessions" if request.sessions else "start",
+            f"{offer.treatment.name} has at most {offer.treatment.sessions_max} sessions",
+        )
+    conflicts = await find_conflicts(conn, offer, plan.sessions, now)
+    if conflicts:
+        raise SlotsTaken(offer, conflicts, now)
+    series_id = existing.id if existing is not None else None
+    if series_id is None:
+        series_id = await _new_series(conn, offer, patient.id, planned_total, now=now)
+    ids = await insert_sessions(
+        conn,
+        offer,
+        plan.sessions,
+        status="booked",
+        patient_id=patient.id,
+        series_id=series_id,
+        hold_id=None,
+        needs_review=bool(plan.review_reasons),
+        review_reasons=plan.review_reasons,
+        source="staff",
+        actor=actor,
+        now=now,
+        request_id=request_id,
+    )
+    booked = [await _get(conn, i) for i in ids]
+    await _audit_booking(
+        conn,
+        offer,
+        patient.id,
+        series_id,
+        booked,
+        now=now,
+        actor=actor,
+        request_id=request_id,
+        reason=request.override_reason or "",
+        details={"warnings": plan.warnings} if plan.warnings else None,
+    )
+    # The confirmation and reminders commit with the booking or not at all.
+    await outbox_plan.plan_booking(
+        conn,
+        appointment_ids=[a.id for a in booked],
+        patient_id=patient.id,
+        clinic_id=offer.clinic.id,
+        now=now,
+    )
+    return BookingResult(offer, patient.id, series_id, booked, plan.warnings)
+
+
+async def _series_so_far(
+    conn: asyncpg.Connection, offer: Offer, request: StaffBooking
+) -> tuple[series.Series | None, Appointment | None]:
+    """The series to add to (if any) and its last session that still counts."""
+    if request.series_id is None:
+        return None, None
+    found = await series.get(conn, request.series_id)
+    if (
+        found is None
+        or found.patient_id != request.patient_id
+        or found.treatment_id != offer.treatment.id
+    ):
+        raise InvalidField("series_id", "no such course of this treatment for this patient")
+    if found.status != "active":
+        raise InvalidField("series_id", f"the course is {found.status}")
+    counted = [
+        a
+        for a in await appointments.for_series(conn, found.id)
+        if (a.status in ACTIVE or a.status == "completed") and a.position is not None
+    ]
+    previous = max(counted, key=lambda a: a.position or 0, default=None)
+    return found, previous
+
+
+async def _staff_requests(
+    conn: asyncpg.Connection,
+    offer: Offer,
+    request: StaffBooking,
+    existing: series.Series | None,
+    now: datetime,
+) -> tuple[list[SessionRequest], int]:
+    """The sessions to book and the course's planned number of sessions."""
+    treatment = offer.treatment
+    count = request.session_count
+    if count is not None and treatment.is_course:
+        check_session_count(treatment, count, "session_count")
+    elif count is not None and count != 1:
+        raise InvalidField("session_count", f"{treatment.name} is a single visit")
+    if request.sessions is not None:
+        wanted = request.sessions
+    elif request.first is None:
+        raise InvalidField("start", "give a start (with practitioner_id) or a list of sessions")
+    elif treatment.is_course and existing is None:
+        wanted = await _proposed(conn, offer, request.first, count, now)
+    else:
+        wanted = [request.first]
+    if not treatment.is_course and len(wanted) != 1:
+        raise InvalidField("sessions", f"{treatment.name} is a single visit: give one session")
+    planned = count or max(treatment.sessions_min, len(wanted))
+    if treatment.is_course and existing is None and len(wanted) > planned:
+        raise InvalidField("sessions", f"{len(wanted)} sessions, more than the {planned} planned")
+    return wanted, planned
+
+
+async def _proposed(
+    conn: asyncpg.Connection,
+    offer: Offer,
+    first: SessionRequest,
+    count: int | None,
+    now: datetime,
+) -> list[SessionRequest]:
+    proposal = await propose(
+        conn,
+        offer,
+        first_start=first.start,
+        practitioner_id=first.practitioner_id,
+        sessions=count or offer.treatment.sessions_min,
+        now=now,
+        count_path="session_count",
+    )
+    if not proposal.complete:
+        raise CourseNotPlaceable(offer, proposal, first.practitioner_id, first.start, now)
+    return [SessionRequest(s.practitioner_id, s.start) for s in proposal.sessions]

@@ -1,0 +1,189 @@
+"""Holds: one slot or a whole course reserved while the patient types (10 minutes by default).
+
+A hold's token is its only credential: unguessable without the secret key, derivable again from
+the hold's id (so an idempotent retry can be answered) while the database keeps only its hash.
+A hold is whole or gone: if any of its sessions was cancelled, it is re-taken like an expired
+one, all sessions or none.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from services.booking.domain import limits
+from services.booking.domain.errors import HoldFinished, HoldNotFound, HoldState, SlotsTaken
+from services.booking.domain.offers import Executor, Offer, check_session_count, load_offer
+from services.booking.domain.sessions import (
+    PlannedSession,
+    SessionRequest,
+    find_conflicts,
+    insert_sessions,
+    plan_sessions,
+)
+from shared.store import appointments, audit
+from shared.store.appointments import Appointment, Hold
+from shared.store.audit import Actor
+
+TokenFor = Callable[[int], str]
+
+
+def hold_token(secret: str, hold_id: int) -> str:
+    """The hold's token: unguessable without the secret key, and derivable again from the id, so
+    an idempotent retry can be answered while the database keeps only its hash."""
+    mac = hmac.new(secret.encode(), f"regimen-hold:{hold_id}".encode(), hashlib.sha256).digest()
+    return "hold_" + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class HoldCreated:
+    hold_id: int
+    token: str
+    expires_at: datetime
+    appointment_ids: list[int]
+    sessions: list[PlannedSession]
+
+
+async def create_hold(
+    conn: asyncpg.Connection,
+    offer: Offer,
+    requests: Sequence[SessionRequest],
+    *,
+    token_for: TokenFor,
+    now: datetime,
+    actor: Actor,
+    request_id: str | None,
+    client: bytes | None = None,
+) -> HoldCreated:
+    """Hold one slot or a whole course (all sessions re-checked here, whatever the form said).
+
+    `client` (the client address's keyed hash) is recorded on the hold and caps the holds one
+    client address may have running (TooMany beyond REGIMEN_HOLDS_PER_ADDRESS)."""
+    check_session_count(offer.treatment, len(requests), "sessions")
+    if client is not None:
+        await limits.limit_holds(conn, client, now=now)
+    plan = plan_sessions(
+        offer, requests, first_position=1, previous=None, strict=True, override_reason=None
+    )
+    conflicts = await find_conflicts(conn, offer, plan.sessions, now)
+    if conflicts:
+        raise SlotsTaken(offer, conflicts, now)
+    expires_at = now + offer.clinic.hold_time
+    # The token derives from the id; a random placeholder keeps the unique hash column happy
+    # for the moment between the two statements.
+    hold_id = await appointments.insert_hold(
+        conn,
+        clinic_id=offer.clinic.id,
+        treatment_id=offer.treatment.id,
+        token_hash=secrets.token_bytes(32),
+        expires_at=expires_at,
+        now=now,
+        client_hash=client,
+    )
+    token = token_for(hold_id)
+    await appointments.set_hold_token_hash(conn, hold_id, token_hash(token))
+    ids = await insert_sessions(
+        conn,
+        offer,
+        plan.sessions,
+        status="held",
+        patient_id=None,
+        series_id=None,
+        hold_id=hold_id,
+        needs_review=False,
+        review_reasons=[],
+        source="public",
+        actor=actor,
+        now=now,
+        request_id=request_id,
+    )
+    await audit.record(
+        conn,
+        at=now,
+        actor=actor,
+        action="hold.create",
+        entity="booking_hold",
+        entity_id=hold_id,
+        details={"treatment_id": offer.treatment.id, "appointment_ids": ids},
+        request_id=request_id,
+    )
+    return HoldCreated(hold_id, token, expires_at, ids, plan.sessions)
+
+
+@dataclass(frozen=True)
+class HoldView:
+    hold: Hold
+    state: HoldState
+    offer: Offer | None
+    sessions: list[Appointment]
+
+
+def hold_state(hold: Hold, rows: Sequence[Appointment], now: datetime) -> HoldState:
+    if any(row.patient_id is not None for row in rows):
+        return "booked"
+    if hold.released_at is not None:
+        return "released"
+    # A hold is whole or gone: if any of its rows was cancelled it is re-taken like an
+    # expired one, all sessions or none.
+    if hold.expires_at <= now or not rows or any(row.status != "held" for row in rows):
+        return "expired"
+    return "active"
+
+
+def _shown_sessions(rows: Sequence[Appointment], state: HoldState) -> list[Appointment]:
+    if state == "booked":
+        return [row for row in rows if row.patient_id is not None]
+    return list(rows)
+
+
+async def hold_view(
+    db: Executor, token: str, now: datetime, *, for_update: bool = False
+) -> HoldView | None:
+    """The hold of this token with its sessions and state (None: no such hold); `for_update`
+    locks the hold row for the caller's transaction."""
+    hold = await appointments.hold_by_token_hash(db, token_hash(token), for_update=for_update)
+    if hold is None:
+        return None
+    rows = await appointments.for_hold(db, hold.id)
+    state = hold_state(hold, rows, now)
+    offer = await load_offer(db, hold.treatment_id, public=False)
+    return HoldView(hold, state, offer, _shown_sessions(rows, state))
+
+
+async def release_hold(
+    conn: asyncpg.Connection, token: str, *, now: datetime, actor: Actor, request_id: str | None
+) -> None:
+    """Give the held times back at once (releasing twice is fine; a booked hold is a 409)."""
+    view = await hold_view(conn, token, now, for_update=True)
+    if view is None:
+        raise HoldNotFound()
+    if view.state == "booked":
+        raise HoldFinished(view.hold, view.state, view.offer, now)
+    if view.state == "released":
+        return
+    await appointments.end_hold(conn, view.hold.id, now=now)
+    for row in view.sessions:
+        if row.status == "held":
+            await appointments.transition(
+                conn, row.id, "cancelled", actor=actor.label, now=now, reason="hold released"
+            )
+    await audit.record(
+        conn,
+        at=now,
+        actor=actor,
+        action="hold.release",
+        entity="booking_hold",
+        entity_id=view.hold.id,
+        request_id=request_id,
+    )
