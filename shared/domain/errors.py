@@ -18,7 +18,6 @@ fills those in, and the transaction helper calls it once the failed transaction 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import asyncpg
@@ -98,7 +97,3 @@ class TooMany(DomainError):
     def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.retry_after = max(1, retry_after)
-
-
-def details_of(error: DomainError) -> Mapping[str, Any]:
-    return error.details
