@@ -8,7 +8,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 import services.booking.api as api_package
 from services.booking.api import API
@@ -16,6 +15,7 @@ from services.booking.api.docs import install_docs
 from services.booking.api.idempotency import purge_keys
 from services.booking.domain import limits
 from services.booking.domain.limits import purge_counters
+from services.booking.web import install_templates
 from services.booking.web.booking_pages import install_booking_pages
 from services.booking.web.page_headers import install_page_security_headers
 from services.booking.web.self_service import install_self_service
@@ -29,8 +29,6 @@ BOOKING_SWEEPS = [
     Sweep("purge-rate-limit-counters", timedelta(minutes=5), purge_counters),
     Sweep("purge-idempotency-keys", timedelta(hours=1), purge_keys),
 ]
-
-TEMPLATES = web.AppKey("templates", Environment)
 
 
 def _load_api_modules() -> None:
@@ -46,11 +44,7 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
     # this app's port faces the internet.
     app = create_base_app("booking", settings, clock, database_url, public_metrics=False)
     limits.configure(settings)
-    templates = Environment(
-        loader=PackageLoader("services.booking", "templates"),
-        autoescape=select_autoescape(["html"]),
-    )
-    app[TEMPLATES] = templates
+    templates = install_templates(app)
     install_page_security_headers(app)
     install_booking_pages(app)
     install_self_service(app)

@@ -22,15 +22,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, NoReturn
 
 from aiohttp import web
-from jinja2 import Environment
 
 from services.booking.clients import hit_client
 from services.booking.domain import actions, cancellations, reschedule
 from services.booking.domain.changes import Change
 from services.booking.domain.errors import GapRefused, NotActive, SlotUnavailable
 from services.booking.domain.offers import Offer, free_slots
-from services.booking.web import csrf
-from services.booking.web.booking_pages import PageError, error_page
+from services.booking.web import TEMPLATES, PageError, csrf, error_page
 from shared import links, outbox_plan
 from shared.db.transactions import in_transaction
 from shared.domain.appointment_states import IllegalTransition
@@ -47,8 +45,6 @@ from shared.store.appointments import Appointment, VersionConflict
 from shared.store.audit import Actor
 from shared.store.patients import Patient
 from shared.web import CLOCK, POOL, SETTINGS
-
-TEMPLATES = web.AppKey("self_service_templates", Environment)
 
 ACTOR_NAME = "patient self-service"
 CONSENT_SOURCE = "self_service"
@@ -1182,10 +1178,6 @@ async def limit_per_address(
 
 
 def install_self_service(app: web.Application) -> None:
-    # Imported here: services.booking.app imports this module to call us.
-    from services.booking.app import TEMPLATES as BOOKING_TEMPLATES
-
-    app[TEMPLATES] = app[BOOKING_TEMPLATES]
     app.middlewares.append(limit_per_address)
     session = "/s/{token}/sessions/{appointment_id}"
     app.router.add_get("/s/{token}", overview)
