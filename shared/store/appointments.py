@@ -575,7 +575,7 @@ async def mark_overdue_no_shows(
     return [NoShow(r["id"], r["patient_id"], r["from_status"]) for r in rows]
 
 
-# -- Booking holds and booking (added for services/booking/booking.py) -----------------------------
+# -- Booking holds and booking (services/booking/domain/holds.py, bookings.py) ---------------------
 
 
 @dataclass(frozen=True)
@@ -773,7 +773,7 @@ async def lock_future_active_for_patient(
 ) -> list[Appointment]:
     """The patient's active appointments (held, booked, confirmed, checked in) starting after
     `after`, locked for the caller's transaction, in start order. Lock their series first (the
-    appointment_changes lock order)."""
+    booking domain's lock order, services/booking/domain/changes.py)."""
     rows = await conn.fetch(
         """
         SELECT * FROM appointment_detail

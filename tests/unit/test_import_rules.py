@@ -79,3 +79,45 @@ def test_the_rules_would_catch_an_offender(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from aiohttp import web\nimport services.notifier.app\n")
     assert {"aiohttp", "services.notifier.app"} <= imported(bad)
+
+
+def _project_imports() -> dict[str, set[str]]:
+    """module name → the project modules it imports (at any depth of its code)."""
+    graph: dict[str, set[str]] = {}
+    for folder in ("services", "shared"):
+        for path in modules(folder):
+            name = relative(path).removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+            graph[name] = set()
+    for name in graph:
+        path = ROOT / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path = ROOT / name.replace(".", "/") / "__init__.py"
+        graph[name] = {n for n in imported(path) if n in graph and n != name}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    """A module importing one that imports it back is a knot for whoever changes either (the
+    booking app and its pages used to import each other over the templates)."""
+    graph = _project_imports()
+    cycles: list[list[str]] = []
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        if node in visiting:
+            cycles.append(visiting[visiting.index(node) :] + [node])
+            return
+        visiting.append(node)
+        for child in sorted(graph[node]):
+            # A package's own init importing its submodules is how packages are built.
+            if not child.startswith(node + "."):
+                visit(child)
+        visiting.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node)
+    assert cycles == []

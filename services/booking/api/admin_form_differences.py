@@ -1,10 +1,10 @@
 """What a public booking form said about a patient already on file, waiting for staff.
 
 The form books a returning patient (matched by mobile, else email) without changing their record,
-since whoever filled it in may not be them (services/booking/booking.py). Each such booking that
-said something different keeps the submitted values here; a clinician or admin compares them with
-the patient, updates the record through the patients API if the patient confirms, and marks the
-item reviewed with a note.
+since whoever filled it in may not be them (services/booking/domain/intake.py). Each such
+booking that said something different keeps the submitted values here; a clinician or admin
+compares them with the patient, updates the record through the patients API if the patient
+confirms, and marks the item reviewed with a note.
 
 Roles: `admin` and `clinician`: the values include medical answers (allergies, medications,
 screening), which the front desk does not see. Every list is audited as a read of the patients

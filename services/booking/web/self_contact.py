@@ -1,0 +1,153 @@
+"""The patient's own contact details and consents on the self-service page. A new mobile or
+email revokes the links sent so far (the page carries on at a new one) and is told to the old
+contact; each consent changed is recorded with its source and wording version."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aiohttp import web
+
+from services.booking.web.self_overview import ContactForm, render_overview
+from services.booking.web.self_visit import (
+    Visit,
+    back_to_overview,
+    field_int,
+    link_page,
+    link_secret,
+)
+from shared import links, outbox_plan
+from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.logging import request_id_var
+from shared.scheduling.loader import ClinicInfo
+from shared.store import audit, patients
+from shared.web import POOL, SETTINGS
+
+CONSENT_SOURCE = "self_service"
+# The version of the consent wording in templates/self/overview.html: change both together.
+CONSENT_WORDING_VERSION = "self-service-2026-03"
+
+# -- contact details and consents --------------------------------------------------------------
+
+
+def _contact_errors(
+    form: ContactForm, clinic: ClinicInfo
+) -> tuple[dict[str, str], str | None, str | None]:
+    """(errors by field, normalised mobile, normalised email); blank means none. A mobile from
+    a country the clinic does not text is refused like on the booking form."""
+    errors: dict[str, str] = {}
+    mobile = email = None
+    if form.mobile.strip():
+        try:
+            mobile = normalise_mobile(form.mobile, clinic.region, countries=clinic.texts_to)
+        except ContactError as error:
+            errors["mobile"] = str(error)
+    if form.email.strip():
+        try:
+            email = normalise_email(form.email)
+        except ContactError as error:
+            errors["email"] = str(error)
+    if not errors and mobile is None and email is None:
+        errors["mobile"] = "need-one"  # the template words it: the clinic needs one way in
+    return errors, mobile, email
+
+
+@link_page
+async def contact(request: web.Request, visit: Visit) -> web.StreamResponse:
+    form = await request.post()
+    typed = ContactForm.read(form)
+    errors, mobile, email = _contact_errors(typed, visit.clinic)
+    if errors:
+        return await render_overview(request, visit, status=422, contact=typed, errors=errors)
+    patient = visit.patient
+    wanted = {"mobile": mobile, "email": email}
+    changed = {k: v for k, v in wanted.items() if getattr(patient, k) != v}
+    if not changed:
+        back_to_overview(visit, done="contact-same", anchor="contact")
+    pool = request.app[POOL]
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            updated = await patients.update(
+                conn,
+                patient.id,
+                expected_version=field_int(typed.version) or 0,
+                changes=changed,
+                now=visit.now,
+            )
+            assert updated is not None  # patients are never deleted
+            # The old contact hears of it: if this was not the patient, that is how they learn.
+            await outbox_plan.plan_contact_changed(conn, patient, updated, now=visit.now)
+            await audit.record(
+                conn,
+                at=visit.now,
+                actor=visit.actor,
+                action="patient.update",
+                entity="patient",
+                entity_id=patient.id,
+                patient_id=patient.id,
+                details={"fields": sorted(changed)},
+                request_id=request_id_var.get(),
+            )
+    except patients.StaleVersion:
+        fresh = await patients.get(pool, patient.id)
+        assert fresh is not None  # patients are never deleted
+        return await render_overview(
+            request,
+            replace(visit, patient=fresh),
+            status=409,
+            contact=typed.rebased(fresh),
+            contact_stale=True,
+        )
+    # The change revoked every link sent so far, this one included: carry on with a new one
+    # (the messages from now on bring it too).
+    token = links.patient_link_token(
+        link_secret(request),
+        updated.id,
+        updated.link_version,
+        now=visit.now,
+        lifetime=request.app[SETTINGS].link_lifetime,
+    )
+    back_to_overview(replace(visit, token=token, patient=updated), done="contact", anchor="contact")
+
+
+@link_page
+async def consents(request: web.Request, visit: Visit) -> web.StreamResponse:
+    """Each box is one consent; only the ones whose state changed are recorded (append-only),
+    with the source and the version of the wording the patient saw."""
+    form = await request.post()
+    pool = request.app[POOL]
+    patient_id = visit.patient.id
+    async with pool.acquire() as conn, conn.transaction():
+        current = await patients.current_consents(conn, patient_id)
+        changed = {
+            kind: kind in form
+            for kind in patients.CONSENT_KINDS
+            if (kind in form) != (kind in current and current[kind].granted)
+        }
+        for kind, granted in changed.items():
+            await patients.record_consent(
+                conn,
+                patient_id,
+                kind=kind,
+                granted=granted,
+                source=CONSENT_SOURCE,
+                wording_version=CONSENT_WORDING_VERSION,
+                now=visit.now,
+            )
+        if changed:
+            await audit.record(
+                conn,
+                at=visit.now,
+                actor=visit.actor,
+                action="consent.record",
+                entity="patient",
+                entity_id=patient_id,
+                patient_id=patient_id,
+                details={
+                    "consents": changed,
+                    "source": CONSENT_SOURCE,
+                    "wording_version": CONSENT_WORDING_VERSION,
+                },
+                request_id=request_id_var.get(),
+            )
+    back_to_overview(visit, done="consents" if changed else "consents-same", anchor="consents")
