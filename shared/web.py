@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from aiohttp import web
@@ -136,7 +136,7 @@ async def readyz(request: web.Request) -> web.Response:
         return problem(503, "Service Unavailable", detail="shutting down")
     try:
         async with app[POOL].acquire(timeout=2) as conn:
-            pending = await migrate.pending_migrations(conn)
+            pending = await migrate.pending_migrations(cast(asyncpg.Connection, conn))
     except migrate.MigrationMismatch as exc:
         log.warning("not ready: migrations differ", extra={"error": str(exc)})
         return problem(

@@ -47,7 +47,7 @@ async def ensure_database(server: Any, name: str = DATABASE_NAME) -> str:
                 pass  # another process created it in the meantime
     finally:
         await conn.close()
-    return server.get_uri(name)
+    return str(server.get_uri(name))
 
 
 async def database_url(settings_database_url: str | None, state_dir: Path) -> tuple[str, Any]:

@@ -13,7 +13,7 @@ so that one request's changes, their history, audit rows and outbox messages com
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import asyncpg
 
@@ -27,7 +27,9 @@ RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 async def in_transaction(pool: asyncpg.Pool, work: Work[T], *, attempts: int = 3) -> T:
     for attempt in range(attempts):
-        async with pool.acquire() as conn:
+        async with pool.acquire() as proxy:
+            # The pool hands out a proxy that stands for the connection it holds.
+            conn = cast(asyncpg.Connection, proxy)
             try:
                 async with conn.transaction():
                     return await work(conn)

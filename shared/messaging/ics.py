@@ -105,7 +105,7 @@ def build_ics(
                 attendee=attendee,
             )
         )
-    return calendar.to_ical()
+    return bytes(calendar.to_ical())
 
 
 def ics_attachment(

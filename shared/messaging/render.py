@@ -95,7 +95,7 @@ def _environment(*, trim: bool) -> Environment:
     return Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         # Only HTML is escaped; SMS and plain text must keep '&' and '<' as typed.
-        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        autoescape=lambda name: name is not None and name.endswith(".html.j2"),
         undefined=StrictUndefined,
         trim_blocks=trim,
         lstrip_blocks=trim,
@@ -242,8 +242,8 @@ def grouped_dates(views: Sequence[SessionView], style: DateStyle) -> str:
         return f"{'; '.join(parts)} at {views[0].time}"
     items = []
     for v in views:
-        month = style.months[v.local.month - 1]
-        day = f"{month} {v.local.day}" if style.month_first else f"{v.local.day} {month}"
+        month_name = style.months[v.local.month - 1]
+        day = f"{month_name} {v.local.day}" if style.month_first else f"{v.local.day} {month_name}"
         items.append(f"{day} {v.time}")
     return ", ".join(items)
 

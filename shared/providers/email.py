@@ -75,14 +75,16 @@ def build_message(
         message = MIMEMultipart("mixed")
         message.attach(body)
         for item in attachments:
-            part = MIMEBase(item.maintype, item.subtype, **(item.params or {}))
+            # typeshed types MIMEBase's **params as if one could be its `policy`
+            part = MIMEBase(item.maintype, item.subtype, **(item.params or {}))  # type: ignore[arg-type]
             part.set_payload(item.content)
             encoders.encode_base64(part)
             part.add_header("Content-Disposition", "attachment", filename=item.filename)
             message.attach(part)
     message["From"] = from_header
     message["To"] = to_header
-    message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+    # A compat32 message takes a Header (RFC 2047 encoded) where typeshed says str.
+    message["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")  # type: ignore[assignment]
     message["Message-ID"] = message_id
     return message
 

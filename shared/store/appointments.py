@@ -9,7 +9,7 @@ replica inserts it. Callers map `asyncpg.ExclusionViolationError` to a 409.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -47,7 +47,7 @@ class Appointment:
     created_at: datetime
 
 
-def _appointment(row: asyncpg.Record) -> Appointment:
+def _appointment(row: asyncpg.Record | Mapping[str, Any]) -> Appointment:
     data = dict(row)
     data["review_reasons"] = list(data["review_reasons"])
     return Appointment(**data)

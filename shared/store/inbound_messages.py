@@ -24,7 +24,7 @@ async def record_inbound(
     received_at: datetime,
 ) -> int | None:
     """Store the message; return its id, or None when Twilio delivered the same one before."""
-    return await db.fetchval(
+    stored = await db.fetchval(
         """
         INSERT INTO inbound_message (message_sid, from_number, to_number, body, opt_out_type,
                                      received_at)
@@ -39,6 +39,7 @@ async def record_inbound(
         opt_out_type,
         received_at,
     )
+    return None if stored is None else int(stored)
 
 
 # -- Erasure and access requests (added for the admin API) -----------------------------------------

@@ -82,9 +82,10 @@ async def enqueue(conn: Executor, item: NewNotification, *, now: datetime) -> in
         item.urgent,
         now,
     )
-    if notification_id is not None:
-        await _event(conn, notification_id, now, None, "scheduled", "planned")
-    return notification_id
+    if notification_id is None:
+        return None
+    await _event(conn, notification_id, now, None, "scheduled", "planned")
+    return int(notification_id)
 
 
 async def _event(

@@ -158,7 +158,7 @@ async def _reschedule(
         change,
         "appointment.reschedule",
         moved,
-        reason=request.override_reason if overridden else request.reason,
+        reason=(request.override_reason or "") if overridden else request.reason,
         details=_reschedule_audit(move.current, moved, request, outcome),
     )
     return outcome
