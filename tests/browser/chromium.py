@@ -6,20 +6,24 @@ Found means, in this order: Playwright's own build for the installed Playwright 
 PLAYWRIGHT_BROWSERS_PATH, by default ~/.cache/ms-playwright), then `chromium` or
 `chromium-browser` on PATH (Debian's package installs /usr/bin/chromium). When neither is there:
 
+Playwright's driver (the Node.js it bundles) must start too: on a minimal Debian it lacks
+libatomic.so.1, and then nothing of Playwright works, neither its download nor the tests.
+
 1. Playwright's own download (`python -m playwright install --no-shell chromium`), bounded: a
    CDN that cannot be resolved or refuses fails within seconds, a silent one after Playwright's
    five tries of IDLE_TIMEOUT_MS each, a download still running after --download-timeout
    seconds is stopped (with everything it started);
-2. else, as root with apt-get on PATH, Debian's package (`apt-get install chromium`, and on
-   failure `apt-get update` and once more, for a machine whose package lists are missing or
-   stale);
-3. else one line naming what to install, exit status 2, so the suite stops before any test runs
+2. else, as root with apt-get on PATH, Debian's package (`apt-get install chromium`, with
+   libatomic1 when the driver lacks it; on failure `apt-get update` and once more, for a
+   machine whose package lists are missing or stale);
+3. else one line naming what to install (Chromium, or the library the driver lacks), exit
+   status 2, so the suite stops before any test runs
    instead of ending in a page of browser-test errors.
 
-It reads nothing but the environment it runs in (PATH, PLAYWRIGHT_BROWSERS_PATH,
-PLAYWRIGHT_DOWNLOAD_HOST are Playwright's and the shell's own), which is how its tests
-(test_chromium_setup.py) stand it on a machine with no Chromium, a fake apt-get and a local CDN
-while the machine running them has Chromium installed.
+It reads nothing but the environment it runs in (PATH, and Playwright's own
+PLAYWRIGHT_BROWSERS_PATH, PLAYWRIGHT_DOWNLOAD_HOST, PLAYWRIGHT_NODEJS_PATH), which is how its
+tests (test_chromium_setup.py) stand it on a machine with no Chromium, a fake apt-get, a local
+CDN or a driver that does not start, while the machine running them has Chromium installed.
 """
 
 from __future__ import annotations
@@ -43,9 +47,16 @@ DOWNLOAD_TIMEOUT = 300.0
 # network that drops packets instead of refusing them. Ten seconds without a byte is a dead CDN.
 IDLE_TIMEOUT_MS = "10000"
 REASON_LENGTH = 160
+# The one library Playwright's bundled Node.js links to that a minimal Debian can lack.
+DRIVER_LIBRARY = ("libatomic", "libatomic1")
+PROBE = """
+from playwright.sync_api import sync_playwright
+with sync_playwright() as playwright:
+    print(playwright.chromium.executable_path)
+"""
 
 
-def find_chromium(playwright_build: str) -> str | None:
+def find_chromium(playwright_build: str | None) -> str | None:
     """The Chromium the browser tests drive: Playwright's own build at `playwright_build` (its
     `chromium.executable_path`) when it is there, else the first of NAMES on PATH."""
     if playwright_build and os.access(playwright_build, os.X_OK):
@@ -57,12 +68,24 @@ def find_chromium(playwright_build: str) -> str | None:
     return None
 
 
-def playwright_build() -> str:
-    """Where the installed Playwright keeps (or would keep) its own Chromium."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        return playwright.chromium.executable_path
+def playwright_build() -> tuple[str | None, str | None]:
+    """Where the installed Playwright keeps (or would keep) its own Chromium, and None; or None
+    and, in one line, why Playwright's driver does not start. Asked in a child process, whose
+    output is kept: a driver that cannot load its libraries says so on stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = result.stdout.strip().splitlines()
+    if result.returncode == 0 and lines:
+        return lines[-1], None
+    errors = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    loader = [line for line in errors if "error while loading shared libraries" in line]
+    reason = (loader or errors[-1:] or [f"exit status {result.returncode}"])[0]
+    return None, reason[:REASON_LENGTH]
 
 
 def _reason(output: str, marker: str, fallback: str) -> str:
@@ -100,8 +123,8 @@ def download(timeout: float) -> str | None:
     return _reason(output, "Error:", f"exit status {child.returncode}")
 
 
-def apt_install() -> str | None:
-    """Debian's chromium through apt-get, as root. None when it worked, else why not."""
+def apt_install(packages: list[str]) -> str | None:
+    """Debian's `packages` through apt-get, as root. None when it worked, else why not."""
     apt = shutil.which("apt-get")
     if apt is None:
         return "no apt-get"
@@ -114,7 +137,7 @@ def apt_install() -> str | None:
             [apt, *args], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
         )
 
-    install = ("install", "-y", "-qq", "chromium")
+    install = ("install", "-y", "-qq", *packages)
     result = run(*install)
     if result.returncode != 0:
         update = run("update", "-qq")
@@ -165,19 +188,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    build = playwright_build()
+    build, driver_error = playwright_build()
     found = find_chromium(build)
-    if found is None:
+    if found is None and driver_error is None:
         say("none found; trying Playwright's own download")
         failure = download(args.download_timeout)
         found = find_chromium(build)
         if found is None:
             say(f"Playwright's download did not work ({failure or 'nothing installed'})")
-    if found is None:
-        failure = apt_install()
+    elif driver_error is not None:
+        say(f"Playwright's driver does not start: {driver_error}")
+    library, package = DRIVER_LIBRARY
+    packages = [] if found else ["chromium"]
+    if driver_error is not None and library in driver_error:
+        packages.append(package)
+    if packages:
+        failure = apt_install(packages)
         if failure not in ("no apt-get", "not root"):
-            say("installed Debian's chromium" if failure is None else failure)
+            say(f"installed Debian's {' '.join(packages)}" if failure is None else failure)
+        if driver_error is not None:
+            build, driver_error = playwright_build()
         found = find_chromium(build)
+    if driver_error is not None:
+        hint = (
+            f"as root, `apt-get install {package}`"
+            if library in driver_error
+            else "reinstall Playwright (`make clean test`)"
+        )
+        print(
+            f"Playwright's driver does not start ({driver_error}): {hint}",
+            file=sys.stderr,
+        )
+        return 2
     if found is None:
         print(MISSING, file=sys.stderr)
         return 2

@@ -3,7 +3,9 @@ any test runs. Each test runs the real script, with the real Playwright installe
 made to look empty: PATH is a folder of the test's own (a fake apt-get that records its
 arguments, sometimes a fake chromium), PLAYWRIGHT_BROWSERS_PATH an empty folder, and
 PLAYWRIGHT_DOWNLOAD_HOST a local stand-in for Playwright's CDN that serves a build, answers 404,
-or accepts and never answers. The machine's own Chromium is never touched."""
+or accepts and never answers, and PLAYWRIGHT_NODEJS_PATH, in one test, a Node.js that cannot load
+libatomic.so.1 (as on a minimal Debian) until apt-get has installed libatomic1. The machine's own
+Chromium is never touched."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import playwright
 import psutil
 import pytest
 
@@ -99,7 +102,8 @@ class Machine:
 
     def add_apt_get(self) -> None:
         """A fake apt-get like a fresh Debian image's: `install` fails for want of package lists
-        until `update` has run, then puts a chromium on PATH. Every call is recorded."""
+        until `update` has run, then puts a chromium on PATH (and leaves a mark for libatomic1).
+        Every call is recorded."""
         apt = self.bin / "apt-get"
         apt.write_text(
             f"#!{sys.executable}\n"
@@ -116,10 +120,28 @@ class Machine:
             "if not lists.exists():\n"
             "    print('E: Unable to locate package chromium', file=sys.stderr)\n"
             "    sys.exit(100)\n"
-            "(bin / 'chromium').write_text(" + repr(CHROMIUM_SCRIPT) + ")\n"
-            "(bin / 'chromium').chmod(0o755)\n"
+            "if 'chromium' in sys.argv:\n"
+            "    (bin / 'chromium').write_text(" + repr(CHROMIUM_SCRIPT) + ")\n"
+            "    (bin / 'chromium').chmod(0o755)\n"
+            "if 'libatomic1' in sys.argv:\n"
+            f"    Path({str(self.root / 'libatomic1')!r}).touch()\n"
         )
         apt.chmod(0o755)
+
+    def break_driver(self) -> None:
+        """Playwright's Node.js as on a minimal Debian: it cannot start until libatomic1 is
+        installed (the fake apt-get's mark), then it is the real one."""
+        real = Path(playwright.__file__).parent / "driver" / "node"
+        node = self.root / "node"
+        node.write_text(
+            "#!/bin/sh\n"
+            f'[ -e {self.root / "libatomic1"} ] && exec {real} "$@"\n'
+            f"echo '{node}: error while loading shared libraries: libatomic.so.1: "
+            "cannot open shared object file: No such file or directory' >&2\n"
+            "exit 127\n"
+        )
+        node.chmod(0o755)
+        self.env["PLAYWRIGHT_NODEJS_PATH"] = str(node)
 
     def playwright_build(self) -> Path:
         """Where Playwright, in this machine's environment, would put its Chromium."""
@@ -127,7 +149,7 @@ class Machine:
             [
                 sys.executable,
                 "-c",
-                "from tests.browser.chromium import playwright_build as p; print(p())",
+                "from tests.browser.chromium import playwright_build as p; print(p()[0])",
             ],
             env=self.env,
             cwd=REPO_ROOT,
@@ -268,3 +290,37 @@ def test_with_no_chromium_and_nothing_to_install_it_with_it_stops_with_one_line(
     assert result.stderr.splitlines() == [MISSING]
     assert cdn.requests, "Playwright's download was tried first"
     assert "Playwright's download did not work" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apt-get installs only as root")
+def test_a_driver_missing_libatomic_gets_it_with_chromium_instead_of_a_download_that_cannot_run(
+    machine: Machine, cdn: Cdn
+) -> None:
+    machine.add_apt_get()
+    machine.break_driver()
+
+    result = machine.ensure()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Playwright's driver does not start: " in result.stdout
+    assert "libatomic.so.1" in result.stdout
+    assert cdn.requests == [], "no download is tried with a driver that cannot start"
+    assert machine.apt_calls()[-1] == {
+        "args": ["install", "-y", "-qq", "chromium", "libatomic1"],
+        "frontend": "noninteractive",
+    }
+    assert f"{machine.bin / 'chromium'} ({FAKE_VERSION})" in result.stdout
+
+
+def test_a_driver_that_cannot_start_and_no_apt_get_stop_with_one_line_naming_the_library(
+    machine: Machine, cdn: Cdn
+) -> None:
+    machine.add_chromium()
+    machine.break_driver()
+
+    result = machine.ensure()
+
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Playwright's driver does not start (")
+    assert "libatomic.so.1" in line and line.endswith("as root, `apt-get install libatomic1`")
