@@ -26,7 +26,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The browser tests need a Chromium: found, else fetched or installed (tests/browser/chromium.py),
+# else one line saying what to install and no test runs.
 test: lint
+	$(BIN)/python -m tests.browser.chromium
 	$(BIN)/pytest -W error $(PYTEST_ARGS)
 
 format: $(VENV)/.installed-test

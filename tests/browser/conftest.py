@@ -1,16 +1,17 @@
-"""Headless Chromium (Debian's package, found on PATH) driven by Playwright, a place for
+"""Headless Chromium (Playwright's own build, or Debian's package on PATH: chromium.py finds it,
+and `make test` runs it first to fetch or install one) driven by Playwright, a place for
 screenshots: test-artifacts/screenshots/ (named in the README), and a plain HTTP client with a
 browser's cookie jar for the tests that post forms by hand."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.browser.chromium import MISSING, find_chromium
 from tests.conftest import BookingApi
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -28,22 +29,15 @@ PHONE = {"width": 360, "height": 780}
 DESKTOP = {"width": 1280, "height": 900}
 
 
-def chromium_path() -> str:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise RuntimeError("Chromium is not installed: `apt-get install chromium` (.ci/run does)")
-
-
 @pytest.fixture
 async def browser() -> AsyncIterator[object]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=chromium_path(), args=CHROMIUM_ARGS
-        )
+        executable = find_chromium(playwright.chromium.executable_path)
+        if executable is None:
+            raise RuntimeError(MISSING)
+        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
