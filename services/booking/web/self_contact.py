@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from services.booking.domain import patient_contact
 from services.booking.web.self_overview import ContactForm, render_overview
 from services.booking.web.self_visit import (
     Visit,
@@ -16,11 +17,13 @@ from services.booking.web.self_visit import (
     link_page,
     link_secret,
 )
-from shared import links, outbox_plan
+from shared import links
+from shared.db.transactions import in_transaction
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
+from shared.domain.errors import Stale
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo
-from shared.store import audit, patients
+from shared.store import patients
 from shared.web import POOL, SETTINGS
 
 CONSENT_SOURCE = "self_service"
@@ -65,32 +68,22 @@ async def contact(request: web.Request, visit: Visit) -> web.StreamResponse:
     if not changed:
         back_to_overview(visit, done="contact-same", anchor="contact")
     pool = request.app[POOL]
+    version = field_int(typed.version) or 0
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            updated = await patients.update(
+        updated = await in_transaction(
+            pool,
+            lambda conn: patient_contact.change_contact(
                 conn,
-                patient.id,
-                expected_version=field_int(typed.version) or 0,
-                changes=changed,
-                now=visit.now,
-            )
-            assert updated is not None  # patients are never deleted
-            # The old contact hears of it: if this was not the patient, that is how they learn.
-            await outbox_plan.plan_contact_changed(conn, patient, updated, now=visit.now)
-            await audit.record(
-                conn,
-                at=visit.now,
+                patient,
+                changed,
+                expected_version=version,
                 actor=visit.actor,
-                action="patient.update",
-                entity="patient",
-                entity_id=patient.id,
-                patient_id=patient.id,
-                details={"fields": sorted(changed)},
+                now=visit.now,
                 request_id=request_id_var.get(),
-            )
-    except patients.StaleVersion:
-        fresh = await patients.get(pool, patient.id)
-        assert fresh is not None  # patients are never deleted
+            ),
+        )
+    except Stale as stale:
+        fresh = stale.current
         return await render_overview(
             request,
             replace(visit, patient=fresh),
@@ -115,39 +108,18 @@ async def consents(request: web.Request, visit: Visit) -> web.StreamResponse:
     """Each box is one consent; only the ones whose state changed are recorded (append-only),
     with the source and the version of the wording the patient saw."""
     form = await request.post()
-    pool = request.app[POOL]
-    patient_id = visit.patient.id
-    async with pool.acquire() as conn, conn.transaction():
-        current = await patients.current_consents(conn, patient_id)
-        changed = {
-            kind: kind in form
-            for kind in patients.CONSENT_KINDS
-            if (kind in form) != (kind in current and current[kind].granted)
-        }
-        for kind, granted in changed.items():
-            await patients.record_consent(
-                conn,
-                patient_id,
-                kind=kind,
-                granted=granted,
-                source=CONSENT_SOURCE,
-                wording_version=CONSENT_WORDING_VERSION,
-                now=visit.now,
-            )
-        if changed:
-            await audit.record(
-                conn,
-                at=visit.now,
-                actor=visit.actor,
-                action="consent.record",
-                entity="patient",
-                entity_id=patient_id,
-                patient_id=patient_id,
-                details={
-                    "consents": changed,
-                    "source": CONSENT_SOURCE,
-                    "wording_version": CONSENT_WORDING_VERSION,
-                },
-                request_id=request_id_var.get(),
-            )
+    wanted = {kind: kind in form for kind in patients.CONSENT_KINDS}
+    changed = await in_transaction(
+        request.app[POOL],
+        lambda conn: patient_contact.set_consents(
+            conn,
+            visit.patient.id,
+            wanted,
+            source=CONSENT_SOURCE,
+            wording_version=CONSENT_WORDING_VERSION,
+            actor=visit.actor,
+            now=visit.now,
+            request_id=request_id_var.get(),
+        ),
+    )
     back_to_overview(visit, done="consents" if changed else "consents-same", anchor="consents")

@@ -18,13 +18,15 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
+from services.booking.domain import patient_contact
 from services.booking.domain.changes import Change
 from services.booking.web import TEMPLATES, csrf
-from shared import links, outbox_plan
+from shared import links
+from shared.db.transactions import in_transaction
 from shared.logging import request_id_var
 from shared.scheduling import gaps
 from shared.scheduling.loader import ClinicInfo, load_clinic
-from shared.store import appointments, audit, clinics, patients
+from shared.store import appointments, clinics, patients
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
 from shared.store.patients import Patient
@@ -186,22 +188,13 @@ async def renew(request: web.Request) -> web.StreamResponse:
     try:
         links.open_patient_link(secret, token, now=now, current_version=patient.link_version)
     except links.LinkError:
-        async with pool.acquire() as conn, conn.transaction():
-            planned = await outbox_plan.plan_new_link(
-                conn, patient.id, now=now, asked_by_patient=True
-            )
-            if planned:
-                await audit.record(
-                    conn,
-                    at=now,
-                    actor=Actor("patient", patient.id, ACTOR_NAME),
-                    action="patient.link_request",
-                    entity="patient",
-                    entity_id=patient.id,
-                    patient_id=patient.id,
-                    details={"notifications": planned},
-                    request_id=request_id_var.get(),
-                )
+        actor = Actor("patient", patient.id, ACTOR_NAME)
+        await in_transaction(
+            pool,
+            lambda conn: patient_contact.request_new_link(
+                conn, patient.id, actor=actor, now=now, request_id=request_id_var.get()
+            ),
+        )
         return render_private(request, "self/link_sent.html", clinic=clinic)
     raise web.HTTPSeeOther(f"/s/{token}", headers=dict(PRIVATE))  # it still works: go there
 
