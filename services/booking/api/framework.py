@@ -3,7 +3,11 @@ once, and the same declaration validates requests and generates the OpenAPI docu
 cannot drift apart.
 
 Handlers receive a `Ctx` and return a pydantic model (sent as JSON), a list of models, or an
-aiohttp response. Domain failures are raised as `ApiError` and leave as problem+json.
+aiohttp response. Domain failures are raised as `ApiError` and leave as problem+json; a
+validation error names each bad field by its path in the request (`patient.screening.pregnant`,
+`sessions.1.start`), never by pydantic's names for its validators. A create (201) may declare
+`location`, the path its answer can be read back at, sent as `Location` (on an idempotent
+replay too). Field types are in `fields`, lists page as `pagination` says.
 
 Least privilege on reads: an endpoint may declare `views`, a narrower response model per role
 (front desk: no clinical fields). The handler builds the full answer; the framework re-validates
