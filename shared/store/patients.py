@@ -329,6 +329,28 @@ async def consent_history(db: Executor, patient_id: int) -> list[Consent]:
     return [Consent(**dict(r)) for r in rows]
 
 
+async def consent_history_page(
+    db: Executor, patient_id: int, *, after: tuple[datetime, int] | None, limit: int
+) -> list[tuple[int, Consent]]:
+    """Up to `limit` entries of `consent_history` with their ids, in the same order, after the
+    entry whose (recorded_at, id) is `after` (keyset pagination)."""
+    rows = await db.fetch(
+        """
+        SELECT id, kind, granted, source, wording_version, recorded_at
+        FROM patient_consent
+        WHERE patient_id = $1
+          AND ($2::timestamptz IS NULL OR (recorded_at, id) > ($2, $3::bigint))
+        ORDER BY recorded_at, id
+        LIMIT $4
+        """,
+        patient_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [(r["id"], Consent(**{k: v for k, v in dict(r).items() if k != "id"})) for r in rows]
+
+
 # -- erasure (added for the admin API) -------------------------------------------------------------
 
 # What an erased patient's names become: the columns are NOT NULL, and staff looking at an old

@@ -31,13 +31,13 @@ async def test_clinic_and_treatments_on_offer(demo: Demo) -> None:
     assert [p["id"] for p in clinic.body["practitioners"]] == [1, 2]
     treatments = await demo.call("GET", f"/api/v1/public/clinics/{demo.clinic_id}/treatments")
     assert treatments.status == 200
-    meso = next(t for t in treatments.body if t["code"] == "hair-mesotherapy")
+    meso = next(t for t in treatments.body["items"] if t["code"] == "hair-mesotherapy")
     assert meso["is_course"] and meso["sessions_min"] == meso["sessions_max"] == 8
     assert [g["target_days"] for g in meso["gaps"]] == [7, 7, 7, 14, 14, 14, 14]
     assert (await demo.call("GET", "/api/v1/public/clinics/999")).status == 404
     await demo.pool.execute("UPDATE treatment SET public = false WHERE id = $1", demo.prp)
     listed = await demo.call("GET", f"/api/v1/public/clinics/{demo.clinic_id}/treatments")
-    assert demo.prp not in [t["id"] for t in listed.body]
+    assert demo.prp not in [t["id"] for t in listed.body["items"]]
 
 
 async def test_availability_grouped_by_local_day_with_zone(demo: Demo) -> None:

@@ -296,7 +296,7 @@ async def test_consent_history_is_append_only_and_newest_wins(booking_api: Booki
 
     history = await booking_api.call("GET", path, role="clinician")
     assert history.status == 200
-    assert [(c["kind"], c["granted"]) for c in history.body] == [
+    assert [(c["kind"], c["granted"]) for c in history.body["items"]] == [
         ("care_sms", True),
         ("care_sms", False),
         ("care_email", True),
@@ -351,7 +351,7 @@ async def test_erasure_removes_contact_data_and_keeps_the_medical_record(
     )
     assert kept == pid
     history = await booking_api.call("GET", f"{BASE}/{pid}/consents", role="admin")
-    assert len(history.body) == 4  # the two grants and the two withdrawals
+    assert len(history.body["items"]) == 4  # the two grants and the two withdrawals
 
     (decision,) = await audit_rows(booking_api, "patient.erase")
     assert decision["reason"] == "erasure request #17" and decision["patient_id"] == pid

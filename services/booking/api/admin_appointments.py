@@ -28,37 +28,33 @@ is written to the audit log (`appointment.read`), every change in the change's o
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from services.booking.api import API
 from services.booking.api.common import (
     ALL_STAFF,
     CLINICAL,
     DESK,
-    MAX_ID,
-    Id,
     Read,
     or_not_found,
     record_reads,
-    storable,
+)
+from services.booking.api.fields import (
+    Body,
+    Day,
+    Id,
+    Instant,
+    OverrideReason,
+    Query,
+    Reason,
+    ShortText,
+    text,
 )
 from services.booking.api.framework import Ctx, Handler, invalid
 from services.booking.api.move_views import (
@@ -67,6 +63,7 @@ from services.booking.api.move_views import (
     gap_out,
     shift_out,
 )
+from services.booking.api.pagination import Page, PageQuery, next_cursor
 from services.booking.domain import actions, cancellations, reschedule
 from services.booking.domain.changes import Change
 from shared.db.transactions import in_transaction
@@ -80,34 +77,8 @@ from shared.store.staff_tokens import Role
 TAG = "appointments"
 ACTION_ERRORS = (409, 412, 428)
 
-# -- input types shared with the series module ----------------------------------------------------
-
-# In JSON bodies types are strict: the schema says integer, boolean, string, and the fuzzer
-# rightly complains when 0 passes for false or "5" for 5.
-BodyId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
-EARLIEST = date(2000, 1, 1)
-LATEST = date(2100, 12, 31)
-# Dates far outside the clinic's life would overflow date arithmetic; nothing real is there.
-LocalDay = Annotated[date, Field(ge=EARLIEST, le=LATEST)]
-
-
-Text = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(storable)]
-
-
-def _in_range(moment: datetime) -> datetime:
-    if not EARLIEST.year <= moment.astimezone(UTC).year <= LATEST.year:
-        raise ValueError(f"must be between {EARLIEST.year} and {LATEST.year}")
-    return moment
-
-
-def _iso_text(value: object) -> object:
-    # Lax pydantic would read a number as seconds since 1970; the schema promises a string.
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO 8601 date-time string with a UTC offset")
-    return value
-
-
-Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_in_range)]
+# A clinician's note clearing a review flag.
+ReviewNote = text(2000, min_length=1)
 
 
 # -- output models ---------------------------------------------------------------------------------
@@ -192,16 +163,6 @@ class AppointmentDetail(AppointmentOut):
     history: list[HistoryEvent]
 
 
-class AppointmentDeskPage(BaseModel):
-    items: list[AppointmentDeskOut]
-    next_cursor: str | None
-
-
-class AppointmentPage(BaseModel):
-    items: list[AppointmentOut]
-    next_cursor: str | None
-
-
 class ScheduleItem(BaseModel):
     id: int
     status: Status
@@ -279,51 +240,39 @@ DESK_DETAIL: dict[Role, type[BaseModel]] = {"front_desk": AppointmentDeskDetail}
 # -- input models ----------------------------------------------------------------------------------
 
 
-class AppointmentQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AppointmentQuery(PageQuery):
     practitioner_id: Id | None = None
     patient_id: Id | None = None
     series_id: Id | None = None
     status: list[Status] | None = Field(None, max_length=7, description="repeatable")
-    from_: LocalDay | None = Field(None, alias="from", description="first local date")
-    to: LocalDay | None = Field(None, description="last local date (inclusive)")
-    limit: int = Field(50, ge=1, le=200, description="items per page")
-    cursor: str | None = Field(None, max_length=100, description="next_cursor of the last page")
+    from_: Day | None = Field(None, alias="from", description="first local date")
+    to: Day | None = Field(None, description="last local date (inclusive)")
 
 
-class ScheduleQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    day: LocalDay = Field(alias="date", description="a local date (the week containing it)")
+class ScheduleQuery(Query):
+    day: Day = Field(alias="date", description="a local date (the week containing it)")
     view: Literal["day", "week"] = "day"
     include_cancelled: bool = Field(False, description="also cancelled and no-show appointments")
 
 
-class CancelBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Annotated[Text, Field(min_length=1, max_length=500)]
+class CancelBody(Body):
+    reason: Reason
     scope: Literal["this", "rest_of_course"] = "this"
     override: StrictBool = Field(False, description="cancel inside the cancellation notice anyway")
-    override_reason: Annotated[Text, Field(min_length=3, max_length=500)] | None = Field(
+    override_reason: OverrideReason | None = Field(
         None, description="required with override: true; logged"
     )
 
 
-class ReviewBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    note: Annotated[Text, Field(min_length=1, max_length=2000)]
+class ReviewBody(Body):
+    note: ReviewNote
 
 
-class RescheduleBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RescheduleBody(Body):
     starts_at: Instant
-    practitioner_id: BodyId | None = Field(None, description="default: the same practitioner")
-    reason: Annotated[Text, Field(max_length=500)] = ""
-    override_reason: Annotated[Text, Field(min_length=3, max_length=500)] | None = Field(
+    practitioner_id: Id | None = Field(None, description="default: the same practitioner")
+    reason: ShortText = ""
+    override_reason: OverrideReason | None = Field(
         None, description="clinician or admin: accept a gap below the hard minimum; logged"
     )
     shift_later: StrictBool = Field(
@@ -423,24 +372,6 @@ async def audit_reads(
 # -- reads -----------------------------------------------------------------------------------------
 
 
-def _encode_cursor(appointment: Appointment) -> str:
-    micros = (appointment.starts_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    text = f"s:{micros}:{appointment.id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, micros, ident = text.split(":")
-        if kind != "s" or not ident.isdigit() or not 0 < int(ident) <= MAX_ID:
-            raise ValueError(cursor)
-        start = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros))
-        return start, int(ident)
-    except (ValueError, UnicodeDecodeError, OverflowError):
-        raise invalid("cursor", "not a cursor this API issued", where="query") from None
-
-
 @API.route(
     "GET",
     "/api/v1/appointments",
@@ -448,16 +379,17 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     tag=TAG,
     roles=ALL_STAFF,
     query=AppointmentQuery,
-    response=AppointmentPage,
-    views={"front_desk": AppointmentDeskPage},
+    response=Page[AppointmentOut],
+    views={"front_desk": Page[AppointmentDeskOut]},
 )
-async def list_appointments(ctx: Ctx) -> AppointmentPage:
+async def list_appointments(ctx: Ctx) -> Page[AppointmentOut]:
     """Filter by practitioner, patient, series, status (repeat the parameter for several) and
     local dates `from`..`to` (inclusive, in each clinic's zone); ordered by start. Pass
     `next_cursor` back as `cursor` for the next page."""
     query: AppointmentQuery = ctx.query
     if query.from_ and query.to and query.to < query.from_:
         raise invalid("to", "must not be before from", where="query")
+    after = query.after(datetime, int)
     found = await appointments.list_page(
         ctx.pool,
         practitioner_id=query.practitioner_id,
@@ -466,14 +398,19 @@ async def list_appointments(ctx: Ctx) -> AppointmentPage:
         statuses=list(query.status) if query.status else None,
         first_day=query.from_,
         last_day=query.to,
-        after=_decode_cursor(query.cursor) if query.cursor else None,
-        limit=query.limit,
+        after=(after[0], after[1]) if after else None,
+        limit=query.fetch,
     )
+    shown = found[: query.limit]
     zones = Zones(ctx)
-    items = [appointment_out(a, await zones.of(a.clinic_id)) for a in found]
-    await audit_reads(ctx, found, via="list")
-    more = len(found) == query.limit
-    return AppointmentPage(items=items, next_cursor=_encode_cursor(found[-1]) if more else None)
+    items = [appointment_out(a, await zones.of(a.clinic_id)) for a in shown]
+    await audit_reads(ctx, shown, via="list")
+    return Page[AppointmentOut](items=items, next_cursor=next_cursor(found, query.limit, _by_start))
+
+
+def _by_start(appointment: Appointment) -> tuple[datetime, int]:
+    """The keyset of the appointment list (the store orders by start, then id)."""
+    return appointment.starts_at, appointment.id
 
 
 def _week_of(day: date) -> tuple[date, date]:

@@ -15,17 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, StringConstraints
 
 from services.booking.api import API
-from services.booking.api.common import (
-    ADMIN,
-    Id,
-    Instant,
-    PageQuery,
-    by_id,
-    check_span,
-    optional,
-    page,
-)
+from services.booking.api.common import ADMIN, check_span
+from services.booking.api.fields import Id, Instant, optional
 from services.booking.api.framework import Ctx
+from services.booking.api.pagination import Page, PageQuery
 from shared.store import audit
 
 Word = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -55,11 +48,6 @@ class AuditEntry(BaseModel):
     request_id: str | None
 
 
-class AuditPage(BaseModel):
-    items: list[AuditEntry]
-    next_cursor: str | None
-
-
 @API.route(
     "GET",
     "/api/v1/audit",
@@ -67,9 +55,9 @@ class AuditPage(BaseModel):
     tag="audit",
     roles=ADMIN,
     query=AuditQuery,
-    response=AuditPage,
+    response=Page[AuditEntry],
 )
-async def search_audit(ctx: Ctx) -> AuditPage:
+async def search_audit(ctx: Ctx) -> Page[AuditEntry]:
     """Every filter is optional and they combine with AND."""
     query: AuditQuery = ctx.query
     check_span(query.since, query.until)
@@ -82,7 +70,6 @@ async def search_audit(ctx: Ctx) -> AuditPage:
         since=query.since,
         until=query.until,
         before_id=query.after_id(),  # newest first: the page continues below this id
-        limit=query.limit + 1,
+        limit=query.fetch,
     )
-    items, cursor = page(rows, query.limit, AuditEntry.model_validate, by_id)
-    return AuditPage(items=items, next_cursor=cursor)
+    return Page[AuditEntry].of(rows, query.limit, AuditEntry.model_validate)

@@ -3,38 +3,30 @@ sessions or none."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.booking.api import API, idempotency
-from services.booking.api.common import ALL_STAFF, CLINICAL, Id
+from services.booking.api.common import ALL_STAFF, CLINICAL
+from services.booking.api.fields import Body, Id, Instant, OverrideReason
 from services.booking.api.framework import ApiError, Ctx, invalid
-from services.booking.api.public import (
-    BookedSession,
-    Instant,
-    Reason,
-    booked_out,
-    session_requests,
-)
+from services.booking.api.public import BookedSession, booked_out, session_requests
 from services.booking.domain import bookings, offers
 from services.booking.domain.sessions import SessionRequest
 
 
-class StaffSession(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StaffSession(Body):
     practitioner_id: Id
     start: Instant
 
 
-class StaffBookingRequest(BaseModel):
+class StaffBookingRequest(Body):
     """Either `start` with `practitioner_id` (a single visit; a course proposed from this first
     session; or, with `series_id`, the next session of that course), or an explicit `sessions`
     list (in order; fewer than the course's sessions books it session by session)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     patient_id: Id
     treatment_id: Id
@@ -45,7 +37,7 @@ class StaffBookingRequest(BaseModel):
         None, ge=1, le=50, description="sessions planned, for a course of variable length"
     )
     series_id: Id | None = Field(None, description="add the sessions to this course")
-    override_reason: Reason | None = Field(
+    override_reason: OverrideReason | None = Field(
         None,
         description="book under a gap's hard minimum (clinician or admin only); logged",
     )
@@ -59,6 +51,14 @@ class StaffBookingResult(BaseModel):
     needs_review: bool
     appointments: list[BookedSession]
     warnings: list[str] = Field(description="e.g. a gap beyond the soft maximum")
+
+
+def _location(booked: Mapping[str, Any]) -> str:
+    """One session booked: that appointment; several: the course they belong to."""
+    sessions = booked["appointments"]
+    if len(sessions) == 1 or booked["series_id"] is None:
+        return f"/api/v1/appointments/{sessions[0]['id']}"
+    return f"/api/v1/series/{booked['series_id']}"
 
 
 def _staff_booking(body: StaffBookingRequest) -> bookings.StaffBooking:
@@ -94,6 +94,7 @@ def _staff_booking(body: StaffBookingRequest) -> bookings.StaffBooking:
     status=201,
     idempotent=True,
     errors=(409, 422),
+    location=_location,
 )
 async def create_booking(ctx: Ctx) -> Any:
     """Every session is checked (free, gaps) and booked in one transaction, or none is. A

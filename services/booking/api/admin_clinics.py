@@ -4,8 +4,8 @@ Roles: every staff role reads clinics (front desk and clinicians need the polici
 zone to do their job); only `admin` creates a clinic or changes its settings, because policies
 (minimum notice, cancellation notice...) are the clinic's commercial and clinical decisions.
 
-The field types, cursors, concurrency answers and audit helpers every admin setup module shares
-are in `common`.
+Field types are in `fields`, the list's page and cursor in `pagination`, the concurrency answers
+and audit helpers every admin setup module shares in `common`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 from pydantic import (
@@ -29,44 +28,28 @@ from services.booking.api import API
 from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
-    Body,
-    LocalTime,
-    Name,
-    PageQuery,
-    Phone,
-    ShortText,
-    StoredName,
-    by_id,
     fields_of,
     later_than,
-    optional,
     or_not_found,
-    page,
     record_item,
     update_versioned,
     writing,
 )
+from services.booking.api.fields import (
+    Body,
+    LocalTime,
+    Name,
+    Phone,
+    ShortText,
+    StoredName,
+    TimeZone,
+    optional,
+)
 from services.booking.api.framework import Ctx, invalid
+from services.booking.api.pagination import Page, PageQuery
 from shared.domain.contact import is_sms_country
 from shared.store import clinics
 from shared.store.clinics import ClinicSettings, sms_countries_of
-
-
-def _known_time_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError("is not an IANA time zone, e.g. Europe/London") from None
-    return name
-
-
-TimeZone = Annotated[
-    str,
-    StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"),
-    AfterValidator(_known_time_zone),
-    Field(description="IANA time zone", examples=["Europe/London"]),
-]
-
 
 Region = Annotated[
     str,
@@ -195,11 +178,6 @@ class ClinicPatch(Body):
     sms_countries: SmsCountries | None = optional()
 
 
-class ClinicPage(BaseModel):
-    items: list[Clinic]
-    next_cursor: str | None
-
-
 async def _locked_clinic(conn: asyncpg.Connection, clinic_id: int) -> dict[str, Any]:
     return or_not_found(
         await clinics.get_clinic(conn, clinic_id, for_update=True), "clinic", clinic_id
@@ -213,13 +191,12 @@ async def _locked_clinic(conn: asyncpg.Connection, clinic_id: int) -> dict[str, 
     tag="clinics",
     roles=ALL_STAFF,
     query=PageQuery,
-    response=ClinicPage,
+    response=Page[Clinic],
 )
-async def list_clinics(ctx: Ctx) -> ClinicPage:
+async def list_clinics(ctx: Ctx) -> Page[Clinic]:
     query: PageQuery = ctx.query
-    rows = await clinics.list_clinics(ctx.pool, after_id=query.after_id(), limit=query.limit + 1)
-    items, cursor = page(rows, query.limit, Clinic.model_validate, by_id)
-    return ClinicPage(items=items, next_cursor=cursor)
+    rows = await clinics.list_clinics(ctx.pool, after_id=query.after_id(), limit=query.fetch)
+    return Page[Clinic].of(rows, query.limit, Clinic.model_validate)
 
 
 @API.route(
@@ -231,6 +208,7 @@ async def list_clinics(ctx: Ctx) -> ClinicPage:
     body=ClinicCreate,
     response=Clinic,
     status=201,
+    location="/api/v1/clinics/{id}",
 )
 async def create_clinic(ctx: Ctx) -> Clinic:
     body: ClinicCreate = ctx.body

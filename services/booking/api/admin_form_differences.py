@@ -19,21 +19,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from services.booking.api import API
-from services.booking.api.common import (
-    CLINICAL,
-    Body,
-    Id,
-    PageQuery,
-    Read,
-    ShortText,
-    by_id,
-    optional,
-    or_not_found,
-    page,
-    record,
-    record_reads,
-)
+from services.booking.api.common import CLINICAL, Read, or_not_found, record, record_reads
+from services.booking.api.fields import Body, Id, Reason, optional
 from services.booking.api.framework import ApiError, Ctx
+from services.booking.api.pagination import Page, PageQuery
 from shared.store import form_differences
 from shared.store.form_differences import FormDifference
 
@@ -55,20 +44,13 @@ class FormDifferenceOut(BaseModel):
     review_note: str
 
 
-class FormDifferencePage(BaseModel):
-    items: list[FormDifferenceOut]
-    next_cursor: str | None
-
-
 class FormDifferenceQuery(PageQuery):
     patient_id: Id = optional(description="only this patient's")
     include_reviewed: bool = Field(False, description="also those already reviewed")
 
 
 class Review(Body):
-    note: ShortText = Field(
-        min_length=1, description="what was found, e.g. 'spoke to patient: new email confirmed'"
-    )
+    note: Reason = Field(description="what was found, e.g. 'spoke to patient: new email confirmed'")
 
 
 def _out(item: FormDifference) -> FormDifferenceOut:
@@ -82,9 +64,9 @@ def _out(item: FormDifference) -> FormDifferenceOut:
     tag=TAG,
     roles=CLINICAL,
     query=FormDifferenceQuery,
-    response=FormDifferencePage,
+    response=Page[FormDifferenceOut],
 )
-async def list_form_differences(ctx: Ctx) -> FormDifferencePage:
+async def list_form_differences(ctx: Ctx) -> Page[FormDifferenceOut]:
     """Those not yet reviewed, unless `include_reviewed`. Audited as a read of each patient."""
     query: FormDifferenceQuery = ctx.query
     rows = await form_differences.list_page(
@@ -92,16 +74,16 @@ async def list_form_differences(ctx: Ctx) -> FormDifferencePage:
         open_only=not query.include_reviewed,
         patient_id=query.patient_id,
         after_id=query.after_id(),
-        limit=query.limit + 1,
+        limit=query.fetch,
     )
-    items, cursor = page(rows, query.limit, _out, by_id)
+    shown = Page[FormDifferenceOut].of(rows, query.limit, _out)
     await record_reads(
         ctx,
         action="form_difference.read",
         entity="form_difference",
-        reads=[Read(item.id, item.patient_id, {}) for item in items],
+        reads=[Read(item.id, item.patient_id, {}) for item in shown.items],
     )
-    return FormDifferencePage(items=items, next_cursor=cursor)
+    return shown
 
 
 @API.route(

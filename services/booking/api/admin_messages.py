@@ -41,22 +41,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import asyncpg
 import phonenumbers
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from services.booking.api import API, idempotency
 from services.booking.api.common import ALL_STAFF, DESK
-from services.booking.api.framework import (
-    ApiError,
-    Ctx,
-    PageQuery,
-    encode_cursor,
-    not_found,
-)
+from services.booking.api.fields import Body, Reason
+from services.booking.api.framework import ApiError, Ctx, not_found
+from services.booking.api.pagination import Page, PageQuery
 from shared.store import appointments, audit, notifications, patients
 from shared.store.notifications import (
     AttemptView,
@@ -69,10 +65,6 @@ from shared.store.notifications import (
 
 TAG = "messages"
 
-Reason = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=r"^[^\x00]*$"),
-]
 AttemptOutcome = Literal["sent", "temporary", "permanent", "ambiguous"]
 
 # -- masking ---------------------------------------------------------------------------------------
@@ -175,20 +167,11 @@ class MessageDetail(MessageOut):
     attempt_log: list[MessageAttemptOut] = Field(description="provider calls, oldest first")
 
 
-class MessagePage(BaseModel):
-    items: list[MessageOut] = Field(description="newest first")
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
-
-
-class ResendBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ResendBody(Body):
     reason: Reason = Field(description="why, for the audit log (e.g. 'patient deleted it')")
 
 
-class CancelMessageBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CancelMessageBody(Body):
     reason: Reason = Field(description="kept as the message's status reason and in the audit log")
 
 
@@ -258,16 +241,6 @@ async def _detail(conn: asyncpg.Connection, notification_id: int) -> MessageDeta
         updated_at=view.updated_at,
         history=[_event_out(e) for e in history],
         attempt_log=[_attempt_out(a) for a in attempts],
-    )
-
-
-def _page(found: list[MessageView], limit: int) -> MessagePage:
-    """`found` holds up to limit + 1 rows: the extra one only says that there is more."""
-    shown = found[:limit]
-    more = len(found) > limit
-    return MessagePage(
-        items=[message_out(v) for v in shown],
-        next_cursor=encode_cursor(shown[-1].id) if more else None,
     )
 
 
@@ -342,9 +315,9 @@ def _conflict(error: MessageStateConflict) -> ApiError:
     tag=TAG,
     roles=ALL_STAFF,
     query=PageQuery,
-    response=MessagePage,
+    response=Page[MessageOut],
 )
-async def list_patient_messages(ctx: Ctx) -> MessagePage:
+async def list_patient_messages(ctx: Ctx) -> Page[MessageOut]:
     """Status, times, attempts and provider codes of every message to the patient, never the
     text; the recipient is masked. Keyset-paginated: pass `next_cursor` back as `cursor`.
     Audited as `messages.read`."""
@@ -355,9 +328,9 @@ async def list_patient_messages(ctx: Ctx) -> MessagePage:
         if await patients.get(conn, patient_id) is None:
             raise not_found("patient", patient_id)
         found = await notifications.list_by_patient(
-            conn, patient_id, before_id=before_id, limit=query.limit + 1
+            conn, patient_id, before_id=before_id, limit=query.fetch
         )
-        page = _page(found, query.limit)
+        page = Page[MessageOut].of(found, query.limit, message_out)
         await _audit_reads(
             conn,
             ctx,
@@ -377,9 +350,9 @@ async def list_patient_messages(ctx: Ctx) -> MessagePage:
     tag=TAG,
     roles=ALL_STAFF,
     query=PageQuery,
-    response=MessagePage,
+    response=Page[MessageOut],
 )
-async def list_appointment_messages(ctx: Ctx) -> MessagePage:
+async def list_appointment_messages(ctx: Ctx) -> Page[MessageOut]:
     """Confirmations, reminders and notices about one appointment, as for a patient's list.
     Audited as `messages.read`."""
     query: PageQuery = ctx.query
@@ -390,9 +363,9 @@ async def list_appointment_messages(ctx: Ctx) -> MessagePage:
         if appointment is None:
             raise not_found("appointment", appointment_id)
         found = await notifications.list_by_appointment(
-            conn, appointment_id, before_id=before_id, limit=query.limit + 1
+            conn, appointment_id, before_id=before_id, limit=query.fetch
         )
-        page = _page(found, query.limit)
+        page = Page[MessageOut].of(found, query.limit, message_out)
         await _audit_reads(
             conn,
             ctx,
@@ -447,6 +420,7 @@ async def get_message(ctx: Ctx) -> MessageDetail:
     status=201,
     errors=(409,),
     idempotent=True,
+    location="/api/v1/messages/{id}",
 )
 async def resend_message(ctx: Ctx) -> BaseModel | web.Response:
     """Answers with the new message. 409 (`current_status`) for a message still scheduled,

@@ -46,25 +46,20 @@ audited as `patient.export`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from functools import cache
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from aiohttp import web
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -75,21 +70,24 @@ from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
     DESK,
-    MAX_ID,
     constraint_path,
-    optional,
     or_not_found,
     precondition_failed,
     record,
 )
-from services.booking.api.framework import (
-    ApiError,
-    Ctx,
-    PageQuery,
-    invalid,
-    next_cursor,
-    not_found,
+from services.booking.api.fields import (
+    BirthDate,
+    Body,
+    Contact,
+    Id,
+    PersonName,
+    Reason,
+    TimeZone,
+    optional,
+    text,
 )
+from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from services.booking.api.pagination import Page, PageQuery
 from services.booking.domain import cancellations
 from services.booking.domain.changes import Change
 from shared.domain.contact import (
@@ -98,7 +96,6 @@ from shared.domain.contact import (
     normalise_email,
     normalise_mobile,
 )
-from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.store import clinics, form_differences, inbound_messages, notifications, patients
 from shared.store.patients import Consent, ConsentKind, Patient
 from shared.store.staff_tokens import Role
@@ -117,52 +114,16 @@ FIELD_ROLES: dict[str, tuple[Role, ...]] = {
 # Nobody alive was born more than this many years ago; an earlier date is a typing mistake.
 MAX_AGE_YEARS = 130
 
-# Every string carries a constraint: pydantic then also rejects lone surrogates, which PostgreSQL
-# could not store. Control characters (NUL above all) are refused for the same reason.
-Name = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$"
-    ),
-    AfterValidator(check_name),
-    Field(description=f"1 to 100 characters; {UNSAFE_NAME_RULE}"),
-]
-Contact = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Language = Annotated[
     str, StringConstraints(max_length=35, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 ]
-TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 WordingVersion = Annotated[
     str, StringConstraints(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ]
-
-
-def _text(max_length: int) -> Any:
-    # Free text may hold line breaks and tabs, but never NUL.
-    return Annotated[str, StringConstraints(max_length=max_length, pattern=r"^[^\x00]*$")]
-
-
-Allergies = _text(2000)
-Medications = _text(2000)
-Notes = _text(10000)
-ScreeningDetails = _text(2000)
-Reason = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=r"^[^\x00]*$"),
-]
-
-
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _iso_date_text(value: Any) -> Any:
-    # Pydantic would also take 0 or "1985-12-10T00:00" as a date; a birth date is typed as text.
-    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
-        return value
-    raise ValueError("a date as YYYY-MM-DD")
-
-
-BirthDate = Annotated[date, BeforeValidator(_iso_date_text)]
+Allergies = text(2000)
+Medications = text(2000)
+Notes = text(10000)
+ScreeningDetails = text(2000)
 
 
 def _blank_is_none(value: Any) -> Any:
@@ -172,25 +133,12 @@ def _blank_is_none(value: Any) -> Any:
     return value
 
 
-@cache
-def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
-def _known_zone(value: str | None) -> str | None:
-    if value is not None and value not in _zones():
-        raise ValueError("not an IANA time zone, e.g. Europe/London")
-    return value
-
-
 # -- models ----------------------------------------------------------------------------------------
 
 
-class Screening(BaseModel):
+class Screening(Body):
     """Pre-session screening answers (true: yes, false: no, absent: not asked). A yes does not
     stop a booking; it flags the appointment for clinician review."""
-
-    model_config = ConfigDict(extra="forbid")
 
     allergy: StrictBool | None = Field(None, description="to medicines, lidocaine or vitamins")
     blood_thinners_or_nsaids: StrictBool | None = None
@@ -261,16 +209,11 @@ class PatientSummary(BaseModel):
     version: int
 
 
-class PatientPage(BaseModel):
-    items: list[PatientSummary]
-    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
-
-
 class PatientSearch(PageQuery):
     """Every given filter must match; none lists the clinic's patients. Erased patients are not
     found."""
 
-    clinic_id: int | None = Field(None, ge=1, le=MAX_ID, description="default: the first clinic")
+    clinic_id: Id | None = Field(None, description="default: the first clinic")
     name: (
         Annotated[
             str,
@@ -286,14 +229,10 @@ class PatientSearch(PageQuery):
     _blank = field_validator("name", "mobile", "email", mode="before")(_blank_is_none)
 
 
-class PatientCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    clinic_id: StrictInt | None = Field(
-        None, ge=1, le=MAX_ID, description="default: the first clinic"
-    )
-    first_name: Name
-    last_name: Name
+class PatientCreate(Body):
+    clinic_id: Id | None = Field(None, description="default: the first clinic")
+    first_name: PersonName
+    last_name: PersonName
     mobile: Contact | None = Field(None, description="any format; the clinic's region is assumed")
     email: Contact | None = None
     date_of_birth: BirthDate | None = None
@@ -302,14 +241,14 @@ class PatientCreate(BaseModel):
     _blank = field_validator("mobile", "email", mode="before")(_blank_is_none)
 
 
-class PatientPatch(BaseModel):
+class PatientPatch(Body):
     """Only the fields sent change; mobile, email, date of birth and time zone may be null
     (cleared). See the module's table for which role may change which field."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    first_name: Name = optional()
-    last_name: Name = optional()
+    first_name: PersonName = optional()
+    last_name: PersonName = optional()
     mobile: Contact | None = None
     email: Contact | None = None
     date_of_birth: BirthDate | None = None
@@ -321,7 +260,6 @@ class PatientPatch(BaseModel):
     notes: Notes = optional()
 
     _blank = field_validator("mobile", "email", mode="before")(_blank_is_none)
-    _zone = field_validator("time_zone")(_known_zone)
 
     @model_validator(mode="after")
     def _something(self) -> PatientPatch:
@@ -331,9 +269,7 @@ class PatientPatch(BaseModel):
         return self
 
 
-class ConsentChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ConsentChange(Body):
     kind: ConsentKind
     granted: StrictBool
     wording_version: WordingVersion = Field(
@@ -341,9 +277,7 @@ class ConsentChange(BaseModel):
     )
 
 
-class Erasure(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Erasure(Body):
     reason: Reason = Field(description="why the request was granted, e.g. the request reference")
 
 
@@ -505,9 +439,9 @@ def _role(ctx: Ctx) -> Role:
     tag=TAG,
     roles=ALL_STAFF,
     query=PatientSearch,
-    response=PatientPage,
+    response=Page[PatientSummary],
 )
-async def search_patients(ctx: Ctx) -> PatientPage:
+async def search_patients(ctx: Ctx) -> Page[PatientSummary]:
     """Compact hits without clinical fields, oldest first, keyset-paginated. Audited as
     `patient.search` with the ids returned."""
     query: PatientSearch = ctx.query
@@ -522,14 +456,13 @@ async def search_patients(ctx: Ctx) -> PatientPage:
             mobile=mobile,
             email=email,
             after_id=query.after_id(),
-            limit=query.limit,
+            limit=query.fetch,
         )
+        hits = Page[PatientSummary].of(found, query.limit, _summary)
         filters = sorted(f for f in ("name", "mobile", "email") if getattr(query, f) is not None)
-        details = {"filters": filters, "ids": [p.id for p in found]}
+        details = {"filters": filters, "ids": [p.id for p in hits.items]}
         await _audit(conn, ctx, "patient.search", None, details=details)
-    return PatientPage(
-        items=[_summary(p) for p in found], next_cursor=next_cursor(found, query.limit)
-    )
+    return hits
 
 
 @API.route(
@@ -542,6 +475,7 @@ async def search_patients(ctx: Ctx) -> PatientPage:
     response=PatientOut,
     views=DESK_VIEW,
     status=201,
+    location=BASE + "/{id}",
 )
 async def create_patient(ctx: Ctx) -> PatientOut:
     """Contact fields only: clinicians add the clinical ones. Consents are recorded separately,
@@ -654,17 +588,29 @@ async def update_patient(ctx: Ctx) -> PatientOut:
     summary="A patient's consent history",
     tag=TAG,
     roles=ALL_STAFF,
-    response=list[ConsentOut],
+    query=PageQuery,
+    response=Page[ConsentOut],
 )
-async def list_consents(ctx: Ctx) -> list[ConsentOut]:
+async def list_consents(ctx: Ctx) -> Page[ConsentOut]:
     """Every change, oldest first; the newest of a kind is the current one. Audited as
     `patient.read`."""
+    query: PageQuery = ctx.query
     patient_id = ctx.path["patient_id"]
+    after = query.after(datetime, int)
     async with ctx.pool.acquire() as conn, conn.transaction():
         await _existing(conn, patient_id)
-        history = await patients.consent_history(conn, patient_id)
+        history = await patients.consent_history_page(
+            conn, patient_id, after=(after[0], after[1]) if after else None, limit=query.fetch
+        )
         await _audit(conn, ctx, "patient.read", patient_id, details={"view": "consents"})
-    return [_consent_out(c) for c in history]
+    return Page[ConsentOut].of(
+        history, query.limit, lambda entry: _consent_out(entry[1]), _consent_key
+    )
+
+
+def _consent_key(entry: tuple[int, Consent]) -> tuple[datetime, int]:
+    ident, consent = entry
+    return consent.recorded_at, ident
 
 
 @API.route(

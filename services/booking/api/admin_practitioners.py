@@ -37,33 +37,33 @@ from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
     DESK,
-    Body,
-    Day,
-    Id,
-    Instant,
-    LocalTime,
-    Name,
-    PageQuery,
-    Phone,
-    ShortText,
-    StoredName,
-    by_id,
     check_span,
     check_version,
-    decode_cursor,
     delete_or_deactivate,
     fields_of,
     later_than,
-    optional,
     or_not_found,
-    page,
     record,
     record_item,
     require_clinic,
     update_versioned,
     writing,
 )
+from services.booking.api.fields import (
+    Body,
+    Day,
+    Id,
+    Instant,
+    LocalTime,
+    Name,
+    Phone,
+    Query,
+    ShortText,
+    StoredName,
+    optional,
+)
 from services.booking.api.framework import ApiError, Ctx, invalid
+from services.booking.api.pagination import Page, PageQuery
 from shared.store import appointments, clinics, schedules
 from shared.store.clinics import PractitionerFields
 
@@ -110,11 +110,6 @@ class PractitionerQuery(PageQuery):
     active: bool = optional()
 
 
-class PractitionerPage(BaseModel):
-    items: list[Practitioner]
-    next_cursor: str | None
-
-
 async def _locked_practitioner(conn: asyncpg.Connection, practitioner_id: int) -> dict[str, Any]:
     # Schedule writes lock the practitioner too, so a concurrent removal waits for them instead
     # of failing their foreign key.
@@ -148,19 +143,18 @@ async def _refuse_if_booked(conn: asyncpg.Connection, ctx: Ctx, practitioner_id:
     tag="practitioners",
     roles=ALL_STAFF,
     query=PractitionerQuery,
-    response=PractitionerPage,
+    response=Page[Practitioner],
 )
-async def list_practitioners(ctx: Ctx) -> PractitionerPage:
+async def list_practitioners(ctx: Ctx) -> Page[Practitioner]:
     query: PractitionerQuery = ctx.query
     rows = await clinics.list_practitioners(
         ctx.pool,
         clinic_id=query.clinic_id,
         active=query.active,
         after_id=query.after_id(),
-        limit=query.limit + 1,
+        limit=query.fetch,
     )
-    items, cursor = page(rows, query.limit, Practitioner.model_validate, by_id)
-    return PractitionerPage(items=items, next_cursor=cursor)
+    return Page[Practitioner].of(rows, query.limit, Practitioner.model_validate)
 
 
 @API.route(
@@ -173,6 +167,7 @@ async def list_practitioners(ctx: Ctx) -> PractitionerPage:
     response=Practitioner,
     status=201,
     errors=(404,),
+    location="/api/v1/practitioners/{id}",
 )
 async def create_practitioner(ctx: Ctx) -> Practitioner:
     body: PractitionerCreate = ctx.body
@@ -395,11 +390,6 @@ class TimeOffQuery(PageQuery):
     until: Instant = optional()
 
 
-class TimeOffPage(BaseModel):
-    items: list[TimeOff]
-    next_cursor: str | None
-
-
 async def _require_practitioner(
     db: asyncpg.Connection | asyncpg.Pool, practitioner_id: int
 ) -> dict[str, Any]:
@@ -415,15 +405,15 @@ async def _require_practitioner(
     tag="schedules",
     roles=ALL_STAFF,
     query=TimeOffQuery,
-    response=TimeOffPage,
+    response=Page[TimeOff],
     errors=(404,),
 )
-async def list_time_off(ctx: Ctx) -> TimeOffPage:
+async def list_time_off(ctx: Ctx) -> Page[TimeOff]:
     """With `since`/`until`, only time off overlapping [since, until)."""
     practitioner_id = ctx.path["practitioner_id"]
     query: TimeOffQuery = ctx.query
     check_span(query.since, query.until)
-    after = decode_cursor(query.cursor, datetime, int)
+    after = query.after(datetime, int)
     await _require_practitioner(ctx.pool, practitioner_id)
     rows = await schedules.list_time_off(
         ctx.pool,
@@ -431,12 +421,13 @@ async def list_time_off(ctx: Ctx) -> TimeOffPage:
         since=query.since,
         until=query.until,
         after=(after[0], after[1]) if after else None,
-        limit=query.limit + 1,
+        limit=query.fetch,
     )
-    items, cursor = page(
-        rows, query.limit, TimeOff.model_validate, lambda t: (t.starts_at.isoformat(), t.id)
-    )
-    return TimeOffPage(items=items, next_cursor=cursor)
+    return Page[TimeOff].of(rows, query.limit, TimeOff.model_validate, _time_off_key)
+
+
+def _time_off_key(row: dict[str, Any]) -> tuple[datetime, int]:
+    return row["starts_at"], row["id"]
 
 
 @API.route(
@@ -521,13 +512,8 @@ class OverrideQuery(PageQuery):
     last_day: Day = optional()
 
 
-class OverrideDay(BaseModel):
+class OverrideDay(Query):
     day: Day
-
-
-class OverridePage(BaseModel):
-    items: list[Override]
-    next_cursor: str | None
 
 
 def _override(row: dict[str, Any]) -> Override:
@@ -548,14 +534,14 @@ def _override(row: dict[str, Any]) -> Override:
     tag="schedules",
     roles=ALL_STAFF,
     query=OverrideQuery,
-    response=OverridePage,
+    response=Page[Override],
     errors=(404,),
 )
-async def list_overrides(ctx: Ctx) -> OverridePage:
+async def list_overrides(ctx: Ctx) -> Page[Override]:
     """With `first_day`/`last_day` (inclusive), only overrides of those days."""
     practitioner_id = ctx.path["practitioner_id"]
     query: OverrideQuery = ctx.query
-    (after_day,) = decode_cursor(query.cursor, date) or [None]
+    (after_day,) = query.after(date) or [None]
     await _require_practitioner(ctx.pool, practitioner_id)
     rows = await schedules.list_overrides(
         ctx.pool,
@@ -563,10 +549,9 @@ async def list_overrides(ctx: Ctx) -> OverridePage:
         first_day=query.first_day,
         last_day=query.last_day,
         after_day=after_day,
-        limit=query.limit + 1,
+        limit=query.fetch,
     )
-    items, cursor = page(rows, query.limit, _override, lambda o: (o.day.isoformat(),))
-    return OverridePage(items=items, next_cursor=cursor)
+    return Page[Override].of(rows, query.limit, _override, lambda row: (row["day"],))
 
 
 @API.route(

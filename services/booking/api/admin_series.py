@@ -17,7 +17,6 @@ review reasons); clinicians and admins read everything.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,14 +26,15 @@ from services.booking.api.admin_appointments import (
     AppointmentDeskOut,
     AppointmentOut,
     GapOut,
-    Text,
     Zones,
     appointment_out,
     change_of,
 )
-from services.booking.api.common import ALL_STAFF, CLINICAL, Id, Read, or_not_found, record_reads
-from services.booking.api.framework import ApiError, Ctx, PageQuery, invalid, next_cursor
+from services.booking.api.common import ALL_STAFF, CLINICAL, Read, or_not_found, record_reads
+from services.booking.api.fields import Body, Id, text
+from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.move_views import gap_out
+from services.booking.api.pagination import Page, PageQuery
 from services.booking.domain import courses, reschedule
 from shared.db.transactions import in_transaction
 from shared.scheduling import gaps
@@ -65,16 +65,6 @@ class SeriesDeskOut(BaseModel):
 
 class SeriesOut(SeriesDeskOut):
     plan_notes: str = Field(description="clinical text: clinicians and admins only")
-
-
-class SeriesDeskPage(BaseModel):
-    items: list[SeriesDeskOut]
-    next_cursor: str | None
-
-
-class SeriesPage(BaseModel):
-    items: list[SeriesOut]
-    next_cursor: str | None
 
 
 GAP_BEFORE = Field(
@@ -117,10 +107,11 @@ class SeriesQuery(PageQuery):
     status: list[SeriesStatus] | None = Field(None, max_length=4, description="repeatable")
 
 
-class SeriesPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+PlanNotes = text(5000)
 
-    plan_notes: Annotated[Text, Field(max_length=5000)] | None = None
+
+class SeriesPatch(Body):
+    plan_notes: PlanNotes | None = None
     status: SeriesStatus | None = None
 
 
@@ -140,10 +131,10 @@ async def _audit_series_reads(ctx: Ctx, shown: list[Series], via: str) -> None:
     tag=TAG,
     roles=ALL_STAFF,
     query=SeriesQuery,
-    response=SeriesPage,
-    views={"front_desk": SeriesDeskPage},
+    response=Page[SeriesOut],
+    views={"front_desk": Page[SeriesDeskOut]},
 )
-async def list_series(ctx: Ctx) -> SeriesPage:
+async def list_series(ctx: Ctx) -> Page[SeriesOut]:
     """Filter by patient and status (repeat `status` for several); ordered by id."""
     query: SeriesQuery = ctx.query
     found = await series_store.list_page(
@@ -151,12 +142,10 @@ async def list_series(ctx: Ctx) -> SeriesPage:
         patient_id=query.patient_id,
         statuses=list(query.status) if query.status else None,
         after_id=query.after_id(),
-        limit=query.limit,
+        limit=query.fetch,
     )
-    await _audit_series_reads(ctx, found, "list")
-    return SeriesPage(
-        items=[series_out(s) for s in found], next_cursor=next_cursor(found, query.limit)
-    )
+    await _audit_series_reads(ctx, found[: query.limit], "list")
+    return Page[SeriesOut].of(found, query.limit, series_out)
 
 
 async def series_detail(ctx: Ctx, series: Series) -> SeriesDetail:

@@ -27,19 +27,10 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from services.booking.api import API
-from services.booking.api.common import (
-    ADMIN,
-    Body,
-    Name,
-    PageQuery,
-    by_id,
-    or_not_found,
-    page,
-    record,
-    record_item,
-    writing,
-)
+from services.booking.api.common import ADMIN, or_not_found, record, record_item, writing
+from services.booking.api.fields import Body, Name
 from services.booking.api.framework import Ctx
+from services.booking.api.pagination import Page, PageQuery
 from shared.store import staff_tokens
 from shared.store.staff_tokens import Role, State
 from shared.web import SETTINGS
@@ -70,11 +61,6 @@ class TokenCreated(Token):
     )
 
 
-class TokenPage(BaseModel):
-    items: list[Token]
-    next_cursor: str | None
-
-
 class Revocation(BaseModel):
     token: Token
     already_revoked: bool = Field(description="true when it was revoked before this request")
@@ -98,16 +84,13 @@ def _view(ctx: Ctx, row: dict[str, Any]) -> Token:
     tag="tokens",
     roles=ADMIN,
     query=PageQuery,
-    response=TokenPage,
+    response=Page[Token],
 )
-async def list_tokens(ctx: Ctx) -> TokenPage:
+async def list_tokens(ctx: Ctx) -> Page[Token]:
     """Every token by id, revoked and expired ones included."""
     query: PageQuery = ctx.query
-    rows = await staff_tokens.list_tokens(
-        ctx.pool, after_id=query.after_id(), limit=query.limit + 1
-    )
-    items, cursor = page(rows, query.limit, lambda row: _view(ctx, row), by_id)
-    return TokenPage(items=items, next_cursor=cursor)
+    rows = await staff_tokens.list_tokens(ctx.pool, after_id=query.after_id(), limit=query.fetch)
+    return Page[Token].of(rows, query.limit, lambda row: _view(ctx, row))
 
 
 @API.route(

@@ -25,25 +25,18 @@ from services.booking.api import API
 from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
-    Body,
-    Id,
-    LongText,
-    Name,
-    PageQuery,
-    StoredName,
     at_least,
-    by_id,
     delete_or_deactivate,
     fields_of,
-    optional,
     or_not_found,
-    page,
     record_item,
     require_clinic,
     update_versioned,
     writing,
 )
+from services.booking.api.fields import Body, Id, LongText, Name, StoredName, optional
 from services.booking.api.framework import Ctx, invalid
+from services.booking.api.pagination import Page, PageQuery
 from shared.store import clinics
 from shared.store.clinics import GapSpec, TreatmentFields
 
@@ -132,11 +125,6 @@ class TreatmentQuery(PageQuery):
     active: bool = optional()
 
 
-class TreatmentPage(BaseModel):
-    items: list[Treatment]
-    next_cursor: str | None
-
-
 def _check_template(values: dict[str, Any], sent: set[str]) -> None:
     """Sessions and gaps must agree: every position 2..sessions_max exactly once."""
     low, high, gaps = values["sessions_min"], values["sessions_max"], values["gaps"]
@@ -189,19 +177,18 @@ async def _locked_treatment(conn: asyncpg.Connection, treatment_id: int) -> dict
     tag="treatments",
     roles=ALL_STAFF,
     query=TreatmentQuery,
-    response=TreatmentPage,
+    response=Page[Treatment],
 )
-async def list_treatments(ctx: Ctx) -> TreatmentPage:
+async def list_treatments(ctx: Ctx) -> Page[Treatment]:
     query: TreatmentQuery = ctx.query
     rows = await clinics.list_treatments_page(
         ctx.pool,
         clinic_id=query.clinic_id,
         active=query.active,
         after_id=query.after_id(),
-        limit=query.limit + 1,
+        limit=query.fetch,
     )
-    items, cursor = page(rows, query.limit, _treatment, by_id)
-    return TreatmentPage(items=items, next_cursor=cursor)
+    return Page[Treatment].of(rows, query.limit, _treatment)
 
 
 @API.route(
@@ -214,6 +201,7 @@ async def list_treatments(ctx: Ctx) -> TreatmentPage:
     response=Treatment,
     status=201,
     errors=(404, 409),
+    location="/api/v1/treatments/{id}",
 )
 async def create_treatment(ctx: Ctx) -> Treatment:
     """A duplicate `code` in the clinic is a 409; an unknown `clinic_id` a 404."""

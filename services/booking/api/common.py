@@ -1,7 +1,7 @@
 """The pieces the admin and public endpoint modules share, so that each rule lives in one place:
-role sets, field types whose OpenAPI schema says exactly what is accepted, opaque keyset cursors
-for the setup lists, optimistic concurrency answers, audit writing, and the mapping of database
-constraint errors to 409/422.
+role sets, checks across fields, optimistic concurrency answers, audit writing, and the mapping of
+database constraint errors to 409/422. Field types are in `fields`, lists and cursors in
+`pagination`.
 
 This module registers no routes (every module of the package is imported to register routes;
 importing this one only defines helpers).
@@ -9,35 +9,16 @@ importing this one only defines helpers).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, date, datetime, time
-from typing import Annotated, Any, NamedTuple, TypeVar
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    StringConstraints,
-    TypeAdapter,
-    ValidationError,
-    ValidationInfo,
-    WithJsonSchema,
-)
+from pydantic import BaseModel, ValidationInfo
 
 from services.booking.api.framework import ApiError, Ctx, invalid, not_found
-from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.store import audit, clinics
 from shared.store.staff_tokens import Role
 
@@ -49,123 +30,6 @@ ADMIN: tuple[Role, ...] = ("admin",)
 DESK: tuple[Role, ...] = ("admin", "front_desk")
 # Clinical judgement: clinical text, completing sessions, going below a course's hard minimum.
 CLINICAL: tuple[Role, ...] = ("admin", "clinician")
-
-# -- Field types -----------------------------------------------------------------------------------
-
-MAX_ID = 2**63 - 1  # bigint; a bigger number would overflow in the driver instead of a 404/422
-
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-
-# PostgreSQL text cannot hold NUL, so it is refused at the door rather than by the database.
-NO_NUL = r"^[^\x00]*$"
-# At least one visible character, and no NUL anywhere.
-NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
-
-# A name as stored: what reads return, including names saved before `Name`'s character rule.
-StoredName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK)]
-# A name as typed into a request (clinic, practitioner, treatment).
-Name = Annotated[
-    StoredName,
-    AfterValidator(check_name),
-    Field(description=f"1 to 200 characters; {UNSAFE_NAME_RULE}"),
-]
-Phone = Annotated[
-    str,
-    StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$"),
-    Field(description="E.164, e.g. +442079460000", examples=["+442079460000"]),
-]
-ShortText = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
-LongText = Annotated[str, StringConstraints(max_length=4000, pattern=NO_NUL)]
-
-
-def storable(text: str) -> str:
-    """An AfterValidator for free text: PostgreSQL text cannot hold NUL, and lone surrogates
-    cannot be encoded as UTF-8, so both are refused here rather than fail in the database."""
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return text
-
-
-_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-
-
-def _parse_local_time(value: Any) -> time:
-    if isinstance(value, time) and value.tzinfo is None:
-        return value  # read back from the database
-    if isinstance(value, str) and re.fullmatch(_HHMM, value):
-        return time.fromisoformat(value)
-    raise ValueError("use a 24-hour local time HH:MM, e.g. 09:30")
-
-
-LocalTime = Annotated[
-    time,
-    PlainValidator(_parse_local_time),
-    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": _HHMM, "examples": ["09:30"]}),
-]
-
-
-_LAX_DATETIME = TypeAdapter(datetime)
-
-
-def _iso_datetime(value: Any) -> Any:
-    # Only ISO 8601 text: pydantic alone would also read 0 or "1700000000" as Unix time.
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}", value):
-        try:
-            return _LAX_DATETIME.validate_python(value)
-        except ValidationError:
-            raise ValueError("is not a valid date-time") from None
-    raise ValueError("use an ISO 8601 date-time with its offset, e.g. 2026-03-10T09:00:00Z")
-
-
-def _in_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is outside the supported range of dates") from None
-
-
-Instant = Annotated[AwareDatetime, BeforeValidator(_iso_datetime), AfterValidator(_in_utc)]
-
-
-def _iso_date(value: Any) -> Any:
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise ValueError("is not a valid date") from None
-    raise ValueError("use an ISO 8601 date, e.g. 2026-03-10")
-
-
-Day = Annotated[date, BeforeValidator(_iso_date)]
-
-
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
-
-
-def optional(**constraints: Any) -> Any:
-    """A field that may be left out but, when given, must be valid (null only if its type says
-    so). PATCH bodies and query filters use it; `model_dump(exclude_unset=True)` then holds
-    exactly what the client sent. The schema shows no `default: null`, which would be a lie."""
-    return Field(default=None, json_schema_extra=_no_default, **constraints)
-
-
-class Body(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is a 422 instead of a silent no-op, and
-    are strict: JSON has real numbers and booleans, so "5" or 0 standing for 5 or false is a
-    client bug worth reporting rather than guessing at."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
 
 # A field validator taking (value, info), as pydantic calls one; values are compared with < and <=.
 FieldCheck = Callable[[Any, ValidationInfo], Any]
@@ -200,81 +64,6 @@ def check_span(since: datetime | None, until: datetime | None) -> None:
     """Query filters `since`/`until` must leave a non-empty range when both are given."""
     if since is not None and until is not None and until <= since:
         raise invalid("until", "must be after since", where="query")
-
-
-# -- Keyset pagination of the setup lists ----------------------------------------------------------
-
-Cursor = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,200}$"),
-    Field(description="next_cursor from the previous page"),
-]
-
-
-class PageQuery(BaseModel):
-    """`limit` and `cursor` of the setup lists, whose cursors carry the whole keyset (e.g. a
-    start and an id) rather than framework.PageQuery's single id."""
-
-    limit: int = Field(50, ge=1, le=200, description="items per page")
-    cursor: Cursor = optional()
-
-    def after_id(self) -> int | None:
-        """The id the cursor continues after, for lists ordered by id."""
-        (after,) = decode_cursor(self.cursor, int) or [None]
-        return after
-
-
-def encode_cursor(*values: Any) -> str:
-    raw = json.dumps(list(values), separators=(",", ":"), default=str).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, *kinds: type) -> list[Any] | None:
-    """The keyset values a cursor carries (each checked against `kinds`), or a 422."""
-    if cursor is None:
-        return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(values, list) or len(values) != len(kinds):
-            raise ValueError
-        return [_cursor_value(value, kind) for value, kind in zip(values, kinds, strict=True)]
-    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError):
-        raise invalid("cursor", "is not a cursor this list handed out", where="query") from None
-
-
-def _cursor_value(value: Any, kind: type) -> Any:
-    if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        if not 0 <= value <= MAX_ID:
-            raise ValueError
-        return value
-    if kind is datetime and isinstance(value, str):
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            raise ValueError
-        return moment
-    if kind is date and isinstance(value, str):
-        return date.fromisoformat(value)
-    raise ValueError
-
-
-R = TypeVar("R")
-M = TypeVar("M")
-
-
-def page(
-    rows: Sequence[R], limit: int, view: Callable[[R], M], key: Callable[[M], tuple[Any, ...]]
-) -> tuple[list[M], str | None]:
-    """One page of a setup list: the first `limit` rows as `view` shows them, and a cursor after
-    the last one (its `key` values) when there are more. The store is asked for limit + 1 rows,
-    so that a full last page does not lead to an empty one."""
-    items = [view(row) for row in rows[:limit]]
-    more = len(rows) > limit
-    return items, encode_cursor(*key(items[-1])) if more else None
-
-
-def by_id(item: Any) -> tuple[int]:
-    """The keyset of lists ordered by id (a `page` key)."""
-    return (item.id,)
 
 
 # -- Lookups, concurrency --------------------------------------------------------------------------

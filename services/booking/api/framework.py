@@ -3,7 +3,11 @@ once, and the same declaration validates requests and generates the OpenAPI docu
 cannot drift apart.
 
 Handlers receive a `Ctx` and return a pydantic model (sent as JSON), a list of models, or an
-aiohttp response. Domain failures are raised as `ApiError` and leave as problem+json.
+aiohttp response. Domain failures are raised as `ApiError` and leave as problem+json; a
+validation error names each bad field by its path in the request (`patient.screening.pregnant`,
+`sessions.1.start`), never by pydantic's names for its validators. A create (201) may declare
+`location`, the path its answer can be read back at, sent as `Location` (on an idempotent
+replay too). Field types are in `fields`, lists page as `pagination` says.
 
 Least privilege on reads: an endpoint may declare `views`, a narrower response model per role
 (front desk: no clinical fields). The handler builds the full answer; the framework re-validates
@@ -13,7 +17,6 @@ and the OpenAPI document lists each role's shape (`x-response-by-role`).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,9 +26,10 @@ from typing import Any, Protocol
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
+from services.booking.api.field_paths import field_path
 from shared.clock import Clock
 from shared.domain.errors import DomainError
 from shared.logging import request_id_var
@@ -129,6 +133,9 @@ class Ctx:
 
 Handler = Callable[[Ctx], Awaitable[Any]]
 RateLimiter = Callable[[web.Request, Ctx], Awaitable[None]]
+# Where a created resource can be read: a path template filled from the answer's fields (e.g.
+# "/api/v1/patients/{id}"), or a function of the answer's JSON.
+Location = str | Callable[[Mapping[str, Any]], str]
 
 
 @dataclass
@@ -151,21 +158,26 @@ class Endpoint:
     idempotent: bool = False  # honours Idempotency-Key (the handler must use idempotency.run)
     # role -> the narrower model that role gets instead of `response` (see the module doc)
     views: Mapping[Role, type[BaseModel]] = field(default_factory=dict)
+    # A 201's `Location`: the new resource's path, from the answer's JSON (see `Location`).
+    location: Location | None = None
 
     @property
     def operation_id(self) -> str:
         return self.handler.__name__
 
 
-def _location_path(loc: Sequence[int | str]) -> str:
-    return ".".join(str(part) for part in loc) or "(root)"
+def _path_text(path: Sequence[int | str]) -> str:
+    return ".".join(str(part) for part in path) or "(root)"
 
 
-def validation_problem(error: ValidationError, where: str) -> ApiError:
+def validation_problem(
+    error: ValidationError, where: str, model: type[BaseModel] | None = None
+) -> ApiError:
+    """The 422 for a model's validation errors, each naming its field path in the request."""
     errors = [
         {
             "in": where,
-            "path": _location_path(item["loc"]),
+            "path": _path_text(field_path(model, item["loc"])),
             "message": item["msg"],
             "code": item["type"],
         }
@@ -273,12 +285,15 @@ class Api:
         rate_limit: RateLimiter | None = None,
         idempotent: bool = False,
         views: Mapping[Role, type[BaseModel]] | None = None,
+        location: Location | None = None,
     ) -> Callable[[Handler], Handler]:
         views = dict(views or {})
         if views and (roles is None or idempotent or not set(views) <= set(roles)):
             # A stored idempotent answer is replayed as sent, so it could not be narrowed; a
             # view for a role that may not call the endpoint is a typo.
             raise ValueError(f"{path}: views need roles that may call it and no idempotency")
+        if location is not None and status != 201:
+            raise ValueError(f"{path}: Location is for what a 201 created")
 
         def register(handler: Handler) -> Handler:
             self.endpoints.append(
@@ -298,6 +313,7 @@ class Api:
                     rate_limit=rate_limit,
                     idempotent=idempotent,
                     views=views,
+                    location=location,
                 )
             )
             return handler
@@ -340,13 +356,19 @@ def _wrap(
         if ctx.staff is not None and ctx.staff.role in endpoint.views:
             result = narrow(result, endpoint.views[ctx.staff.role])
         if isinstance(result, web.StreamResponse):
+            # A ready-made answer: e.g. an idempotent request's replay, which is located too.
+            if endpoint.location is not None and isinstance(result, web.Response):
+                _locate(result, endpoint.location, _json_of(result))
             return result
         if result is None:
             return web.Response(status=204)
-        response = web.json_response(_serialise(result), status=endpoint.status)
+        body = _serialise(result)
+        response = web.json_response(body, status=endpoint.status)
         version = getattr(result, "version", None)
         if isinstance(version, int):
             response.headers["ETag"] = f'"{version}"'
+        if endpoint.location is not None:
+            _locate(response, endpoint.location, body)
         return response
 
     handle.__name__ = endpoint.operation_id
@@ -360,6 +382,20 @@ def _where(endpoint: Endpoint, path: str | None) -> str:
         if model is not None and field_name in model.model_fields:
             return where
     return "body"
+
+
+def _json_of(response: web.Response) -> Any:
+    if response.content_type != "application/json" or not isinstance(response.body, bytes):
+        return None
+    return json.loads(response.body)
+
+
+def _locate(response: web.Response, location: Location, body: Any) -> None:
+    """`Location: <path of the new resource>` on a 201 (not on a replayed refusal)."""
+    if response.status != 201 or not isinstance(body, Mapping):
+        return
+    path = location.format_map(body) if isinstance(location, str) else location(body)
+    response.headers["Location"] = path
 
 
 def _bigint_digits(value: str) -> bool:
@@ -388,7 +424,7 @@ def _parse_query(request: web.Request, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        raise validation_problem(error, "query") from None
+        raise validation_problem(error, "query", model) from None
 
 
 def _header_name(name: str, info: Any) -> str:
@@ -404,7 +440,7 @@ def _parse_headers(request: web.Request, model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        raise validation_problem(error, "header") from None
+        raise validation_problem(error, "header", model) from None
 
 
 async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -425,7 +461,7 @@ async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        raise validation_problem(error, "body") from None
+        raise validation_problem(error, "body", model) from None
     except RecursionError:
         raise _too_deep() from None
 
@@ -481,6 +517,17 @@ def _by_role(
     return schema, f"success; the shape depends on the caller's role ({words})"
 
 
+class _SchemaNames(GenerateJsonSchema):
+    """Component names as a reader would write them: a generic model's parametrisation such as
+    `Page[PatientSummary]` is `PatientSummaryPage` (pydantic's own is `Page_PatientSummary_`)."""
+
+    def normalize_name(self, name: str) -> str:
+        generic = re.fullmatch(r"(\w+)\[(\w+)\]", name)
+        if generic is not None:
+            return generic[2] + generic[1]
+        return super().normalize_name(name)
+
+
 def build_openapi(api: Api, *, title: str, version: str, description: str) -> dict[str, Any]:
     models: list[tuple[type[BaseModel], str]] = []
     for endpoint in api.endpoints:
@@ -491,7 +538,9 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
             models.append((response_model, "serialization"))
         models += [(view, "serialization") for view in endpoint.views.values()]
     unique = list(dict.fromkeys(models))
-    refs, schema = models_json_schema(unique, ref_template="#/components/schemas/{model}")
+    refs, schema = models_json_schema(
+        unique, ref_template="#/components/schemas/{model}", schema_generator=_SchemaNames
+    )
     components: dict[str, Any] = dict(schema.get("$defs", {}))
     components["Problem"] = {
         "type": "object",
@@ -610,6 +659,13 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                 "description": description,
                 "content": {"application/json": {"schema": body_schema}},
             }
+        if endpoint.location is not None:
+            operation["responses"][str(endpoint.status)]["headers"] = {
+                "Location": {
+                    "description": "the path of the new resource (GET it to read it)",
+                    "schema": {"type": "string"},
+                }
+            }
         error_codes = set(endpoint.errors)
         if endpoint.body is not None or endpoint.query is not None or endpoint.header is not None:
             error_codes |= {422}
@@ -647,42 +703,3 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
             },
         },
     }
-
-
-# -- pagination ------------------------------------------------------------------------------------
-
-
-class PageQuery(BaseModel):
-    """Keyset pagination: `cursor` is the opaque `next_cursor` of the previous page."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    limit: int = Field(50, ge=1, le=200, description="items per page")
-    cursor: str | None = Field(None, max_length=100, description="next_cursor of the last page")
-
-    def after_id(self) -> int | None:
-        return decode_cursor(self.cursor)
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, value = text.partition(":")
-        if kind != "id" or not _bigint_digits(value):
-            raise ValueError(cursor)
-        return int(value)
-    except ValueError:
-        raise invalid("cursor", "not a cursor this API issued", where="query") from None
-
-
-def next_cursor(items: Sequence[Any], limit: int) -> str | None:
-    """A cursor after the last item when the page is full (there may be more)."""
-    if len(items) < limit:
-        return None
-    return encode_cursor(items[-1].id)

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol
 
 import asyncpg
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StringConstraints,
@@ -26,14 +23,25 @@ from pydantic import (
 )
 
 from services.booking.api import API, idempotency, ratelimit
-from services.booking.api.common import Id, or_not_found, storable
+from services.booking.api.common import or_not_found
+from services.booking.api.fields import (
+    BirthDate,
+    Body,
+    Contact,
+    Day,
+    Id,
+    Instant,
+    PersonName,
+    Query,
+    text,
+)
 from services.booking.api.framework import ApiError, Ctx, invalid
+from services.booking.api.pagination import Page, PageQuery
 from services.booking.clients import client_key
 from services.booking.domain import bookings, holds, intake, offers
 from services.booking.domain.offers import Offer
 from services.booking.domain.sessions import SessionRequest
 from shared.db.transactions import in_transaction
-from shared.domain.names import UNSAFE_NAME_RULE, check_name
 from shared.scheduling.course import CourseProposal, ProposedSession
 from shared.scheduling.loader import ClinicInfo, load_clinic
 from shared.store import appointments, clinics
@@ -43,56 +51,15 @@ from shared.web import SETTINGS
 TAG = "public booking"
 MAX_DAYS = 42  # availability: at most six weeks per request
 
-# -- input types shared with the admin booking API ---------------------------------------------
+# -- input types -------------------------------------------------------------------------------
 
-
-def _one_line(text: str) -> str:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        raise ValueError("must be one line of text without control characters")
-    return storable(text)
-
-
-# A date or a datetime (a datetime is a date): either way only its year is checked.
-DateOrTime = TypeVar("DateOrTime", bound=date)
-
-
-def _sane_year(value: DateOrTime) -> DateOrTime:
-    if not 2000 <= value.year <= 2999:
-        raise ValueError("must be between the years 2000 and 2999")
-    return value
-
-
-def _sane_birthday(day: date) -> date:
-    if day.year < 1900:
-        raise ValueError("must be after 1900")
-    return day
-
-
-Instant = Annotated[AwareDatetime, AfterValidator(_sane_year)]
-Day = Annotated[date, AfterValidator(_sane_year)]
-Name = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_one_line),
-    AfterValidator(check_name),
-    Field(description=f"1 to 100 characters; {UNSAFE_NAME_RULE}"),
-]
-FreeText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=2000), AfterValidator(storable)
-]
-Reason = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=3, max_length=500),
-    AfterValidator(storable),
-]
+FreeText = text(2000)
 HoldToken = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,128}$")]
 ScreeningKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
-ScreeningText = Annotated[str, StringConstraints(max_length=500), AfterValidator(storable)]
+ScreeningText = text(500)
 
 
-class SessionChoice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SessionChoice(Body):
     practitioner_id: Id
     start: Instant = Field(description="the session's start, with its UTC offset")
 
@@ -343,17 +310,26 @@ async def public_clinic(ctx: Ctx) -> PublicClinic:
     summary="Treatments on offer (public and active), with each course's sessions and gaps",
     tag=TAG,
     roles=None,
-    response=list[PublicTreatment],
+    query=PageQuery,
+    response=Page[PublicTreatment],
     rate_limit=ratelimit.public_reads,
 )
-async def public_treatments(ctx: Ctx) -> list[PublicTreatment]:
+async def public_treatments(ctx: Ctx) -> Page[PublicTreatment]:
+    """By id, paged like every list (a clinic offers a few dozen treatments at most, so the
+    page is chosen from all of them)."""
+    query: PageQuery = ctx.query
+    after = query.after_id() or 0
     clinic = await _clinic(ctx)
-    offered = []
+    offered: list[PublicTreatment] = []
     for row in await clinics.list_treatments(ctx.pool, clinic.id):
+        if row["id"] <= after:
+            continue
         offer = await offers.load_offer(ctx.pool, row["id"], public=True)
         if offer is not None:
             offered.append(_treatment_out(offer))
-    return offered
+        if len(offered) == query.fetch:
+            break
+    return Page[PublicTreatment].of(offered, query.limit)
 
 
 def _treatment_out(offer: Offer) -> PublicTreatment:
@@ -380,9 +356,7 @@ def _treatment_out(offer: Offer) -> PublicTreatment:
 # -- availability and proposals ------------------------------------------------------------------
 
 
-class AvailabilityQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AvailabilityQuery(Query):
     treatment_id: Id
     practitioner: str = Field(
         "any", pattern=r"^(any|[1-9][0-9]{0,17})$", description="a practitioner id, or 'any'"
@@ -444,9 +418,7 @@ async def public_availability(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-class ProposalQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProposalQuery(Query):
     treatment_id: Id
     practitioner_id: Id = Field(description="the practitioner preferred for every session")
     first_start: Instant = Field(description="the first session's start, with its UTC offset")
@@ -484,9 +456,7 @@ async def public_course_proposal(ctx: Ctx) -> PublicProposal:
 # -- holds -------------------------------------------------------------------------------------
 
 
-class HoldRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class HoldRequest(Body):
     treatment_id: Id
     sessions: list[SessionChoice] = Field(
         min_length=1,
@@ -609,16 +579,14 @@ async def public_release_hold(ctx: Ctx) -> None:
 # -- booking -------------------------------------------------------------------------------------
 
 
-class PatientDetails(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    first_name: Name
-    last_name: Name
-    mobile: Annotated[str, StringConstraints(min_length=3, max_length=40)] = Field(
+class PatientDetails(Body):
+    first_name: PersonName
+    last_name: PersonName
+    mobile: Contact = Field(
         description="a mobile number; national format is read in the clinic's country"
     )
-    email: Annotated[str, StringConstraints(max_length=254)] | None = None
-    date_of_birth: Annotated[date, AfterValidator(_sane_birthday)]
+    email: Contact | None = None
+    date_of_birth: BirthDate
     allergies: FreeText = ""
     medications: FreeText = ""
     screening: dict[ScreeningKey, StrictBool | ScreeningText] = Field(
@@ -627,16 +595,9 @@ class PatientDetails(BaseModel):
         description="answers to the screening questions: true or a text is positive",
     )
 
-    @field_validator("mobile", "email")
-    @classmethod
-    def _text(cls, value: str | None) -> str | None:
-        return None if value is None else _one_line(value)
 
-
-class ConsentChoices(BaseModel):
+class ConsentChoices(Body):
     """Each consent answered explicitly; none is required to book."""
-
-    model_config = ConfigDict(extra="forbid")
 
     care_sms: StrictBool
     care_email: StrictBool
@@ -644,9 +605,7 @@ class ConsentChoices(BaseModel):
     marketing_email: StrictBool
 
 
-class PublicBookingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PublicBookingRequest(Body):
     hold_token: HoldToken
     patient: PatientDetails
     consents: ConsentChoices
