@@ -9,7 +9,9 @@ from datetime import timedelta
 import asyncpg
 
 from shared.clock import Clock
-from shared.store import appointments, audit
+from shared.db.transactions import in_transaction
+from shared.domain import hold_expiry
+from shared.store import appointments
 from shared.sweeps import Sweep
 
 INTERVAL = timedelta(seconds=30)
@@ -19,21 +21,13 @@ async def expire_holds(pool: asyncpg.Pool, clock: Clock) -> int:
     """Cancel every held appointment of an expired hold; returns how many. Their client hashes
     (kept only for the cap on holds per address) are dropped too."""
     now = clock.now()
-    async with pool.acquire() as conn, conn.transaction():
-        released = await appointments.release_expired_holds(conn, now=now)
+
+    async def work(conn: asyncpg.Connection) -> int:
+        released = await hold_expiry.release_expired(conn, now=now, reason="hold expired")
         await appointments.forget_hold_clients(conn, now=now)
-        if released:
-            await audit.record(
-                conn,
-                at=now,
-                actor=audit.SYSTEM,
-                action="hold.expire",
-                entity="appointment",
-                entity_id=None,
-                reason="hold expired",
-                details={"appointments": released},
-            )
-    return released
+        return released
+
+    return await in_transaction(pool, work)
 
 
 # Not exclusive: the UPDATE re-checks each row under its lock, so two replicas sweeping at once

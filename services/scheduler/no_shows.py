@@ -13,6 +13,7 @@ import asyncpg
 
 from shared import outbox_plan
 from shared.clock import Clock
+from shared.db.transactions import in_transaction
 from shared.store import appointments, audit
 
 # Rows per transaction: small enough to keep locks short, large enough to catch up quickly.
@@ -24,23 +25,27 @@ async def mark_no_shows(pool: asyncpg.Pool, clock: Clock) -> int:
     """Mark every overdue appointment as a no-show; returns how many were marked."""
     now = clock.now()
     total = 0
+
+    async def batch(conn: asyncpg.Connection) -> int:
+        marked = await appointments.mark_overdue_no_shows(conn, now=now, limit=BATCH)
+        for item in marked:
+            await audit.record(
+                conn,
+                at=now,
+                actor=audit.SYSTEM,
+                action="appointment.no_show",
+                entity="appointment",
+                entity_id=item.id,
+                patient_id=item.patient_id,
+                reason=REASON,
+                details={"from_status": item.from_status, "by": "no-show sweep"},
+            )
+            if item.patient_id is not None:
+                await outbox_plan.on_no_show(conn, item.patient_id, now=now)
+        return len(marked)
+
     while True:
-        async with pool.acquire() as conn, conn.transaction():
-            marked = await appointments.mark_overdue_no_shows(conn, now=now, limit=BATCH)
-            for item in marked:
-                await audit.record(
-                    conn,
-                    at=now,
-                    actor=audit.SYSTEM,
-                    action="appointment.no_show",
-                    entity="appointment",
-                    entity_id=item.id,
-                    patient_id=item.patient_id,
-                    reason=REASON,
-                    details={"from_status": item.from_status, "by": "no-show sweep"},
-                )
-                if item.patient_id is not None:
-                    await outbox_plan.on_no_show(conn, item.patient_id, now=now)
-        total += len(marked)
-        if len(marked) < BATCH:
+        marked = await in_transaction(pool, batch)
+        total += marked
+        if marked < BATCH:
             return total

@@ -33,7 +33,7 @@ from services.booking.api.common import (
     or_not_found,
     record_item,
     update_versioned,
-    writing,
+    write,
 )
 from services.booking.api.fields import (
     Body,
@@ -212,10 +212,14 @@ async def list_clinics(ctx: Ctx) -> Page[Clinic]:
 )
 async def create_clinic(ctx: Ctx) -> Clinic:
     body: ClinicCreate = ctx.body
-    async with writing(ctx) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         settings = fields_of(ClinicSettings, body.model_dump())
         created = Clinic.model_validate(await clinics.create_clinic(conn, settings, now=ctx.now))
         await record_item(conn, ctx, "create", "clinic", created.id, created)
+        return created
+
+    created = await write(ctx, work)
     return created
 
 
@@ -267,5 +271,5 @@ async def update_clinic(ctx: Ctx) -> Clinic:
         changed=bool(sent),
         lock=_locked_clinic,
         view=Clinic.model_validate,
-        write=write,
+        store=write,
     )

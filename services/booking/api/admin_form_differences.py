@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from pydantic import BaseModel, Field
 
 from services.booking.api import API
@@ -23,6 +24,7 @@ from services.booking.api.common import CLINICAL, Read, or_not_found, record, re
 from services.booking.api.fields import Body, Id, Reason, optional
 from services.booking.api.framework import ApiError, Ctx
 from services.booking.api.pagination import Page, PageQuery
+from shared.db.transactions import in_transaction
 from shared.store import form_differences
 from shared.store.form_differences import FormDifference
 
@@ -102,7 +104,8 @@ async def review_form_difference(ctx: Ctx) -> FormDifferenceOut:
     body: Review = ctx.body
     difference_id = ctx.path["difference_id"]
     assert ctx.staff is not None
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         current = or_not_found(
             await form_differences.get(conn, difference_id), "form difference", difference_id
         )
@@ -125,4 +128,7 @@ async def review_form_difference(ctx: Ctx) -> FormDifferenceOut:
             patient_id=done.patient_id,
             reason=body.note,
         )
+        return done
+
+    done = await in_transaction(ctx.pool, work)
     return _out(done)

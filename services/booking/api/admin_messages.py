@@ -53,6 +53,7 @@ from services.booking.api.common import ALL_STAFF, DESK
 from services.booking.api.fields import Body, Reason
 from services.booking.api.framework import ApiError, Ctx, not_found
 from services.booking.api.pagination import Page, PageQuery
+from shared.db.transactions import in_transaction
 from shared.store import appointments, audit, notifications, patients
 from shared.store.notifications import (
     AttemptView,
@@ -324,7 +325,8 @@ async def list_patient_messages(ctx: Ctx) -> Page[MessageOut]:
     query: PageQuery = ctx.query
     patient_id = ctx.path["patient_id"]
     before_id = query.after_id()
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         if await patients.get(conn, patient_id) is None:
             raise not_found("patient", patient_id)
         found = await notifications.list_by_patient(
@@ -340,6 +342,9 @@ async def list_patient_messages(ctx: Ctx) -> Page[MessageOut]:
             shown=found[: query.limit],
             patient_ids=[patient_id],
         )
+        return page
+
+    page = await in_transaction(ctx.pool, work)
     return page
 
 
@@ -358,7 +363,8 @@ async def list_appointment_messages(ctx: Ctx) -> Page[MessageOut]:
     query: PageQuery = ctx.query
     appointment_id = ctx.path["appointment_id"]
     before_id = query.after_id()
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         appointment = await appointments.get(conn, appointment_id)
         if appointment is None:
             raise not_found("appointment", appointment_id)
@@ -375,6 +381,9 @@ async def list_appointment_messages(ctx: Ctx) -> Page[MessageOut]:
             shown=found[: query.limit],
             patient_ids=[appointment.patient_id] if appointment.patient_id is not None else [],
         )
+        return page
+
+    page = await in_transaction(ctx.pool, work)
     return page
 
 
@@ -390,7 +399,8 @@ async def get_message(ctx: Ctx) -> MessageDetail:
     """Every status change with its reason, and every provider call with its outcome and code.
     Audited as `messages.read`."""
     notification_id = ctx.path["notification_id"]
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         detail = await _detail(conn, notification_id)
         await audit.record(
             conn,
@@ -403,6 +413,9 @@ async def get_message(ctx: Ctx) -> MessageDetail:
             details={"via": "detail", "notification_ids": [notification_id]},
             request_id=ctx.request_id,
         )
+        return detail
+
+    detail = await in_transaction(ctx.pool, work)
     return detail
 
 
@@ -460,7 +473,8 @@ async def cancel_message(ctx: Ctx) -> MessageDetail:
     (a worker may have claimed it a moment earlier). Audited as `message.cancel`."""
     body: CancelMessageBody = ctx.body
     notification_id = ctx.path["notification_id"]
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         try:
             await notifications.cancel_scheduled(
                 conn, notification_id, reason=f"cancelled by staff: {body.reason}", now=ctx.now
@@ -471,4 +485,7 @@ async def cancel_message(ctx: Ctx) -> MessageDetail:
             raise _conflict(error) from None
         cancelled = await _detail(conn, notification_id)
         await _audit_change(conn, ctx, "message.cancel", cancelled, reason=body.reason, details={})
+        return cancelled
+
+    cancelled = await in_transaction(ctx.pool, work)
     return cancelled

@@ -12,7 +12,7 @@ Roles: `admin` and `front_desk` (contact matters are the desk's work). Audited a
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 from pydantic import BaseModel, Field
@@ -21,6 +21,7 @@ from services.booking.api import API
 from services.booking.api.common import DESK, or_not_found, record
 from services.booking.api.framework import ApiError, Ctx
 from shared import outbox_plan
+from shared.db.transactions import in_transaction
 from shared.store import notifications, patients
 
 
@@ -45,7 +46,8 @@ async def send_new_link(ctx: Ctx) -> NewLink:
     """Every link sent before stops working at once; the new one goes to the contacts on file
     within a minute, whatever the hour."""
     patient_id = ctx.path["patient_id"]
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         current = or_not_found(await patients.get(conn, patient_id), "patient", patient_id)
         if current.erased_at is not None:
             raise ApiError(
@@ -69,6 +71,9 @@ async def send_new_link(ctx: Ctx) -> NewLink:
             patient_id=patient_id,
             details={"link_version": version, "sent_by": channels},
         )
+        return channels, version
+
+    channels, version = await in_transaction(ctx.pool, work)
     return NewLink(link_version=version, sent_by=channels)
 
 

@@ -90,6 +90,7 @@ from services.booking.api.framework import ApiError, Ctx, invalid, not_found
 from services.booking.api.pagination import Page, PageQuery
 from services.booking.domain import cancellations
 from services.booking.domain.changes import Change
+from shared.db.transactions import in_transaction
 from shared.domain.contact import (
     ContactError,
     CountryNotTexted,
@@ -448,7 +449,8 @@ async def search_patients(ctx: Ctx) -> Page[PatientSummary]:
     locale = await _locale(ctx.pool, query.clinic_id, "query")
     mobile = _mobile(query.mobile, locale, "query")
     email = _email(query.email, "query")
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         found = await patients.search(
             conn,
             clinic_id=locale.clinic_id,
@@ -462,6 +464,9 @@ async def search_patients(ctx: Ctx) -> Page[PatientSummary]:
         filters = sorted(f for f in ("name", "mobile", "email") if getattr(query, f) is not None)
         details = {"filters": filters, "ids": [p.id for p in hits.items]}
         await _audit(conn, ctx, "patient.search", None, details=details)
+        return hits
+
+    hits = await in_transaction(ctx.pool, work)
     return hits
 
 
@@ -485,7 +490,8 @@ async def create_patient(ctx: Ctx) -> PatientOut:
     mobile = _mobile(body.mobile, locale)
     email = _email(body.email)
     _check_birth_date(body.date_of_birth, locale, ctx.now)
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         with _constraint_errors():
             patient_id = await patients.create(
                 conn,
@@ -507,6 +513,8 @@ async def create_patient(ctx: Ctx) -> PatientOut:
         )
         return await _record(conn, await _existing(conn, patient_id))
 
+    return await in_transaction(ctx.pool, work)
+
 
 @API.route(
     "GET",
@@ -521,9 +529,13 @@ async def get_patient(ctx: Ctx) -> PatientOut:
     """With the current consents; the ETag is the version to send back in If-Match. Audited as
     `patient.read`."""
     patient_id = ctx.path["patient_id"]
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         record = await _record(conn, await _existing(conn, patient_id))
         await _audit(conn, ctx, "patient.read", patient_id, details={"view": "record"})
+        return record
+
+    record = await in_transaction(ctx.pool, work)
     return record
 
 
@@ -562,7 +574,8 @@ async def update_patient(ctx: Ctx) -> PatientOut:
     patient_id = ctx.path["patient_id"]
     _check_field_roles(_role(ctx), body.model_fields_set)
     expected = ctx.if_match()
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         current = await _existing(conn, patient_id)
         changes = await _changes(conn, body, current, ctx.now)
         if current.erased_at is not None and changes.keys() & CONTACT_FIELDS:
@@ -581,6 +594,8 @@ async def update_patient(ctx: Ctx) -> PatientOut:
         await _audit(conn, ctx, "patient.update", patient_id, details={"fields": changed})
         return await _record(conn, updated)
 
+    return await in_transaction(ctx.pool, work)
+
 
 @API.route(
     "GET",
@@ -597,12 +612,16 @@ async def list_consents(ctx: Ctx) -> Page[ConsentOut]:
     query: PageQuery = ctx.query
     patient_id = ctx.path["patient_id"]
     after = query.after(datetime, int)
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         await _existing(conn, patient_id)
         history = await patients.consent_history_page(
             conn, patient_id, after=(after[0], after[1]) if after else None, limit=query.fetch
         )
         await _audit(conn, ctx, "patient.read", patient_id, details={"view": "consents"})
+        return history
+
+    history = await in_transaction(ctx.pool, work)
     return Page[ConsentOut].of(
         history, query.limit, lambda entry: _consent_out(entry[1]), _consent_key
     )

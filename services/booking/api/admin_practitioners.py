@@ -47,7 +47,7 @@ from services.booking.api.common import (
     record_item,
     require_clinic,
     update_versioned,
-    writing,
+    write,
 )
 from services.booking.api.fields import (
     Body,
@@ -64,6 +64,7 @@ from services.booking.api.fields import (
 )
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
+from shared.db.transactions import in_transaction
 from shared.store import appointments, clinics, schedules
 from shared.store.clinics import PractitionerFields
 
@@ -172,11 +173,15 @@ async def list_practitioners(ctx: Ctx) -> Page[Practitioner]:
 async def create_practitioner(ctx: Ctx) -> Practitioner:
     body: PractitionerCreate = ctx.body
     fields = fields_of(PractitionerFields, body.model_dump())
-    async with writing(ctx) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         await require_clinic(conn, body.clinic_id)
         row = await clinics.create_practitioner(conn, clinic_id=body.clinic_id, fields=fields)
         created = Practitioner.model_validate(row)
         await record_item(conn, ctx, "create", "practitioner", created.id, created)
+        return created
+
+    created = await write(ctx, work)
     return created
 
 
@@ -227,7 +232,7 @@ async def update_practitioner(ctx: Ctx) -> Practitioner:
         changed=bool(sent),
         lock=_locked_practitioner,
         view=Practitioner.model_validate,
-        write=write,
+        store=write,
     )
 
 
@@ -339,7 +344,8 @@ async def put_hours(ctx: Ctx) -> WeeklyHours:
     hours = [(r.weekday, r.starts, r.ends) for r in body.hours]
     _check_no_overlap(hours, "hours")
     conflicts = {"working_hours_practitioner_id_weekday_tsrange_excl": "ranges overlap"}
-    async with writing(ctx, conflicts) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         row = await _locked_practitioner(conn, practitioner_id)
         check_version("practitioner", practitioner_id, row, expected)
         before = _week(
@@ -362,6 +368,9 @@ async def put_hours(ctx: Ctx) -> WeeklyHours:
                 "to": after.model_dump(mode="json")["hours"],
             },
         )
+        return after
+
+    after = await write(ctx, work, conflicts)
     return after
 
 
@@ -445,7 +454,8 @@ async def create_time_off(ctx: Ctx) -> TimeOff:
     """Appointments already booked in the range stay booked: move them separately."""
     practitioner_id = ctx.path["practitioner_id"]
     body: TimeOffCreate = ctx.body
-    async with writing(ctx) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         await _locked_practitioner(conn, practitioner_id)
         row = await schedules.create_time_off(
             conn,
@@ -459,6 +469,9 @@ async def create_time_off(ctx: Ctx) -> TimeOff:
         await record_item(
             conn, ctx, "time_off.create", "practitioner", practitioner_id, created, key="time_off"
         )
+        return created
+
+    created = await write(ctx, work)
     return created
 
 
@@ -473,12 +486,15 @@ async def create_time_off(ctx: Ctx) -> TimeOff:
 )
 async def delete_time_off(ctx: Ctx) -> None:
     practitioner_id, time_off_id = ctx.path["practitioner_id"], ctx.path["time_off_id"]
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         row = await schedules.delete_time_off(conn, practitioner_id, time_off_id)
         removed = TimeOff.model_validate(or_not_found(row, "time off", time_off_id))
         await record_item(
             conn, ctx, "time_off.delete", "practitioner", practitioner_id, removed, key="time_off"
         )
+
+    await in_transaction(ctx.pool, work)
 
 
 # -- One-off day overrides -------------------------------------------------------------------------
@@ -571,7 +587,8 @@ async def put_override(ctx: Ctx) -> Override:
     body: OverridePut = ctx.body
     ranges = [(r.starts, r.ends) for r in body.ranges]
     _check_no_overlap([(0, s, e) for s, e in ranges], "ranges")
-    async with writing(ctx) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         await _locked_practitioner(conn, practitioner_id)
         previous = await schedules.get_override(conn, practitioner_id, body.day, for_update=True)
         row = await schedules.set_override(
@@ -589,6 +606,9 @@ async def put_override(ctx: Ctx) -> Override:
                 "to": result.model_dump(mode="json"),
             },
         )
+        return result
+
+    result = await write(ctx, work)
     return result
 
 
@@ -605,7 +625,8 @@ async def put_override(ctx: Ctx) -> Override:
 async def delete_override(ctx: Ctx) -> None:
     practitioner_id = ctx.path["practitioner_id"]
     day: date = ctx.query.day
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> Any:
         await _require_practitioner(conn, practitioner_id)
         row = await schedules.delete_override(conn, practitioner_id, day)
         if row is None:
@@ -623,3 +644,5 @@ async def delete_override(ctx: Ctx) -> None:
             entity_id=practitioner_id,
             details={"from": _override(row).model_dump(mode="json")},
         )
+
+    await in_transaction(ctx.pool, work)

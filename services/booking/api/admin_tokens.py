@@ -23,11 +23,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from services.booking.api import API
-from services.booking.api.common import ADMIN, or_not_found, record, record_item, writing
+from services.booking.api.common import ADMIN, or_not_found, record, record_item, write
 from services.booking.api.fields import Body, Name
 from services.booking.api.framework import Ctx
 from services.booking.api.pagination import Page, PageQuery
@@ -106,7 +107,8 @@ async def list_tokens(ctx: Ctx) -> Page[Token]:
 async def create_token(ctx: Ctx) -> web.Response:
     """The answer is the only place the token ever appears: store it at once."""
     body: TokenCreate = ctx.body
-    async with writing(ctx) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         secret, created = await staff_tokens.create_token(
             conn, name=body.name, role=body.role, now=ctx.now
         )
@@ -114,6 +116,9 @@ async def create_token(ctx: Ctx) -> web.Response:
         assert row is not None  # inserted just above
         view = _view(ctx, row)
         await record_item(conn, ctx, "create", "staff_token", created.id, view)
+        return secret, view
+
+    secret, view = await write(ctx, work)
     answer = TokenCreated(**view.model_dump(), token=secret)
     return web.json_response(
         answer.model_dump(mode="json"), status=201, headers={"Cache-Control": "no-store"}
@@ -135,7 +140,8 @@ async def revoke_token(ctx: Ctx) -> Revocation:
     token_id = ctx.path["token_id"]
     assert ctx.staff is not None
     own = ctx.staff.id == token_id
-    async with writing(ctx) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         found = await staff_tokens.revoke(conn, token_id, now=ctx.now)
         row, revoked_now = or_not_found(found, "token", token_id)
         view = _view(ctx, row)
@@ -148,6 +154,9 @@ async def revoke_token(ctx: Ctx) -> Revocation:
                 entity_id=token_id,
                 details={"name": view.name, "role": view.role, "own_token": own},
             )
+        return revoked_now, view
+
+    revoked_now, view = await write(ctx, work)
     label = f"token {token_id} ({view.name!r}, {view.role})"
     if not revoked_now:
         message = f"{label} was already revoked at {view.revoked_at:%Y-%m-%d %H:%M} UTC"

@@ -32,7 +32,7 @@ from services.booking.api.common import (
     record_item,
     require_clinic,
     update_versioned,
-    writing,
+    write,
 )
 from services.booking.api.fields import Body, Id, LongText, Name, StoredName, optional
 from services.booking.api.framework import Ctx, invalid
@@ -208,7 +208,8 @@ async def create_treatment(ctx: Ctx) -> Treatment:
     body: TreatmentCreate = ctx.body
     values = {**body.model_dump(exclude={"gaps"}), "gaps": body.gaps, "active": True}
     _check_template(values, set(body.model_fields_set))
-    async with writing(ctx, UNIQUE_CODE) as conn:
+
+    async def work(conn: asyncpg.Connection) -> Any:
         await require_clinic(conn, body.clinic_id)
         row = await clinics.create_treatment(
             conn,
@@ -218,6 +219,9 @@ async def create_treatment(ctx: Ctx) -> Treatment:
         )
         created = _treatment(row)
         await record_item(conn, ctx, "create", "treatment", created.id, created)
+        return created
+
+    created = await write(ctx, work, UNIQUE_CODE)
     return created
 
 
@@ -275,7 +279,7 @@ async def update_treatment(ctx: Ctx) -> Treatment:
         changed=bool(sent),
         lock=_locked_treatment,
         view=_treatment,
-        write=write,
+        store=write,
         conflicts=UNIQUE_CODE,
     )
 

@@ -10,8 +10,8 @@ importing this one only defines helpers).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
@@ -19,6 +19,7 @@ import asyncpg
 from pydantic import BaseModel, ValidationInfo
 
 from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from shared.db.transactions import Work, in_transaction
 from shared.store import audit, clinics
 from shared.store.staff_tokens import Role
 
@@ -180,7 +181,8 @@ async def record_reads(ctx: Ctx, *, action: str, entity: str, reads: Sequence[Re
     so the rows get one (all or none)."""
     if not reads:
         return
-    async with ctx.pool.acquire() as conn, conn.transaction():
+
+    async def work(conn: asyncpg.Connection) -> None:
         for read in reads:
             await record(
                 conn,
@@ -191,6 +193,8 @@ async def record_reads(ctx: Ctx, *, action: str, entity: str, reads: Sequence[Re
                 patient_id=read.patient_id,
                 details=read.details,
             )
+
+    await in_transaction(ctx.pool, work)
 
 
 def changes(before: BaseModel, after: BaseModel) -> dict[str, Any]:
@@ -235,15 +239,11 @@ def database_errors(conflicts: Mapping[str, str] | None = None) -> Iterator[None
         raise invalid("(root)", "a value is out of the range the database can store") from None
 
 
-@asynccontextmanager
-async def writing(
-    ctx: Ctx, conflicts: Mapping[str, str] | None = None
-) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a transaction for one write and its audit row, with constraint errors
-    (commit included) answered as `database_errors` does."""
+async def write(ctx: Ctx, work: Work[T], conflicts: Mapping[str, str] | None = None) -> T:
+    """One write and its audit row in a transaction (shared.db.transactions.in_transaction, with
+    its retries), constraint errors (commit included) answered as `database_errors` does."""
     with database_errors(conflicts):
-        async with ctx.pool.acquire() as conn, conn.transaction():
-            yield conn
+        return await in_transaction(ctx.pool, work)
 
 
 # -- Shared endpoint bodies of the versioned setup records (clinic, practitioner, treatment) ------
@@ -260,25 +260,28 @@ async def update_versioned(
     changed: bool,
     lock: Callable[[asyncpg.Connection, int], Awaitable[Row]],
     view: Callable[[Row], V],
-    write: Callable[[asyncpg.Connection, Row], Awaitable[Row | None]],
+    store: Callable[[asyncpg.Connection, Row], Awaitable[Row | None]],
     conflicts: Mapping[str, str] | None = None,
 ) -> V:
     """PATCH of a versioned record: lock it (`lock` answers 404), compare its version with
-    If-Match (412 when it moved on), let `write` store the merged record, and audit the fields
+    If-Match (412 when it moved on), let `store` write the merged record, and audit the fields
     whose values changed. Nothing sent (`changed` false): the record as it is."""
     expected = ctx.if_match()
-    async with writing(ctx, conflicts) as conn:
+
+    async def work(conn: asyncpg.Connection) -> V:
         row = await lock(conn, ident)
         check_version(entity, ident, row, expected)
         before = view(row)
         if not changed:
             return before
-        updated = await write(conn, row)
+        updated = await store(conn, row)
         assert updated is not None  # locked and version-checked above
         after = view(updated)
         details = {"changes": changes(before, after)}
         await record(conn, ctx, action="update", entity=entity, entity_id=ident, details=details)
-    return after
+        return after
+
+    return await write(ctx, work, conflicts)
 
 
 async def delete_or_deactivate(
@@ -293,10 +296,13 @@ async def delete_or_deactivate(
 ) -> None:
     """DELETE of a record that history may refer to: the store deletes it, or deactivates it
     when something still refers to it; `check` may refuse first. Audited with the record."""
-    async with writing(ctx) as conn:
+
+    async def work(conn: asyncpg.Connection) -> None:
         row = await lock(conn, ident)
         if check is not None:
             await check(conn)
         deleted = await delete(conn, ident)
         action = "delete" if deleted else "deactivate"
         await record_item(conn, ctx, action, entity, ident, view(row))
+
+    await write(ctx, work)

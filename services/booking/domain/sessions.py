@@ -22,10 +22,11 @@ from services.booking.domain.offers import (
     bookable_days,
     schedules_for,
 )
+from shared.domain import hold_expiry
 from shared.domain.appointment_states import Status
 from shared.domain.errors import InvalidField
 from shared.scheduling.availability import why_not_free
-from shared.store import appointments, audit
+from shared.store import appointments
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
 
@@ -241,26 +242,14 @@ async def _release_expired_in_the_way(
     now: datetime,
     request_id: str | None,
 ) -> None:
-    # Availability already ignores expired holds, but the exclusion constraint does not until
-    # their rows are cancelled; the sweep may not have run yet.
-    released = 0
+    in_the_way = []
     for session in ordered:
         occupied = offer.treatment.spec.occupied(session.start)
-        released += await appointments.release_expired_holds(
-            conn,
-            now=now,
-            practitioner_id=session.practitioner_id,
-            overlapping=(occupied.start, occupied.end),
-        )
-    if released:
-        await audit.record(
-            conn,
-            at=now,
-            actor=audit.SYSTEM,
-            action="hold.expire",
-            entity="appointment",
-            entity_id=None,
-            reason="expired hold in the way of a booking",
-            details={"appointments": released},
-            request_id=request_id,
-        )
+        in_the_way.append((session.practitioner_id, occupied.start, occupied.end))
+    await hold_expiry.release_expired(
+        conn,
+        now=now,
+        reason="expired hold in the way of a booking",
+        in_the_way=in_the_way,
+        request_id=request_id,
+    )
