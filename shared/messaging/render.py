@@ -13,21 +13,20 @@ they cannot name it: minimum necessary content by construction.
 
 SMS bodies are made to fit two GSM-7 segments: typographic characters in names are replaced by
 their GSM-7 look-alikes when that makes the whole body GSM-7, and the template is rendered in
-shorter variants (`compact` 0, 1, 2; then without the greeting) until one fits.
+shorter variants (`compact` 0, 1, 2; then without the greeting) until one fits. Dates, times,
+phone numbers and the GSM-7 look-alikes are written by `shared.messaging.formats`.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import phonenumbers
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 
 from shared.config import Settings
@@ -37,13 +36,25 @@ from shared.messaging.context import (
     MessageContext,
     NotificationRow,
 )
+from shared.messaging.formats import (
+    DEFAULT_LANGUAGE,
+    DateStyle,
+    SessionView,
+    clock_text,
+    date_style,
+    day_text,
+    display_phone,
+    grouped_dates,
+    gsm7_fallback,
+    local_view,
+    session_view,
+)
 from shared.messaging.ics import Method, ics_attachment
 from shared.providers.email import Attachment
-from shared.sms_segments import GSM7_BASIC, GSM7_EXTENDED, is_gsm7, segment_count
+from shared.sms_segments import segment_count
 from shared.store.appointments import Appointment
 
 Channel = Literal["sms", "email"]
-DEFAULT_LANGUAGE = "en"
 MAX_SMS_SEGMENTS = 2
 REMINDER_KINDS = frozenset({"reminder_72h", "reminder_24h", "reminder_2h"})
 MERGED_TEMPLATE = "reminder_merged"
@@ -109,218 +120,6 @@ def _environment(*, trim: bool) -> Environment:
 # folded into one paragraph, so a line break after a tag must stay a space between words.
 _EMAIL_ENV = _environment(trim=True)
 _SMS_ENV = _environment(trim=False)
-
-
-# -- dates, times and phone numbers ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DateStyle:
-    days: tuple[str, ...]
-    day_names: tuple[str, ...]
-    months: tuple[str, ...]
-    month_names: tuple[str, ...]
-    month_first: bool = False
-    twelve_hour: bool = False
-
-
-_EN = DateStyle(
-    days=("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
-    day_names=("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
-    months=("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
-    month_names=(
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ),
-)
-# Keyed by language, or language-REGION (the clinic's region) where the convention differs.
-DATE_STYLES: dict[str, DateStyle] = {
-    "en": _EN,
-    "en-US": replace(_EN, month_first=True, twelve_hour=True),
-}
-
-
-def date_style(language: str, region: str) -> DateStyle:
-    return (
-        DATE_STYLES.get(f"{language}-{region}")
-        or DATE_STYLES.get(language)
-        or DATE_STYLES[DEFAULT_LANGUAGE]
-    )
-
-
-@dataclass(frozen=True)
-class SessionView:
-    """One appointment as the patient reads it, in their zone."""
-
-    id: int
-    local: datetime
-    short: str  # Tue 3 Mar 10:00
-    long: str  # Tuesday 3 March 2026 at 10:00
-    day: str  # Tue 3 Mar
-    time: str  # 10:00
-    ends: str  # 10:30
-
-
-def _clock(moment: datetime, style: DateStyle) -> str:
-    if not style.twelve_hour:
-        return f"{moment:%H:%M}"
-    hour = moment.hour % 12 or 12
-    return f"{hour}:{moment:%M} {'AM' if moment.hour < 12 else 'PM'}"
-
-
-def _day(moment: datetime, style: DateStyle) -> str:
-    dow, month = style.days[moment.weekday()], style.months[moment.month - 1]
-    return f"{dow} {month} {moment.day}" if style.month_first else f"{dow} {moment.day} {month}"
-
-
-def _long_day(moment: datetime, style: DateStyle) -> str:
-    dow = style.day_names[moment.weekday()]
-    month = style.month_names[moment.month - 1]
-    if style.month_first:
-        return f"{dow}, {month} {moment.day}, {moment.year}"
-    return f"{dow} {moment.day} {month} {moment.year}"
-
-
-def _view(
-    view_id: int,
-    starts: datetime,
-    ends: datetime | None,
-    zone: ZoneInfo,
-    style: DateStyle,
-    show_zone: bool,
-) -> SessionView:
-    local = starts.astimezone(zone)
-    # The zone is named only when the reader's zone is not the clinic's: "10:00 EST".
-    suffix = f" {local.tzname()}" if show_zone else ""
-    clock = _clock(local, style) + suffix
-    day = _day(local, style)
-    return SessionView(
-        id=view_id,
-        local=local,
-        short=f"{day} {clock}",
-        long=f"{_long_day(local, style)} at {clock}",
-        day=day,
-        time=clock,
-        ends="" if ends is None else _clock(ends.astimezone(zone), style) + suffix,
-    )
-
-
-def session_view(
-    appointment: Appointment, zone: ZoneInfo, style: DateStyle, *, show_zone: bool
-) -> SessionView:
-    return _view(appointment.id, appointment.starts_at, appointment.ends_at, zone, style, show_zone)
-
-
-def grouped_dates(views: Sequence[SessionView], style: DateStyle) -> str:
-    """Several sessions in few characters: '3, 10, 17 Mar; 7 Apr at 10:00' when they share a
-    time, else each date and time without the weekday."""
-    if not views:
-        return ""
-    if len({v.time for v in views}) == 1:
-        months: list[tuple[tuple[int, int], list[int]]] = []
-        for v in views:
-            key = (v.local.year, v.local.month)
-            if months and months[-1][0] == key:
-                months[-1][1].append(v.local.day)
-            else:
-                months.append((key, [v.local.day]))
-        parts = []
-        for (_, month), days in months:
-            numbers = ", ".join(str(d) for d in days)
-            name = style.months[month - 1]
-            parts.append(f"{name} {numbers}" if style.month_first else f"{numbers} {name}")
-        return f"{'; '.join(parts)} at {views[0].time}"
-    items = []
-    for v in views:
-        month_name = style.months[v.local.month - 1]
-        day = f"{month_name} {v.local.day}" if style.month_first else f"{v.local.day} {month_name}"
-        items.append(f"{day} {v.time}")
-    return ", ".join(items)
-
-
-def display_phone(phone: str, region: str, reader_number: str | None) -> str:
-    """The clinic's number as the reader dials it: national format when the reader's mobile has
-    the clinic's country code (or is unknown), international otherwise."""
-    try:
-        number = phonenumbers.parse(phone, region)
-    except phonenumbers.NumberParseException:
-        return phone
-    reader = number.country_code
-    if reader_number:
-        try:
-            reader = phonenumbers.parse(reader_number, None).country_code
-        except phonenumbers.NumberParseException:
-            reader = number.country_code
-    form = (
-        phonenumbers.PhoneNumberFormat.NATIONAL
-        if reader == number.country_code
-        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
-    )
-    return phonenumbers.format_number(number, form)
-
-
-# -- GSM-7 -----------------------------------------------------------------------------------------
-
-_GSM7_LOOKALIKES = {
-    "\u2018": "'",
-    "\u2019": "'",
-    "\u201a": "'",
-    "\u2032": "'",
-    "\u00b4": "'",
-    "`": "'",
-    "\u201c": '"',
-    "\u201d": '"',
-    "\u201e": '"',
-    "\u2033": '"',
-    "\u2013": "-",
-    "\u2014": "-",
-    "\u2212": "-",
-    "\u2010": "-",
-    "\u2011": "-",
-    "\u2026": "...",
-    "\u00a0": " ",
-    "\u2009": " ",
-    "\u202f": " ",
-    "\u2022": "-",
-    "\u0141": "L",
-    "\u0142": "l",
-    "\u0110": "D",
-    "\u0111": "d",
-    "\u0152": "OE",
-    "\u0153": "oe",
-    "\u00e7": "c",
-    "\u00f0": "d",
-    "\u00fe": "th",
-}
-
-
-def _gsm7_char(ch: str) -> str:
-    if ch in GSM7_BASIC or ch in GSM7_EXTENDED:
-        return ch
-    if ch in _GSM7_LOOKALIKES:
-        return _GSM7_LOOKALIKES[ch]
-    base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
-    return base if base and is_gsm7(base) else ch
-
-
-def gsm7_fallback(body: str) -> str:
-    """The body with typographic quotes, dashes and accents GSM-7 lacks ('Zoë', 'St John’s')
-    replaced by look-alikes, if that makes it all GSM-7 (a UCS-2 SMS holds 70 characters, not
-    160); otherwise unchanged, since a name in another script cannot be spelt in GSM-7."""
-    if is_gsm7(body):
-        return body
-    replaced = "".join(_gsm7_char(ch) for ch in body)
-    return replaced if is_gsm7(replaced) else body
 
 
 # -- template lookup -------------------------------------------------------------------------------
@@ -404,7 +203,7 @@ def _previous(
     if starts.tzinfo is None:
         return None
     view_id = appointment.id if appointment is not None else 0
-    return _view(view_id, starts, None, zone, style, show_zone)
+    return local_view(view_id, starts, None, zone, style, show_zone)
 
 
 def _asks_confirmation(notification: NotificationRow) -> bool:
@@ -441,7 +240,7 @@ def _changed(notification: NotificationRow, zone: ZoneInfo, style: DateStyle) ->
             moment = None
         if moment is not None and moment.tzinfo is not None:
             local = moment.astimezone(zone)
-            when = f"on {_day(local, style)} at {_clock(local, style)}"
+            when = f"on {day_text(local, style)} at {clock_text(local, style)}"
     return what, when
 
 

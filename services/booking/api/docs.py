@@ -9,7 +9,7 @@ from aiohttp import web
 from jinja2 import Environment
 
 from services.booking.api import API
-from services.booking.api.framework import build_openapi
+from services.booking.api.openapi import build_openapi
 
 DESCRIPTION = (
     "Availability, course booking and the admin API of Regimen. Errors are "
