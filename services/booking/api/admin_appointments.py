@@ -526,14 +526,14 @@ def _state_action(
     *,
     summary: str,
     roles: tuple[Role, ...],
-    action: Callable[..., Awaitable[Appointment]],
+    action: actions.StateAction,
     description: str,
 ) -> Handler:
     """Register `POST .../{appointment_id}/<verb>`: a state change with no body, only If-Match.
     `name` is the operationId, `description` the operation's description."""
 
     async def handler(ctx: Ctx) -> AppointmentDetail:
-        return await appointment_detail(ctx, await _act(ctx, action))
+        return await appointment_detail(ctx, await _act(ctx, actions.act, state=action))
 
     handler.__name__ = handler.__qualname__ = name
     handler.__doc__ = description
@@ -554,7 +554,7 @@ confirm_appointment = _state_action(
     "confirm",
     summary="Confirm on the patient's behalf",
     roles=DESK,
-    action=actions.confirm,
+    action=actions.CONFIRM,
     description="booked → confirmed, when the patient confirms by phone or at the desk.",
 )
 check_in_appointment = _state_action(
@@ -562,7 +562,7 @@ check_in_appointment = _state_action(
     "check-in",
     summary="Check the patient in",
     roles=DESK,
-    action=actions.check_in,
+    action=actions.CHECK_IN,
     description="booked or confirmed → checked_in, from 2 h before the start until the end "
     "plus the clinic's no-show grace. Refused (409 needs-review) while a clinician review is "
     "pending.",
@@ -572,7 +572,7 @@ complete_appointment = _state_action(
     "complete",
     summary="Record the session as done",
     roles=CLINICAL,
-    action=actions.complete,
+    action=actions.COMPLETE,
     description="checked_in → completed.",
 )
 no_show_appointment = _state_action(
@@ -580,7 +580,7 @@ no_show_appointment = _state_action(
     "no-show",
     summary="Record a no-show",
     roles=DESK,
-    action=actions.no_show,
+    action=actions.NO_SHOW,
     description="booked or confirmed → no_show, only once the end plus the clinic's grace has "
     "passed.",
 )

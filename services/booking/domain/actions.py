@@ -5,7 +5,8 @@ change is made of)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,32 +35,41 @@ CHECK_IN_OPENS_BEFORE = timedelta(hours=2)
 Guard = Callable[[Appointment, ClinicInfo, datetime], None]
 
 
-async def _act(
+@dataclass(frozen=True)
+class StateAction:
+    """One of the plain state changes: its name in the audit log, the state it leads to, its own
+    rule beyond the state machine (`guard`), and what its history event records."""
+
+    name: str
+    to_status: Status
+    guard: Guard | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def act(
     conn: asyncpg.Connection,
     appointment_id: int,
-    to_status: Status,
-    action: str,
     *,
+    state: StateAction,
     expected_version: int,
     change: Change,
-    guard: Guard | None = None,
-    details: dict[str, Any] | None = None,
 ) -> Appointment:
     """One state transition: version, legality, then the action's own rule (`guard`)."""
     current = await locked(conn, appointment_id, expected_version)
-    check_transition(current.status, to_status)
-    if guard is not None:
-        guard(current, await clinic_of(conn, current.clinic_id), change.now)
+    check_transition(current.status, state.to_status)
+    if state.guard is not None:
+        state.guard(current, await clinic_of(conn, current.clinic_id), change.now)
+    details = dict(state.details)
     updated = await transition_audited(
         conn,
         current,
-        to_status,
-        action,
+        state.to_status,
+        state.name,
         change,
-        details=details,
-        audit_details={"to_status": to_status, **(details or {})},
+        details=details or None,
+        audit_details={"to_status": state.to_status, **details},
     )
-    if to_status == "no_show" and updated.patient_id is not None:
+    if state.to_status == "no_show" and updated.patient_id is not None:
         # After a missed session the patient's later ones get the 2-hour reminder too.
         await outbox_plan.on_no_show(conn, updated.patient_id, now=change.now)
     return updated
@@ -103,60 +113,13 @@ def _no_show_guard(current: Appointment, clinic: ClinicInfo, now: datetime) -> N
         )
 
 
-async def confirm(
-    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
-) -> Appointment:
-    """Confirm on the patient's behalf (they phoned or told the desk)."""
-    return await _act(
-        conn,
-        appointment_id,
-        "confirmed",
-        "confirm",
-        expected_version=expected_version,
-        change=change,
-        details={"on_behalf_of": "patient"},
-    )
-
-
-async def check_in(
-    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
-) -> Appointment:
-    return await _act(
-        conn,
-        appointment_id,
-        "checked_in",
-        "check_in",
-        expected_version=expected_version,
-        change=change,
-        guard=_check_in_guard,
-    )
-
-
-async def complete(
-    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
-) -> Appointment:
-    return await _act(
-        conn,
-        appointment_id,
-        "completed",
-        "complete",
-        expected_version=expected_version,
-        change=change,
-    )
-
-
-async def no_show(
-    conn: asyncpg.Connection, appointment_id: int, *, expected_version: int, change: Change
-) -> Appointment:
-    return await _act(
-        conn,
-        appointment_id,
-        "no_show",
-        "no_show",
-        expected_version=expected_version,
-        change=change,
-        guard=_no_show_guard,
-    )
+# Confirm on the patient's behalf (they phoned or told the desk); check in from 2 h before the
+# start until the end plus the no-show grace, never while a clinician review is pending;
+# complete; record a no-show once the end plus the grace has passed.
+CONFIRM = StateAction("confirm", "confirmed", details={"on_behalf_of": "patient"})
+CHECK_IN = StateAction("check_in", "checked_in", guard=_check_in_guard)
+COMPLETE = StateAction("complete", "completed")
+NO_SHOW = StateAction("no_show", "no_show", guard=_no_show_guard)
 
 
 async def review(

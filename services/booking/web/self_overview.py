@@ -265,8 +265,12 @@ async def confirm(request: web.Request, visit: Visit) -> web.StreamResponse:
     try:
         await in_transaction(
             request.app[POOL],
-            lambda conn: actions.confirm(
-                conn, appointment.id, expected_version=version, change=visit.change()
+            lambda conn: actions.act(
+                conn,
+                appointment.id,
+                state=actions.CONFIRM,
+                expected_version=version,
+                change=visit.change(),
             ),
         )
     except VersionConflict as conflict:
