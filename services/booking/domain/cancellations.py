@@ -133,9 +133,17 @@ async def _end_series(
     series = await series_store.lock(conn, current.series_id)
     if series is None or series.status not in ("active", "paused"):
         return series.status if series is not None else None
+    await _cancel_course(conn, series, change, reason, via="cancel rest of course")
+    return "cancelled"
+
+
+async def _cancel_course(
+    conn: asyncpg.Connection, course: series_store.Series, change: Change, reason: str, *, via: str
+) -> None:
+    """An active or paused course (locked by the caller) becomes cancelled, audited."""
     await series_store.update(
         conn,
-        series.id,
+        course.id,
         plan_notes=None,
         status="cancelled",
         expected_version=None,
@@ -147,13 +155,12 @@ async def _end_series(
         actor=change.actor,
         action="series.cancel",
         entity="series",
-        entity_id=series.id,
-        patient_id=series.patient_id,
+        entity_id=course.id,
+        patient_id=course.patient_id,
         reason=reason,
-        details={"from_status": series.status, "via": "cancel rest of course"},
+        details={"from_status": course.status, "via": via},
         request_id=change.request_id,
     )
-    return "cancelled"
 
 
 ERASURE_REASON = "patient erased"
@@ -196,25 +203,6 @@ async def cancel_for_erasure(
     for course in courses:
         if course.status not in ("active", "paused"):
             continue
-        await series_store.update(
-            conn,
-            course.id,
-            plan_notes=None,
-            status="cancelled",
-            expected_version=None,
-            now=change.now,
-        )
-        await audit.record(
-            conn,
-            at=change.now,
-            actor=change.actor,
-            action="series.cancel",
-            entity="series",
-            entity_id=course.id,
-            patient_id=patient_id,
-            reason=ERASURE_REASON,
-            details={"from_status": course.status, "via": "erasure"},
-            request_id=change.request_id,
-        )
+        await _cancel_course(conn, course, change, ERASURE_REASON, via="erasure")
         ended.append(course.id)
     return ErasureCancellation([a.id for a in cancelled], ended)

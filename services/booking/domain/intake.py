@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg
 
-from services.booking.domain import limits
+from services.booking.domain import limits, patient_contact
 from shared.domain.contact import ContactError, normalise_email, normalise_mobile
 from shared.domain.errors import InvalidField
 from shared.scheduling.loader import ClinicInfo
@@ -216,25 +216,15 @@ async def record_consents(
     actor: Actor,
     request_id: str | None,
 ) -> None:
+    """A new patient's consents, every one as answered on the form (none pre-ticked)."""
     answers = {kind: getattr(consents, kind) for kind in patients.CONSENT_KINDS}
-    for kind, granted in answers.items():
-        await patients.record_consent(
-            conn,
-            patient_id,
-            kind=kind,
-            granted=granted,
-            source=CONSENT_SOURCE,
-            wording_version=CONSENT_WORDING_VERSION,
-            now=now,
-        )
-    await audit.record(
+    await patient_contact.record_consents(
         conn,
-        at=now,
+        patient_id,
+        answers,
+        source=CONSENT_SOURCE,
+        wording_version=CONSENT_WORDING_VERSION,
         actor=actor,
-        action="consent.record",
-        entity="patient",
-        entity_id=patient_id,
-        patient_id=patient_id,
-        details={"consents": answers, "wording_version": CONSENT_WORDING_VERSION},
+        now=now,
         request_id=request_id,
     )

@@ -78,7 +78,33 @@ async def set_consents(
         for kind, granted in wanted.items()
         if granted != (kind in current and current[kind].granted)
     }
-    for kind, granted in changed.items():
+    if changed:
+        await record_consents(
+            conn,
+            patient_id,
+            changed,
+            source=source,
+            wording_version=wording_version,
+            actor=actor,
+            now=now,
+            request_id=request_id,
+        )
+    return changed
+
+
+async def record_consents(
+    conn: asyncpg.Connection,
+    patient_id: int,
+    answers: Mapping[ConsentKind, bool],
+    *,
+    source: str,
+    wording_version: str,
+    actor: Actor,
+    now: datetime,
+    request_id: str | None,
+) -> None:
+    """Record every answer given (append-only rows), and one audit row naming them all."""
+    for kind, granted in answers.items():
         await patients.record_consent(
             conn,
             patient_id,
@@ -88,24 +114,22 @@ async def set_consents(
             wording_version=wording_version,
             now=now,
         )
-    if changed:
-        details: dict[str, Any] = {
-            "consents": changed,
-            "source": source,
-            "wording_version": wording_version,
-        }
-        await audit.record(
-            conn,
-            at=now,
-            actor=actor,
-            action="consent.record",
-            entity="patient",
-            entity_id=patient_id,
-            patient_id=patient_id,
-            details=details,
-            request_id=request_id,
-        )
-    return changed
+    details: dict[str, Any] = {
+        "consents": dict(answers),
+        "source": source,
+        "wording_version": wording_version,
+    }
+    await audit.record(
+        conn,
+        at=now,
+        actor=actor,
+        action="consent.record",
+        entity="patient",
+        entity_id=patient_id,
+        patient_id=patient_id,
+        details=details,
+        request_id=request_id,
+    )
 
 
 async def request_new_link(
