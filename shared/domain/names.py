@@ -57,6 +57,26 @@ def _joins_letters(text: str, index: int) -> bool:
     return bool(before and after) and _non_latin_letter(before) and _non_latin_letter(after)
 
 
+def storable_problem(text: str) -> str | None:
+    """Why `text` cannot be stored as text (None: it can). PostgreSQL text cannot hold NUL, and
+    lone surrogates (which a malformed form or JSON body can carry) cannot be encoded as UTF-8:
+    both are refused where the text comes in, rather than fail in the database."""
+    if "\x00" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text"
+    return None
+
+
+def one_line_problem(text: str) -> str | None:
+    """Why `text` is not one storable line without control characters (None: it is)."""
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch in LINE_SEPARATORS for ch in text):
+        return "must be one line of text without control characters"
+    return storable_problem(text)
+
+
 def check_name(text: str) -> str:
     """A pydantic AfterValidator: the name unchanged, or ValueError saying what is wrong."""
     problem = unsafe_name_character(text)

@@ -44,7 +44,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from shared.domain.names import UNSAFE_NAME_RULE, check_name
+from shared.domain.names import UNSAFE_NAME_RULE, check_name, one_line_problem, storable_problem
 
 # -- Request models --------------------------------------------------------------------------------
 
@@ -90,22 +90,19 @@ NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 
 
 def storable(text: str) -> str:
-    """An AfterValidator for text: PostgreSQL text cannot hold NUL, and lone surrogates cannot
-    be encoded as UTF-8, so both are refused here rather than fail in the database."""
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
+    """An AfterValidator for text that the database can store (shared.domain.names)."""
+    problem = storable_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
     return text
 
 
 def one_line(text: str) -> str:
     """An AfterValidator: storable text on one line, without control characters."""
-    if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\u2028\u2029" for ch in text):
-        raise ValueError("must be one line of text without control characters")
-    return storable(text)
+    problem = one_line_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
 
 
 def text(max_length: int, *, min_length: int = 0, description: str | None = None) -> Any:

@@ -56,7 +56,7 @@ from shared.domain.contact import (
     normalise_mobile,
 )
 from shared.domain.errors import InvalidField, TooMany
-from shared.domain.names import unsafe_name_character
+from shared.domain.names import one_line_problem, storable_problem, unsafe_name_character
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo
 from shared.store.appointments import Appointment
@@ -192,21 +192,13 @@ def typed_values(form: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _storable(text: str) -> bool:
-    return "\x00" not in text
-
-
-def _one_line(text: str) -> bool:
-    return not any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
-
-
 def _check_name(values: dict[str, Any], name: str, errors: dict[str, str]) -> str:
     text = values[name].strip()
     if not text:
         errors[name] = "required"
     elif len(text) > NAME_MAX:
         errors[name] = "too_long"
-    elif not _one_line(text):
+    elif one_line_problem(text) is not None:
         errors[name] = "invalid"
     elif unsafe_name_character(text) is not None:
         errors[name] = "hidden_characters"
@@ -218,7 +210,7 @@ def _check_mobile(values: dict[str, Any], clinic: ClinicInfo, errors: dict[str, 
     if not text:
         errors["mobile"] = "required"
         return text
-    if len(text) > MOBILE_MAX or not _one_line(text):
+    if len(text) > MOBILE_MAX or one_line_problem(text) is not None:
         errors["mobile"] = "invalid"
         return text
     region = clinic.region
@@ -242,7 +234,7 @@ def _check_email(values: dict[str, Any], errors: dict[str, str]) -> str | None:
     text = values["email"].strip()
     if not text:
         return None
-    if len(text) > EMAIL_MAX or not _one_line(text):
+    if len(text) > EMAIL_MAX or one_line_problem(text) is not None:
         errors["email"] = "invalid"
         return None
     try:
@@ -278,7 +270,7 @@ def _check_text(values: dict[str, Any], name: str, limit: int, errors: dict[str,
     text = values[name].strip()
     if len(text) > limit:
         errors[name] = "too_long"
-    elif not _storable(text):
+    elif storable_problem(text) is not None:
         errors[name] = "invalid"
     return text
 
