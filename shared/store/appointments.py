@@ -350,21 +350,6 @@ class ScheduleEntry:
     treatment_name: str
 
 
-async def practitioner_zone(db: Executor, practitioner_id: int) -> tuple[int, str] | None:
-    """(clinic id, clinic time zone) of a practitioner, None if unknown.
-
-    (A read of `practitioner`; belongs with the practitioner store once there is one.)
-    """
-    row = await db.fetchrow(
-        """
-        SELECT p.clinic_id, c.time_zone FROM practitioner p JOIN clinic c ON c.id = p.clinic_id
-        WHERE p.id = $1
-        """,
-        practitioner_id,
-    )
-    return None if row is None else (row["clinic_id"], row["time_zone"])
-
-
 async def schedule_for(
     db: Executor,
     practitioner_id: int,

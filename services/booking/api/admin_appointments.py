@@ -69,7 +69,7 @@ from services.booking.domain.changes import Change
 from shared.db.transactions import in_transaction
 from shared.domain.appointment_states import Status
 from shared.scheduling.loader import load_clinic
-from shared.store import appointments
+from shared.store import appointments, practitioners
 from shared.store.appointments import Appointment, ScheduleEntry
 from shared.store.series import SeriesStatus
 from shared.store.staff_tokens import Role
@@ -457,7 +457,7 @@ async def get_practitioner_schedule(ctx: Ctx) -> Schedule:
     shown, cancelled and no-show appointments only with `include_cancelled=true`."""
     query: ScheduleQuery = ctx.query
     practitioner_id = ctx.path["practitioner_id"]
-    where = await appointments.practitioner_zone(ctx.pool, practitioner_id)
+    where = await practitioners.zone(ctx.pool, practitioner_id)
     zone = ZoneInfo(or_not_found(where, "practitioner", practitioner_id)[1])
     first_day, last_day = (query.day, query.day) if query.view == "day" else _week_of(query.day)
     start, end = _local_day_bounds(first_day, last_day, zone)

@@ -314,16 +314,16 @@ async def _locale(
 ) -> ClinicLocale:
     """The named clinic's, or the first clinic's when none is named."""
     if clinic_id is None:
-        clinic = await clinics.first_clinic(db)
+        clinic = await clinics.first(db)
     else:
-        clinic = await clinics.get_clinic(db, clinic_id)
+        clinic = await clinics.get(db, clinic_id)
     if clinic is None:
         raise invalid("clinic_id", "no such clinic", where=where)
     return ClinicLocale(
-        clinic["id"],
-        clinic["region"],
-        clinic["time_zone"],
-        clinics.sms_countries_of(clinic["sms_countries"], clinic["region"]),
+        clinic.id,
+        clinic.region,
+        clinic.time_zone,
+        clinics.sms_countries_of(clinic.sms_countries, clinic.region),
     )
 
 
