@@ -11,8 +11,8 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     treatments          treatment, treatment_gap (a treatment's series template)
     patients            patient, patient_consent
     series              series
-    appointments        appointment (and its view appointment_detail), appointment_event,
-                        booking_hold
+    holds               booking_hold
+    appointments        appointment (and its view appointment_detail), appointment_event
     form_differences    form_difference
     audit               audit_log
     idempotent_requests idempotent_request

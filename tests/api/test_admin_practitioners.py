@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from shared.store import practitioners, schedule_overrides, time_off, working_hours
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 HART = 1  # the demo practitioners: Dr Hart works Monday to Friday, Dr Patel Tuesday to Saturday
@@ -49,23 +50,15 @@ async def book(
         api.clock.now(),
     )
     treatment_id = await api.pool.fetchval("SELECT id FROM treatment WHERE code = 'consultation'")
-    return int(
-        await api.pool.fetchval(
-            """
-            INSERT INTO appointment (clinic_id, practitioner_id, treatment_id, patient_id, status,
-                during, blocked, status_changed_at, created_at)
-            VALUES ($1, $2, $3, $4, $5, tstzrange($6, $7), tstzrange($6, $7), $8, $8)
-            RETURNING id
-            """,
-            api.clinic_id,
-            practitioner_id,
-            treatment_id,
-            patient_id,
-            status,
-            starts,
-            starts + timedelta(minutes=30),
-            api.clock.now(),
-        )
+    return await factories.appointment(
+        api.pool,
+        clinic_id=api.clinic_id,
+        practitioner_id=practitioner_id,
+        treatment_id=treatment_id,
+        patient_id=patient_id,
+        starts_at=starts,
+        now=api.clock.now(),
+        status=status,  # type: ignore[arg-type]
     )
 
 

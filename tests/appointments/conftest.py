@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from shared.scheduling.loader import load_treatment
-from shared.store import appointments, patients, series
+from shared.store import patients, series
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 LONDON = ZoneInfo("Europe/London")
@@ -81,29 +81,20 @@ class Desk:
         needs_review: bool = False,
         review_reasons: list[str] | None = None,
     ) -> int:
-        treatment = await load_treatment(self.pool, await self.treatment_id(code))
-        assert treatment is not None
-        async with self.pool.acquire() as conn:
-            return await appointments.insert(
-                conn,
-                clinic_id=self.api.clinic_id,
-                practitioner_id=practitioner_id,
-                treatment_id=treatment.id,
-                patient_id=patient_id or self.patient_id,
-                series_id=series_id,
-                position=position,
-                hold_id=None,
-                status=status,  # type: ignore[arg-type]
-                starts_at=start,
-                ends_at=start + treatment.spec.duration,
-                buffer_before=treatment.spec.buffer_before,
-                buffer_after=treatment.spec.buffer_after,
-                needs_review=needs_review,
-                review_reasons=review_reasons or [],
-                source="staff",
-                actor="test",
-                now=self.api.clock.now(),
-            )
+        return await factories.appointment(
+            self.pool,
+            clinic_id=self.api.clinic_id,
+            practitioner_id=practitioner_id,
+            treatment_id=await self.treatment_id(code),
+            patient_id=patient_id or self.patient_id,
+            starts_at=start,
+            now=self.api.clock.now(),
+            status=status,  # type: ignore[arg-type]
+            series_id=series_id,
+            position=position,
+            needs_review=needs_review,
+            review_reasons=review_reasons or [],
+        )
 
     async def course(
         self,

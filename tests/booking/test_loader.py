@@ -9,7 +9,7 @@ import asyncpg
 from services.devkit.demo_data import seed_demo_data
 from shared.scheduling.availability import free_starts
 from shared.scheduling.loader import load_clinic, load_schedules, load_treatment
-from shared.store import appointments
+from tests import factories
 
 
 async def test_demo_data_loads_and_bookings_and_time_off_remove_slots(pool: asyncpg.Pool) -> None:
@@ -42,24 +42,14 @@ async def test_demo_data_loads_and_bookings_and_time_off_remove_slots(pool: asyn
             """INSERT INTO patient (clinic_id, first_name, last_name, created_at, updated_at)
                VALUES (1, 'Ada', 'Test', now(), now()) RETURNING id"""
         )
-        await appointments.insert(
+        # 10:00-10:30 and the course's 10-minute buffer after it.
+        await factories.appointment(
             conn,
             clinic_id=1,
             practitioner_id=1,
             treatment_id=course,
             patient_id=patient,
-            series_id=None,
-            position=None,
-            hold_id=None,
-            status="booked",
             starts_at=ten,
-            ends_at=ten + timedelta(minutes=30),
-            buffer_before=timedelta(0),
-            buffer_after=timedelta(minutes=10),
-            needs_review=False,
-            review_reasons=[],
-            source="staff",
-            actor="test",
             now=now,
         )
         await conn.execute(

@@ -21,8 +21,8 @@ from playwright.async_api import Browser, Page, expect
 
 from shared.config import Settings
 from shared.links import patient_link_token
-from shared.scheduling.loader import load_treatment
-from shared.store import appointments, patients, series
+from shared.store import patients, series
+from tests import factories
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import BookingApi
 
@@ -82,29 +82,17 @@ async def _insert(
     position: int | None = None,
 ) -> int:
     treatment_id = await api.pool.fetchval("SELECT id FROM treatment WHERE code = $1", code)
-    treatment = await load_treatment(api.pool, treatment_id)
-    assert treatment is not None
-    async with api.pool.acquire() as conn:
-        return await appointments.insert(
-            conn,
-            clinic_id=api.clinic_id,
-            practitioner_id=practitioner_id,
-            treatment_id=treatment.id,
-            patient_id=patient_id,
-            series_id=series_id,
-            position=position,
-            hold_id=None,
-            status="booked",
-            starts_at=start,
-            ends_at=start + treatment.spec.duration,
-            buffer_before=treatment.spec.buffer_before,
-            buffer_after=treatment.spec.buffer_after,
-            needs_review=False,
-            review_reasons=[],
-            source="staff",
-            actor="test",
-            now=api.clock.now(),
-        )
+    return await factories.appointment(
+        api.pool,
+        clinic_id=api.clinic_id,
+        practitioner_id=practitioner_id,
+        treatment_id=treatment_id,
+        patient_id=patient_id,
+        starts_at=start,
+        now=api.clock.now(),
+        series_id=series_id,
+        position=position,
+    )
 
 
 async def _patient(api: BookingApi, first_name: str, mobile: str, email: str) -> int:

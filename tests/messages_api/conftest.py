@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.scheduling.loader import load_treatment
-from shared.store import appointments, notifications, patients
+from shared.store import notifications, patients
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 MOBILE = "+447700900456"
@@ -178,29 +178,15 @@ class Outbox:
         treatment_id = int(
             await self.pool.fetchval("SELECT id FROM treatment WHERE code = 'consultation'")
         )
-        treatment = await load_treatment(self.pool, treatment_id)
-        assert treatment is not None
-        async with self.pool.acquire() as conn:
-            return await appointments.insert(
-                conn,
-                clinic_id=self.api.clinic_id,
-                practitioner_id=HART,
-                treatment_id=treatment.id,
-                patient_id=patient_id or self.patient_id,
-                series_id=None,
-                position=None,
-                hold_id=None,
-                status="booked",
-                starts_at=start,
-                ends_at=start + treatment.spec.duration,
-                buffer_before=treatment.spec.buffer_before,
-                buffer_after=treatment.spec.buffer_after,
-                needs_review=False,
-                review_reasons=[],
-                source="staff",
-                actor="test",
-                now=self.now,
-            )
+        return await factories.appointment(
+            self.pool,
+            clinic_id=self.api.clinic_id,
+            practitioner_id=HART,
+            treatment_id=treatment_id,
+            patient_id=patient_id or self.patient_id,
+            starts_at=start,
+            now=self.now,
+        )
 
     async def new_patient(self, first_name: str, mobile: str | None = None) -> int:
         return await patients.create(

@@ -25,6 +25,7 @@ from shared.store import appointments, notifications, patients
 from shared.store.appointments import Appointment
 from shared.store.notifications import NewNotification, Notification
 from shared.web import REGISTRY
+from tests import factories
 from tests.conftest import StandIn, serve_app
 
 MOBILE = "+447700900123"
@@ -113,28 +114,16 @@ class World:
         patient_id: int | None = None,
         practitioner_id: int | None = None,
     ) -> Appointment:
-        async with self.pool.acquire() as conn:
-            appointment_id = await appointments.insert(
-                conn,
-                clinic_id=self.clinic_id,
-                practitioner_id=practitioner_id or self.practitioner_id,
-                treatment_id=self.treatment_id,
-                patient_id=patient_id or self.patient_id,
-                series_id=None,
-                position=None,
-                hold_id=None,
-                status="booked",
-                starts_at=starts_at,
-                ends_at=starts_at + timedelta(minutes=30),
-                buffer_before=timedelta(0),
-                buffer_after=timedelta(0),
-                needs_review=False,
-                review_reasons=[],
-                source="staff",
-                actor="test",
-                now=self.clock.now(),
-            )
-            found = await appointments.get(conn, appointment_id)
+        appointment_id = await factories.appointment(
+            self.pool,
+            clinic_id=self.clinic_id,
+            practitioner_id=practitioner_id or self.practitioner_id,
+            treatment_id=self.treatment_id,  # the consultation: 30 minutes, no buffers
+            patient_id=patient_id or self.patient_id,
+            starts_at=starts_at,
+            now=self.clock.now(),
+        )
+        found = await appointments.get(self.pool, appointment_id)
         assert found is not None
         return found
 

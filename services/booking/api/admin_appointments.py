@@ -29,6 +29,7 @@ is written to the audit log (`appointment.read`), every change in the change's o
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -339,7 +340,7 @@ async def appointment_detail(ctx: Ctx, appointment: Appointment) -> AppointmentD
     events = await appointments.history(ctx.pool, appointment.id)
     return AppointmentDetail(
         **appointment_out(appointment, zone).model_dump(),
-        history=[HistoryEvent(**event) for event in events],
+        history=[HistoryEvent(**asdict(event)) for event in events],
     )
 
 

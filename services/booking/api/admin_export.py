@@ -169,7 +169,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             appointments=[
                 AppointmentDetail(
                     **appointment_out(a, await zones.of(a.clinic_id)).model_dump(),
-                    history=[HistoryEvent(**event) for event in histories[a.id]],
+                    history=[HistoryEvent(**asdict(event)) for event in histories[a.id]],
                 )
                 for a in booked
             ],

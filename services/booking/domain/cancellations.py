@@ -71,7 +71,7 @@ async def cancel(
     targets = [current]
     if rest:
         assert current.series_id is not None
-        sessions = await appointments.for_series(conn, current.series_id, for_update=True)
+        sessions = await appointments.lock_series(conn, current.series_id)
         targets += _later_active(sessions, current)
     clinic = await clinic_of(conn, current.clinic_id)
     late = [a for a in targets if a.starts_at - change.now < clinic.cancellation_notice]
