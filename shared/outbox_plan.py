@@ -29,9 +29,11 @@ from typing import Any
 import asyncpg
 
 from shared.store import appointments, notifications, patients
+from shared.store import consents as consent_store
 from shared.store.appointments import Appointment
+from shared.store.consents import ConsentKind
 from shared.store.notifications import Channel, NewNotification
-from shared.store.patients import ConsentKind, Patient
+from shared.store.patients import Patient
 
 BOOKING_CONFIRMATION = "booking_confirmation"
 REMINDER_72H = "reminder_72h"
@@ -136,7 +138,7 @@ async def reach_of(conn: asyncpg.Connection, patient_id: int) -> Reach | None:
     patient = await patients.get(conn, patient_id)
     if patient is None or patient.erased_at is not None:
         return None
-    consents = await patients.current_consents(conn, patient_id)
+    consents = await consent_store.current(conn, patient_id)
 
     def granted(kind: ConsentKind) -> bool:
         consent = consents.get(kind)
@@ -502,7 +504,7 @@ async def plan_contact_changed(
     if before.email and before.email != after.email:
         told.append(("email", before.email, "old"))
     if before.mobile and before.mobile != after.mobile:
-        consents = await patients.current_consents(conn, after.id)
+        consents = await consent_store.current(conn, after.id)
         care_sms = consents.get("care_sms")
         if care_sms is not None and care_sms.granted and after.sms_opted_out_at is None:
             told.append(("sms", before.mobile, "old"))

@@ -7,15 +7,18 @@ the defaults are the most ordinary row (a booked staff appointment with no revie
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from shared.domain.appointment_states import Status
-from shared.store import appointments, treatments
+from shared.store import appointments, consents, patients, treatments
 from shared.store.appointments import NewAppointment
+from shared.store.consents import ConsentKind
+from shared.store.patients import NewPatient
 
 Db = asyncpg.Pool | asyncpg.Connection
 NO_BUFFERS = (timedelta(0), timedelta(0))
@@ -75,3 +78,51 @@ async def appointment(
     )
     async with _connection(db) as conn:
         return await appointments.insert(conn, new, actor="test", now=now)
+
+
+async def patient(
+    db: Db,
+    *,
+    clinic_id: int,
+    now: datetime,
+    first_name: str,
+    last_name: str,
+    mobile: str | None = None,
+    email: str | None = None,
+    date_of_birth: date | None = None,
+    **fields: Any,
+) -> int:
+    """One patient; `fields` are the other columns of NewPatient (allergies, medications,
+    screening, notes, language)."""
+    new = NewPatient(
+        clinic_id=clinic_id,
+        first_name=first_name,
+        last_name=last_name,
+        mobile=mobile,
+        email=email,
+        date_of_birth=date_of_birth,
+        **fields,
+    )
+    return await patients.insert(db, new, now=now)
+
+
+async def consent(
+    db: Db,
+    patient_id: int,
+    granted: Mapping[ConsentKind, bool],
+    *,
+    now: datetime,
+    source: str = "test",
+    wording_version: str = "v1",
+) -> None:
+    """One consent row per kind in `granted` (kind → whether it was given), in that order."""
+    for kind, given in granted.items():
+        await consents.insert(
+            db,
+            patient_id,
+            kind=kind,
+            granted=given,
+            source=source,
+            wording_version=wording_version,
+            now=now,
+        )

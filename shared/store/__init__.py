@@ -9,7 +9,8 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     time_off            time_off
     schedule_overrides  schedule_override
     treatments          treatment, treatment_gap (a treatment's series template)
-    patients            patient, patient_consent
+    patients            patient
+    consents            patient_consent
     series              series
     holds               booking_hold
     appointments        appointment (and its view appointment_detail), appointment_event

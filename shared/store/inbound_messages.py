@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.store import patients
+
 Executor = asyncpg.Pool | asyncpg.Connection
 
 # What an erased patient's messages keep in place of the number they came from.
@@ -86,14 +88,8 @@ async def scrub_for_patient(
     record still shows that, when, and whether they said STOP (`opt_out_type` is kept: it is
     consent evidence). Messages from a number another patient of the clinic still has are kept:
     they may be that patient's."""
-    shared = await conn.fetchval(
-        """
-        SELECT EXISTS (SELECT 1 FROM patient
-                       WHERE clinic_id = $1 AND mobile = $2 AND id <> $3 AND erased_at IS NULL)
-        """,
-        clinic_id,
-        mobile,
-        patient_id,
+    shared = await patients.others_have_mobile(
+        conn, clinic_id=clinic_id, mobile=mobile, patient_id=patient_id
     )
     theirs = None if shared else mobile
     result = await conn.execute(

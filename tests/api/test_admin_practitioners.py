@@ -41,13 +41,12 @@ async def book(
     api: BookingApi, practitioner_id: int, starts: datetime, status: str = "booked"
 ) -> int:
     """An appointment straight in the database: the booking API is not what is under test."""
-    patient_id = await api.pool.fetchval(
-        """
-        INSERT INTO patient (clinic_id, first_name, last_name, created_at, updated_at)
-        VALUES ($1, 'Test', 'Patient', $2, $2) RETURNING id
-        """,
-        api.clinic_id,
-        api.clock.now(),
+    patient_id = await factories.patient(
+        api.pool,
+        clinic_id=api.clinic_id,
+        first_name="Test",
+        last_name="Patient",
+        now=api.clock.now(),
     )
     treatment_id = await api.pool.fetchval("SELECT id FROM treatment WHERE code = 'consultation'")
     return await factories.appointment(

@@ -226,13 +226,12 @@ async def test_removing_a_treatment_in_use_deactivates_it(booking_api: BookingAp
 
     # The consultation has a patient's appointment: it stays, inactive, for the history.
     now = booking_api.clock.now()
-    patient_id = await booking_api.pool.fetchval(
-        """
-        INSERT INTO patient (clinic_id, first_name, last_name, created_at, updated_at)
-        VALUES ($1, 'Test', 'Patient', $2, $2) RETURNING id
-        """,
-        booking_api.clinic_id,
-        now,
+    patient_id = await factories.patient(
+        booking_api.pool,
+        clinic_id=booking_api.clinic_id,
+        first_name="Test",
+        last_name="Patient",
+        now=now,
     )
     await factories.appointment(
         booking_api.pool,

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from shared.store import patients, series
+from shared.store import series
 from tests import factories
 from tests.conftest import BookingApi, Reply
 
@@ -48,7 +48,7 @@ class Desk:
         return int(await self.pool.fetchval("SELECT id FROM treatment WHERE code = $1", code))
 
     async def new_patient(self, first_name: str = "Grace") -> int:
-        return await patients.create(
+        return await factories.patient(
             self.pool,
             clinic_id=self.api.clinic_id,
             first_name=first_name,
@@ -192,7 +192,7 @@ class Desk:
 
 @pytest.fixture
 async def desk(booking_api: BookingApi) -> Desk:
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         booking_api.pool,
         clinic_id=booking_api.clinic_id,
         first_name="Ada",

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.store import patients
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 CONSENTS = {
@@ -75,7 +75,7 @@ class Demo:
         return [slot["start"] for d in reply.body["days"] for slot in d["slots"]]
 
     async def patient(self, first_name: str = "Pat", mobile: str | None = None) -> int:
-        return await patients.create(
+        return await factories.patient(
             self.pool,
             clinic_id=self.clinic_id,
             first_name=first_name,

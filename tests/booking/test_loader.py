@@ -38,9 +38,8 @@ async def test_demo_data_loads_and_bookings_and_time_off_remove_slots(pool: asyn
     ten = datetime(2026, 3, 3, 10, tzinfo=UTC)  # 10:00 in London in March (GMT)
     assert (1, ten) in before and (2, ten) in before
     async with pool.acquire() as conn:
-        patient = await conn.fetchval(
-            """INSERT INTO patient (clinic_id, first_name, last_name, created_at, updated_at)
-               VALUES (1, 'Ada', 'Test', now(), now()) RETURNING id"""
+        patient = await factories.patient(
+            conn, clinic_id=1, first_name="Ada", last_name="Test", now=now
         )
         # 10:00-10:30 and the course's 10-minute buffer after it.
         await factories.appointment(

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.store import notifications, patients
+from shared.store import notifications
 from tests import factories
 from tests.conftest import BookingApi, Reply
 
@@ -189,7 +189,7 @@ class Outbox:
         )
 
     async def new_patient(self, first_name: str, mobile: str | None = None) -> int:
-        return await patients.create(
+        return await factories.patient(
             self.pool,
             clinic_id=self.api.clinic_id,
             first_name=first_name,
@@ -203,7 +203,7 @@ class Outbox:
 
 @pytest.fixture
 async def outbox(booking_api: BookingApi) -> Outbox:
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         booking_api.pool,
         clinic_id=booking_api.clinic_id,
         first_name="Ada",

@@ -67,7 +67,7 @@ async def demo_clinic(pool: asyncpg.Pool, clock: FrozenClock) -> Demo:
 async def new_patient(demo: Demo, first_name: str = "Ada", **kw: Any) -> int:
     values: dict[str, Any] = {"mobile": "+447700900123", "email": "ada@example.com"}
     values.update(kw)
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         demo.pool,
         clinic_id=demo.clinic_id,
         first_name=first_name,
@@ -77,16 +77,13 @@ async def new_patient(demo: Demo, first_name: str = "Ada", **kw: Any) -> int:
         now=demo.now,
         **values,
     )
-    for kind in ("care_sms", "care_email"):
-        await patients.record_consent(
-            demo.pool,
-            patient_id,
-            kind=kind,  # type: ignore[arg-type]
-            granted=True,
-            source="booking_form",
-            wording_version="v1",
-            now=demo.now,
-        )
+    await factories.consent(
+        demo.pool,
+        patient_id,
+        {"care_sms": True, "care_email": True},
+        source="booking_form",
+        now=demo.now,
+    )
     return patient_id
 
 

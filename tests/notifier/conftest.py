@@ -21,7 +21,7 @@ from services.notifier.app import create_app
 from services.notifier.dispatch import DISPATCHER, Dispatcher
 from shared.clock import FrozenClock
 from shared.config import DEV_TWILIO_ACCOUNT_SID, Settings
-from shared.store import appointments, notifications, patients
+from shared.store import appointments, notifications
 from shared.store.appointments import Appointment
 from shared.store.notifications import NewNotification, Notification
 from shared.web import REGISTRY
@@ -85,7 +85,7 @@ class World:
         self, *, mobile: str | None = MOBILE, email: str | None = EMAIL, consent: bool = True
     ) -> int:
         now = self.clock.now()
-        patient_id = await patients.create(
+        patient_id = await factories.patient(
             self.pool,
             clinic_id=self.clinic_id,
             first_name="Alex",
@@ -95,16 +95,9 @@ class World:
             date_of_birth=None,
             now=now,
         )
-        for kind in ("care_sms", "care_email"):
-            await patients.record_consent(
-                self.pool,
-                patient_id,
-                kind=kind,  # type: ignore[arg-type]
-                granted=consent,
-                source="test",
-                wording_version="v1",
-                now=now,
-            )
+        await factories.consent(
+            self.pool, patient_id, {"care_sms": consent, "care_email": consent}, now=now
+        )
         return patient_id
 
     async def appointment(

@@ -34,6 +34,7 @@ from shared.store import (
     notifications,
     patients,
 )
+from shared.store import consents as consent_store
 from shared.store import series as series_store
 from shared.store.notifications import Channel, NotificationStatus
 
@@ -150,8 +151,8 @@ async def export_patient(ctx: Ctx) -> PatientExport:
     zones = Zones(ctx)
     async with ctx.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         patient = or_not_found(await patients.get(conn, patient_id), "patient", patient_id)
-        current = await patients.current_consents(conn, patient_id)
-        consents = await patients.consent_history(conn, patient_id)
+        current = await consent_store.current(conn, patient_id)
+        consents = await consent_store.history(conn, patient_id)
         courses = await series_store.for_patient(conn, patient_id)
         booked = await appointments.for_patient(conn, patient_id)
         histories = await appointments.history_many(conn, [a.id for a in booked])

@@ -19,8 +19,10 @@ import asyncpg
 from shared import outbox_plan
 from shared.domain.errors import Stale
 from shared.store import audit, patients
+from shared.store import consents as consent_store
 from shared.store.audit import Actor
-from shared.store.patients import ConsentKind, Patient
+from shared.store.consents import ConsentKind
+from shared.store.patients import Patient
 
 
 async def change_contact(
@@ -72,14 +74,14 @@ async def set_consents(
 ) -> dict[ConsentKind, bool]:
     """Record the consents of `wanted` whose state differs from the current one; returns those
     (empty: nothing changed)."""
-    current = await patients.current_consents(conn, patient_id)
+    current = await consent_store.current(conn, patient_id)
     changed = {
         kind: granted
         for kind, granted in wanted.items()
         if granted != (kind in current and current[kind].granted)
     }
     for kind, granted in changed.items():
-        await patients.record_consent(
+        await consent_store.insert(
             conn,
             patient_id,
             kind=kind,

@@ -31,7 +31,8 @@ from shared.domain.appointment_states import IllegalTransition
 from shared.domain.errors import Conflict
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo, TreatmentInfo, load_treatment
-from shared.store import appointments, audit, patients, practitioners
+from shared.store import appointments, audit, practitioners
+from shared.store import consents as consent_store
 from shared.store import series as series_store
 from shared.store.appointments import Appointment, VersionConflict
 from shared.store.patients import Patient
@@ -196,7 +197,7 @@ async def render_overview(
     pool = request.app[POOL]
     patient = visit.patient
     courses, others = await _courses(request, visit)
-    consents = await patients.current_consents(pool, patient.id)
+    consents = await consent_store.current(pool, patient.id)
     await audit_read(request, visit, "self_service")
     return render_private(
         request,
