@@ -202,7 +202,7 @@ async def run(server_url_of: Any) -> None:
         print(f"# seeded 200,000 appointments in {time.perf_counter() - started:.1f} s")
         conn = await asyncpg.connect(url)
         try:
-            token, _ = await staff_tokens.create_token(
+            token, _ = await staff_tokens.insert(
                 conn, name="bench", role="admin", now=datetime.now(UTC)
             )
             consultation = await conn.fetchval(

@@ -15,6 +15,7 @@ from shared import outbox_plan
 from shared.clock import Clock
 from shared.db.transactions import in_transaction
 from shared.store import appointments, audit
+from shared.store.audit import NewAuditEntry
 
 # Rows per transaction: small enough to keep locks short, large enough to catch up quickly.
 BATCH = 200
@@ -29,16 +30,18 @@ async def mark_no_shows(pool: asyncpg.Pool, clock: Clock) -> int:
     async def batch(conn: asyncpg.Connection) -> int:
         marked = await appointments.mark_overdue_no_shows(conn, now=now, limit=BATCH)
         for item in marked:
-            await audit.record(
+            await audit.insert(
                 conn,
-                at=now,
-                actor=audit.SYSTEM,
-                action="appointment.no_show",
-                entity="appointment",
-                entity_id=item.id,
-                patient_id=item.patient_id,
-                reason=REASON,
-                details={"from_status": item.from_status, "by": "no-show sweep"},
+                NewAuditEntry(
+                    at=now,
+                    actor=audit.SYSTEM,
+                    action="appointment.no_show",
+                    entity="appointment",
+                    entity_id=item.id,
+                    patient_id=item.patient_id,
+                    reason=REASON,
+                    details={"from_status": item.from_status, "by": "no-show sweep"},
+                ),
             )
             if item.patient_id is not None:
                 await outbox_plan.on_no_show(conn, item.patient_id, now=now)

@@ -10,6 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from shared.store import appointments, audit
+from shared.store.audit import NewAuditEntry
 
 
 async def release_expired(
@@ -31,15 +32,17 @@ async def release_expired(
                 conn, now=now, practitioner_id=practitioner_id, overlapping=(start, end)
             )
     if released:
-        await audit.record(
+        await audit.insert(
             conn,
-            at=now,
-            actor=audit.SYSTEM,
-            action="hold.expire",
-            entity="appointment",
-            entity_id=None,
-            reason=reason,
-            details={"appointments": released},
-            request_id=request_id,
+            NewAuditEntry(
+                at=now,
+                actor=audit.SYSTEM,
+                action="hold.expire",
+                entity="appointment",
+                entity_id=None,
+                reason=reason,
+                details={"appointments": released},
+                request_id=request_id,
+            ),
         )
     return released

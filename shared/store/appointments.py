@@ -27,8 +27,7 @@ import asyncpg
 
 from shared.domain.appointment_states import Status, check_transition
 from shared.domain.errors import Stale
-
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.store import Executor, affected
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ async def release_expired_holds(
         overlapping[0] if overlapping else None,
         overlapping[1] if overlapping else None,
     )
-    return int(result.split()[-1])
+    return affected(result)
 
 
 async def lock_practitioner_calendars(

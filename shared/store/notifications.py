@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.store import Executor, affected
+
 Channel = Literal["sms", "email"]
 NotificationStatus = Literal[
     "scheduled",
@@ -1255,7 +1256,7 @@ async def remember_callback(conn: Executor, token: str, *, now: datetime) -> boo
 async def forget_callbacks_before(conn: Executor, before: datetime) -> int:
     """Twilio retries a callback within minutes; tokens older than that only take space."""
     result = await conn.execute("DELETE FROM provider_callback WHERE received_at < $1", before)
-    return int(result.split()[-1])
+    return affected(result)
 
 
 async def find_for_callback(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.store import audit
-from shared.store.audit import Actor
+from shared.store.audit import Actor, NewAuditEntry
 from tests.conftest import BookingApi, Reply
 
 
@@ -57,14 +57,16 @@ async def test_filters_combine(booking_api: BookingApi) -> None:
     )
     clock.advance(timedelta(hours=1))
     await rename_clinic(booking_api, "Second")
-    await audit.record(
+    await audit.insert(
         booking_api.pool,
-        at=clock.now(),
-        actor=Actor("staff", 1, "someone"),
-        action="read",
-        entity="patient",
-        entity_id=77,
-        patient_id=77,
+        NewAuditEntry(
+            at=clock.now(),
+            actor=Actor("staff", 1, "someone"),
+            action="read",
+            entity="patient",
+            entity_id=77,
+            patient_id=77,
+        ),
     )
 
     async def search(**params: str) -> list[tuple[str, str]]:

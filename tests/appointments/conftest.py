@@ -111,7 +111,7 @@ class Desk:
                 "SELECT sessions_max FROM treatment WHERE id = $1", treatment_id
             )
         )
-        series_id = await series.create(
+        series_id = await series.insert(
             self.pool,
             clinic_id=self.api.clinic_id,
             patient_id=self.patient_id,

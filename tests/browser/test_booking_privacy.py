@@ -178,7 +178,7 @@ async def test_booked_page_and_calendar_reads_are_audited_and_old_links_refused(
     async with http.get(api.base + "/book/calendar.ics", params={"link": token}) as ics:
         assert ics.status == 200
     patient_id = int(await api.pool.fetchval("SELECT id FROM patient"))
-    reads = await audit.search(
+    reads = await audit.list_page(
         api.pool,
         patient_id=patient_id,
         entity=None,
@@ -189,7 +189,7 @@ async def test_booked_page_and_calendar_reads_are_audited_and_old_links_refused(
         before_id=None,
         limit=10,
     )
-    assert sorted(r["details"]["page"] for r in reads) == ["booked", "calendar"]
+    assert sorted(r.details["page"] for r in reads) == ["booked", "calendar"]
     # Staff send a new link: the one on the booked page stops working.
     await patients.renew_links(api.pool, patient_id, now=api.clock.now())
     async with http.get(booked_url) as refused:

@@ -125,7 +125,7 @@ async def ada(booking_api: BookingApi, settings: Settings) -> Patient:
     treatment_id = await api.pool.fetchval(
         "SELECT id FROM treatment WHERE code = 'hair-mesotherapy'"
     )
-    series_id = await series.create(
+    series_id = await series.insert(
         api.pool,
         clinic_id=api.clinic_id,
         patient_id=patient_id,

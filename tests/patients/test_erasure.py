@@ -101,7 +101,7 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
     course = await book(api, ada, "hair-mesotherapy", SESSIONS, 1)
     session_ids = [a["id"] for a in course["appointments"]]
     await book(api, grace, "consultation", [datetime(2026, 3, 6, 11, tzinfo=UTC)], 2)
-    await inbound_messages.record_inbound(
+    await inbound_messages.insert(
         api.pool,
         message_sid="SM" + "a" * 32,
         from_number=MOBILE,
@@ -110,7 +110,7 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
         opt_out_type=None,
         received_at=clock.now(),
     )
-    await inbound_messages.record_inbound(
+    await inbound_messages.insert(
         api.pool,
         message_sid="SM" + "b" * 32,
         from_number="+447911123999",
@@ -299,7 +299,7 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
     lost = await attempted("outcome unknown, to be reconciled: timeout", "unknown")
     # Augusta shares Ada's old number now (a family phone): messages from it may be hers.
     await patients.update(api.pool, twin, expected_version=1, changes={"mobile": MOBILE}, now=now)
-    await inbound_messages.record_inbound(
+    await inbound_messages.insert(
         api.pool,
         message_sid="SM" + "c" * 32,
         from_number=MOBILE,

@@ -179,7 +179,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             form_differences=[
                 ExportedFormDifference.model_validate(asdict(d)) for d in differences
             ],
-            audit_entries=[AuditEntry.model_validate(entry) for entry in entries],
+            audit_entries=[AuditEntry.model_validate(asdict(entry)) for entry in entries],
             not_included=NOT_INCLUDED,
         )
         counts = {

@@ -55,6 +55,7 @@ from services.booking.api.framework import ApiError, Ctx, not_found
 from services.booking.api.pagination import Page, PageQuery
 from shared.db.transactions import in_transaction
 from shared.store import appointments, audit, notifications, patients
+from shared.store.audit import NewAuditEntry
 from shared.store.notifications import (
     AttemptView,
     Channel,
@@ -264,16 +265,18 @@ async def _audit_reads(
     for view in shown:
         by_patient.setdefault(view.patient_id, []).append(view.id)
     for patient_id, ids in by_patient.items():
-        await audit.record(
+        await audit.insert(
             conn,
-            at=ctx.now,
-            actor=ctx.actor,
-            action="messages.read",
-            entity=entity,
-            entity_id=entity_id,
-            patient_id=patient_id,
-            details={"via": via, "notification_ids": ids},
-            request_id=ctx.request_id,
+            NewAuditEntry(
+                at=ctx.now,
+                actor=ctx.actor,
+                action="messages.read",
+                entity=entity,
+                entity_id=entity_id,
+                patient_id=patient_id,
+                details={"via": via, "notification_ids": ids},
+                request_id=ctx.request_id,
+            ),
         )
 
 
@@ -286,17 +289,19 @@ async def _audit_change(
     reason: str,
     details: dict[str, Any],
 ) -> None:
-    await audit.record(
+    await audit.insert(
         conn,
-        at=ctx.now,
-        actor=ctx.actor,
-        action=action,
-        entity="notification",
-        entity_id=message.id,
-        patient_id=message.patient_id,
-        reason=reason,
-        details=details,
-        request_id=ctx.request_id,
+        NewAuditEntry(
+            at=ctx.now,
+            actor=ctx.actor,
+            action=action,
+            entity="notification",
+            entity_id=message.id,
+            patient_id=message.patient_id,
+            reason=reason,
+            details=details,
+            request_id=ctx.request_id,
+        ),
     )
 
 
@@ -402,16 +407,18 @@ async def get_message(ctx: Ctx) -> MessageDetail:
 
     async def work(conn: asyncpg.Connection) -> Any:
         detail = await _detail(conn, notification_id)
-        await audit.record(
+        await audit.insert(
             conn,
-            at=ctx.now,
-            actor=ctx.actor,
-            action="messages.read",
-            entity="notification",
-            entity_id=notification_id,
-            patient_id=detail.patient_id,
-            details={"via": "detail", "notification_ids": [notification_id]},
-            request_id=ctx.request_id,
+            NewAuditEntry(
+                at=ctx.now,
+                actor=ctx.actor,
+                action="messages.read",
+                entity="notification",
+                entity_id=notification_id,
+                patient_id=detail.patient_id,
+                details={"via": "detail", "notification_ids": [notification_id]},
+                request_id=ctx.request_id,
+            ),
         )
         return detail
 

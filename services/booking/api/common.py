@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationInfo
 from services.booking.api.framework import ApiError, Ctx, invalid, not_found
 from shared.db.transactions import Work, in_transaction
 from shared.store import audit, clinics
+from shared.store.audit import NewAuditEntry
 from shared.store.staff_tokens import Role
 
 # -- Roles -----------------------------------------------------------------------------------------
@@ -150,17 +151,19 @@ async def record(
 ) -> None:
     """The audit row of one write (or read), inside the caller's transaction, with the caller
     and the request id taken from the request."""
-    await audit.record(
+    await audit.insert(
         conn,
-        at=ctx.now,
-        actor=ctx.actor,
-        action=action,
-        entity=entity,
-        entity_id=entity_id,
-        patient_id=patient_id,
-        reason=reason,
-        details=details,
-        request_id=ctx.request_id,
+        NewAuditEntry(
+            at=ctx.now,
+            actor=ctx.actor,
+            action=action,
+            entity=entity,
+            entity_id=entity_id,
+            patient_id=patient_id,
+            reason=reason,
+            details=details,
+            request_id=ctx.request_id,
+        ),
     )
 
 

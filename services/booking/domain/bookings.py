@@ -43,7 +43,7 @@ from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import InvalidField
 from shared.store import appointments, audit, form_differences, holds, patients, series
 from shared.store.appointments import Appointment
-from shared.store.audit import Actor
+from shared.store.audit import Actor, NewAuditEntry
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ async def _new_series(
 ) -> int | None:
     if not offer.treatment.is_course:
         return None
-    return await series.create(
+    return await series.insert(
         conn,
         clinic_id=offer.clinic.id,
         patient_id=patient_id,
@@ -261,21 +261,23 @@ async def _audit_booking(
     reason: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
-    await audit.record(
+    await audit.insert(
         conn,
-        at=now,
-        actor=actor,
-        action="booking.create",
-        entity="series" if series_id is not None else "appointment",
-        entity_id=series_id if series_id is not None else booked[0].id,
-        patient_id=patient_id,
-        reason=reason,
-        details={
-            "treatment_id": offer.treatment.id,
-            "appointment_ids": [a.id for a in booked],
-            **(details or {}),
-        },
-        request_id=request_id,
+        NewAuditEntry(
+            at=now,
+            actor=actor,
+            action="booking.create",
+            entity="series" if series_id is not None else "appointment",
+            entity_id=series_id if series_id is not None else booked[0].id,
+            patient_id=patient_id,
+            reason=reason,
+            details={
+                "treatment_id": offer.treatment.id,
+                "appointment_ids": [a.id for a in booked],
+                **(details or {}),
+            },
+            request_id=request_id,
+        ),
     )
 
 

@@ -21,7 +21,7 @@ from shared.scheduling.loader import ClinicInfo, TreatmentInfo, load_clinic, loa
 from shared.store import appointments, audit
 from shared.store import series as series_store
 from shared.store.appointments import Appointment, VersionConflict
-from shared.store.audit import Actor
+from shared.store.audit import Actor, NewAuditEntry
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -44,17 +44,19 @@ async def audit_appointment(
     reason: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
-    await audit.record(
+    await audit.insert(
         conn,
-        at=change.now,
-        actor=change.actor,
-        action=action,
-        entity="appointment",
-        entity_id=appointment.id,
-        patient_id=appointment.patient_id,
-        reason=reason,
-        details=details,
-        request_id=change.request_id,
+        NewAuditEntry(
+            at=change.now,
+            actor=change.actor,
+            action=action,
+            entity="appointment",
+            entity_id=appointment.id,
+            patient_id=appointment.patient_id,
+            reason=reason,
+            details=details,
+            request_id=change.request_id,
+        ),
     )
 
 

@@ -11,6 +11,7 @@ from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import Conflict, NotFound
 from shared.store import appointments, audit
 from shared.store import series as series_store
+from shared.store.audit import NewAuditEntry
 from shared.store.series import SeriesStatus
 
 SERIES_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -57,16 +58,18 @@ async def update_series(
         for name in ("status", "plan_notes")
         if getattr(current, name) != getattr(updated, name)
     }
-    await audit.record(
+    await audit.insert(
         conn,
-        at=change.now,
-        actor=change.actor,
-        action="series.update",
-        entity="series",
-        entity_id=series_id,
-        patient_id=current.patient_id,
-        details={"changed": changed},
-        request_id=change.request_id,
+        NewAuditEntry(
+            at=change.now,
+            actor=change.actor,
+            action="series.update",
+            entity="series",
+            entity_id=series_id,
+            patient_id=current.patient_id,
+            details={"changed": changed},
+            request_id=change.request_id,
+        ),
     )
     return updated
 

@@ -20,7 +20,7 @@ from shared import outbox_plan
 from shared.domain.errors import Stale
 from shared.store import audit, patients
 from shared.store import consents as consent_store
-from shared.store.audit import Actor
+from shared.store.audit import Actor, NewAuditEntry
 from shared.store.consents import ConsentKind
 from shared.store.patients import Patient
 
@@ -47,16 +47,18 @@ async def change_contact(
         raise Stale("patient", fresh) from None
     assert updated is not None  # patients are never deleted
     await outbox_plan.plan_contact_changed(conn, patient, updated, now=now)
-    await audit.record(
+    await audit.insert(
         conn,
-        at=now,
-        actor=actor,
-        action="patient.update",
-        entity="patient",
-        entity_id=patient.id,
-        patient_id=patient.id,
-        details={"fields": sorted(changes)},
-        request_id=request_id,
+        NewAuditEntry(
+            at=now,
+            actor=actor,
+            action="patient.update",
+            entity="patient",
+            entity_id=patient.id,
+            patient_id=patient.id,
+            details={"fields": sorted(changes)},
+            request_id=request_id,
+        ),
     )
     return updated
 
@@ -96,16 +98,18 @@ async def set_consents(
             "source": source,
             "wording_version": wording_version,
         }
-        await audit.record(
+        await audit.insert(
             conn,
-            at=now,
-            actor=actor,
-            action="consent.record",
-            entity="patient",
-            entity_id=patient_id,
-            patient_id=patient_id,
-            details=details,
-            request_id=request_id,
+            NewAuditEntry(
+                at=now,
+                actor=actor,
+                action="consent.record",
+                entity="patient",
+                entity_id=patient_id,
+                patient_id=patient_id,
+                details=details,
+                request_id=request_id,
+            ),
         )
     return changed
 
@@ -122,15 +126,17 @@ async def request_new_link(
     the contacts on file, at most once an hour (the outbox's dedupe key). The messages planned."""
     planned = await outbox_plan.plan_new_link(conn, patient_id, now=now, asked_by_patient=True)
     if planned:
-        await audit.record(
+        await audit.insert(
             conn,
-            at=now,
-            actor=actor,
-            action="patient.link_request",
-            entity="patient",
-            entity_id=patient_id,
-            patient_id=patient_id,
-            details={"notifications": planned},
-            request_id=request_id,
+            NewAuditEntry(
+                at=now,
+                actor=actor,
+                action="patient.link_request",
+                entity="patient",
+                entity_id=patient_id,
+                patient_id=patient_id,
+                details={"notifications": planned},
+                request_id=request_id,
+            ),
         )
     return planned
