@@ -21,7 +21,6 @@ from shared.domain.names import unsafe_name_character
 from shared.logging import configure_logging
 from shared.runner import Served, serve_until_signal
 from shared.store import audit, staff_tokens
-from shared.store.audit import NewAuditEntry
 from shared.web import create_metrics_app
 
 log = logging.getLogger("regimen.cli")
@@ -117,14 +116,12 @@ async def cmd_token_create(settings: Settings, role: str, name: str) -> int:
         )
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=now,
-                actor=CLI_ACTOR,
-                action="create",
-                entity="staff_token",
-                entity_id=created.id,
-                details={"staff_token": {"id": created.id, "name": name, "role": role}},
-            ),
+            at=now,
+            actor=CLI_ACTOR,
+            action="create",
+            entity="staff_token",
+            entity_id=created.id,
+            details={"staff_token": {"id": created.id, "name": name, "role": role}},
         )
     print(token)
     print(
@@ -187,14 +184,12 @@ async def cmd_token_revoke(settings: Settings, name: str) -> int:
         for row in revoked:
             await audit.insert(
                 conn,
-                NewAuditEntry(
-                    at=now,
-                    actor=CLI_ACTOR,
-                    action="revoke",
-                    entity="staff_token",
-                    entity_id=row.id,
-                    details={"name": row.name, "role": row.role},
-                ),
+                at=now,
+                actor=CLI_ACTOR,
+                action="revoke",
+                entity="staff_token",
+                entity_id=row.id,
+                details={"name": row.name, "role": row.role},
             )
         known = len(revoked) or await staff_tokens.count_named(conn, name)
     shown = _printable(name)

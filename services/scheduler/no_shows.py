@@ -15,7 +15,6 @@ from shared import outbox_plan
 from shared.clock import Clock
 from shared.db.transactions import in_transaction
 from shared.store import appointments, audit
-from shared.store.audit import NewAuditEntry
 
 # Rows per transaction: small enough to keep locks short, large enough to catch up quickly.
 BATCH = 200
@@ -32,16 +31,14 @@ async def mark_no_shows(pool: asyncpg.Pool, clock: Clock) -> int:
         for item in marked:
             await audit.insert(
                 conn,
-                NewAuditEntry(
-                    at=now,
-                    actor=audit.SYSTEM,
-                    action="appointment.no_show",
-                    entity="appointment",
-                    entity_id=item.id,
-                    patient_id=item.patient_id,
-                    reason=REASON,
-                    details={"from_status": item.from_status, "by": "no-show sweep"},
-                ),
+                at=now,
+                actor=audit.SYSTEM,
+                action="appointment.no_show",
+                entity="appointment",
+                entity_id=item.id,
+                patient_id=item.patient_id,
+                reason=REASON,
+                details={"from_status": item.from_status, "by": "no-show sweep"},
             )
             if item.patient_id is not None:
                 await outbox_plan.on_no_show(conn, item.patient_id, now=now)

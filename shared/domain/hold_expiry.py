@@ -10,7 +10,6 @@ from datetime import datetime
 import asyncpg
 
 from shared.store import appointments, audit
-from shared.store.audit import NewAuditEntry
 
 
 async def release_expired(
@@ -34,15 +33,13 @@ async def release_expired(
     if released:
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=now,
-                actor=audit.SYSTEM,
-                action="hold.expire",
-                entity="appointment",
-                entity_id=None,
-                reason=reason,
-                details={"appointments": released},
-                request_id=request_id,
-            ),
+            at=now,
+            actor=audit.SYSTEM,
+            action="hold.expire",
+            entity="appointment",
+            entity_id=None,
+            reason=reason,
+            details={"appointments": released},
+            request_id=request_id,
         )
     return released

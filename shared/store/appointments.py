@@ -114,6 +114,15 @@ async def lock(conn: asyncpg.Connection, appointment_id: int) -> Appointment | N
     return None if row is None else _appointment(row)
 
 
+async def share_version(conn: asyncpg.Connection, appointment_id: int) -> int | None:
+    """The appointment's version, read FOR SHARE: waits for a change in flight and keeps the
+    appointment from changing until the caller's transaction ends. None if unknown."""
+    version = await conn.fetchval(
+        "SELECT version FROM appointment WHERE id = $1 FOR SHARE", appointment_id
+    )
+    return None if version is None else int(version)
+
+
 async def get_many(db: Executor, appointment_ids: Sequence[int]) -> dict[int, Appointment]:
     """id → appointment for those of `appointment_ids` that exist, in one query (one snapshot:
     the versions agree with the data)."""

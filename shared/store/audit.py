@@ -53,39 +53,39 @@ _COLUMNS = """id, at, actor_kind, actor_id, actor_name, action, entity, entity_i
     reason, details, request_id"""
 
 
-@dataclass(frozen=True)
-class NewAuditEntry:
-    """What happened (`action` on `entity` `entity_id`), when, by whom, about which patient."""
-
-    at: datetime
-    actor: Actor
-    action: str
-    entity: str
-    entity_id: int | None
-    patient_id: int | None = None
-    reason: str = ""
-    details: dict[str, Any] | None = None
-    request_id: str | None = None
-
-
-async def insert(db: Executor, new: NewAuditEntry) -> None:
+async def insert(
+    db: Executor,
+    *,
+    at: datetime,
+    actor: Actor,
+    action: str,
+    entity: str,
+    entity_id: int | None,
+    patient_id: int | None = None,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> None:
+    """One entry: `action` on `entity` `entity_id`, at `at`, by `actor`, about `patient_id`.
+    (Keyword arguments rather than an insert object: each of the many callers names what it
+    records, and there is nothing to build or pass on.)"""
     await db.execute(
         """
         INSERT INTO audit_log (at, actor_kind, actor_id, actor_name, action, entity, entity_id,
                                patient_id, reason, details, request_id)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         """,
-        new.at,
-        new.actor.kind,
-        new.actor.id,
-        new.actor.name,
-        new.action,
-        new.entity,
-        new.entity_id,
-        new.patient_id,
-        new.reason,
-        new.details or {},
-        new.request_id,
+        at,
+        actor.kind,
+        actor.id,
+        actor.name,
+        action,
+        entity,
+        entity_id,
+        patient_id,
+        reason,
+        details or {},
+        request_id,
     )
 
 

@@ -62,8 +62,8 @@ class ClinicSettings:
     name: str
     time_zone: str
     phone: str
-    address: str = ""
-    region: str = "GB"
+    address: str
+    region: str
     brand_colour: str = "#1f5f8b"
     quiet_start: time = time(8)
     quiet_end: time = time(20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.store import audit
-from shared.store.audit import Actor, NewAuditEntry
+from shared.store.audit import Actor
 from tests.conftest import BookingApi, Reply
 
 
@@ -59,14 +59,12 @@ async def test_filters_combine(booking_api: BookingApi) -> None:
     await rename_clinic(booking_api, "Second")
     await audit.insert(
         booking_api.pool,
-        NewAuditEntry(
-            at=clock.now(),
-            actor=Actor("staff", 1, "someone"),
-            action="read",
-            entity="patient",
-            entity_id=77,
-            patient_id=77,
-        ),
+        at=clock.now(),
+        actor=Actor("staff", 1, "someone"),
+        action="read",
+        entity="patient",
+        entity_id=77,
+        patient_id=77,
     )
 
     async def search(**params: str) -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 """Fixtures for the messages admin API: the demo clinic with one patient and one appointment,
-and outbox rows written with the store's `enqueue`, then moved to other states, given attempts
-and events with plain SQL (standing in for the notifier, which is not what is under test)."""
+and outbox rows written with the store's `outbox.insert`, then moved to other states, given
+attempts and events with plain SQL (standing in for the notifier, which is not what is under
+test)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class Outbox:
         self,
         *,
         kind: str = "reminder_24h",
-        channel: notifications.Channel = "sms",
+        channel: notifications.rows.Channel = "sms",
         patient_id: int | None = None,
         appointment_id: int | None | bool = True,
         recipient: str | None = None,
@@ -50,12 +51,13 @@ class Outbox:
         status: str = "scheduled",
         **columns: Any,
     ) -> int:
-        """One outbox row through `enqueue`, then moved to `status` (with an event) if asked."""
+        """One outbox row through `outbox.insert`, then moved to `status` (with an event) if
+        asked."""
         self.counter += 1
         appointment = self.appointment_id if appointment_id is True else appointment_id or None
-        new_id = await notifications.enqueue(
+        new_id = await notifications.outbox.insert(
             self.pool,
-            notifications.NewNotification(
+            notifications.outbox.NewNotification(
                 clinic_id=self.api.clinic_id,
                 kind=kind,
                 channel=channel,

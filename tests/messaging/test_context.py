@@ -21,7 +21,7 @@ from shared.providers.email import EmailClient, build_message, send_once
 from shared.scheduling.loader import load_treatment
 from shared.store import appointments, holds, notifications, patients
 from shared.store.holds import NewHold
-from shared.store.notifications import NewNotification
+from shared.store.notifications.outbox import NewNotification
 from tests import factories
 from tests.conftest import SmtpSink
 
@@ -126,7 +126,7 @@ async def outbox_row(demo: Demo, **fields: Any) -> SimpleNamespace:
         dedupe_key=f"test:{kind}:{fields}",
         **fields,
     )
-    notification_id = await notifications.enqueue(demo.pool, item, now=demo.now)
+    notification_id = await notifications.outbox.insert(demo.pool, item, now=demo.now)
     row = await demo.pool.fetchrow("SELECT * FROM notification WHERE id = $1", notification_id)
     assert row is not None
     return SimpleNamespace(**dict(row))

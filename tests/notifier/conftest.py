@@ -23,7 +23,8 @@ from shared.clock import FrozenClock
 from shared.config import DEV_TWILIO_ACCOUNT_SID, Settings
 from shared.store import appointments, notifications
 from shared.store.appointments import Appointment
-from shared.store.notifications import NewNotification, Notification
+from shared.store.notifications.outbox import NewNotification
+from shared.store.notifications.rows import Notification
 from shared.web import REGISTRY
 from tests import factories
 from tests.conftest import StandIn, serve_app
@@ -174,12 +175,12 @@ class World:
         )
 
     async def _enqueue(self, item: NewNotification) -> int:
-        notification_id = await notifications.enqueue(self.pool, item, now=self.clock.now())
+        notification_id = await notifications.outbox.insert(self.pool, item, now=self.clock.now())
         assert notification_id is not None
         return notification_id
 
     async def row(self, notification_id: int) -> Notification:
-        found = await notifications.get(self.pool, notification_id)
+        found = await notifications.rows.get(self.pool, notification_id)
         assert found is not None
         return found
 

@@ -36,7 +36,7 @@ from shared.store import (
 )
 from shared.store import consents as consent_store
 from shared.store import series as series_store
-from shared.store.notifications import Channel, NotificationStatus
+from shared.store.notifications.rows import Channel, NotificationStatus
 
 # Said in every export, so that whoever answers the request can tell the patient what is not
 # in it and why.
@@ -156,7 +156,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
         courses = await series_store.for_patient(conn, patient_id)
         booked = await appointments.for_patient(conn, patient_id)
         histories = await appointments.history_many(conn, [a.id for a in booked])
-        messages = await notifications.held_for_patient(conn, patient_id)
+        messages = await notifications.views.held_for_patient(conn, patient_id)
         inbound = await inbound_messages.for_patient(conn, patient_id, patient.mobile)
         differences = await form_differences.for_patient(conn, patient_id)
         entries = await audit.for_patient(conn, patient_id)

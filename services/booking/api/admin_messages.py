@@ -55,15 +55,8 @@ from services.booking.api.framework import ApiError, Ctx, not_found
 from services.booking.api.pagination import Page, PageQuery
 from shared.db.transactions import in_transaction
 from shared.store import appointments, audit, notifications, patients
-from shared.store.audit import NewAuditEntry
-from shared.store.notifications import (
-    AttemptView,
-    Channel,
-    EventView,
-    MessageStateConflict,
-    MessageView,
-    NotificationStatus,
-)
+from shared.store.notifications.rows import AttemptView, Channel, EventView, NotificationStatus
+from shared.store.notifications.views import MessageStateConflict, MessageView
 
 TAG = "messages"
 
@@ -229,11 +222,11 @@ def _attempt_out(attempt: AttemptView) -> MessageAttemptOut:
 
 
 async def _detail(conn: asyncpg.Connection, notification_id: int) -> MessageDetail:
-    view = await notifications.message_view(conn, notification_id)
+    view = await notifications.views.get(conn, notification_id)
     if view is None:
         raise not_found("message", notification_id)
-    history = await notifications.status_history(conn, notification_id)
-    attempts = await notifications.attempt_history(conn, notification_id)
+    history = await notifications.views.status_history(conn, notification_id)
+    attempts = await notifications.views.attempt_history(conn, notification_id)
     return MessageDetail(
         **message_out(view).model_dump(),
         template=view.template,
@@ -267,16 +260,14 @@ async def _audit_reads(
     for patient_id, ids in by_patient.items():
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=ctx.now,
-                actor=ctx.actor,
-                action="messages.read",
-                entity=entity,
-                entity_id=entity_id,
-                patient_id=patient_id,
-                details={"via": via, "notification_ids": ids},
-                request_id=ctx.request_id,
-            ),
+            at=ctx.now,
+            actor=ctx.actor,
+            action="messages.read",
+            entity=entity,
+            entity_id=entity_id,
+            patient_id=patient_id,
+            details={"via": via, "notification_ids": ids},
+            request_id=ctx.request_id,
         )
 
 
@@ -291,17 +282,15 @@ async def _audit_change(
 ) -> None:
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=ctx.now,
-            actor=ctx.actor,
-            action=action,
-            entity="notification",
-            entity_id=message.id,
-            patient_id=message.patient_id,
-            reason=reason,
-            details=details,
-            request_id=ctx.request_id,
-        ),
+        at=ctx.now,
+        actor=ctx.actor,
+        action=action,
+        entity="notification",
+        entity_id=message.id,
+        patient_id=message.patient_id,
+        reason=reason,
+        details=details,
+        request_id=ctx.request_id,
     )
 
 
@@ -334,8 +323,8 @@ async def list_patient_messages(ctx: Ctx) -> Page[MessageOut]:
     async def work(conn: asyncpg.Connection) -> Any:
         if await patients.get(conn, patient_id) is None:
             raise not_found("patient", patient_id)
-        found = await notifications.list_by_patient(
-            conn, patient_id, before_id=before_id, limit=query.fetch
+        found = await notifications.views.list_page(
+            conn, patient_id=patient_id, before_id=before_id, limit=query.fetch
         )
         page = Page[MessageOut].of(found, query.limit, message_out)
         await _audit_reads(
@@ -373,8 +362,8 @@ async def list_appointment_messages(ctx: Ctx) -> Page[MessageOut]:
         appointment = await appointments.get(conn, appointment_id)
         if appointment is None:
             raise not_found("appointment", appointment_id)
-        found = await notifications.list_by_appointment(
-            conn, appointment_id, before_id=before_id, limit=query.fetch
+        found = await notifications.views.list_page(
+            conn, appointment_id=appointment_id, before_id=before_id, limit=query.fetch
         )
         page = Page[MessageOut].of(found, query.limit, message_out)
         await _audit_reads(
@@ -409,16 +398,14 @@ async def get_message(ctx: Ctx) -> MessageDetail:
         detail = await _detail(conn, notification_id)
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=ctx.now,
-                actor=ctx.actor,
-                action="messages.read",
-                entity="notification",
-                entity_id=notification_id,
-                patient_id=detail.patient_id,
-                details={"via": "detail", "notification_ids": [notification_id]},
-                request_id=ctx.request_id,
-            ),
+            at=ctx.now,
+            actor=ctx.actor,
+            action="messages.read",
+            entity="notification",
+            entity_id=notification_id,
+            patient_id=detail.patient_id,
+            details={"via": "detail", "notification_ids": [notification_id]},
+            request_id=ctx.request_id,
         )
         return detail
 
@@ -451,8 +438,8 @@ async def resend_message(ctx: Ctx) -> BaseModel | web.Response:
 
     async def work(conn: asyncpg.Connection) -> MessageDetail:
         try:
-            new_id = await notifications.resend(conn, original_id, now=ctx.now)
-        except notifications.MessageNotFound:
+            new_id = await notifications.views.resend(conn, original_id, now=ctx.now)
+        except notifications.views.MessageNotFound:
             raise not_found("message", original_id) from None
         except MessageStateConflict as error:
             raise _conflict(error) from None
@@ -483,10 +470,10 @@ async def cancel_message(ctx: Ctx) -> MessageDetail:
 
     async def work(conn: asyncpg.Connection) -> Any:
         try:
-            await notifications.cancel_scheduled(
+            await notifications.views.cancel_scheduled(
                 conn, notification_id, reason=f"cancelled by staff: {body.reason}", now=ctx.now
             )
-        except notifications.MessageNotFound:
+        except notifications.views.MessageNotFound:
             raise not_found("message", notification_id) from None
         except MessageStateConflict as error:
             raise _conflict(error) from None

@@ -726,12 +726,12 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
         if erased is None:
             raise _erased(before, "the patient was already erased")
         # Erased first: whatever is planned from here on finds nobody to write to.
-        messages = await notifications.cancel_pending_for_patient(
+        messages = await notifications.outbox.cancel_pending_for_patient(
             conn, patient_id, reason=ERASURE_REASON, now=ctx.now
         )
         change = Change(ctx.actor, ctx.now, ctx.request_id)
         cancelled = await cancellations.cancel_for_erasure(conn, patient_id, change)
-        scrubbed = await notifications.scrub_for_patient(conn, patient_id, now=ctx.now)
+        scrubbed = await notifications.erasure.scrub_for_patient(conn, patient_id, now=ctx.now)
         inbound = await inbound_messages.scrub_for_patient(
             conn, patient_id, before.mobile, clinic_id=before.clinic_id
         )

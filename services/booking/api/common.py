@@ -21,7 +21,6 @@ from pydantic import BaseModel, ValidationInfo
 from services.booking.api.framework import ApiError, Ctx, invalid, not_found
 from shared.db.transactions import Work, in_transaction
 from shared.store import audit, clinics
-from shared.store.audit import NewAuditEntry
 from shared.store.staff_tokens import Role
 
 # -- Roles -----------------------------------------------------------------------------------------
@@ -153,17 +152,15 @@ async def record(
     and the request id taken from the request."""
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=ctx.now,
-            actor=ctx.actor,
-            action=action,
-            entity=entity,
-            entity_id=entity_id,
-            patient_id=patient_id,
-            reason=reason,
-            details=details,
-            request_id=ctx.request_id,
-        ),
+        at=ctx.now,
+        actor=ctx.actor,
+        action=action,
+        entity=entity,
+        entity_id=entity_id,
+        patient_id=patient_id,
+        reason=reason,
+        details=details,
+        request_id=ctx.request_id,
     )
 
 

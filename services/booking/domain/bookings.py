@@ -43,7 +43,7 @@ from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import InvalidField
 from shared.store import appointments, audit, form_differences, holds, patients, series
 from shared.store.appointments import Appointment
-from shared.store.audit import Actor, NewAuditEntry
+from shared.store.audit import Actor
 
 
 @dataclass(frozen=True)
@@ -263,21 +263,19 @@ async def _audit_booking(
 ) -> None:
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=now,
-            actor=actor,
-            action="booking.create",
-            entity="series" if series_id is not None else "appointment",
-            entity_id=series_id if series_id is not None else booked[0].id,
-            patient_id=patient_id,
-            reason=reason,
-            details={
-                "treatment_id": offer.treatment.id,
-                "appointment_ids": [a.id for a in booked],
-                **(details or {}),
-            },
-            request_id=request_id,
-        ),
+        at=now,
+        actor=actor,
+        action="booking.create",
+        entity="series" if series_id is not None else "appointment",
+        entity_id=series_id if series_id is not None else booked[0].id,
+        patient_id=patient_id,
+        reason=reason,
+        details={
+            "treatment_id": offer.treatment.id,
+            "appointment_ids": [a.id for a in booked],
+            **(details or {}),
+        },
+        request_id=request_id,
     )
 
 

@@ -21,7 +21,6 @@ from shared.scheduling.loader import ClinicInfo
 from shared.store import appointments, audit
 from shared.store import series as series_store
 from shared.store.appointments import Appointment
-from shared.store.audit import NewAuditEntry
 from shared.store.series import SeriesStatus
 
 CancelScope = Literal["this", "rest_of_course"]
@@ -144,17 +143,15 @@ async def _end_series(
     )
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=change.now,
-            actor=change.actor,
-            action="series.cancel",
-            entity="series",
-            entity_id=series.id,
-            patient_id=series.patient_id,
-            reason=reason,
-            details={"from_status": series.status, "via": "cancel rest of course"},
-            request_id=change.request_id,
-        ),
+        at=change.now,
+        actor=change.actor,
+        action="series.cancel",
+        entity="series",
+        entity_id=series.id,
+        patient_id=series.patient_id,
+        reason=reason,
+        details={"from_status": series.status, "via": "cancel rest of course"},
+        request_id=change.request_id,
     )
     return "cancelled"
 
@@ -209,17 +206,15 @@ async def cancel_for_erasure(
         )
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=change.now,
-                actor=change.actor,
-                action="series.cancel",
-                entity="series",
-                entity_id=course.id,
-                patient_id=patient_id,
-                reason=ERASURE_REASON,
-                details={"from_status": course.status, "via": "erasure"},
-                request_id=change.request_id,
-            ),
+            at=change.now,
+            actor=change.actor,
+            action="series.cancel",
+            entity="series",
+            entity_id=course.id,
+            patient_id=patient_id,
+            reason=ERASURE_REASON,
+            details={"from_status": course.status, "via": "erasure"},
+            request_id=change.request_id,
         )
         ended.append(course.id)
     return ErasureCancellation([a.id for a in cancelled], ended)

@@ -21,7 +21,7 @@ from shared.scheduling.loader import ClinicInfo, TreatmentInfo, load_clinic, loa
 from shared.store import appointments, audit
 from shared.store import series as series_store
 from shared.store.appointments import Appointment, VersionConflict
-from shared.store.audit import Actor, NewAuditEntry
+from shared.store.audit import Actor
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -46,17 +46,15 @@ async def audit_appointment(
 ) -> None:
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=change.now,
-            actor=change.actor,
-            action=action,
-            entity="appointment",
-            entity_id=appointment.id,
-            patient_id=appointment.patient_id,
-            reason=reason,
-            details=details,
-            request_id=change.request_id,
-        ),
+        at=change.now,
+        actor=change.actor,
+        action=action,
+        entity="appointment",
+        entity_id=appointment.id,
+        patient_id=appointment.patient_id,
+        reason=reason,
+        details=details,
+        request_id=change.request_id,
     )
 
 

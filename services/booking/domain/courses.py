@@ -11,7 +11,6 @@ from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import Conflict, NotFound
 from shared.store import appointments, audit
 from shared.store import series as series_store
-from shared.store.audit import NewAuditEntry
 from shared.store.series import SeriesStatus
 
 SERIES_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -60,16 +59,14 @@ async def update_series(
     }
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=change.now,
-            actor=change.actor,
-            action="series.update",
-            entity="series",
-            entity_id=series_id,
-            patient_id=current.patient_id,
-            details={"changed": changed},
-            request_id=change.request_id,
-        ),
+        at=change.now,
+        actor=change.actor,
+        action="series.update",
+        entity="series",
+        entity_id=series_id,
+        patient_id=current.patient_id,
+        details={"changed": changed},
+        request_id=change.request_id,
     )
     return updated
 

@@ -31,7 +31,7 @@ from services.booking.domain.sessions import (
 from shared.store import appointments, audit
 from shared.store import holds as hold_store
 from shared.store.appointments import Appointment
-from shared.store.audit import Actor, NewAuditEntry
+from shared.store.audit import Actor
 from shared.store.holds import Hold, NewHold
 
 TokenFor = Callable[[int], str]
@@ -111,15 +111,13 @@ async def create_hold(
     )
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=now,
-            actor=actor,
-            action="hold.create",
-            entity="booking_hold",
-            entity_id=hold_id,
-            details={"treatment_id": offer.treatment.id, "appointment_ids": ids},
-            request_id=request_id,
-        ),
+        at=now,
+        actor=actor,
+        action="hold.create",
+        entity="booking_hold",
+        entity_id=hold_id,
+        details={"treatment_id": offer.treatment.id, "appointment_ids": ids},
+        request_id=request_id,
     )
     return HoldCreated(hold_id, token, expires_at, ids, plan.sessions)
 
@@ -187,12 +185,10 @@ async def release_hold(
             )
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=now,
-            actor=actor,
-            action="hold.release",
-            entity="booking_hold",
-            entity_id=view.hold.id,
-            request_id=request_id,
-        ),
+        at=now,
+        actor=actor,
+        action="hold.release",
+        entity="booking_hold",
+        entity_id=view.hold.id,
+        request_id=request_id,
     )

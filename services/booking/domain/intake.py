@@ -27,7 +27,7 @@ from shared.domain.errors import InvalidField
 from shared.scheduling.loader import ClinicInfo
 from shared.store import audit, patients
 from shared.store import consents as consent_store
-from shared.store.audit import Actor, NewAuditEntry
+from shared.store.audit import Actor
 from shared.store.patients import NewPatient
 
 # Consents from the public form: source and the version of the wording shown beside the boxes.
@@ -174,16 +174,14 @@ async def resolve_patient(
         )
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=now,
-                actor=actor,
-                action="patient.create",
-                entity="patient",
-                entity_id=patient_id,
-                patient_id=patient_id,
-                details={"source": CONSENT_SOURCE},
-                request_id=request_id,
-            ),
+            at=now,
+            actor=actor,
+            action="patient.create",
+            entity="patient",
+            entity_id=patient_id,
+            patient_id=patient_id,
+            details={"source": CONSENT_SOURCE},
+            request_id=request_id,
         )
         return ResolvedPatient(patient_id, True, {})
     return ResolvedPatient(existing.id, False, _differences(existing, form, mobile, email))
@@ -224,14 +222,12 @@ async def record_consents(
         )
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=now,
-            actor=actor,
-            action="consent.record",
-            entity="patient",
-            entity_id=patient_id,
-            patient_id=patient_id,
-            details={"consents": answers, "wording_version": CONSENT_WORDING_VERSION},
-            request_id=request_id,
-        ),
+        at=now,
+        actor=actor,
+        action="consent.record",
+        entity="patient",
+        entity_id=patient_id,
+        patient_id=patient_id,
+        details={"consents": answers, "wording_version": CONSENT_WORDING_VERSION},
+        request_id=request_id,
     )

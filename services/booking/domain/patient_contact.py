@@ -20,7 +20,7 @@ from shared import outbox_plan
 from shared.domain.errors import Stale
 from shared.store import audit, patients
 from shared.store import consents as consent_store
-from shared.store.audit import Actor, NewAuditEntry
+from shared.store.audit import Actor
 from shared.store.consents import ConsentKind
 from shared.store.patients import Patient
 
@@ -49,16 +49,14 @@ async def change_contact(
     await outbox_plan.plan_contact_changed(conn, patient, updated, now=now)
     await audit.insert(
         conn,
-        NewAuditEntry(
-            at=now,
-            actor=actor,
-            action="patient.update",
-            entity="patient",
-            entity_id=patient.id,
-            patient_id=patient.id,
-            details={"fields": sorted(changes)},
-            request_id=request_id,
-        ),
+        at=now,
+        actor=actor,
+        action="patient.update",
+        entity="patient",
+        entity_id=patient.id,
+        patient_id=patient.id,
+        details={"fields": sorted(changes)},
+        request_id=request_id,
     )
     return updated
 
@@ -100,16 +98,14 @@ async def set_consents(
         }
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=now,
-                actor=actor,
-                action="consent.record",
-                entity="patient",
-                entity_id=patient_id,
-                patient_id=patient_id,
-                details=details,
-                request_id=request_id,
-            ),
+            at=now,
+            actor=actor,
+            action="consent.record",
+            entity="patient",
+            entity_id=patient_id,
+            patient_id=patient_id,
+            details=details,
+            request_id=request_id,
         )
     return changed
 
@@ -128,15 +124,13 @@ async def request_new_link(
     if planned:
         await audit.insert(
             conn,
-            NewAuditEntry(
-                at=now,
-                actor=actor,
-                action="patient.link_request",
-                entity="patient",
-                entity_id=patient_id,
-                patient_id=patient_id,
-                details={"notifications": planned},
-                request_id=request_id,
-            ),
+            at=now,
+            actor=actor,
+            action="patient.link_request",
+            entity="patient",
+            entity_id=patient_id,
+            patient_id=patient_id,
+            details={"notifications": planned},
+            request_id=request_id,
         )
     return planned

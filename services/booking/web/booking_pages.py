@@ -73,7 +73,7 @@ from shared.messaging.ics import ics_attachment
 from shared.outbox_plan import reach_of
 from shared.scheduling.loader import load_clinic, load_treatment
 from shared.store import appointments, audit, patients
-from shared.store.audit import Actor, NewAuditEntry
+from shared.store.audit import Actor
 from shared.web import POOL, SETTINGS
 
 # Review reason (staff-facing, stored on the appointments) when the patient skips the offered
@@ -223,16 +223,14 @@ async def _audit_read(request: web.Request, patient: patients.Patient, what: str
     # A read of the patient's record, like every other (design.md: every read is audited).
     await audit.insert(
         request.app[POOL],
-        NewAuditEntry(
-            at=clock_now(request),
-            actor=Actor("patient", patient.id, "booked page"),
-            action="patient.read",
-            entity="patient",
-            entity_id=patient.id,
-            patient_id=patient.id,
-            details={"page": what},
-            request_id=request_id_var.get(),
-        ),
+        at=clock_now(request),
+        actor=Actor("patient", patient.id, "booked page"),
+        action="patient.read",
+        entity="patient",
+        entity_id=patient.id,
+        patient_id=patient.id,
+        details={"page": what},
+        request_id=request_id_var.get(),
     )
 
 

@@ -35,7 +35,6 @@ from shared.store import appointments, audit, practitioners
 from shared.store import consents as consent_store
 from shared.store import series as series_store
 from shared.store.appointments import Appointment, VersionConflict
-from shared.store.audit import NewAuditEntry
 from shared.store.patients import Patient
 from shared.web import POOL
 
@@ -224,16 +223,14 @@ async def audit_read(request: web.Request, visit: Visit, view: str) -> None:
     # A read of the patient's record, like every other (design.md: every read is audited).
     await audit.insert(
         request.app[POOL],
-        NewAuditEntry(
-            at=visit.now,
-            actor=visit.actor,
-            action="patient.read",
-            entity="patient",
-            entity_id=visit.patient.id,
-            patient_id=visit.patient.id,
-            details={"view": view},
-            request_id=request_id_var.get(),
-        ),
+        at=visit.now,
+        actor=visit.actor,
+        action="patient.read",
+        entity="patient",
+        entity_id=visit.patient.id,
+        patient_id=visit.patient.id,
+        details={"view": view},
+        request_id=request_id_var.get(),
     )
 
 
