@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -80,30 +80,9 @@ async def appointment(
         return await appointments.insert(conn, new, actor="test", now=now)
 
 
-async def patient(
-    db: Db,
-    *,
-    clinic_id: int,
-    now: datetime,
-    first_name: str,
-    last_name: str,
-    mobile: str | None = None,
-    email: str | None = None,
-    date_of_birth: date | None = None,
-    **fields: Any,
-) -> int:
-    """One patient; `fields` are the other columns of NewPatient (allergies, medications,
-    screening, notes, language)."""
-    new = NewPatient(
-        clinic_id=clinic_id,
-        first_name=first_name,
-        last_name=last_name,
-        mobile=mobile,
-        email=email,
-        date_of_birth=date_of_birth,
-        **fields,
-    )
-    return await patients.insert(db, new, now=now)
+async def patient(db: Db, *, now: datetime, **fields: Any) -> int:
+    """One patient; `fields` are NewPatient's (clinic_id, first_name and last_name at least)."""
+    return await patients.insert(db, NewPatient(**fields), now=now)
 
 
 async def consent(

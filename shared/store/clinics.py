@@ -9,7 +9,7 @@ clinic texts only its own region (`sms_countries_of`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, time
 from typing import Any
 
@@ -75,6 +75,11 @@ class ClinicSettings:
     slot_step_minutes: int = 15
     # None: the clinic texts only its own region (see sms_countries_of).
     sms_countries: Sequence[str] | None = None
+
+
+def settings_of(clinic: Clinic) -> ClinicSettings:
+    """A clinic's current settings: the whole set an update writes, to change a few of."""
+    return ClinicSettings(**{f.name: getattr(clinic, f.name) for f in fields(ClinicSettings)})
 
 
 def sms_countries_of(stored: Sequence[str] | None, region: str) -> tuple[str, ...]:

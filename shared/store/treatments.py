@@ -114,6 +114,12 @@ async def get(db: Executor, treatment_id: int) -> Treatment | None:
     return None if row is None else _treatment(row)
 
 
+async def by_code(db: Executor, clinic_id: int, code: str) -> Treatment | None:
+    """The clinic's treatment with this code (codes are unique within a clinic)."""
+    row = await db.fetchrow(f"{_SELECT} WHERE t.clinic_id = $1 AND t.code = $2", clinic_id, code)
+    return None if row is None else _treatment(row)
+
+
 async def lock(conn: asyncpg.Connection, treatment_id: int) -> Treatment | None:
     """Read and lock a treatment (its row; the gaps change only with it) for the rest of the
     caller's transaction."""

@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from shared.store import series
+from shared.store import practitioners, series
+from shared.store.practitioners import PractitionerFields
 from tests import factories
 from tests.conftest import BookingApi, Reply
 
@@ -61,12 +62,10 @@ class Desk:
 
     async def new_practitioner(self) -> int:
         """A practitioner with no working hours, so that test appointments need not overlap."""
-        return int(
-            await self.pool.fetchval(
-                "INSERT INTO practitioner (clinic_id, name) VALUES ($1, 'Dr Extra') RETURNING id",
-                self.api.clinic_id,
-            )
-        )
+        fields = PractitionerFields(name="Dr Extra")
+        return (
+            await practitioners.insert(self.pool, clinic_id=self.api.clinic_id, fields=fields)
+        ).id
 
     async def appointment(
         self,

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from shared.store import time_off
 from tests import factories
 from tests.conftest import BookingApi, Reply
 
@@ -119,13 +120,7 @@ async def demo(booking_api: BookingApi) -> Demo:
 async def add_time_off(
     pool: asyncpg.Pool, practitioner_id: int, start: datetime, end: datetime
 ) -> None:
-    await pool.execute(
-        "INSERT INTO time_off (practitioner_id, during, created_at) "
-        "VALUES ($1, tstzrange($2, $3), now())",
-        practitioner_id,
-        start,
-        end,
-    )
+    await time_off.insert(pool, practitioner_id, starts_at=start, ends_at=end, reason="", now=start)
 
 
 async def overlapping_active_pairs(pool: asyncpg.Pool) -> int:

@@ -9,6 +9,7 @@ import asyncpg
 from services.devkit.demo_data import seed_demo_data
 from shared.scheduling.availability import free_starts
 from shared.scheduling.loader import load_clinic, load_schedules, load_treatment
+from shared.store import time_off
 from tests import factories
 
 
@@ -51,11 +52,13 @@ async def test_demo_data_loads_and_bookings_and_time_off_remove_slots(pool: asyn
             starts_at=ten,
             now=now,
         )
-        await conn.execute(
-            "INSERT INTO time_off (practitioner_id, during, created_at) "
-            "VALUES (2, tstzrange($1, $2), now())",
-            datetime.combine(day, time(9), UTC),
-            datetime.combine(day, time(12), UTC),
+        await time_off.insert(
+            conn,
+            2,
+            starts_at=datetime.combine(day, time(9), UTC),
+            ends_at=datetime.combine(day, time(12), UTC),
+            reason="",
+            now=now,
         )
     after = await starts()
     assert (1, ten) not in after and (2, ten) not in after

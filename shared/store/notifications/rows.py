@@ -77,15 +77,8 @@ def notification_from(row: asyncpg.Record) -> Notification:
     return Notification(**{name: row[name] for name in _NOTIFICATION_FIELDS})
 
 
-async def get(
-    db: Executor, notification_id: int, *, for_update: bool = False
-) -> Notification | None:
-    if for_update:
-        row = await db.fetchrow(
-            "SELECT * FROM notification WHERE id = $1 FOR NO KEY UPDATE", notification_id
-        )
-    else:
-        row = await db.fetchrow("SELECT * FROM notification WHERE id = $1", notification_id)
+async def get(db: Executor, notification_id: int) -> Notification | None:
+    row = await db.fetchrow("SELECT * FROM notification WHERE id = $1", notification_id)
     return None if row is None else notification_from(row)
 
 
