@@ -1,18 +1,22 @@
-"""Appointments and their state-change history (owner of `appointment`, of the view
-`appointment_detail` that every read goes through, and of `appointment_event`).
+"""Appointments and their state-change history (owner of `appointment`, of its view
+`appointment_detail`, which reads the ranges as their ends, and of `appointment_event`).
 
 Invariants:
 * Double booking is impossible by construction: the exclusion constraint on `blocked` (the
   appointment widened by its treatment's buffers) refuses an overlapping active row, whichever
   replica inserts it. Callers map `asyncpg.ExclusionViolationError` to a 409.
-* Every change of an appointment (insert, transition, move, review flag, the sweeps' bulk
-  changes) writes its `appointment_event` in the same statement or transaction, and bumps
-  `version`; the history is append-only (the table refuses UPDATE and DELETE).
+* Every change bumps `version`; every insert, status change, move and review flag (the sweeps'
+  bulk changes too) writes its `appointment_event` in the same statement or transaction
+  (attaching a held appointment's patient is recorded by the transition to booked that follows
+  it); the history is append-only (the table refuses UPDATE and DELETE).
 * Status changes follow the state machine (shared/domain/appointment_states.py); a change made
   against a version the caller no longer holds raises VersionConflict.
 * A change that touches several sessions of a series locks the series first
   (shared/store/series.py `lock`), then the appointments, in start order.
 Booking holds are shared/store/holds.py; a held appointment names its hold.
+
+The module is over the project's ~600 lines on purpose: it is every statement on one table and
+its history, and each write keeps the invariants above; split, they would have two homes.
 """
 
 from __future__ import annotations
