@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
+from datetime import time as wall_time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from services.devkit.recorder import Recorder, Sent
 from services.devkit.smtp_sink import RecordingHandler, start_smtp_server
 from services.devkit.twilio_standin import TwilioStandIn
 from shared.config import DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_FROM
+from shared.store import clinics
 
 MESSAGES = 10_000
 LAG_RATE = 50  # per second
@@ -50,7 +53,12 @@ async def _seed(url: str, patients: int) -> None:
     conn = await asyncpg.connect(url)
     try:
         await seed_demo_data(conn)
-        await conn.execute("UPDATE clinic SET quiet_start = '00:00', quiet_end = '23:59:59'")
+        clinic = await clinics.get(conn, 1)
+        assert clinic is not None
+        whole_day = replace(
+            clinics.settings_of(clinic), quiet_start=wall_time(0), quiet_end=wall_time(23, 59, 59)
+        )
+        await clinics.update(conn, 1, expected_version=clinic.version, settings=whole_day)
         await conn.execute(
             """
             INSERT INTO patient (clinic_id, first_name, last_name, mobile, email, created_at,

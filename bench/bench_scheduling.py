@@ -26,7 +26,8 @@ import asyncpg
 from bench.pgbench import pgbench_insert_tps
 from bench.seed import seed_busy_clinic
 from bench.support import fresh_database, percentile, postgres, report
-from shared.store import staff_tokens
+from shared.db.pool import connect
+from shared.store import staff_tokens, treatments
 
 REQUESTS = 200
 RACERS = 500
@@ -194,21 +195,26 @@ async def bench_booking_race(
     return per_second
 
 
+async def _treatment_id(conn: asyncpg.Connection, code: str) -> int:
+    treatment = await treatments.by_code(conn, 1, code)
+    assert treatment is not None, code
+    return treatment.id
+
+
 async def run(server_url_of: Any) -> None:
     today = datetime.now(UTC).date()
     async with fresh_database(server_url_of) as url:
         started = time.perf_counter()
         await seed_busy_clinic(url, today=today)
         print(f"# seeded 200,000 appointments in {time.perf_counter() - started:.1f} s")
-        conn = await asyncpg.connect(url)
+        # The services' connection set-up (jsonb as Python values), as the stores expect.
+        conn = await connect(url)
         try:
-            token, _ = await staff_tokens.create_token(
+            token, _ = await staff_tokens.insert(
                 conn, name="bench", role="admin", now=datetime.now(UTC)
             )
-            consultation = await conn.fetchval(
-                "SELECT id FROM treatment WHERE code = 'consultation'"
-            )
-            course = await conn.fetchval("SELECT id FROM treatment WHERE code = 'hair-mesotherapy'")
+            consultation = await _treatment_id(conn, "consultation")
+            course = await _treatment_id(conn, "hair-mesotherapy")
         finally:
             await conn.close()
         port = _free_port()

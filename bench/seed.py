@@ -4,12 +4,13 @@ about 60 % booked, as a real diary would be)."""
 
 from __future__ import annotations
 
-from datetime import date, time, timedelta
+from datetime import date, timedelta
 
 import asyncpg
 
-from services.devkit.demo_data import seed_demo_data
-from shared.store import clinics
+from services.devkit.demo_data import lunch_break_week, seed_demo_data
+from shared.store import practitioners, working_hours
+from shared.store.practitioners import PractitionerFields
 
 
 async def seed_busy_clinic(url: str, *, today: date, appointments: int = 200_000) -> None:
@@ -17,18 +18,9 @@ async def seed_busy_clinic(url: str, *, today: date, appointments: int = 200_000
     try:
         await seed_demo_data(conn)
         for n in range(3, 11):
-            practitioner_id = await clinics.insert_practitioner(
-                conn, clinic_id=1, name=f"Practitioner {n}", email=f"p{n}@regimen.localhost"
-            )
-            for weekday in range(1, 6):
-                for starts, ends in ((time(9), time(13)), (time(14), time(18))):
-                    await clinics.insert_working_hours(
-                        conn,
-                        practitioner_id=practitioner_id,
-                        weekday=weekday,
-                        starts=starts,
-                        ends=ends,
-                    )
+            fields = PractitionerFields(name=f"Practitioner {n}", email=f"p{n}@regimen.localhost")
+            practitioner = await practitioners.insert(conn, clinic_id=1, fields=fields)
+            await working_hours.replace(conn, practitioner.id, lunch_break_week((1, 2, 3, 4, 5)))
         await conn.execute(
             """
             INSERT INTO patient (clinic_id, first_name, last_name, mobile, created_at, updated_at)

@@ -9,7 +9,6 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -109,13 +108,13 @@ async def _token_database(settings: Settings) -> AsyncIterator[asyncpg.Connectio
 async def cmd_token_create(settings: Settings, role: str, name: str) -> int:
     now = SystemClock().now()
     async with _token_database(settings) as conn, conn.transaction():
-        token, created = await staff_tokens.create_token(
+        token, created = await staff_tokens.insert(
             conn,
             name=name,
             role=role,  # type: ignore[arg-type]
             now=now,
         )
-        await audit.record(
+        await audit.insert(
             conn,
             at=now,
             actor=CLI_ACTOR,
@@ -141,12 +140,12 @@ def _minute(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M}" if moment is not None else "never"
 
 
-def _state_text(row: dict[str, Any], settings: Settings, now: datetime) -> str:
+def _state_text(row: staff_tokens.StaffTokenRow, settings: Settings, now: datetime) -> str:
     limit = staff_tokens.max_age(settings.staff_token_max_age_days)
     state = staff_tokens.state(row, now=now, age_limit=limit)
-    ends = staff_tokens.expires_at(row["created_at"], limit)
+    ends = staff_tokens.expires_at(row.created_at, limit)
     if state == "revoked":
-        return f"revoked {_minute(row['revoked_at'])}"
+        return f"revoked {_minute(row.revoked_at)}"
     if state == "expired":
         return f"expired {_minute(ends)}"
     return f"active until {_minute(ends)}" if ends is not None else "active"
@@ -155,7 +154,7 @@ def _state_text(row: dict[str, Any], settings: Settings, now: datetime) -> str:
 async def cmd_token_list(settings: Settings) -> int:
     now = SystemClock().now()
     async with _token_database(settings) as conn:
-        rows = await staff_tokens.list_tokens(conn)
+        rows = await staff_tokens.list_page(conn)
     if not rows:
         print("no tokens; create one with 'regimen token create --role ROLE --name NAME'")
         return 0
@@ -163,11 +162,11 @@ async def cmd_token_list(settings: Settings) -> int:
     for row in rows:
         table.append(
             (
-                str(row["id"]),
-                _printable(row["name"]),
-                row["role"],
-                _minute(row["created_at"]),
-                _minute(row["last_used_at"]),
+                str(row.id),
+                _printable(row.name),
+                row.role,
+                _minute(row.created_at),
+                _minute(row.last_used_at),
                 _state_text(row, settings, now),
             )
         )
@@ -183,14 +182,14 @@ async def cmd_token_revoke(settings: Settings, name: str) -> int:
     async with _token_database(settings) as conn, conn.transaction():
         revoked = await staff_tokens.revoke_by_name(conn, name, now=now)
         for row in revoked:
-            await audit.record(
+            await audit.insert(
                 conn,
                 at=now,
                 actor=CLI_ACTOR,
                 action="revoke",
                 entity="staff_token",
-                entity_id=row["id"],
-                details={"name": row["name"], "role": row["role"]},
+                entity_id=row.id,
+                details={"name": row.name, "role": row.role},
             )
         known = len(revoked) or await staff_tokens.count_named(conn, name)
     shown = _printable(name)
@@ -199,7 +198,7 @@ async def cmd_token_revoke(settings: Settings, name: str) -> int:
     if not revoked:
         print(f"revoked 0 tokens: every token named '{shown}' was already revoked")
         return 0
-    ids = ", ".join(str(row["id"]) for row in revoked)
+    ids = ", ".join(str(row.id) for row in revoked)
     what = "1 token" if len(revoked) == 1 else f"{len(revoked)} tokens"
     print(f"revoked {what} named '{shown}' (id {ids}); from now on every request with it gets 401")
     return 0

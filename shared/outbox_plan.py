@@ -1,10 +1,10 @@
 """Planning the patient's messages where they are caused: a booking, a cancellation, a move.
 
-Each function writes notification rows (shared/store/notifications.py) inside the caller's
-transaction, so a booking and its confirmation, or a cancellation and the end of its reminders,
-commit together or not at all. They decide *whether*, *when* and *on which channel* a message
-goes; the words are rendered at send time from current data (shared/messaging), and the notifier
-re-checks consent and the appointment before sending.
+Each function writes notification rows (shared/store/notifications/outbox.py) inside the
+caller's transaction, so a booking and its confirmation, or a cancellation and the end of its
+reminders, commit together or not at all. They decide *whether*, *when* and *on which channel*
+a message goes; the words are rendered at send time from current data (shared/messaging), and
+the notifier re-checks consent and the appointment before sending.
 
 Channels:
 * transactional messages about something the patient booked (the booking confirmation, and the
@@ -29,9 +29,12 @@ from typing import Any
 import asyncpg
 
 from shared.store import appointments, notifications, patients
+from shared.store import consents as consent_store
 from shared.store.appointments import Appointment
-from shared.store.notifications import Channel, NewNotification
-from shared.store.patients import ConsentKind, Patient
+from shared.store.consents import ConsentKind
+from shared.store.notifications.outbox import NewNotification
+from shared.store.notifications.rows import Channel
+from shared.store.patients import Patient
 
 BOOKING_CONFIRMATION = "booking_confirmation"
 REMINDER_72H = "reminder_72h"
@@ -136,7 +139,7 @@ async def reach_of(conn: asyncpg.Connection, patient_id: int) -> Reach | None:
     patient = await patients.get(conn, patient_id)
     if patient is None or patient.erased_at is not None:
         return None
-    consents = await patients.current_consents(conn, patient_id)
+    consents = await consent_store.current(conn, patient_id)
 
     def granted(kind: ConsentKind) -> bool:
         consent = consents.get(kind)
@@ -161,7 +164,7 @@ async def _enqueue(
     now: datetime,
     urgent: bool = False,
 ) -> int | None:
-    return await notifications.enqueue(
+    return await notifications.outbox.insert(
         conn,
         NewNotification(
             clinic_id=clinic_id,
@@ -284,7 +287,7 @@ async def _plan_reminders(
             )
         if not missed:
             wanted = [k for k in wanted if k not in NO_SHOW_ONLY]
-    planned = await notifications.planned_kinds(
+    planned = await notifications.outbox.planned_kinds(
         conn, appointment.id, starts_at=appointment.starts_at
     )
     ids = []
@@ -335,7 +338,7 @@ async def on_cancelled_together(
     and one notice (per channel) names them all rather than one message per session."""
     cancelled = await _load(conn, appointment_ids)
     for appointment in cancelled:
-        await notifications.cancel_pending_for_appointment(
+        await notifications.outbox.cancel_pending_for_appointment(
             conn, appointment.id, reason="appointment cancelled", now=now
         )
     ahead = [a for a in cancelled if a.starts_at > now and a.patient_id is not None]
@@ -353,7 +356,7 @@ async def on_moved_together(
     ids: list[int] = []
     previous: dict[int, datetime] = {}
     for appointment in moved:
-        await notifications.cancel_pending_for_appointment(
+        await notifications.outbox.cancel_pending_for_appointment(
             conn,
             appointment.id,
             reason=f"appointment moved (now version {appointment.version})",
@@ -434,7 +437,7 @@ async def _enqueue_account(
 ) -> int | None:
     # About the patient's access, not an appointment: answers what someone just did, so it is
     # exempt from quiet hours and the daily cap, and useless a day later.
-    return await notifications.enqueue(
+    return await notifications.outbox.insert(
         conn,
         NewNotification(
             clinic_id=reach.patient.clinic_id,
@@ -502,7 +505,7 @@ async def plan_contact_changed(
     if before.email and before.email != after.email:
         told.append(("email", before.email, "old"))
     if before.mobile and before.mobile != after.mobile:
-        consents = await patients.current_consents(conn, after.id)
+        consents = await consent_store.current(conn, after.id)
         care_sms = consents.get("care_sms")
         if care_sms is not None and care_sms.granted and after.sms_opted_out_at is None:
             told.append(("sms", before.mobile, "old"))

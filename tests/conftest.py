@@ -253,7 +253,7 @@ async def booking_api(
     clinic_id = int(await pool.fetchval("SELECT min(id) FROM clinic"))
     tokens = {}
     for role in staff_tokens.ROLES:
-        tokens[role], _ = await staff_tokens.create_token(
+        tokens[role], _ = await staff_tokens.insert(
             pool, name=f"test {role}", role=role, now=clock.now()
         )
     runner, base = await serve_app(create_app(settings, clock, db_url))

@@ -119,7 +119,7 @@ async def _seed(db_url: str) -> str:
     conn = await asyncpg.connect(db_url)
     try:
         await seed_demo_data(conn)
-        token, _ = await staff_tokens.create_token(
+        token, _ = await staff_tokens.insert(
             conn, name="schemathesis", role="admin", now=SystemClock().now()
         )
     finally:

@@ -171,7 +171,7 @@ async def test_staff_token_authentication(
     settings: Settings, clock: FrozenClock, db_url: str, http: aiohttp.ClientSession
 ) -> None:
     pool = await create_pool(db_url)
-    token, created = await staff_tokens.create_token(
+    token, created = await staff_tokens.insert(
         pool, name="Reception iPad", role="front_desk", now=clock.now()
     )
     stored = await pool.fetchval("SELECT token_hash FROM staff_token WHERE id = $1", created.id)

@@ -40,19 +40,19 @@ async def test_list_shows_every_token_with_its_state_and_last_use_but_no_secret(
     now = datetime.now(UTC)
     pool = await create_pool(db_url, act_as=APP_ROLE)
     try:
-        desk, _ = await staff_tokens.create_token(
+        desk, _ = await staff_tokens.insert(
             pool, name="Reception iPad", role="front_desk", now=now - timedelta(days=3)
         )
         await staff_tokens.authenticate(pool, desk, now=now - timedelta(days=1))
-        old, _ = await staff_tokens.create_token(
+        old, _ = await staff_tokens.insert(
             pool, name="Old laptop", role="clinician", now=now - timedelta(days=400)
         )
-        gone, _ = await staff_tokens.create_token(
+        gone, _ = await staff_tokens.insert(
             pool, name="Former locum", role="clinician", now=now - timedelta(days=30)
         )
         await staff_tokens.revoke_by_name(pool, "Former locum", now=now - timedelta(days=2))
         # A name that tries to forge a row of the table or reorder it.
-        forged, _ = await staff_tokens.create_token(
+        forged, _ = await staff_tokens.insert(
             pool, name="x\n99  boss  admin\u202e", role="admin", now=now
         )
         hashes = [

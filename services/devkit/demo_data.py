@@ -7,8 +7,11 @@ from datetime import time
 
 import asyncpg
 
-from shared.store import clinics
-from shared.store.clinics import GapSpec
+from shared.clock import SystemClock
+from shared.store import clinics, practitioners, treatments, working_hours
+from shared.store.clinics import ClinicSettings
+from shared.store.practitioners import PractitionerFields
+from shared.store.treatments import GapSpec, TreatmentFields
 
 
 def _weekly_then_fortnightly() -> list[GapSpec]:
@@ -19,80 +22,92 @@ def _weekly_then_fortnightly() -> list[GapSpec]:
     return weekly + fortnightly
 
 
+def lunch_break_week(days: tuple[int, ...]) -> list[working_hours.HoursRange]:
+    """9:00-18:00 on each of `days` (ISO weekdays), a lunch break splitting each in two."""
+    return [
+        (day, starts, ends)
+        for day in days
+        for starts, ends in ((time(9), time(13)), (time(14), time(18)))
+    ]
+
+
 async def seed_demo_data(conn: asyncpg.Connection) -> bool:
     """Insert the demo clinic if the database has no clinic yet; return whether it did."""
     async with conn.transaction():
         # Two `regimen dev` starting at once must not seed twice.
-        await conn.execute("LOCK TABLE clinic IN EXCLUSIVE MODE")
-        if await clinics.count_clinics(conn):
+        await clinics.lock_table(conn)
+        if await clinics.count(conn):
             return False
-        clinic_id = await clinics.insert_clinic(
+        clinic = await clinics.insert(
             conn,
-            name="Regimen Demo Hair Clinic",
-            time_zone="Europe/London",
-            phone="+442079460000",
-            address="1 Demo Street, London W1A 1AA",
-            region="GB",
-            # The UK and the Crown Dependencies, whose mobiles share +44 and its numbering.
-            sms_countries=("GB", "GG", "JE", "IM"),
+            ClinicSettings(
+                name="Regimen Demo Hair Clinic",
+                time_zone="Europe/London",
+                phone="+442079460000",
+                address="1 Demo Street, London W1A 1AA",
+                region="GB",
+                # The UK and the Crown Dependencies, whose mobiles share +44 and its numbering.
+                sms_countries=("GB", "GG", "JE", "IM"),
+            ),
+            now=SystemClock().now(),
         )
+        clinic_id = clinic.id
         for name, email, days in (
             ("Dr Amelia Hart", "amelia.hart@regimen.localhost", (1, 2, 3, 4, 5)),
             ("Dr Samir Patel", "samir.patel@regimen.localhost", (2, 3, 4, 5, 6)),
         ):
-            practitioner_id = await clinics.insert_practitioner(
-                conn, clinic_id=clinic_id, name=name, email=email
+            practitioner = await practitioners.insert(
+                conn, clinic_id=clinic_id, fields=PractitionerFields(name=name, email=email)
             )
-            for weekday in days:
-                # A lunch break splits each day into two ranges.
-                for starts, ends in ((time(9), time(13)), (time(14), time(18))):
-                    await clinics.insert_working_hours(
-                        conn,
-                        practitioner_id=practitioner_id,
-                        weekday=weekday,
-                        starts=starts,
-                        ends=ends,
-                    )
-        await clinics.insert_treatment(
-            conn, clinic_id=clinic_id, code="consultation", name="Consultation", duration_minutes=30
-        )
-        await clinics.insert_treatment(
+            await working_hours.replace(conn, practitioner.id, lunch_break_week(days))
+        await treatments.insert(
             conn,
             clinic_id=clinic_id,
-            code="hair-mesotherapy",
-            name="Hair mesotherapy course",
-            duration_minutes=30,
-            buffer_after_minutes=10,
-            needs_consultation=True,
-            sessions_min=8,
-            sessions_max=8,
-            maintenance_interval_days=91,
+            fields=TreatmentFields(code="consultation", name="Consultation", duration_minutes=30),
+        )
+        await treatments.insert(
+            conn,
+            clinic_id=clinic_id,
+            fields=TreatmentFields(
+                code="hair-mesotherapy",
+                name="Hair mesotherapy course",
+                duration_minutes=30,
+                buffer_after_minutes=10,
+                needs_consultation=True,
+                sessions_min=8,
+                sessions_max=8,
+                maintenance_interval_days=91,
+            ),
             gaps=_weekly_then_fortnightly(),
         )
-        await clinics.insert_treatment(
+        await treatments.insert(
             conn,
             clinic_id=clinic_id,
-            code="prp-hair",
-            name="PRP for hair",
-            duration_minutes=60,
-            buffer_after_minutes=15,
-            needs_consultation=True,
-            sessions_min=4,
-            sessions_max=4,
-            maintenance_interval_days=150,
+            fields=TreatmentFields(
+                code="prp-hair",
+                name="PRP for hair",
+                duration_minutes=60,
+                buffer_after_minutes=15,
+                needs_consultation=True,
+                sessions_min=4,
+                sessions_max=4,
+                maintenance_interval_days=150,
+            ),
             gaps=[GapSpec(p, 28, 14, 42) for p in (2, 3, 4)],
         )
-        await clinics.insert_treatment(
+        await treatments.insert(
             conn,
             clinic_id=clinic_id,
-            code="scalp-microneedling",
-            name="Scalp microneedling",
-            duration_minutes=45,
-            buffer_after_minutes=10,
-            needs_consultation=True,
-            sessions_min=4,
-            sessions_max=6,
-            maintenance_interval_days=75,
+            fields=TreatmentFields(
+                code="scalp-microneedling",
+                name="Scalp microneedling",
+                duration_minutes=45,
+                buffer_after_minutes=10,
+                needs_consultation=True,
+                sessions_min=4,
+                sessions_max=6,
+                maintenance_interval_days=75,
+            ),
             gaps=[GapSpec(p, 28, 21, 56) for p in (2, 3, 4, 5, 6)],
         )
     return True

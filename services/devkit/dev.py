@@ -91,7 +91,7 @@ async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
         clock = OffsetClock(_load_offset(state / "clock-offset"))
         # Tokens are stored hashed, so each start makes a fresh one and retires the last.
         await staff_tokens.revoke_by_name(conn, DEV_TOKEN_NAME, now=clock.now())
-        token, _ = await staff_tokens.create_token(
+        token, _ = await staff_tokens.insert(
             conn, name=DEV_TOKEN_NAME, role="admin", now=clock.now()
         )
     finally:

@@ -62,9 +62,8 @@ from shared.messaging import (
 )
 from shared.providers.email import EmailClient, EmailError, build_message
 from shared.providers.sms import OPTED_OUT_CODE, SmsClient, SmsError
-from shared.store import appointments, patients
-from shared.store import notifications as store
-from shared.store.notifications import Notification
+from shared.store import appointments, notifications, patients
+from shared.store.notifications.rows import Notification
 
 log = logging.getLogger("regimen.notifier.dispatch")
 
@@ -111,7 +110,9 @@ class _BatchFacts:
     going: Counter[tuple[int, str]] = field(default_factory=Counter)
     rounds: int = 0
 
-    def after_round(self, ready: list[_Prepared], outcomes: list[store.SendOutcome]) -> None:
+    def after_round(
+        self, ready: list[_Prepared], outcomes: list[notifications.dispatch.SendOutcome]
+    ) -> None:
         """Count what this round's sends did toward the daily limit: sent or possibly sent."""
         capped = {
             p.notification.id: _patient_key(p.notification)
@@ -308,7 +309,7 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> list[Notification]:
         try:
-            rows = await store.claim_due(
+            rows = await notifications.dispatch.claim_due(
                 self.pool, now=self.clock.now(), lease=self.lease, worker=self.worker, limit=limit
             )
         except (*DATABASE_ERRORS, TimeoutError) as exc:
@@ -320,7 +321,7 @@ class Dispatcher:
     async def _until_next_due(self) -> float:
         """Seconds to sleep: until the next scheduled row is due, at most the poll interval."""
         try:
-            due = await store.next_due_at(self.pool)
+            due = await notifications.dispatch.next_due_at(self.pool)
         except (*DATABASE_ERRORS, TimeoutError):
             return self.poll
         if due is None:
@@ -378,7 +379,7 @@ class Dispatcher:
             pending = batch
             while pending:
                 ready, held_back = await self._prepare_round(conn, pending, contexts, facts)
-                outcomes: list[store.SendOutcome] = []
+                outcomes: list[notifications.dispatch.SendOutcome] = []
                 interrupted = False
                 try:
                     if ready:
@@ -449,7 +450,7 @@ class Dispatcher:
         """What the daily limit and merging need, read once for the whole batch."""
         now = self.clock.now()
         own = [n.id for n in batch]
-        windows: list[store.DayWindow] = []
+        windows: list[notifications.dispatch.DayWindow] = []
         if self.settings.max_scheduled_per_day > 0:
             zoned = [
                 (n, ctx.patient_zone)
@@ -463,7 +464,7 @@ class Dispatcher:
             keys = sorted({key for n in batch if (key := _reminder_key(n)) is not None})
         if not windows and not keys:
             return _BatchFacts(own, {}, {})
-        found = await store.patient_facts(
+        found = await notifications.dispatch.patient_facts(
             conn,
             windows,
             exempt_kinds=sorted(send_checks.UNCAPPED_KINDS),
@@ -478,13 +479,13 @@ class Dispatcher:
     async def _still_mine(
         self, conn: asyncpg.Connection, claimed: Notification
     ) -> Notification | None:
-        current = await store.get(conn, claimed.id)
+        current = await notifications.rows.get(conn, claimed.id)
         if current is None or current.status != "sending" or current.leased_by != self.worker:
             return None
         return current
 
     async def _release(self, conn: asyncpg.Connection, notification_id: int) -> None:
-        await store.release(
+        await notifications.dispatch.release(
             conn,
             notification_id,
             worker=self.worker,
@@ -576,7 +577,7 @@ class Dispatcher:
     async def _settle(
         self, conn: asyncpg.Connection, notification: Notification, stop: Stop
     ) -> None:
-        done = await store.settle(
+        done = await notifications.dispatch.settle(
             conn,
             notification.id,
             worker=self.worker,
@@ -591,7 +592,7 @@ class Dispatcher:
         merged = notification.context.get("merged_notification_ids")
         if stop.status in ("cancelled", "expired") and isinstance(merged, list) and merged:
             # The reminders folded into this one are still owed to the patient.
-            await store.unmerge(
+            await notifications.dispatch.unmerge(
                 conn,
                 notification.id,
                 [i for i in merged if isinstance(i, int)],
@@ -611,7 +612,7 @@ class Dispatcher:
         if isinstance(decided, Stop):
             await self._settle(conn, notification, decided)
             return
-        done = await store.defer(
+        done = await notifications.dispatch.defer(
             conn,
             notification.id,
             worker=self.worker,
@@ -636,7 +637,7 @@ class Dispatcher:
         slot = _kept_slot(notification, now)
         if slot is None:
             cost = timedelta(seconds=(prepared.composed.segments or 1) / rate)
-            slot = await store.reserve_sender_slot(
+            slot = await notifications.dispatch.reserve_sender_slot(
                 conn, sender=self.sender, now=now, cost=cost, urgent=notification.urgent
             )
         if slot - now > PACE_INLINE_WAIT:
@@ -651,15 +652,17 @@ class Dispatcher:
 
     async def _send_batch(
         self, conn: asyncpg.Connection, ready: list[_Prepared]
-    ) -> tuple[list[store.SendOutcome], bool]:
+    ) -> tuple[list[notifications.dispatch.SendOutcome], bool]:
         """Begin the attempts (committed before any call), then lock, check, call and record
         inside one transaction (see the module docstring, steps 3 and 4). Returns the outcomes
         recorded, and whether the calls were cut off by shutdown."""
         now = self.clock.now()
-        started = await store.begin_attempts(
+        started = await notifications.dispatch.begin_attempts(
             conn,
             [
-                store.AttemptStart(p.notification.id, body_hash(p.composed.body), self._extra(p))
+                notifications.dispatch.AttemptStart(
+                    p.notification.id, body_hash(p.composed.body), self._extra(p)
+                )
                 for p in ready
             ],
             worker=self.worker,
@@ -677,14 +680,14 @@ class Dispatcher:
             return [], False
         calling = False
         interrupted = False
-        outcomes: list[store.SendOutcome] = []
+        outcomes: list[notifications.dispatch.SendOutcome] = []
         try:
             async with conn.transaction():
                 going = await self._lock_for_send(conn, sending)
                 calling = True
                 outcomes, interrupted = await self._call_all(going)
                 if outcomes:
-                    await store.record_outcomes(conn, outcomes)
+                    await notifications.dispatch.record_outcomes(conn, outcomes)
                 for (prepared, _), outcome in zip(going, outcomes, strict=True):
                     patient_id = prepared.notification.patient_id
                     if outcome.error_code == OPTED_OUT_CODE and patient_id is not None:
@@ -702,7 +705,7 @@ class Dispatcher:
 
     async def _call_all(
         self, going: list[tuple[_Prepared, int]]
-    ) -> tuple[list[store.SendOutcome], bool]:
+    ) -> tuple[list[notifications.dispatch.SendOutcome], bool]:
         """Make the batch's provider calls at once. Each ends in its own outcome: a call that
         raises is `unknown` for itself alone. Cancelled (the drain time ran out at shutdown):
         the calls still open are cut off and become `unknown`, the finished ones keep their
@@ -717,7 +720,7 @@ class Dispatcher:
                 for call in calls:
                     call.cancel()
                 await asyncio.wait(calls)
-        outcomes: list[store.SendOutcome] = []
+        outcomes: list[notifications.dispatch.SendOutcome] = []
         for (prepared, attempt_id), call in zip(going, calls, strict=True):
             if not call.cancelled() and call.exception() is None:
                 outcomes.append(call.result())
@@ -763,7 +766,7 @@ class Dispatcher:
         ids = sorted(
             {i for p, _ in sending for i in send_checks.covered_appointment_ids(p.notification)}
         )
-        locked, held = await store.lock_for_send(
+        locked, held = await notifications.dispatch.lock_for_send(
             conn, ids, [p.notification.id for p, _ in sending], worker=self.worker
         )
         going: list[tuple[_Prepared, int]] = []
@@ -771,7 +774,7 @@ class Dispatcher:
             notification = prepared.notification
             if notification.id not in held:
                 # Rescued meanwhile (a lease outlived): the sweeps own the row now.
-                await store.abandon_attempt(
+                await notifications.dispatch.abandon_attempt(
                     conn, attempt_id, now=self.clock.now(), detail="not sent: lease lost"
                 )
                 log.info("lease lost", extra={"notification_id": notification.id})
@@ -788,7 +791,7 @@ class Dispatcher:
     ) -> None:
         now = self.clock.now()
         for prepared, attempt_id in sending:
-            await store.abandon_attempt(
+            await notifications.dispatch.abandon_attempt(
                 conn, attempt_id, now=now, detail="not sent: locked by a concurrent change"
             )
             wait = Wait(now + timedelta(seconds=1), "locked by a concurrent change; trying again")
@@ -797,7 +800,9 @@ class Dispatcher:
             except _LostLease:
                 log.info("lease lost", extra={"notification_id": prepared.notification.id})
 
-    def _observe(self, notification: Notification, outcome: store.SendOutcome) -> None:
+    def _observe(
+        self, notification: Notification, outcome: notifications.dispatch.SendOutcome
+    ) -> None:
         if outcome.status == "sent":
             lag = max(0.0, (outcome.at - notification.due_at).total_seconds())
             self.metrics.lag.labels(notification.channel).observe(lag)
@@ -817,26 +822,28 @@ class Dispatcher:
         )
         stop = send_checks.appointment_stop(notification, appointment)
         if stop is not None:
-            await store.abandon_attempt(
+            await notifications.dispatch.abandon_attempt(
                 conn, attempt_id, now=now, detail=f"not sent: {stop.reason}"
             )
             await self._settle(conn, notification, stop)
             return
-        await store.abandon_attempt(
+        await notifications.dispatch.abandon_attempt(
             conn, attempt_id, now=now, detail="not sent: appointment changed while composing"
         )
         await self._wait(
             conn, notification, Wait(now, "appointment changed while composing; composing again")
         )
 
-    async def _call(self, prepared: _Prepared, attempt_id: int) -> store.SendOutcome:
+    async def _call(
+        self, prepared: _Prepared, attempt_id: int
+    ) -> notifications.dispatch.SendOutcome:
         if prepared.notification.channel == "sms":
             return await self._call_sms(prepared.notification, prepared.composed, attempt_id)
         return await self._call_email(prepared.notification, prepared.composed, attempt_id)
 
     async def _call_sms(
         self, notification: Notification, composed: Composed, attempt_id: int
-    ) -> store.SendOutcome:
+    ) -> notifications.dispatch.SendOutcome:
         assert composed.to is not None
         validity = None
         if notification.expires_at is not None:
@@ -856,7 +863,7 @@ class Dispatcher:
             reason = f"send raised {type(exc).__name__}"
             return self._failed(notification, attempt_id, "ambiguous", None, reason)
         self.metrics.provider_call("sms", "sent")
-        return store.SendOutcome(
+        return notifications.dispatch.SendOutcome(
             notification.id,
             attempt_id,
             "sent",
@@ -869,7 +876,7 @@ class Dispatcher:
 
     async def _call_email(
         self, notification: Notification, composed: Composed, attempt_id: int
-    ) -> store.SendOutcome:
+    ) -> notifications.dispatch.SendOutcome:
         assert composed.to is not None
         sender = self.settings.email_from
         if not sender:
@@ -898,7 +905,7 @@ class Dispatcher:
             reason = f"send raised {type(exc).__name__}"
             return self._failed(notification, attempt_id, "ambiguous", None, reason)
         self.metrics.provider_call("email", "sent")
-        return store.SendOutcome(
+        return notifications.dispatch.SendOutcome(
             notification.id,
             attempt_id,
             "sent",
@@ -917,16 +924,18 @@ class Dispatcher:
         kind: str,
         code: int | None,
         reason: str,
-    ) -> store.SendOutcome:
+    ) -> notifications.dispatch.SendOutcome:
         """A call that did not succeed: `temporary` is retried after the backoff unless the
         attempts are used up or the retry would come after the expiry (then failed, with the
         last error); `ambiguous` is left for reconciliation; anything else fails at once."""
         now = self.clock.now()
         if kind == "ambiguous":
             reason = f"outcome unknown, to be reconciled: {reason}"
-            return store.SendOutcome(notification.id, attempt_id, "unknown", now, reason, kind)
+            return notifications.dispatch.SendOutcome(
+                notification.id, attempt_id, "unknown", now, reason, kind
+            )
         if kind != "temporary":
-            return store.SendOutcome(
+            return notifications.dispatch.SendOutcome(
                 notification.id, attempt_id, "failed", now, reason, "permanent", error_code=code
             )
         attempts = notification.attempts + 1
@@ -936,7 +945,7 @@ class Dispatcher:
         elif notification.expires_at is not None and due_at >= notification.expires_at:
             final = f"no retry before it expires: {reason}"
         else:
-            return store.SendOutcome(
+            return notifications.dispatch.SendOutcome(
                 notification.id,
                 attempt_id,
                 "scheduled",
@@ -946,7 +955,7 @@ class Dispatcher:
                 error_code=code,
                 due_at=due_at,
             )
-        return store.SendOutcome(
+        return notifications.dispatch.SendOutcome(
             notification.id, attempt_id, "failed", now, final, "temporary", error_code=code
         )
 

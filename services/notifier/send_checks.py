@@ -22,10 +22,10 @@ from shared.domain.contact import may_text
 from shared.messaging import MessageContext
 from shared.messaging.context import STAFF_KINDS
 from shared.outbox_plan import ACCOUNT_KINDS, TRANSACTIONAL_KINDS, needs_consent, stale_reason
-from shared.store import appointments
-from shared.store import notifications as store
+from shared.store import appointments, notifications
 from shared.store.appointments import Appointment
-from shared.store.notifications import Notification, SettledStatus
+from shared.store.notifications.dispatch import SettledStatus
+from shared.store.notifications.rows import Notification
 
 REMINDER_KINDS = frozenset({"reminder_72h", "reminder_24h", "reminder_2h"})
 # A 2 h reminder exists for patients who missed a session before; folding it into an earlier
@@ -166,10 +166,12 @@ def is_capped(notification: Notification) -> bool:
     )
 
 
-def local_day(notification: Notification, now: datetime, zone: ZoneInfo) -> store.DayWindow:
+def local_day(
+    notification: Notification, now: datetime, zone: ZoneInfo
+) -> notifications.dispatch.DayWindow:
     assert notification.patient_id is not None
     day = now.astimezone(zone).date()
-    return store.DayWindow(
+    return notifications.dispatch.DayWindow(
         notification.patient_id,
         notification.channel,
         datetime.combine(day, time(0), tzinfo=zone),
@@ -177,7 +179,9 @@ def local_day(notification: Notification, now: datetime, zone: ZoneInfo) -> stor
     )
 
 
-def day_windows(rows: list[tuple[Notification, ZoneInfo]], now: datetime) -> list[store.DayWindow]:
+def day_windows(
+    rows: list[tuple[Notification, ZoneInfo]], now: datetime
+) -> list[notifications.dispatch.DayWindow]:
     """The local days the daily limit counts in, for the capped rows among `rows` (with their
     patients' zones): one per patient and channel."""
     windows = {
@@ -237,9 +241,9 @@ async def merge_nearby(
     if notification.patient_id is None:
         return None
     async with conn.transaction():
-        if not await store.hold_for_send(conn, notification.id, worker=worker):
+        if not await notifications.dispatch.hold_for_send(conn, notification.id, worker=worker):
             return None
-        candidates = await store.lock_merge_candidates(
+        candidates = await notifications.dispatch.lock_merge_candidates(
             conn,
             notification,
             kinds=sorted(MERGEABLE_KINDS),
@@ -251,13 +255,15 @@ async def merge_nearby(
         if not merged:
             return None
         addition = _merged_context(notification.context, merged)
-        await store.merge_into(conn, notification.id, merged, context=addition, now=now)
+        await notifications.dispatch.merge_into(
+            conn, notification.id, merged, context=addition, now=now
+        )
     return {**notification.context, **addition}
 
 
 async def _still_valid(
     conn: asyncpg.Connection,
-    candidate: store.MergeCandidate,
+    candidate: notifications.dispatch.MergeCandidate,
     target: Notification,
     now: datetime,
 ) -> bool:
@@ -274,7 +280,9 @@ async def _still_valid(
     return reason is None
 
 
-def _merged_context(context: dict[str, Any], merged: list[store.MergeCandidate]) -> dict[str, Any]:
+def _merged_context(
+    context: dict[str, Any], merged: list[notifications.dispatch.MergeCandidate]
+) -> dict[str, Any]:
     def listed(key: str) -> list[Any]:
         value = context.get(key)
         return list(value) if isinstance(value, list) else []

@@ -21,7 +21,7 @@ from typing import Literal
 import asyncpg
 
 from services.notifier.metrics import NotifierMetrics
-from shared.store import notifications as store
+from shared.store import notifications
 
 log = logging.getLogger("regimen.notifier.status")
 
@@ -73,13 +73,13 @@ async def apply_status_callback(
 ) -> Outcome:
     delivery = DELIVERY_STATUSES.get(message_status.lower())
     async with pool.acquire() as conn, conn.transaction():
-        if idempotency_token and not await store.remember_callback(
+        if idempotency_token and not await notifications.callbacks.remember_callback(
             conn, idempotency_token, now=now
         ):
             return "duplicate"
         if delivery is None:
             return "ignored"
-        current = await store.find_for_callback(
+        current = await notifications.callbacks.find_for_callback(
             conn, notification_id=notification_id, provider_id=message_sid
         )
         if current is None:
@@ -101,7 +101,7 @@ async def apply_status_callback(
         reason = f"Twilio reports {delivery}"
         if error_code is not None:
             reason += f" (error {error_code})"
-        await store.record_delivery_status(
+        await notifications.callbacks.record_delivery_status(
             conn,
             current,
             status=delivery,

@@ -30,8 +30,8 @@ from services.notifier.metrics import NotifierMetrics
 from shared.clock import Clock
 from shared.config import Settings
 from shared.providers.sms import SentSms, SmsClient
-from shared.store import notifications as store
-from shared.store.notifications import Notification
+from shared.store import notifications
+from shared.store.notifications.rows import Notification
 from shared.sweeps import Sweep
 
 log = logging.getLogger("regimen.notifier.sweeps")
@@ -55,7 +55,9 @@ def twilio_lister(sms: SmsClient) -> ListRecent:
 async def rescue_leases(pool: asyncpg.Pool, clock: Clock) -> int:
     total = 0
     while True:
-        rescued = await store.rescue_expired_leases(pool, now=clock.now(), limit=BATCH)
+        rescued = await notifications.sweeps.rescue_expired_leases(
+            pool, now=clock.now(), limit=BATCH
+        )
         if rescued:
             log.warning("leases expired mid-send", extra={"notification_ids": rescued[:50]})
         total += len(rescued)
@@ -66,16 +68,16 @@ async def rescue_leases(pool: asyncpg.Pool, clock: Clock) -> int:
 async def expire_overdue(pool: asyncpg.Pool, clock: Clock) -> int:
     total = 0
     while True:
-        count = await store.expire_overdue(pool, now=clock.now(), limit=BATCH)
+        count = await notifications.sweeps.expire_overdue(pool, now=clock.now(), limit=BATCH)
         total += count
         if count < BATCH:
             break
-    await store.forget_callbacks_before(pool, clock.now() - CALLBACK_MEMORY)
+    await notifications.callbacks.forget_callbacks_before(pool, clock.now() - CALLBACK_MEMORY)
     return total
 
 
 async def refresh_queue_depth(pool: asyncpg.Pool, clock: Clock, metrics: NotifierMetrics) -> int:
-    by_status, overdue = await store.queue_depth(pool, now=clock.now())
+    by_status, overdue = await notifications.sweeps.queue_depth(pool, now=clock.now())
     metrics.set_queue(by_status, overdue)
     return sum(by_status.values())
 
@@ -86,7 +88,7 @@ async def reconcile_unknown(
     """Settle what can be settled of the `unknown` rows; the rest wait for the next run."""
     grace = timedelta(seconds=settings.notify_reconcile_grace_seconds)
     settled = 0
-    for item in await store.unknown_outcomes(pool, limit=RECONCILE_BATCH):
+    for item in await notifications.sweeps.unknown_outcomes(pool, limit=RECONCILE_BATCH):
         notification = item.notification
         if notification.channel == "email":
             settled += await _resend_email(pool, notification, clock.now())
@@ -105,7 +107,7 @@ async def reconcile_unknown(
 
 async def _resend_email(pool: asyncpg.Pool, notification: Notification, now: datetime) -> int:
     message_id = notification.context.get("message_id") or "(derived from the id)"
-    done = await store.reconcile_as_not_sent(
+    done = await notifications.sweeps.reconcile_as_not_sent(
         pool,
         notification.id,
         now=now,
@@ -127,7 +129,7 @@ async def _reconcile_sms(
     to = notification.context.get("attempt_to")
     if not isinstance(to, str) or notification.body_hash is None or last_attempt_at is None:
         # No provider call ever started: nothing can have been sent.
-        done = await store.reconcile_as_not_sent(
+        done = await notifications.sweeps.reconcile_as_not_sent(
             pool,
             notification.id,
             now=now,
@@ -144,11 +146,11 @@ async def _reconcile_sms(
         )
         return 0
     ours = [m for m in recent if body_hash(m.body) == notification.body_hash]
-    taken = await store.provider_ids_in_use(pool, [m.sid for m in ours])
+    taken = await notifications.sweeps.provider_ids_in_use(pool, [m.sid for m in ours])
     ours = [m for m in ours if m.sid not in taken]
     if ours:
         found = ours[-1]  # the list is newest first: the oldest match is the first attempt's
-        done = await store.reconcile_as_sent(
+        done = await notifications.sweeps.reconcile_as_sent(
             pool,
             notification.id,
             provider_id=found.sid,
@@ -167,7 +169,7 @@ async def _reconcile_sms(
     elif notification.attempts >= max_attempts:
         status = "failed"
         reason = f"reconciled: {missing}; gave up after {notification.attempts} attempts"
-    done = await store.reconcile_as_not_sent(
+    done = await notifications.sweeps.reconcile_as_not_sent(
         pool, notification.id, now=now, reason=reason, status=status
     )
     return int(done)

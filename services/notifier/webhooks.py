@@ -49,7 +49,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
             "Bad Request",
             errors=[{"path": name, "message": "required"} for name in missing],
         )
-    stored = await inbound_messages.record_inbound(
+    stored = await inbound_messages.insert(
         request.app[POOL],
         message_sid=params["MessageSid"],
         from_number=params["From"],

@@ -11,7 +11,7 @@ import asyncpg
 from shared.clock import Clock
 from shared.db.transactions import in_transaction
 from shared.domain import hold_expiry
-from shared.store import appointments
+from shared.store import holds
 from shared.sweeps import Sweep
 
 INTERVAL = timedelta(seconds=30)
@@ -24,7 +24,7 @@ async def expire_holds(pool: asyncpg.Pool, clock: Clock) -> int:
 
     async def work(conn: asyncpg.Connection) -> int:
         released = await hold_expiry.release_expired(conn, now=now, reason="hold expired")
-        await appointments.forget_hold_clients(conn, now=now)
+        await holds.forget_clients(conn, now=now)
         return released
 
     return await in_transaction(pool, work)

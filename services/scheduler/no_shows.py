@@ -29,7 +29,7 @@ async def mark_no_shows(pool: asyncpg.Pool, clock: Clock) -> int:
     async def batch(conn: asyncpg.Connection) -> int:
         marked = await appointments.mark_overdue_no_shows(conn, now=now, limit=BATCH)
         for item in marked:
-            await audit.record(
+            await audit.insert(
                 conn,
                 at=now,
                 actor=audit.SYSTEM,

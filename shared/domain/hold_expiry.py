@@ -31,7 +31,7 @@ async def release_expired(
                 conn, now=now, practitioner_id=practitioner_id, overlapping=(start, end)
             )
     if released:
-        await audit.record(
+        await audit.insert(
             conn,
             at=now,
             actor=audit.SYSTEM,

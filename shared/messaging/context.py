@@ -16,8 +16,10 @@ from shared.config import Settings
 from shared.links import patient_link_token, patient_link_url
 from shared.scheduling.loader import ClinicInfo, load_clinics
 from shared.store import appointments, patients
+from shared.store import consents as consent_store
 from shared.store.appointments import Appointment
-from shared.store.patients import Consent, ConsentKind, Patient
+from shared.store.consents import Consent, ConsentKind
+from shared.store.patients import Patient
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -109,7 +111,7 @@ async def load_contexts(
     clinics = await load_clinics(conn, [n.clinic_id for n in rows])
     patient_ids = [n.patient_id for n in rows if n.patient_id is not None]
     found_patients = await patients.get_many(conn, patient_ids) if patient_ids else {}
-    consents = await patients.current_consents_many(conn, patient_ids) if patient_ids else {}
+    consents = await consent_store.current_many(conn, patient_ids) if patient_ids else {}
     wanted = {i for n in rows for i in _named_ids(n)}
     found = await appointments.get_many(conn, sorted(wanted)) if wanted else {}
     loaded: dict[int, MessageContext | ContextError] = {}

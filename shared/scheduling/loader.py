@@ -1,6 +1,10 @@
-"""Load what the pure availability engine needs from PostgreSQL: the clinic's rules, a
-treatment's spec and gaps, and each practitioner's hours, time off, overrides and busy time over
-a date range. One round of queries per request, whatever the number of practitioners."""
+"""Load what the pure availability engine needs, through the stores that own the rows: the
+clinic's rules, a treatment's spec and gaps, and each practitioner's hours, time off, overrides
+and busy time over a date range. One round of queries per request, whatever the number of
+practitioners.
+
+`ClinicInfo` and `TreatmentInfo` are the engine's views of the stores' `Clinic` and `Treatment`
+rows, built in one place each (`clinic_info`, `treatment_info`)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,15 @@ from shared.scheduling.availability import (
     WorkingRange,
 )
 from shared.scheduling.course import GapRule
-from shared.store import appointments, clinics, schedules
+from shared.store import (
+    appointments,
+    clinics,
+    practitioners,
+    schedule_overrides,
+    time_off,
+    treatments,
+    working_hours,
+)
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -85,77 +97,59 @@ async def load_clinic(db: Executor, clinic_id: int) -> ClinicInfo | None:
 
 async def load_clinics(db: Executor, clinic_ids: Sequence[int]) -> dict[int, ClinicInfo]:
     """id → clinic for those of `clinic_ids` that exist, in one query."""
-    rows = await db.fetch(
-        """
-        SELECT id, name, time_zone, phone, address, region, brand_colour, min_notice_minutes,
-               horizon_days, cancellation_notice_hours, hold_minutes, no_show_grace_minutes,
-               slot_step_minutes, quiet_start, quiet_end, sms_countries
-        FROM clinic WHERE id = ANY($1::bigint[])
-        """,
-        list(set(clinic_ids)),
-    )
-    return {row["id"]: _clinic_info(row) for row in rows}
+    return {id_: clinic_info(row) for id_, row in (await clinics.get_many(db, clinic_ids)).items()}
 
 
-def _clinic_info(row: asyncpg.Record) -> ClinicInfo:
+def clinic_info(row: clinics.Clinic) -> ClinicInfo:
+    """The engine's view of a clinic row (the one place it is built)."""
     return ClinicInfo(
-        id=row["id"],
-        name=row["name"],
-        time_zone=row["time_zone"],
-        phone=row["phone"],
-        address=row["address"],
-        region=row["region"],
-        brand_colour=row["brand_colour"],
+        id=row.id,
+        name=row.name,
+        time_zone=row.time_zone,
+        phone=row.phone,
+        address=row.address,
+        region=row.region,
+        brand_colour=row.brand_colour,
         rules=ClinicRules(
-            time_zone=row["time_zone"],
-            min_notice=timedelta(minutes=row["min_notice_minutes"]),
-            horizon=timedelta(days=row["horizon_days"]),
+            time_zone=row.time_zone,
+            min_notice=timedelta(minutes=row.min_notice_minutes),
+            horizon=timedelta(days=row.horizon_days),
         ),
-        cancellation_notice=timedelta(hours=row["cancellation_notice_hours"]),
-        hold_time=timedelta(minutes=row["hold_minutes"]),
-        no_show_grace=timedelta(minutes=row["no_show_grace_minutes"]),
-        slot_step=timedelta(minutes=row["slot_step_minutes"]),
-        quiet_start=row["quiet_start"],
-        quiet_end=row["quiet_end"],
-        sms_countries=clinics.sms_countries_of(row["sms_countries"], row["region"]),
+        cancellation_notice=timedelta(hours=row.cancellation_notice_hours),
+        hold_time=timedelta(minutes=row.hold_minutes),
+        no_show_grace=timedelta(minutes=row.no_show_grace_minutes),
+        slot_step=timedelta(minutes=row.slot_step_minutes),
+        quiet_start=row.quiet_start,
+        quiet_end=row.quiet_end,
+        sms_countries=clinics.sms_countries_of(row.sms_countries, row.region),
     )
 
 
 async def load_treatment(db: Executor, treatment_id: int) -> TreatmentInfo | None:
-    row = await db.fetchrow(
-        """
-        SELECT t.id, t.clinic_id, t.code, t.name, t.description, t.duration_minutes,
-               t.buffer_before_minutes, t.buffer_after_minutes, t.needs_consultation,
-               t.sessions_min, t.sessions_max, t.maintenance_interval_days, t.public, t.active,
-               coalesce(
-                   (SELECT jsonb_agg(jsonb_build_array(g.position, g.target_days, g.min_days,
-                                                       g.max_days) ORDER BY g.position)
-                    FROM treatment_gap g WHERE g.treatment_id = t.id),
-                   '[]'::jsonb) AS gaps
-        FROM treatment t WHERE t.id = $1
-        """,
-        treatment_id,
-    )
-    if row is None:
-        return None
+    row = await treatments.get(db, treatment_id)
+    return None if row is None else treatment_info(row)
+
+
+def treatment_info(row: treatments.Treatment) -> TreatmentInfo:
+    """The engine's view of a treatment row and its gaps (the one place it is built)."""
     return TreatmentInfo(
-        id=row["id"],
-        clinic_id=row["clinic_id"],
-        code=row["code"],
-        name=row["name"],
-        description=row["description"],
+        id=row.id,
+        clinic_id=row.clinic_id,
+        code=row.code,
+        name=row.name,
+        description=row.description,
         spec=TreatmentSpec(
-            duration=timedelta(minutes=row["duration_minutes"]),
-            buffer_before=timedelta(minutes=row["buffer_before_minutes"]),
-            buffer_after=timedelta(minutes=row["buffer_after_minutes"]),
+            duration=timedelta(minutes=row.duration_minutes),
+            buffer_before=timedelta(minutes=row.buffer_before_minutes),
+            buffer_after=timedelta(minutes=row.buffer_after_minutes),
         ),
-        needs_consultation=row["needs_consultation"],
-        sessions_min=row["sessions_min"],
-        sessions_max=row["sessions_max"],
-        gaps={pos: GapRule(target, low, high) for pos, target, low, high in row["gaps"]},
-        maintenance_interval_days=row["maintenance_interval_days"],
-        public=row["public"],
-        active=row["active"],
+        needs_consultation=row.needs_consultation,
+        sessions_min=row.sessions_min,
+        sessions_max=row.sessions_max,
+        gaps={g.position: GapRule(g.target_days, g.min_days, g.max_days) for g in row.gaps},
+        maintenance_interval_days=row.maintenance_interval_days,
+        public=row.public,
+        active=row.active,
     )
 
 
@@ -178,43 +172,39 @@ async def load_schedules(
     exclude_appointment_ids: Sequence[int] = (),
 ) -> list[PractitionerSchedule]:
     """Schedules of the clinic's active practitioners (or only `practitioner_ids`), in id order."""
-    ids = await clinics.active_practitioner_ids(db, clinic_id, practitioner_ids)
+    ids = await practitioners.active_ids(db, clinic_id, practitioner_ids)
     if not ids:
         return []
     window = utc_window(first_day, last_day, zone)
     # Independent reads: from a pool they run side by side, one round trip instead of four.
-    hours, time_off, overrides, busy = (
+    hours, absences, overrides, busy = (
         await asyncio.gather(
-            schedules.working_hours_for(db, ids),
-            schedules.time_off_for(db, ids, *window),
-            schedules.overrides_for(db, ids, first_day, last_day),
+            working_hours.for_practitioners(db, ids),
+            time_off.overlapping(db, ids, *window),
+            schedule_overrides.for_practitioners(db, ids, first_day, last_day),
             appointments.busy_by_practitioner(
                 db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
             ),
         )
         if isinstance(db, asyncpg.Pool)
         else (
-            await schedules.working_hours_for(db, ids),
-            await schedules.time_off_for(db, ids, *window),
-            await schedules.overrides_for(db, ids, first_day, last_day),
+            await working_hours.for_practitioners(db, ids),
+            await time_off.overlapping(db, ids, *window),
+            await schedule_overrides.for_practitioners(db, ids, first_day, last_day),
             await appointments.busy_by_practitioner(
                 db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
             ),
         )
     )
     working: dict[int, list[WorkingRange]] = defaultdict(list)
-    for practitioner_id, weekday, starts, ends in hours:
-        working[practitioner_id].append(WorkingRange(weekday, starts, ends))
+    for h in hours:
+        working[h.practitioner_id].append(WorkingRange(h.weekday, h.starts, h.ends))
     off: dict[int, list[TimeOff]] = defaultdict(list)
-    for practitioner_id, starts_at, ends_at in time_off:
-        off[practitioner_id].append(TimeOff.trusted(starts_at, ends_at))
+    for absence in absences:
+        off[absence.practitioner_id].append(TimeOff.trusted(absence.starts_at, absence.ends_at))
     days: dict[int, list[DayOverride]] = defaultdict(list)
-    for practitioner_id, day, ranges in overrides:
-        days[practitioner_id].append(
-            DayOverride(
-                day, tuple((time.fromisoformat(a), time.fromisoformat(b)) for a, b in ranges)
-            )
-        )
+    for override in overrides:
+        days[override.practitioner_id].append(DayOverride(override.day, tuple(override.ranges)))
     return [
         PractitionerSchedule(
             practitioner_id=pid,

@@ -1,9 +1,22 @@
-"""Appointments, their state-change history and booking holds (owner of `appointment`,
-`appointment_event` and `booking_hold`).
+"""Appointments and their state-change history (owner of `appointment`, of its view
+`appointment_detail`, which reads the ranges as their ends, and of `appointment_event`).
 
-Double booking is impossible by construction: the exclusion constraint on `blocked` (the
-appointment widened by its treatment's buffers) refuses an overlapping active row, whichever
-replica inserts it. Callers map `asyncpg.ExclusionViolationError` to a 409.
+Invariants:
+* Double booking is impossible by construction: the exclusion constraint on `blocked` (the
+  appointment widened by its treatment's buffers) refuses an overlapping active row, whichever
+  replica inserts it. Callers map `asyncpg.ExclusionViolationError` to a 409.
+* Every change bumps `version`; every insert, status change, move and review flag (the sweeps'
+  bulk changes too) writes its `appointment_event` in the same statement or transaction
+  (attaching a held appointment's patient is recorded by the transition to booked that follows
+  it); the history is append-only (the table refuses UPDATE and DELETE).
+* Status changes follow the state machine (shared/domain/appointment_states.py); a change made
+  against a version the caller no longer holds raises VersionConflict.
+* A change that touches several sessions of a series locks the series first
+  (shared/store/series.py `lock`), then the appointments, in start order.
+Booking holds are shared/store/holds.py; a held appointment names its hold.
+
+The module is over the project's ~600 lines on purpose: it is every statement on one table and
+its history, and each write keeps the invariants above; split, they would have two homes.
 """
 
 from __future__ import annotations
@@ -18,8 +31,7 @@ import asyncpg
 
 from shared.domain.appointment_states import Status, check_transition
 from shared.domain.errors import Stale
-
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.store import Executor, affected
 
 
 @dataclass(frozen=True)
@@ -60,14 +72,59 @@ class VersionConflict(Stale):
         super().__init__("appointment", current)
 
 
-async def get(db: Executor, appointment_id: int, *, for_update: bool = False) -> Appointment | None:
-    if for_update:
-        row = await db.fetchrow(
-            "SELECT * FROM appointment_detail WHERE id = $1 FOR UPDATE", appointment_id
-        )
-    else:
-        row = await db.fetchrow("SELECT * FROM appointment_detail WHERE id = $1", appointment_id)
+@dataclass(frozen=True)
+class AppointmentEvent:
+    """One `appointment_event` row: a state change (from = to for a move or a review flag)."""
+
+    at: datetime
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NewAppointment:
+    """What an insert needs: `blocked` is [starts_at - buffer_before, ends_at + buffer_after)."""
+
+    clinic_id: int
+    practitioner_id: int
+    treatment_id: int
+    patient_id: int | None
+    status: Status
+    starts_at: datetime
+    ends_at: datetime
+    buffer_before: timedelta = timedelta(0)
+    buffer_after: timedelta = timedelta(0)
+    series_id: int | None = None
+    position: int | None = None
+    hold_id: int | None = None
+    needs_review: bool = False
+    review_reasons: Sequence[str] = ()
+    source: str = "staff"
+
+
+async def get(db: Executor, appointment_id: int) -> Appointment | None:
+    row = await db.fetchrow("SELECT * FROM appointment_detail WHERE id = $1", appointment_id)
     return None if row is None else _appointment(row)
+
+
+async def lock(conn: asyncpg.Connection, appointment_id: int) -> Appointment | None:
+    """Read and lock an appointment for the rest of the caller's transaction."""
+    row = await conn.fetchrow(
+        "SELECT * FROM appointment_detail WHERE id = $1 FOR UPDATE", appointment_id
+    )
+    return None if row is None else _appointment(row)
+
+
+async def share_version(conn: asyncpg.Connection, appointment_id: int) -> int | None:
+    """The appointment's version, read FOR SHARE: waits for a change in flight and keeps the
+    appointment from changing until the caller's transaction ends. None if unknown."""
+    version = await conn.fetchval(
+        "SELECT version FROM appointment WHERE id = $1 FOR SHARE", appointment_id
+    )
+    return None if version is None else int(version)
 
 
 async def get_many(db: Executor, appointment_ids: Sequence[int]) -> dict[int, Appointment]:
@@ -141,7 +198,7 @@ async def release_expired_holds(
         overlapping[0] if overlapping else None,
         overlapping[1] if overlapping else None,
     )
-    return int(result.split()[-1])
+    return affected(result)
 
 
 async def lock_practitioner_calendars(
@@ -165,28 +222,10 @@ async def lock_practitioner_calendars(
 
 
 async def insert(
-    conn: asyncpg.Connection,
-    *,
-    clinic_id: int,
-    practitioner_id: int,
-    treatment_id: int,
-    patient_id: int | None,
-    series_id: int | None,
-    position: int | None,
-    hold_id: int | None,
-    status: Status,
-    starts_at: datetime,
-    ends_at: datetime,
-    buffer_before: timedelta,
-    buffer_after: timedelta,
-    needs_review: bool,
-    review_reasons: list[str],
-    source: str,
-    actor: str,
-    now: datetime,
+    conn: asyncpg.Connection, new: NewAppointment, *, actor: str, now: datetime
 ) -> int:
-    """Insert one appointment and its first history event. Raises
-    asyncpg.ExclusionViolationError when the time is taken."""
+    """Insert one appointment and its first history event (run inside the caller's
+    transaction). Raises asyncpg.ExclusionViolationError when the time is taken."""
     appointment_id = await conn.fetchval(
         """
         INSERT INTO appointment (clinic_id, practitioner_id, treatment_id, patient_id, series_id,
@@ -196,24 +235,24 @@ async def insert(
                 tstzrange($9 - $11::interval, $10 + $12::interval), $13, $14, $15, $16, $16)
         RETURNING id
         """,
-        clinic_id,
-        practitioner_id,
-        treatment_id,
-        patient_id,
-        series_id,
-        position,
-        hold_id,
-        status,
-        starts_at,
-        ends_at,
-        buffer_before,
-        buffer_after,
-        needs_review,
-        review_reasons,
-        source,
+        new.clinic_id,
+        new.practitioner_id,
+        new.treatment_id,
+        new.patient_id,
+        new.series_id,
+        new.position,
+        new.hold_id,
+        new.status,
+        new.starts_at,
+        new.ends_at,
+        new.buffer_before,
+        new.buffer_after,
+        new.needs_review,
+        list(new.review_reasons),
+        new.source,
         now,
     )
-    await _event(conn, appointment_id, now, None, status, actor, "", {})
+    await _event(conn, appointment_id, now, None, new.status, actor, "", {})
     return int(appointment_id)
 
 
@@ -258,7 +297,7 @@ async def transition(
 
     Raises IllegalTransition (with the current state) or VersionConflict.
     """
-    current = await get(conn, appointment_id, for_update=True)
+    current = await lock(conn, appointment_id)
     if current is None:
         return None
     if expected_version is not None and current.version != expected_version:
@@ -283,15 +322,9 @@ async def transition(
     return await get(conn, appointment_id)
 
 
-async def history(db: Executor, appointment_id: int) -> list[dict[str, Any]]:
-    rows = await db.fetch(
-        """
-        SELECT at, from_status, to_status, actor, reason, details
-        FROM appointment_event WHERE appointment_id = $1 ORDER BY id
-        """,
-        appointment_id,
-    )
-    return [dict(r) for r in rows]
+async def history(db: Executor, appointment_id: int) -> list[AppointmentEvent]:
+    """Every state change of one appointment, oldest first."""
+    return (await history_many(db, [appointment_id]))[appointment_id]
 
 
 # -- reads for the admin API, moves, review flags, the no-show sweep ---------------------------
@@ -350,21 +383,6 @@ class ScheduleEntry:
     treatment_name: str
 
 
-async def practitioner_zone(db: Executor, practitioner_id: int) -> tuple[int, str] | None:
-    """(clinic id, clinic time zone) of a practitioner, None if unknown.
-
-    (A read of `practitioner`; belongs with the practitioner store once there is one.)
-    """
-    row = await db.fetchrow(
-        """
-        SELECT p.clinic_id, c.time_zone FROM practitioner p JOIN clinic c ON c.id = p.clinic_id
-        WHERE p.id = $1
-        """,
-        practitioner_id,
-    )
-    return None if row is None else (row["clinic_id"], row["time_zone"])
-
-
 async def schedule_for(
     db: Executor,
     practitioner_id: int,
@@ -402,27 +420,28 @@ async def schedule_for(
     return entries
 
 
-async def for_series(
-    db: Executor, series_id: int, *, for_update: bool = False
-) -> list[Appointment]:
-    """Every appointment of a series (any status), by position then start; `for_update` locks
-    them so that a reschedule can shift later sessions without a concurrent change."""
-    if for_update:
-        rows = await db.fetch(
-            """
-            SELECT * FROM appointment_detail WHERE series_id = $1
-            ORDER BY position NULLS LAST, starts_at, id FOR UPDATE
-            """,
-            series_id,
-        )
-    else:
-        rows = await db.fetch(
-            """
-            SELECT * FROM appointment_detail WHERE series_id = $1
-            ORDER BY position NULLS LAST, starts_at, id
-            """,
-            series_id,
-        )
+async def for_series(db: Executor, series_id: int) -> list[Appointment]:
+    """Every appointment of a series (any status), by position then start."""
+    rows = await db.fetch(
+        """
+        SELECT * FROM appointment_detail WHERE series_id = $1
+        ORDER BY position NULLS LAST, starts_at, id
+        """,
+        series_id,
+    )
+    return [_appointment(r) for r in rows]
+
+
+async def lock_series(conn: asyncpg.Connection, series_id: int) -> list[Appointment]:
+    """`for_series`, locked for the caller's transaction, so that a reschedule can shift later
+    sessions without a concurrent change (lock the series row first)."""
+    rows = await conn.fetch(
+        """
+        SELECT * FROM appointment_detail WHERE series_id = $1
+        ORDER BY position NULLS LAST, starts_at, id FOR UPDATE
+        """,
+        series_id,
+    )
     return [_appointment(r) for r in rows]
 
 
@@ -447,7 +466,7 @@ async def move(
     None if unknown; raises VersionConflict, and asyncpg.ExclusionViolationError when the new
     time is taken (the transaction is then aborted).
     """
-    current = await get(conn, appointment_id, for_update=True)
+    current = await lock(conn, appointment_id)
     if current is None:
         return None
     if expected_version is not None and current.version != expected_version:
@@ -506,7 +525,7 @@ async def set_review(
 
     None if unknown; raises VersionConflict.
     """
-    current = await get(conn, appointment_id, for_update=True)
+    current = await lock(conn, appointment_id)
     if current is None:
         return None
     if expected_version is not None and current.version != expected_version:
@@ -575,112 +594,7 @@ async def mark_overdue_no_shows(
     return [NoShow(r["id"], r["patient_id"], r["from_status"]) for r in rows]
 
 
-# -- Booking holds and booking (services/booking/domain/holds.py, bookings.py) ---------------------
-
-
-@dataclass(frozen=True)
-class Hold:
-    id: int
-    clinic_id: int
-    treatment_id: int
-    expires_at: datetime
-    created_at: datetime
-    released_at: datetime | None
-
-
-_HOLD_COLUMNS = "id, clinic_id, treatment_id, expires_at, created_at, released_at"
-
-
-async def insert_hold(
-    conn: asyncpg.Connection,
-    *,
-    clinic_id: int,
-    treatment_id: int,
-    token_hash: bytes,
-    expires_at: datetime,
-    now: datetime,
-    client_hash: bytes | None = None,
-) -> int:
-    return int(
-        await conn.fetchval(
-            """
-            INSERT INTO booking_hold (clinic_id, treatment_id, token_hash, expires_at, created_at,
-                                      client_hash)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
-            """,
-            clinic_id,
-            treatment_id,
-            token_hash,
-            expires_at,
-            now,
-            client_hash,
-        )
-    )
-
-
-async def lock_holds_of_client(conn: asyncpg.Connection, client_hash: bytes) -> None:
-    """Serialise, until the transaction ends, the holds one client creates (a transaction-level
-    advisory lock on the client's hash), so concurrent requests are counted one after another."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        "regimen.holds-of-client:" + client_hash.hex(),
-    )
-
-
-async def active_holds_of_client(
-    conn: asyncpg.Connection, client_hash: bytes, *, now: datetime
-) -> list[datetime]:
-    """When each hold of this client that is still running (not expired, released or booked)
-    runs out."""
-    rows = await conn.fetch(
-        """
-        SELECT expires_at FROM booking_hold
-        WHERE client_hash = $1 AND released_at IS NULL AND expires_at > $2
-        """,
-        client_hash,
-        now,
-    )
-    return [row["expires_at"] for row in rows]
-
-
-async def forget_hold_clients(db: Executor, *, now: datetime) -> int:
-    """Drop the client hash of holds that have run out: the cap no longer needs it. (A booked or
-    released hold lost it in `end_hold`.)"""
-    result = await db.execute(
-        """
-        UPDATE booking_hold SET client_hash = NULL
-        WHERE client_hash IS NOT NULL AND released_at IS NULL AND expires_at <= $1
-        """,
-        now,
-    )
-    return int(result.split()[-1])
-
-
-async def set_hold_token_hash(conn: asyncpg.Connection, hold_id: int, token_hash: bytes) -> None:
-    """Replace the placeholder hash once the token (derived from the id) is known."""
-    await conn.execute("UPDATE booking_hold SET token_hash = $2 WHERE id = $1", hold_id, token_hash)
-
-
-async def hold_by_token_hash(
-    db: Executor, token_hash: bytes, *, for_update: bool = False
-) -> Hold | None:
-    lock = " FOR UPDATE" if for_update else ""
-    row = await db.fetchrow(
-        f"SELECT {_HOLD_COLUMNS} FROM booking_hold WHERE token_hash = $1{lock}",  # noqa: S608
-        token_hash,
-    )
-    return None if row is None else Hold(**dict(row))
-
-
-async def end_hold(conn: Executor, hold_id: int, *, now: datetime) -> None:
-    """Mark a hold as finished (released by the patient, or turned into a booking); the client
-    hash kept for the cap on holds per address goes with it."""
-    await conn.execute(
-        "UPDATE booking_hold SET released_at = $2, client_hash = NULL "
-        "WHERE id = $1 AND released_at IS NULL",
-        hold_id,
-        now,
-    )
+# -- Holds and booking (services/booking/domain/holds.py, bookings.py) ---------------------------
 
 
 async def for_hold(db: Executor, hold_id: int) -> list[Appointment]:
@@ -799,7 +713,7 @@ async def for_patient(db: Executor, patient_id: int) -> list[Appointment]:
 
 async def history_many(
     db: Executor, appointment_ids: Sequence[int]
-) -> dict[int, list[dict[str, Any]]]:
+) -> dict[int, list[AppointmentEvent]]:
     """appointment id → its history (as `history` gives it), in one query."""
     rows = await db.fetch(
         """
@@ -808,8 +722,8 @@ async def history_many(
         """,
         list(appointment_ids),
     )
-    found: dict[int, list[dict[str, Any]]] = {i: [] for i in appointment_ids}
+    found: dict[int, list[AppointmentEvent]] = {i: [] for i in appointment_ids}
     for row in rows:
         data = dict(row)
-        found[data.pop("appointment_id")].append(data)
+        found[data.pop("appointment_id")].append(AppointmentEvent(**data))
     return found

@@ -1,5 +1,9 @@
 """The append-only audit log (owner of `audit_log`): every write, and every read of a patient
-record, with who did it. The table refuses UPDATE and DELETE."""
+record, with who did it.
+
+Invariants: entries are only ever inserted (the table refuses UPDATE, DELETE and TRUNCATE, and
+the services' role may only INSERT and SELECT it); an entry is written in the transaction of
+the change it records, so both commit or neither does."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import asyncpg
+from shared.store import Executor
 
 ActorKind = Literal["staff", "patient", "system"]
 
@@ -27,8 +31,30 @@ class Actor:
 SYSTEM = Actor("system", None, "regimen")
 
 
-async def record(
-    db: asyncpg.Connection | asyncpg.Pool,
+@dataclass(frozen=True)
+class AuditEntry:
+    """One `audit_log` row."""
+
+    id: int
+    at: datetime
+    actor_kind: ActorKind
+    actor_id: int | None
+    actor_name: str
+    action: str
+    entity: str
+    entity_id: int | None
+    patient_id: int | None
+    reason: str
+    details: dict[str, Any]
+    request_id: str | None
+
+
+_COLUMNS = """id, at, actor_kind, actor_id, actor_name, action, entity, entity_id, patient_id,
+    reason, details, request_id"""
+
+
+async def insert(
+    db: Executor,
     *,
     at: datetime,
     actor: Actor,
@@ -40,6 +66,9 @@ async def record(
     details: dict[str, Any] | None = None,
     request_id: str | None = None,
 ) -> None:
+    """One entry: `action` on `entity` `entity_id`, at `at`, by `actor`, about `patient_id`.
+    (Keyword arguments rather than an insert object: each of the many callers names what it
+    records, and there is nothing to build or pass on.)"""
     await db.execute(
         """
         INSERT INTO audit_log (at, actor_kind, actor_id, actor_name, action, entity, entity_id,
@@ -60,8 +89,8 @@ async def record(
     )
 
 
-async def search(
-    db: asyncpg.Connection | asyncpg.Pool,
+async def list_page(
+    db: Executor,
     *,
     patient_id: int | None,
     entity: str | None,
@@ -71,13 +100,11 @@ async def search(
     until: datetime | None,
     before_id: int | None,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> list[AuditEntry]:
     """Newest first, keyset-paginated on id; every filter is optional."""
     rows = await db.fetch(
-        """
-        SELECT id, at, actor_kind, actor_id, actor_name, action, entity, entity_id, patient_id,
-               reason, details, request_id
-        FROM audit_log
+        f"""
+        SELECT {_COLUMNS} FROM audit_log
         WHERE ($1::bigint IS NULL OR patient_id = $1)
           AND ($2::text IS NULL OR entity = $2)
           AND ($3::bigint IS NULL OR entity_id = $3)
@@ -87,7 +114,7 @@ async def search(
           AND ($7::bigint IS NULL OR id < $7)
         ORDER BY id DESC
         LIMIT $8
-        """,
+        """,  # noqa: S608 - constant
         patient_id,
         entity,
         entity_id,
@@ -97,19 +124,13 @@ async def search(
         before_id,
         limit,
     )
-    return [dict(r) for r in rows]
+    return [AuditEntry(**dict(r)) for r in rows]
 
 
-async def for_patient(
-    db: asyncpg.Connection | asyncpg.Pool, patient_id: int
-) -> list[dict[str, Any]]:
+async def for_patient(db: Executor, patient_id: int) -> list[AuditEntry]:
     """Every entry about a patient, oldest first (an access request shows them all)."""
     rows = await db.fetch(
-        """
-        SELECT id, at, actor_kind, actor_id, actor_name, action, entity, entity_id, patient_id,
-               reason, details, request_id
-        FROM audit_log WHERE patient_id = $1 ORDER BY id
-        """,
+        f"SELECT {_COLUMNS} FROM audit_log WHERE patient_id = $1 ORDER BY id",  # noqa: S608
         patient_id,
     )
-    return [dict(r) for r in rows]
+    return [AuditEntry(**dict(r)) for r in rows]

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.store import Executor, affected
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ async def mark_reviewed(
 async def delete_for_patient(conn: Executor, patient_id: int) -> int:
     """Erasure: every row about this patient goes. Returns how many."""
     result = await conn.execute("DELETE FROM form_difference WHERE patient_id = $1", patient_id)
-    return int(result.split()[-1])
+    return affected(result)
 
 
 async def list_page(

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.store import Executor, affected
 
 
 @dataclass(frozen=True)
@@ -85,4 +83,4 @@ async def remember(conn: Executor, *, scope: str, key: str, status: int, body: A
 
 async def purge_before(db: Executor, cutoff: datetime) -> int:
     result = await db.execute("DELETE FROM idempotent_request WHERE created_at < $1", cutoff)
-    return int(result.split()[-1])
+    return affected(result)

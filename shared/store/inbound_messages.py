@@ -1,19 +1,37 @@
-"""Every SMS a patient sends us (owner of the `inbound_message` table)."""
+"""Every SMS a patient sends us (owner of `inbound_message`).
+
+Invariants: a message is stored once, whatever Twilio redelivers (`message_sid` is unique);
+`opt_out_type` (STOP, START...) is kept even after an erasure, as consent evidence.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
-Executor = asyncpg.Pool | asyncpg.Connection
+from shared.store import Executor, affected, patients
 
 # What an erased patient's messages keep in place of the number they came from.
 ERASED_NUMBER = "erased"
 
 
-async def record_inbound(
+@dataclass(frozen=True)
+class InboundMessage:
+    """One `inbound_message` row (the patient it was linked to aside)."""
+
+    id: int
+    message_sid: str
+    from_number: str
+    to_number: str
+    body: str
+    opt_out_type: str | None
+    received_at: datetime
+
+
+_COLUMNS = "id, message_sid, from_number, to_number, body, opt_out_type, received_at"
+
+
+async def insert(
     db: Executor,
     *,
     message_sid: str,
@@ -45,27 +63,15 @@ async def record_inbound(
 # -- Erasure and access requests (added for the admin API) -----------------------------------------
 
 
-@dataclass(frozen=True)
-class InboundMessage:
-    id: int
-    message_sid: str
-    from_number: str
-    to_number: str
-    body: str
-    opt_out_type: str | None
-    received_at: datetime
-
-
 async def for_patient(db: Executor, patient_id: int, mobile: str | None) -> list[InboundMessage]:
     """The patient's messages: those linked to them, and those from their mobile that no one
     else's record claims. Oldest first."""
     rows = await db.fetch(
-        """
-        SELECT id, message_sid, from_number, to_number, body, opt_out_type, received_at
-        FROM inbound_message
+        f"""
+        SELECT {_COLUMNS} FROM inbound_message
         WHERE patient_id = $1 OR (patient_id IS NULL AND from_number = $2)
         ORDER BY received_at, id
-        """,
+        """,  # noqa: S608 - constant
         patient_id,
         mobile,
     )
@@ -86,14 +92,8 @@ async def scrub_for_patient(
     record still shows that, when, and whether they said STOP (`opt_out_type` is kept: it is
     consent evidence). Messages from a number another patient of the clinic still has are kept:
     they may be that patient's."""
-    shared = await conn.fetchval(
-        """
-        SELECT EXISTS (SELECT 1 FROM patient
-                       WHERE clinic_id = $1 AND mobile = $2 AND id <> $3 AND erased_at IS NULL)
-        """,
-        clinic_id,
-        mobile,
-        patient_id,
+    shared = await patients.others_have_mobile(
+        conn, clinic_id=clinic_id, mobile=mobile, patient_id=patient_id
     )
     theirs = None if shared else mobile
     result = await conn.execute(
@@ -115,4 +115,4 @@ async def scrub_for_patient(
                 mobile,
             )
         )
-    return ScrubbedInbound(int(result.split()[-1]), kept)
+    return ScrubbedInbound(affected(result), kept)

@@ -1,7 +1,11 @@
-"""Patients and their consents (owner of `patient` and `patient_consent`).
+"""Patients (owner of `patient`). Their consents are shared/store/consents.py.
 
-Consents are append-only: each change is a new timestamped row with its source and wording
-version, and the current consent of a kind is the newest row.
+Invariants: every change bumps `version`, and `update` refuses one made against an older read
+(StaleVersion); a changed mobile or email, an erasure and staff's "send a new link" bump
+`link_version`, which revokes every self-service link issued before. An erased patient keeps
+the row (the medical fields, date of birth and appointments must stay for the legal period)
+with names and contact cleared, and is never found by a search or a booking form again. Two
+bookings by one new patient at once find or create one record (`lock_contact`).
 """
 
 from __future__ import annotations
@@ -9,18 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
-Executor = asyncpg.Connection | asyncpg.Pool
-ConsentKind = Literal["care_sms", "care_email", "marketing_sms", "marketing_email"]
-CONSENT_KINDS: tuple[ConsentKind, ...] = (
-    "care_sms",
-    "care_email",
-    "marketing_sms",
-    "marketing_email",
-)
+from shared.store import Executor
 
 
 @dataclass(frozen=True)
@@ -47,35 +44,33 @@ class Patient:
     link_version: int = 1
 
 
-@dataclass(frozen=True)
-class Consent:
-    kind: ConsentKind
-    granted: bool
-    source: str
-    wording_version: str
-    recorded_at: datetime
-
-
 class StaleVersion(Exception):
     """The patient changed since the caller read it."""
 
 
-async def create(
-    conn: Executor,
-    *,
-    clinic_id: int,
-    first_name: str,
-    last_name: str,
-    mobile: str | None,
-    email: str | None,
-    date_of_birth: date | None,
-    allergies: str = "",
-    medications: str = "",
-    screening: dict[str, Any] | None = None,
-    notes: str = "",
-    language: str = "en",
-    now: datetime,
-) -> int:
+_COLUMNS = """id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
+    medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at, version,
+    created_at, updated_at, link_version"""
+
+
+@dataclass(frozen=True)
+class NewPatient:
+    """What an insert needs; the defaults are the schema's."""
+
+    clinic_id: int
+    first_name: str
+    last_name: str
+    mobile: str | None = None
+    email: str | None = None
+    date_of_birth: date | None = None
+    allergies: str = ""
+    medications: str = ""
+    screening: dict[str, Any] | None = None
+    notes: str = ""
+    language: str = "en"
+
+
+async def insert(conn: Executor, new: NewPatient, *, now: datetime) -> int:
     return int(
         await conn.fetchval(
             """
@@ -84,17 +79,17 @@ async def create(
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
             RETURNING id
             """,
-            clinic_id,
-            first_name,
-            last_name,
-            mobile,
-            email,
-            date_of_birth,
-            allergies,
-            medications,
-            screening or {},
-            notes,
-            language,
+            new.clinic_id,
+            new.first_name,
+            new.last_name,
+            new.mobile,
+            new.email,
+            new.date_of_birth,
+            new.allergies,
+            new.medications,
+            new.screening or {},
+            new.notes,
+            new.language,
             now,
         )
     )
@@ -107,12 +102,7 @@ async def get(db: Executor, patient_id: int) -> Patient | None:
 async def get_many(db: Executor, patient_ids: Sequence[int]) -> dict[int, Patient]:
     """id → patient for those of `patient_ids` that exist, in one query."""
     rows = await db.fetch(
-        """
-        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
-               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
-               version, created_at, updated_at, link_version
-        FROM patient WHERE id = ANY($1::bigint[])
-        """,
+        f"SELECT {_COLUMNS} FROM patient WHERE id = ANY($1::bigint[])",  # noqa: S608 - constant
         list(set(patient_ids)),
     )
     return {row["id"]: Patient(**dict(row)) for row in rows}
@@ -122,12 +112,7 @@ async def lock(conn: asyncpg.Connection, patient_id: int) -> Patient | None:
     """Read and lock a patient for the rest of the caller's transaction (erasure reads the
     contact it is about to clear, and nobody may change it in between)."""
     row = await conn.fetchrow(
-        """
-        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
-               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
-               version, created_at, updated_at, link_version
-        FROM patient WHERE id = $1 FOR UPDATE
-        """,
+        f"SELECT {_COLUMNS} FROM patient WHERE id = $1 FOR UPDATE",  # noqa: S608 - constant
         patient_id,
     )
     return None if row is None else Patient(**dict(row))
@@ -202,7 +187,7 @@ async def update(
     return await get(conn, patient_id)
 
 
-async def search(
+async def list_page(
     db: Executor,
     *,
     clinic_id: int,
@@ -215,11 +200,8 @@ async def search(
     """Patients matching every given filter: name by similarity (typos forgiven), phone and email
     exactly (after normalisation by the caller); ordered by id for keyset pagination."""
     rows = await db.fetch(
-        """
-        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
-               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
-               version, created_at, updated_at, link_version
-        FROM patient
+        f"""
+        SELECT {_COLUMNS} FROM patient
         WHERE clinic_id = $1
           AND erased_at IS NULL
           AND ($2::text IS NULL
@@ -233,7 +215,7 @@ async def search(
           AND ($5::bigint IS NULL OR id > $5)
         ORDER BY id
         LIMIT $6
-        """,
+        """,  # noqa: S608 - constant
         clinic_id,
         name,
         mobile,
@@ -249,17 +231,14 @@ async def find_by_contact(
 ) -> Patient | None:
     """The patient a public booking belongs to: same mobile, or same email, not erased."""
     row = await db.fetchrow(
-        """
-        SELECT id, clinic_id, first_name, last_name, mobile, email, date_of_birth, allergies,
-               medications, screening, notes, language, time_zone, sms_opted_out_at, erased_at,
-               version, created_at, updated_at, link_version
-        FROM patient
+        f"""
+        SELECT {_COLUMNS} FROM patient
         WHERE clinic_id = $1 AND erased_at IS NULL
           AND (($2::text IS NOT NULL AND mobile = $2)
                OR ($3::text IS NOT NULL AND lower(email) = lower($3)))
         ORDER BY (mobile = $2) DESC NULLS LAST, id
         LIMIT 1
-        """,
+        """,  # noqa: S608 - constant
         clinic_id,
         mobile,
         email,
@@ -267,88 +246,33 @@ async def find_by_contact(
     return None if row is None else Patient(**dict(row))
 
 
-async def record_consent(
-    conn: Executor,
-    patient_id: int,
-    *,
-    kind: ConsentKind,
-    granted: bool,
-    source: str,
-    wording_version: str,
-    now: datetime,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO patient_consent (patient_id, kind, granted, source, wording_version,
-                                     recorded_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        """,
-        patient_id,
-        kind,
-        granted,
-        source,
-        wording_version,
-        now,
+async def lock_contact(conn: asyncpg.Connection, clinic_id: int, keys: Sequence[str]) -> None:
+    """Serialise, until the caller's transaction ends, finding-or-creating the patient of these
+    contacts (normalised mobile and email): two bookings by the same new patient at once must
+    not create two records. Transaction-scoped advisory locks, taken in a fixed order."""
+    for key in sorted(keys):
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"regimen.patient-contact:{clinic_id}:{key}",
+        )
+
+
+async def others_have_mobile(
+    db: Executor, *, clinic_id: int, mobile: str | None, patient_id: int
+) -> bool:
+    """Whether another patient of the clinic, not erased, has this mobile."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM patient
+                           WHERE clinic_id = $1 AND mobile = $2 AND id <> $3
+                             AND erased_at IS NULL)
+            """,
+            clinic_id,
+            mobile,
+            patient_id,
+        )
     )
-
-
-async def current_consents(db: Executor, patient_id: int) -> dict[ConsentKind, Consent]:
-    """The newest consent row of each kind; a kind never asked about is absent (not granted)."""
-    return (await current_consents_many(db, [patient_id])).get(patient_id, {})
-
-
-async def current_consents_many(
-    db: Executor, patient_ids: Sequence[int]
-) -> dict[int, dict[ConsentKind, Consent]]:
-    """patient id → current_consents, in one query (a patient without any is absent)."""
-    rows = await db.fetch(
-        """
-        SELECT DISTINCT ON (patient_id, kind) patient_id, kind, granted, source, wording_version,
-               recorded_at
-        FROM patient_consent WHERE patient_id = ANY($1::bigint[])
-        ORDER BY patient_id, kind, recorded_at DESC, id DESC
-        """,
-        list(set(patient_ids)),
-    )
-    found: dict[int, dict[ConsentKind, Consent]] = {}
-    for row in rows:
-        data = dict(row)
-        patient_id = data.pop("patient_id")
-        found.setdefault(patient_id, {})[row["kind"]] = Consent(**data)
-    return found
-
-
-async def consent_history(db: Executor, patient_id: int) -> list[Consent]:
-    rows = await db.fetch(
-        """
-        SELECT kind, granted, source, wording_version, recorded_at
-        FROM patient_consent WHERE patient_id = $1 ORDER BY recorded_at, id
-        """,
-        patient_id,
-    )
-    return [Consent(**dict(r)) for r in rows]
-
-
-async def consent_history_page(
-    db: Executor, patient_id: int, *, after: tuple[datetime, int] | None, limit: int
-) -> list[tuple[int, Consent]]:
-    """Up to `limit` entries of `consent_history` with their ids, in the same order, after the
-    entry whose (recorded_at, id) is `after` (keyset pagination)."""
-    rows = await db.fetch(
-        """
-        SELECT id, kind, granted, source, wording_version, recorded_at
-        FROM patient_consent
-        WHERE patient_id = $1
-          AND ($2::timestamptz IS NULL OR (recorded_at, id) > ($2, $3::bigint))
-        ORDER BY recorded_at, id
-        LIMIT $4
-        """,
-        patient_id,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
-    )
-    return [(r["id"], Consent(**{k: v for k, v in dict(r).items() if k != "id"})) for r in rows]
 
 
 # -- erasure (added for the admin API) -------------------------------------------------------------
@@ -357,7 +281,6 @@ async def consent_history_page(
 # appointment should see plainly why there is no name.
 ERASED_NAME = "Erased"
 ERASED_FIELDS = ("first_name", "last_name", "mobile", "email")
-MARKETING_KINDS: tuple[ConsentKind, ...] = ("marketing_sms", "marketing_email")
 
 
 async def erase(conn: Executor, patient_id: int, *, now: datetime) -> Patient | None:

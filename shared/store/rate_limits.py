@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import asyncpg
-
-Executor = asyncpg.Connection | asyncpg.Pool
+from shared.store import Executor, affected
 
 
 async def count(db: Executor, bucket: str, window_start: datetime) -> int:
@@ -28,4 +26,4 @@ async def count(db: Executor, bucket: str, window_start: datetime) -> int:
 async def purge_before(db: Executor, cutoff: datetime) -> int:
     """Delete the counters of windows that started before `cutoff`; how many."""
     result = await db.execute("DELETE FROM rate_limit_counter WHERE window_start < $1", cutoff)
-    return int(result.split()[-1])
+    return affected(result)

@@ -1,4 +1,11 @@
-"""Courses of treatment (owner of `series`)."""
+"""Courses of treatment (owner of `series`): a patient's planned sessions of one treatment.
+
+Invariants: every change bumps `version`, and `update` refuses one made against an older read
+(StaleSeries). A change touching several of a series' sessions (a reschedule that shifts later
+sessions, cancelling the rest of a course, an erasure) takes the series' lock first (`lock`,
+`lock_for_patient`), then its appointments' (shared/store/appointments.py), so such changes run
+one at a time per series and never deadlock on each other.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,8 @@ from typing import Literal
 import asyncpg
 
 from shared.domain.errors import Stale
+from shared.store import Executor
 
-Executor = asyncpg.Connection | asyncpg.Pool
 SeriesStatus = Literal["active", "paused", "completed", "cancelled"]
 
 
@@ -28,7 +35,11 @@ class Series:
     updated_at: datetime
 
 
-async def create(
+_COLUMNS = """id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
+    version, created_at, updated_at"""
+
+
+async def insert(
     conn: Executor,
     *,
     clinic_id: int,
@@ -55,11 +66,9 @@ async def create(
 
 async def get(db: Executor, series_id: int) -> Series | None:
     row = await db.fetchrow(
-        """
-        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
-               version, created_at, updated_at
-        FROM series WHERE id = $1
-        """,
+        f"""
+        SELECT {_COLUMNS} FROM series WHERE id = $1
+        """,  # noqa: S608 - constant
         series_id,
     )
     return None if row is None else Series(**dict(row))
@@ -67,11 +76,9 @@ async def get(db: Executor, series_id: int) -> Series | None:
 
 async def for_patient(db: Executor, patient_id: int) -> list[Series]:
     rows = await db.fetch(
-        """
-        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
-               version, created_at, updated_at
-        FROM series WHERE patient_id = $1 ORDER BY id
-        """,
+        f"""
+        SELECT {_COLUMNS} FROM series WHERE patient_id = $1 ORDER BY id
+        """,  # noqa: S608 - constant
         patient_id,
     )
     return [Series(**dict(r)) for r in rows]
@@ -97,16 +104,14 @@ async def list_page(
 ) -> list[Series]:
     """Series matching every given filter, by id (keyset pagination)."""
     rows = await db.fetch(
-        """
-        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
-               version, created_at, updated_at
-        FROM series
+        f"""
+        SELECT {_COLUMNS} FROM series
         WHERE ($1::bigint IS NULL OR patient_id = $1)
           AND ($2::text[] IS NULL OR status = ANY($2::text[]))
           AND ($3::bigint IS NULL OR id > $3)
         ORDER BY id
         LIMIT $4
-        """,
+        """,  # noqa: S608 - constant
         patient_id,
         statuses,
         after_id,
@@ -120,11 +125,9 @@ async def lock(conn: asyncpg.Connection, series_id: int) -> Series | None:
     several of its sessions (a reschedule with shifts, cancelling the rest of the course) take
     this lock first, so they run one at a time per series."""
     row = await conn.fetchrow(
-        """
-        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
-               version, created_at, updated_at
-        FROM series WHERE id = $1 FOR UPDATE
-        """,
+        f"""
+        SELECT {_COLUMNS} FROM series WHERE id = $1 FOR UPDATE
+        """,  # noqa: S608 - constant
         series_id,
     )
     return None if row is None else Series(**dict(row))
@@ -166,11 +169,9 @@ async def lock_for_patient(conn: asyncpg.Connection, patient_id: int) -> list[Se
     """Every series of a patient, locked for the caller's transaction in id order (erasure takes
     these before the patient's appointments, like any change touching several sessions)."""
     rows = await conn.fetch(
-        """
-        SELECT id, clinic_id, patient_id, treatment_id, planned_sessions, status, plan_notes,
-               version, created_at, updated_at
-        FROM series WHERE patient_id = $1 ORDER BY id FOR UPDATE
-        """,
+        f"""
+        SELECT {_COLUMNS} FROM series WHERE patient_id = $1 ORDER BY id FOR UPDATE
+        """,  # noqa: S608 - constant
         patient_id,
     )
     return [Series(**dict(r)) for r in rows]

@@ -1,9 +1,10 @@
-"""Staff API tokens (owner of the `staff_token` table). Only a hash is stored; the token is shown
-once when created.
+"""Staff API tokens (owner of `staff_token`). Only a hash is stored; the token is shown once
+when created, and never read back.
 
-A token works until it is revoked or, when a maximum age is set
+Invariants: a token works until it is revoked or, when a maximum age is set
 (REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS), until it is that old. The age is measured from
-`created_at` at the moment of use, so shortening the setting retires old tokens at once.
+`created_at` at the moment of use, so shortening the setting retires old tokens at once. A
+revoked token stays revoked, with its first `revoked_at`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
+
+from shared.store import Executor
 
 Role = Literal["admin", "front_desk", "clinician"]
 ROLES: tuple[Role, ...] = ("admin", "front_desk", "clinician")
@@ -25,9 +28,26 @@ LAST_USED_PRECISION = timedelta(minutes=1)
 
 @dataclass(frozen=True)
 class StaffToken:
+    """Who a request's token belongs to."""
+
     id: int
     name: str
     role: Role
+
+
+@dataclass(frozen=True)
+class StaffTokenRow:
+    """One `staff_token` row, never its hash."""
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+_COLUMNS = "id, name, role, created_at, last_used_at, revoked_at"
 
 
 class TokenExpired(Exception):
@@ -48,11 +68,11 @@ def expires_at(created_at: datetime, age_limit: timedelta | None) -> datetime | 
     return created_at + age_limit if age_limit is not None else None
 
 
-def state(row: dict[str, Any], *, now: datetime, age_limit: timedelta | None) -> State:
+def state(row: StaffTokenRow, *, now: datetime, age_limit: timedelta | None) -> State:
     """Revoked wins over expired: it is the one an admin did on purpose."""
-    if row["revoked_at"] is not None:
+    if row.revoked_at is not None:
         return "revoked"
-    ends = expires_at(row["created_at"], age_limit)
+    ends = expires_at(row.created_at, age_limit)
     if ends is not None and now >= ends:
         return "expired"
     return "active"
@@ -63,29 +83,30 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def create_token(
-    conn: asyncpg.Connection | asyncpg.Pool, *, name: str, role: Role, now: datetime
-) -> tuple[str, StaffToken]:
+async def insert(
+    conn: Executor, *, name: str, role: Role, now: datetime
+) -> tuple[str, StaffTokenRow]:
+    """A new token: (the token itself, to be shown once, and its row)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = await conn.fetchrow(
-        """
+        f"""
         INSERT INTO staff_token (name, role, token_hash, created_at)
         VALUES ($1, $2, $3, $4)
-        RETURNING id, name, role
-        """,
+        RETURNING {_COLUMNS}
+        """,  # noqa: S608 - constant
         name,
         role,
         hash_token(token),
         now,
     )
     assert row is not None
-    return token, StaffToken(row["id"], row["name"], row["role"])
+    return token, StaffTokenRow(**dict(row))
 
 
 async def authenticate(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     token: str,
     *,
     now: datetime,
@@ -119,71 +140,63 @@ async def authenticate(
     return StaffToken(row["id"], row["name"], row["role"])
 
 
-async def list_tokens(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    after_id: int | None = None,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Every token by id, revoked ones included (never the hash)."""
+async def list_page(
+    conn: Executor, *, after_id: int | None = None, limit: int | None = None
+) -> list[StaffTokenRow]:
+    """Every token by id, revoked ones included (no limit: all of them)."""
     rows = await conn.fetch(
-        """
-        SELECT id, name, role, created_at, last_used_at, revoked_at FROM staff_token
+        f"""
+        SELECT {_COLUMNS} FROM staff_token
         WHERE $1::bigint IS NULL OR id > $1
         ORDER BY id
         LIMIT $2
-        """,
+        """,  # noqa: S608 - constant
         after_id,
         limit,
     )
-    return [dict(row) for row in rows]
+    return [StaffTokenRow(**dict(row)) for row in rows]
 
 
-async def get_token(
-    conn: asyncpg.Connection | asyncpg.Pool, token_id: int
-) -> dict[str, Any] | None:
+async def get(conn: Executor, token_id: int) -> StaffTokenRow | None:
     row = await conn.fetchrow(
-        "SELECT id, name, role, created_at, last_used_at, revoked_at FROM staff_token "
-        "WHERE id = $1",
+        f"SELECT {_COLUMNS} FROM staff_token WHERE id = $1",  # noqa: S608 - constant
         token_id,
     )
-    return dict(row) if row is not None else None
+    return None if row is None else StaffTokenRow(**dict(row))
 
 
 async def revoke(
     conn: asyncpg.Connection, token_id: int, *, now: datetime
-) -> tuple[dict[str, Any], bool] | None:
+) -> tuple[StaffTokenRow, bool] | None:
     """Revoke one token: (the token as it now is, whether this call revoked it), or None when
     there is no such token. Revoking a revoked token keeps its first `revoked_at`."""
     row = await conn.fetchrow(
-        """
+        f"""
         UPDATE staff_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
-        RETURNING id, name, role, created_at, last_used_at, revoked_at
-        """,
+        RETURNING {_COLUMNS}
+        """,  # noqa: S608 - constant
         token_id,
         now,
     )
     if row is not None:
-        return dict(row), True
-    existing = await get_token(conn, token_id)
+        return StaffTokenRow(**dict(row)), True
+    existing = await get(conn, token_id)
     return (existing, False) if existing is not None else None
 
 
-async def revoke_by_name(
-    conn: asyncpg.Connection | asyncpg.Pool, name: str, *, now: datetime
-) -> list[dict[str, Any]]:
+async def revoke_by_name(conn: Executor, name: str, *, now: datetime) -> list[StaffTokenRow]:
     """Revoke every active token of that name (names need not be unique); return those."""
     rows = await conn.fetch(
-        """
+        f"""
         UPDATE staff_token SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL
-        RETURNING id, name, role, created_at, last_used_at, revoked_at
-        """,
+        RETURNING {_COLUMNS}
+        """,  # noqa: S608 - constant
         name,
         now,
     )
-    return [dict(row) for row in rows]
+    return [StaffTokenRow(**dict(row)) for row in rows]
 
 
-async def count_named(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
+async def count_named(conn: Executor, name: str) -> int:
     """How many tokens, revoked or not, carry this name."""
     return int(await conn.fetchval("SELECT count(*) FROM staff_token WHERE name = $1", name))

@@ -9,7 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from shared.store import clinics, schedules
+from shared.store import practitioners, schedule_overrides, time_off, working_hours
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 HART = 1  # the demo practitioners: Dr Hart works Monday to Friday, Dr Patel Tuesday to Saturday
@@ -40,32 +41,23 @@ async def book(
     api: BookingApi, practitioner_id: int, starts: datetime, status: str = "booked"
 ) -> int:
     """An appointment straight in the database: the booking API is not what is under test."""
-    patient_id = await api.pool.fetchval(
-        """
-        INSERT INTO patient (clinic_id, first_name, last_name, created_at, updated_at)
-        VALUES ($1, 'Test', 'Patient', $2, $2) RETURNING id
-        """,
-        api.clinic_id,
-        api.clock.now(),
+    patient_id = await factories.patient(
+        api.pool,
+        clinic_id=api.clinic_id,
+        first_name="Test",
+        last_name="Patient",
+        now=api.clock.now(),
     )
     treatment_id = await api.pool.fetchval("SELECT id FROM treatment WHERE code = 'consultation'")
-    return int(
-        await api.pool.fetchval(
-            """
-            INSERT INTO appointment (clinic_id, practitioner_id, treatment_id, patient_id, status,
-                during, blocked, status_changed_at, created_at)
-            VALUES ($1, $2, $3, $4, $5, tstzrange($6, $7), tstzrange($6, $7), $8, $8)
-            RETURNING id
-            """,
-            api.clinic_id,
-            practitioner_id,
-            treatment_id,
-            patient_id,
-            status,
-            starts,
-            starts + timedelta(minutes=30),
-            api.clock.now(),
-        )
+    return await factories.appointment(
+        api.pool,
+        clinic_id=api.clinic_id,
+        practitioner_id=practitioner_id,
+        treatment_id=treatment_id,
+        patient_id=patient_id,
+        starts_at=starts,
+        now=api.clock.now(),
+        status=status,  # type: ignore[arg-type]
     )
 
 
@@ -576,13 +568,20 @@ async def test_what_the_front_desk_sets_is_what_availability_reads(booking_api: 
         json={"day": "2026-03-10", "ranges": [{"starts": "08:00", "ends": "11:00"}]},
     )
     pool, ids = booking_api.pool, [HART]
-    assert await schedules.working_hours_for(pool, ids) == [(HART, 2, time(10), time(16))]
+    hours = await working_hours.for_practitioners(pool, ids)
+    assert [(h.practitioner_id, h.weekday, h.starts, h.ends) for h in hours] == [
+        (HART, 2, time(10), time(16))
+    ]
     start = datetime(2026, 3, 1, tzinfo=UTC)
-    assert await schedules.time_off_for(pool, ids, start, start + timedelta(days=7)) == [
+    absences = await time_off.overlapping(pool, ids, start, start + timedelta(days=7))
+    assert [(t.practitioner_id, t.starts_at, t.ends_at) for t in absences] == [
         (HART, datetime(2026, 3, 3, 12, tzinfo=UTC), datetime(2026, 3, 3, 13, tzinfo=UTC))
     ]
-    assert await schedules.overrides_for(pool, ids, date(2026, 3, 9), date(2026, 3, 15)) == [
-        (HART, date(2026, 3, 10), [["08:00", "11:00"]])
+    days = await schedule_overrides.for_practitioners(
+        pool, ids, date(2026, 3, 9), date(2026, 3, 15)
+    )
+    assert [(o.practitioner_id, o.day, o.ranges) for o in days] == [
+        (HART, date(2026, 3, 10), [(time(8), time(11))])
     ]
     # A deactivated practitioner is no longer offered.
     await booking_api.call(
@@ -592,4 +591,4 @@ async def test_what_the_front_desk_sets_is_what_availability_reads(booking_api: 
         json={"active": False},
         headers={"If-Match": '"1"'},
     )
-    assert await clinics.active_practitioner_ids(pool, booking_api.clinic_id, None) == [HART]
+    assert await practitioners.active_ids(pool, booking_api.clinic_id, None) == [HART]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 PRP_GAPS = [{"position": p, "min_days": 14, "target_days": 28, "max_days": 42} for p in (2, 3, 4)]
@@ -225,24 +226,22 @@ async def test_removing_a_treatment_in_use_deactivates_it(booking_api: BookingAp
 
     # The consultation has a patient's appointment: it stays, inactive, for the history.
     now = booking_api.clock.now()
-    patient_id = await booking_api.pool.fetchval(
-        """
-        INSERT INTO patient (clinic_id, first_name, last_name, created_at, updated_at)
-        VALUES ($1, 'Test', 'Patient', $2, $2) RETURNING id
-        """,
-        booking_api.clinic_id,
-        now,
+    patient_id = await factories.patient(
+        booking_api.pool,
+        clinic_id=booking_api.clinic_id,
+        first_name="Test",
+        last_name="Patient",
+        now=now,
     )
-    await booking_api.pool.execute(
-        """
-        INSERT INTO appointment (clinic_id, practitioner_id, treatment_id, patient_id, status,
-            during, blocked, status_changed_at, created_at)
-        VALUES ($1, 1, 1, $2, 'completed', tstzrange($3, $4), tstzrange($3, $4), $3, $3)
-        """,
-        booking_api.clinic_id,
-        patient_id,
-        now - timedelta(days=3),
-        now - timedelta(days=3) + timedelta(minutes=30),
+    await factories.appointment(
+        booking_api.pool,
+        clinic_id=booking_api.clinic_id,
+        practitioner_id=1,
+        treatment_id=1,
+        patient_id=patient_id,
+        starts_at=now - timedelta(days=3),
+        now=now - timedelta(days=3),
+        status="completed",
     )
     assert (await booking_api.call("DELETE", "/api/v1/treatments/1", role="admin")).status == 204
     kept = await booking_api.call("GET", "/api/v1/treatments/1", role="admin")

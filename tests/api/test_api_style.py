@@ -18,7 +18,7 @@ import pytest
 
 import services.booking.api as api_package
 from services.booking.api.docs import openapi_document
-from shared.store import patients
+from tests import factories
 from tests.booking.conftest import CONSENTS, form
 from tests.conftest import BookingApi, Reply
 from tests.messages_api.conftest import Outbox
@@ -213,7 +213,7 @@ async def _overrides(api: BookingApi) -> str:
 
 async def _form_differences(api: BookingApi) -> str:
     """Two public bookings for a patient on file whose form says something else."""
-    await patients.create(
+    await factories.patient(
         api.pool,
         clinic_id=api.clinic_id,
         first_name="Ada",

@@ -57,7 +57,7 @@ async def test_filters_combine(booking_api: BookingApi) -> None:
     )
     clock.advance(timedelta(hours=1))
     await rename_clinic(booking_api, "Second")
-    await audit.record(
+    await audit.insert(
         booking_api.pool,
         at=clock.now(),
         actor=Actor("staff", 1, "someone"),

@@ -202,7 +202,7 @@ async def test_a_maximum_age_of_zero_means_no_limit(booking_api: BookingApi) -> 
         api.pool, api.tokens["clinician"], now=later, age_limit=staff_tokens.max_age(0)
     )
     assert found is not None and found.role == "clinician"
-    rows = await staff_tokens.list_tokens(api.pool)
+    rows = await staff_tokens.list_page(api.pool)
     assert {staff_tokens.state(row, now=later, age_limit=None) for row in rows} == {"active"}
 
 

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from shared.scheduling.loader import load_treatment
-from shared.store import appointments, patients, series
+from shared.store import practitioners, series
+from shared.store.practitioners import PractitionerFields
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 LONDON = ZoneInfo("Europe/London")
@@ -48,7 +49,7 @@ class Desk:
         return int(await self.pool.fetchval("SELECT id FROM treatment WHERE code = $1", code))
 
     async def new_patient(self, first_name: str = "Grace") -> int:
-        return await patients.create(
+        return await factories.patient(
             self.pool,
             clinic_id=self.api.clinic_id,
             first_name=first_name,
@@ -61,12 +62,10 @@ class Desk:
 
     async def new_practitioner(self) -> int:
         """A practitioner with no working hours, so that test appointments need not overlap."""
-        return int(
-            await self.pool.fetchval(
-                "INSERT INTO practitioner (clinic_id, name) VALUES ($1, 'Dr Extra') RETURNING id",
-                self.api.clinic_id,
-            )
-        )
+        fields = PractitionerFields(name="Dr Extra")
+        return (
+            await practitioners.insert(self.pool, clinic_id=self.api.clinic_id, fields=fields)
+        ).id
 
     async def appointment(
         self,
@@ -81,29 +80,20 @@ class Desk:
         needs_review: bool = False,
         review_reasons: list[str] | None = None,
     ) -> int:
-        treatment = await load_treatment(self.pool, await self.treatment_id(code))
-        assert treatment is not None
-        async with self.pool.acquire() as conn:
-            return await appointments.insert(
-                conn,
-                clinic_id=self.api.clinic_id,
-                practitioner_id=practitioner_id,
-                treatment_id=treatment.id,
-                patient_id=patient_id or self.patient_id,
-                series_id=series_id,
-                position=position,
-                hold_id=None,
-                status=status,  # type: ignore[arg-type]
-                starts_at=start,
-                ends_at=start + treatment.spec.duration,
-                buffer_before=treatment.spec.buffer_before,
-                buffer_after=treatment.spec.buffer_after,
-                needs_review=needs_review,
-                review_reasons=review_reasons or [],
-                source="staff",
-                actor="test",
-                now=self.api.clock.now(),
-            )
+        return await factories.appointment(
+            self.pool,
+            clinic_id=self.api.clinic_id,
+            practitioner_id=practitioner_id,
+            treatment_id=await self.treatment_id(code),
+            patient_id=patient_id or self.patient_id,
+            starts_at=start,
+            now=self.api.clock.now(),
+            status=status,  # type: ignore[arg-type]
+            series_id=series_id,
+            position=position,
+            needs_review=needs_review,
+            review_reasons=review_reasons or [],
+        )
 
     async def course(
         self,
@@ -120,7 +110,7 @@ class Desk:
                 "SELECT sessions_max FROM treatment WHERE id = $1", treatment_id
             )
         )
-        series_id = await series.create(
+        series_id = await series.insert(
             self.pool,
             clinic_id=self.api.clinic_id,
             patient_id=self.patient_id,
@@ -201,7 +191,7 @@ class Desk:
 
 @pytest.fixture
 async def desk(booking_api: BookingApi) -> Desk:
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         booking_api.pool,
         clinic_id=booking_api.clinic_id,
         first_name="Ada",

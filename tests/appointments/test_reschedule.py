@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime, timedelta
 
+from shared.store import time_off
 from tests.appointments.conftest import HART, PATEL, Desk, iso, london, paths
 
 TUESDAYS = [date(2026, 3, 3) + timedelta(days=7 * k) for k in range(4)]  # 3, 10, 17, 24 March
@@ -122,12 +123,14 @@ async def test_later_sessions_are_proposed_then_shifted_in_one_transaction(desk:
 async def test_a_shift_that_cannot_be_placed_moves_nothing(desk: Desk) -> None:
     _, ids = await weekly_course(desk)
     for practitioner_id in (HART, PATEL):  # nobody works 19-23 March
-        await desk.pool.execute(
-            "INSERT INTO time_off (practitioner_id, during, created_at) "
-            "VALUES ($1, tstzrange($2, $3), $2)",
+        start = london(date(2026, 3, 19), 0)
+        await time_off.insert(
+            desk.pool,
             practitioner_id,
-            london(date(2026, 3, 19), 0),
-            london(date(2026, 3, 24), 0),
+            starts_at=start,
+            ends_at=london(date(2026, 3, 24), 0),
+            reason="",
+            now=start,
         )
     reply = await move(desk, ids[1], london(date(2026, 3, 13)), shift_later=True)
     assert reply.status == 409 and reply.body["type"].endswith("/shift-impossible")

@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.store import patients
+from shared.store import time_off
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 CONSENTS = {
@@ -75,7 +76,7 @@ class Demo:
         return [slot["start"] for d in reply.body["days"] for slot in d["slots"]]
 
     async def patient(self, first_name: str = "Pat", mobile: str | None = None) -> int:
-        return await patients.create(
+        return await factories.patient(
             self.pool,
             clinic_id=self.clinic_id,
             first_name=first_name,
@@ -119,13 +120,7 @@ async def demo(booking_api: BookingApi) -> Demo:
 async def add_time_off(
     pool: asyncpg.Pool, practitioner_id: int, start: datetime, end: datetime
 ) -> None:
-    await pool.execute(
-        "INSERT INTO time_off (practitioner_id, during, created_at) "
-        "VALUES ($1, tstzrange($2, $3), now())",
-        practitioner_id,
-        start,
-        end,
-    )
+    await time_off.insert(pool, practitioner_id, starts_at=start, ends_at=end, reason="", now=start)
 
 
 async def overlapping_active_pairs(pool: asyncpg.Pool) -> int:

@@ -4,13 +4,14 @@ the patient and marks it reviewed; the front desk never sees it (it holds medica
 from __future__ import annotations
 
 from shared.store import patients
+from tests import factories
 from tests.booking.conftest import Demo, form
 
 FIRST = "2026-03-03T10:00:00Z"
 
 
 async def matched_booking(demo: Demo) -> int:
-    known = await patients.create(
+    known = await factories.patient(
         demo.pool,
         clinic_id=demo.clinic_id,
         first_name="Ada",

@@ -9,7 +9,8 @@ import asyncpg
 from services.devkit.demo_data import seed_demo_data
 from shared.scheduling.availability import free_starts
 from shared.scheduling.loader import load_clinic, load_schedules, load_treatment
-from shared.store import appointments
+from shared.store import time_off
+from tests import factories
 
 
 async def test_demo_data_loads_and_bookings_and_time_off_remove_slots(pool: asyncpg.Pool) -> None:
@@ -38,35 +39,26 @@ async def test_demo_data_loads_and_bookings_and_time_off_remove_slots(pool: asyn
     ten = datetime(2026, 3, 3, 10, tzinfo=UTC)  # 10:00 in London in March (GMT)
     assert (1, ten) in before and (2, ten) in before
     async with pool.acquire() as conn:
-        patient = await conn.fetchval(
-            """INSERT INTO patient (clinic_id, first_name, last_name, created_at, updated_at)
-               VALUES (1, 'Ada', 'Test', now(), now()) RETURNING id"""
+        patient = await factories.patient(
+            conn, clinic_id=1, first_name="Ada", last_name="Test", now=now
         )
-        await appointments.insert(
+        # 10:00-10:30 and the course's 10-minute buffer after it.
+        await factories.appointment(
             conn,
             clinic_id=1,
             practitioner_id=1,
             treatment_id=course,
             patient_id=patient,
-            series_id=None,
-            position=None,
-            hold_id=None,
-            status="booked",
             starts_at=ten,
-            ends_at=ten + timedelta(minutes=30),
-            buffer_before=timedelta(0),
-            buffer_after=timedelta(minutes=10),
-            needs_review=False,
-            review_reasons=[],
-            source="staff",
-            actor="test",
             now=now,
         )
-        await conn.execute(
-            "INSERT INTO time_off (practitioner_id, during, created_at) "
-            "VALUES (2, tstzrange($1, $2), now())",
-            datetime.combine(day, time(9), UTC),
-            datetime.combine(day, time(12), UTC),
+        await time_off.insert(
+            conn,
+            2,
+            starts_at=datetime.combine(day, time(9), UTC),
+            ends_at=datetime.combine(day, time(12), UTC),
+            reason="",
+            now=now,
         )
     after = await starts()
     assert (1, ten) not in after and (2, ten) not in after

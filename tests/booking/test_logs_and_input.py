@@ -24,7 +24,7 @@ from shared.clock import FrozenClock
 from shared.config import Settings
 from shared.links import patient_link_token
 from shared.logging import JsonFormatter
-from shared.store import patients
+from tests import factories
 from tests.booking.conftest import Demo, form, sessions_of
 from tests.conftest import BookingApi, serve_app, with_database
 
@@ -98,7 +98,7 @@ async def test_a_database_error_is_logged_without_the_patients_values(
 async def test_an_unhandled_error_on_a_private_link_logs_the_route_not_the_token(
     booking_api: BookingApi, settings: Settings, db_url: str, logged: io.StringIO
 ) -> None:
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         booking_api.pool,
         clinic_id=booking_api.clinic_id,
         first_name="Ada",

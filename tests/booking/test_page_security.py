@@ -17,7 +17,7 @@ from services.booking.web import csrf
 from shared.clock import FrozenClock
 from shared.config import Settings
 from shared.links import patient_link_token
-from shared.store import patients
+from tests import factories
 from tests.conftest import BookingApi, serve_app
 
 EXPECTED = {
@@ -43,7 +43,7 @@ async def http(booking_api: BookingApi) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def ada_link(api: BookingApi, settings: Settings) -> str:
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         api.pool,
         clinic_id=api.clinic_id,
         first_name="Ada",

@@ -4,9 +4,11 @@ and validation."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from shared.store import form_differences, patients
+from shared.store import consents as consent_store
+from shared.store import form_differences
+from tests import factories
 from tests.booking.conftest import CONSENTS, Demo, add_time_off, form, sessions_of
 
 FIRST = "2026-03-03T10:00:00Z"  # Tuesday 10:00 in London (GMT until 29 March)
@@ -224,21 +226,17 @@ async def test_a_stranger_with_a_known_mobile_books_but_changes_and_learns_nothi
     """Someone who knows Ada's mobile books with it, typing another name, their own email,
     allergies and consents: the sessions are Ada's, her record and consents are untouched, what
     they typed waits for staff, and the answer says nothing about her."""
-    known = await demo.pool.fetchval(
-        """INSERT INTO patient (clinic_id, first_name, last_name, mobile, date_of_birth,
-                                created_at, updated_at)
-           VALUES ($1, 'Ada', 'King', '+447911123456', '1985-12-10', now(), now())
-           RETURNING id""",
-        demo.clinic_id,
-    )
-    await patients.record_consent(
+    known = await factories.patient(
         demo.pool,
-        known,
-        kind="care_sms",
-        granted=True,
-        source="staff",
-        wording_version="v1",
+        clinic_id=demo.clinic_id,
+        first_name="Ada",
+        last_name="King",
+        mobile="+447911123456",
+        date_of_birth=date(1985, 12, 10),
         now=demo.api.clock.now(),
+    )
+    await factories.consent(
+        demo.pool, known, {"care_sms": True}, source="staff", now=demo.api.clock.now()
     )
     before = await demo.pool.fetchrow("SELECT * FROM patient WHERE id = $1", known)
     hold = await demo.hold(demo.consultation, [{"practitioner_id": 1, "start": FIRST}])
@@ -259,7 +257,7 @@ async def test_a_stranger_with_a_known_mobile_books_but_changes_and_learns_nothi
     assert reply.body["needs_review"] is True  # from the typed allergy alone
     after = await demo.pool.fetchrow("SELECT * FROM patient WHERE id = $1", known)
     assert dict(after) == dict(before)  # not one column changed: no blank email filled in
-    consents = await patients.current_consents(demo.pool, known)
+    consents = await consent_store.current(demo.pool, known)
     assert set(consents) == {"care_sms"} and consents["care_sms"].granted
     assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 1
     appointment = await demo.pool.fetchrow("SELECT * FROM appointment")

@@ -18,7 +18,7 @@ from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 from services.booking.domain import bookings, holds, intake, offers
 from services.booking.domain.sessions import SessionRequest
 from services.booking.web.booking_pages import CONSULTATION_CLAIMED
-from shared.store import patients
+from shared.store import consents as consent_store
 from shared.store.audit import Actor
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import BookingApi
@@ -214,7 +214,7 @@ async def test_full_course_booking_from_first_page_to_booked(
     assert patient["date_of_birth"] == date(1985, 12, 10)
     assert patient["allergies"] == "lidocaine"
     assert patient["medications"] == "apixaban 5 mg twice a day"
-    consents = await patients.current_consents(api.pool, patient["id"])
+    consents = await consent_store.current(api.pool, patient["id"])
     assert {kind: c.granted for kind, c in consents.items()} == {
         "care_sms": True,
         "care_email": True,

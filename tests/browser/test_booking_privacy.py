@@ -12,6 +12,8 @@ from services.notifier.app import create_app as create_notifier
 from shared.config import Settings
 from shared.links import open_patient_link
 from shared.store import audit, form_differences, patients
+from shared.store import consents as consent_store
+from tests import factories
 from tests.browser.conftest import browser_jar
 from tests.browser.test_booking_http import VALID, held_details_page, hidden
 from tests.conftest import BookingApi, SmtpSink, StandIn, serve_app
@@ -22,7 +24,7 @@ KNOWN_MOBILE = "+447911123456"  # VALID's "07911 123456", normalised
 
 async def known_patient(api: BookingApi, **fields: Any) -> patients.Patient:
     """Grace, already a patient (staff booked her by phone): care SMS allowed, no email."""
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         api.pool,
         clinic_id=api.clinic_id,
         first_name="Grace",
@@ -32,14 +34,8 @@ async def known_patient(api: BookingApi, **fields: Any) -> patients.Patient:
         date_of_birth=None,
         now=api.clock.now(),
     )
-    await patients.record_consent(
-        api.pool,
-        patient_id,
-        kind="care_sms",
-        granted=True,
-        source="staff",
-        wording_version="v1",
-        now=api.clock.now(),
+    await factories.consent(
+        api.pool, patient_id, {"care_sms": True}, source="staff", now=api.clock.now()
     )
     found = await patients.get(api.pool, patient_id)
     assert found is not None
@@ -71,7 +67,7 @@ async def test_booking_with_a_known_mobile_shows_no_link_no_name_and_changes_not
 ) -> None:
     api = booking_api
     grace = await known_patient(api)
-    consents_before = await patients.current_consents(api.pool, grace.id)
+    consents_before = await consent_store.current(api.pool, grace.id)
     reply, page, _ = await submit(
         api, http, email="attacker@example.com", care_email="yes", marketing_sms="yes"
     )
@@ -83,7 +79,7 @@ async def test_booking_with_a_known_mobile_shows_no_link_no_name_and_changes_not
     # Her record, consents and all, is exactly as it was: no blank email filled in.
     after = await patients.get(api.pool, grace.id)
     assert after == grace
-    assert await patients.current_consents(api.pool, grace.id) == consents_before
+    assert await consent_store.current(api.pool, grace.id) == consents_before
     # The sessions are hers, flagged, with what was typed kept for staff to compare.
     booked = await api.pool.fetch("SELECT patient_id, needs_review FROM appointment")
     assert [(r["patient_id"], r["needs_review"]) for r in booked] == [(grace.id, True)]
@@ -182,7 +178,7 @@ async def test_booked_page_and_calendar_reads_are_audited_and_old_links_refused(
     async with http.get(api.base + "/book/calendar.ics", params={"link": token}) as ics:
         assert ics.status == 200
     patient_id = int(await api.pool.fetchval("SELECT id FROM patient"))
-    reads = await audit.search(
+    reads = await audit.list_page(
         api.pool,
         patient_id=patient_id,
         entity=None,
@@ -193,7 +189,7 @@ async def test_booked_page_and_calendar_reads_are_audited_and_old_links_refused(
         before_id=None,
         limit=10,
     )
-    assert sorted(r["details"]["page"] for r in reads) == ["booked", "calendar"]
+    assert sorted(r.details["page"] for r in reads) == ["booked", "calendar"]
     # Staff send a new link: the one on the booked page stops working.
     await patients.renew_links(api.pool, patient_id, now=api.clock.now())
     async with http.get(booked_url) as refused:

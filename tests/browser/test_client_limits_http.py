@@ -16,6 +16,7 @@ from services.booking.domain import limits
 from shared.config import Settings
 from shared.links import patient_link_token
 from shared.store import patients
+from tests import factories
 from tests.browser.test_booking_http import VALID, consultation_id, hidden
 from tests.conftest import BookingApi, Reply
 
@@ -70,7 +71,7 @@ async def test_self_service_pages_hammered_get_the_friendly_429_page(
     api = booking_api
     monkeypatch.setattr(limits.LIMITS, "reads", 3)
     monkeypatch.setattr(limits.LIMITS, "writes", 2)
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         api.pool,
         clinic_id=api.clinic_id,
         first_name="Ada",
@@ -210,7 +211,7 @@ async def test_a_patient_cannot_move_their_texts_to_a_country_the_clinic_does_no
 ) -> None:
     api = booking_api
     await _set_clinic(api, sms_countries=None)
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         api.pool,
         clinic_id=api.clinic_id,
         first_name="Ada",

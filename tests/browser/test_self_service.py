@@ -21,8 +21,10 @@ from playwright.async_api import Browser, Page, expect
 
 from shared.config import Settings
 from shared.links import patient_link_token
-from shared.scheduling.loader import load_treatment
-from shared.store import appointments, patients, series
+from shared.store import consents as consent_store
+from shared.store import patients, series
+from shared.store.consents import CONSENT_KINDS
+from tests import factories
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.conftest import BookingApi
 
@@ -82,33 +84,21 @@ async def _insert(
     position: int | None = None,
 ) -> int:
     treatment_id = await api.pool.fetchval("SELECT id FROM treatment WHERE code = $1", code)
-    treatment = await load_treatment(api.pool, treatment_id)
-    assert treatment is not None
-    async with api.pool.acquire() as conn:
-        return await appointments.insert(
-            conn,
-            clinic_id=api.clinic_id,
-            practitioner_id=practitioner_id,
-            treatment_id=treatment.id,
-            patient_id=patient_id,
-            series_id=series_id,
-            position=position,
-            hold_id=None,
-            status="booked",
-            starts_at=start,
-            ends_at=start + treatment.spec.duration,
-            buffer_before=treatment.spec.buffer_before,
-            buffer_after=treatment.spec.buffer_after,
-            needs_review=False,
-            review_reasons=[],
-            source="staff",
-            actor="test",
-            now=api.clock.now(),
-        )
+    return await factories.appointment(
+        api.pool,
+        clinic_id=api.clinic_id,
+        practitioner_id=practitioner_id,
+        treatment_id=treatment_id,
+        patient_id=patient_id,
+        starts_at=start,
+        now=api.clock.now(),
+        series_id=series_id,
+        position=position,
+    )
 
 
 async def _patient(api: BookingApi, first_name: str, mobile: str, email: str) -> int:
-    return await patients.create(
+    return await factories.patient(
         api.pool,
         clinic_id=api.clinic_id,
         first_name=first_name,
@@ -124,20 +114,18 @@ async def _patient(api: BookingApi, first_name: str, mobile: str, email: str) ->
 async def ada(booking_api: BookingApi, settings: Settings) -> Patient:
     api, now = booking_api, booking_api.clock.now()
     patient_id = await _patient(api, "Ada", "+447700900123", "ada@example.com")
-    for kind in patients.CONSENT_KINDS:
-        await patients.record_consent(
-            api.pool,
-            patient_id,
-            kind=kind,
-            granted=kind == "care_sms",
-            source="booking_form",
-            wording_version="booking-form-2026-03",
-            now=now,
-        )
+    await factories.consent(
+        api.pool,
+        patient_id,
+        {kind: kind == "care_sms" for kind in CONSENT_KINDS},
+        source="booking_form",
+        wording_version="booking-form-2026-03",
+        now=now,
+    )
     treatment_id = await api.pool.fetchval(
         "SELECT id FROM treatment WHERE code = 'hair-mesotherapy'"
     )
-    series_id = await series.create(
+    series_id = await series.insert(
         api.pool,
         clinic_id=api.clinic_id,
         patient_id=patient_id,
@@ -483,13 +471,13 @@ async def test_change_consents(ada: Patient, phone: Page) -> None:
     await expect(phone.get_by_label("Texts: reminders")).not_to_be_checked()
     await expect(phone.get_by_label("Emails: booking details")).to_be_checked()
     await expect(phone.get_by_label("Texts about news and offers")).not_to_be_checked()
-    history = await patients.consent_history(ada.pool, ada.patient_id)
+    history = await consent_store.history(ada.pool, ada.patient_id)
     changed = [(c.kind, c.granted) for c in history if c.source == "self_service"]
     assert changed == [("care_sms", False), ("care_email", True)]
     assert {c.wording_version for c in history if c.source == "self_service"} == {
         "self-service-2026-03"
     }
-    current = await patients.current_consents(ada.pool, ada.patient_id)
+    current = await consent_store.current(ada.pool, ada.patient_id)
     assert not current["care_sms"].granted and current["care_email"].granted
     [audited] = await ada.audit("consent.record")
     assert audited["actor_kind"] == "patient"

@@ -1,6 +1,7 @@
 """Fixtures for the messages admin API: the demo clinic with one patient and one appointment,
-and outbox rows written with the store's `enqueue`, then moved to other states, given attempts
-and events with plain SQL (standing in for the notifier, which is not what is under test)."""
+and outbox rows written with the store's `outbox.insert`, then moved to other states, given
+attempts and events with plain SQL (standing in for the notifier, which is not what is under
+test)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.scheduling.loader import load_treatment
-from shared.store import appointments, notifications, patients
+from shared.store import notifications
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 MOBILE = "+447700900456"
@@ -41,7 +42,7 @@ class Outbox:
         self,
         *,
         kind: str = "reminder_24h",
-        channel: notifications.Channel = "sms",
+        channel: notifications.rows.Channel = "sms",
         patient_id: int | None = None,
         appointment_id: int | None | bool = True,
         recipient: str | None = None,
@@ -50,12 +51,13 @@ class Outbox:
         status: str = "scheduled",
         **columns: Any,
     ) -> int:
-        """One outbox row through `enqueue`, then moved to `status` (with an event) if asked."""
+        """One outbox row through `outbox.insert`, then moved to `status` (with an event) if
+        asked."""
         self.counter += 1
         appointment = self.appointment_id if appointment_id is True else appointment_id or None
-        new_id = await notifications.enqueue(
+        new_id = await notifications.outbox.insert(
             self.pool,
-            notifications.NewNotification(
+            notifications.outbox.NewNotification(
                 clinic_id=self.api.clinic_id,
                 kind=kind,
                 channel=channel,
@@ -178,32 +180,18 @@ class Outbox:
         treatment_id = int(
             await self.pool.fetchval("SELECT id FROM treatment WHERE code = 'consultation'")
         )
-        treatment = await load_treatment(self.pool, treatment_id)
-        assert treatment is not None
-        async with self.pool.acquire() as conn:
-            return await appointments.insert(
-                conn,
-                clinic_id=self.api.clinic_id,
-                practitioner_id=HART,
-                treatment_id=treatment.id,
-                patient_id=patient_id or self.patient_id,
-                series_id=None,
-                position=None,
-                hold_id=None,
-                status="booked",
-                starts_at=start,
-                ends_at=start + treatment.spec.duration,
-                buffer_before=treatment.spec.buffer_before,
-                buffer_after=treatment.spec.buffer_after,
-                needs_review=False,
-                review_reasons=[],
-                source="staff",
-                actor="test",
-                now=self.now,
-            )
+        return await factories.appointment(
+            self.pool,
+            clinic_id=self.api.clinic_id,
+            practitioner_id=HART,
+            treatment_id=treatment_id,
+            patient_id=patient_id or self.patient_id,
+            starts_at=start,
+            now=self.now,
+        )
 
     async def new_patient(self, first_name: str, mobile: str | None = None) -> int:
-        return await patients.create(
+        return await factories.patient(
             self.pool,
             clinic_id=self.api.clinic_id,
             first_name=first_name,
@@ -217,7 +205,7 @@ class Outbox:
 
 @pytest.fixture
 async def outbox(booking_api: BookingApi) -> Outbox:
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         booking_api.pool,
         clinic_id=booking_api.clinic_id,
         first_name="Ada",

@@ -12,7 +12,8 @@ from shared.messaging.context import MessageContext
 from shared.scheduling.availability import ClinicRules
 from shared.scheduling.loader import ClinicInfo
 from shared.store.appointments import Appointment
-from shared.store.patients import Consent, Patient
+from shared.store.consents import Consent
+from shared.store.patients import Patient
 
 LONG_CLINIC = "St Mary-Anne's Advanced Hair Restoration & Scalp Clinic Ltd"  # 60 characters
 LONG_FIRST_NAME = "Maximiliano-Alessandro"

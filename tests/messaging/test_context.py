@@ -19,8 +19,10 @@ from shared.links import open_patient_link
 from shared.messaging import load_context, render
 from shared.providers.email import EmailClient, build_message, send_once
 from shared.scheduling.loader import load_treatment
-from shared.store import appointments, notifications, patients
-from shared.store.notifications import NewNotification
+from shared.store import appointments, holds, notifications, patients
+from shared.store.holds import NewHold
+from shared.store.notifications.outbox import NewNotification
+from tests import factories
 from tests.conftest import SmtpSink
 
 TUESDAY = datetime(2026, 3, 17, 10, 0, tzinfo=UTC)  # 10:00 in London, before the clocks change
@@ -65,7 +67,7 @@ async def demo_clinic(pool: asyncpg.Pool, clock: FrozenClock) -> Demo:
 async def new_patient(demo: Demo, first_name: str = "Ada", **kw: Any) -> int:
     values: dict[str, Any] = {"mobile": "+447700900123", "email": "ada@example.com"}
     values.update(kw)
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         demo.pool,
         clinic_id=demo.clinic_id,
         first_name=first_name,
@@ -75,16 +77,13 @@ async def new_patient(demo: Demo, first_name: str = "Ada", **kw: Any) -> int:
         now=demo.now,
         **values,
     )
-    for kind in ("care_sms", "care_email"):
-        await patients.record_consent(
-            demo.pool,
-            patient_id,
-            kind=kind,  # type: ignore[arg-type]
-            granted=True,
-            source="booking_form",
-            wording_version="v1",
-            now=demo.now,
-        )
+    await factories.consent(
+        demo.pool,
+        patient_id,
+        {"care_sms": True, "care_email": True},
+        source="booking_form",
+        now=demo.now,
+    )
     return patient_id
 
 
@@ -96,27 +95,18 @@ async def book(
     practitioner: int = 0,
     hold_id: int | None = None,
 ) -> int:
-    async with demo.pool.acquire() as conn:
-        return await appointments.insert(
-            conn,
-            clinic_id=demo.clinic_id,
-            practitioner_id=demo.practitioners[practitioner],
-            treatment_id=demo.treatment_id,
-            patient_id=patient_id,
-            series_id=None,
-            position=None,
-            hold_id=hold_id,
-            status="booked",
-            starts_at=starts,
-            ends_at=starts + demo.duration,
-            buffer_before=timedelta(0),
-            buffer_after=timedelta(0),
-            needs_review=False,
-            review_reasons=[],
-            source="public",
-            actor="test",
-            now=demo.now,
-        )
+    return await factories.appointment(
+        demo.pool,
+        clinic_id=demo.clinic_id,
+        practitioner_id=demo.practitioners[practitioner],
+        treatment_id=demo.treatment_id,
+        patient_id=patient_id,
+        starts_at=starts,
+        now=demo.now,
+        hold_id=hold_id,
+        source="public",
+        buffers=factories.NO_BUFFERS,
+    )
 
 
 async def cancel(demo: Demo, appointment_id: int) -> None:
@@ -136,7 +126,7 @@ async def outbox_row(demo: Demo, **fields: Any) -> SimpleNamespace:
         dedupe_key=f"test:{kind}:{fields}",
         **fields,
     )
-    notification_id = await notifications.enqueue(demo.pool, item, now=demo.now)
+    notification_id = await notifications.outbox.insert(demo.pool, item, now=demo.now)
     row = await demo.pool.fetchrow("SELECT * FROM notification WHERE id = $1", notification_id)
     assert row is not None
     return SimpleNamespace(**dict(row))
@@ -229,15 +219,13 @@ async def test_without_a_list_a_booking_confirmation_covers_every_session_of_its
 ) -> None:
     demo = await demo_clinic(pool, clock)
     patient_id = await new_patient(demo)
-    async with pool.acquire() as conn:
-        hold_id = await appointments.insert_hold(
-            conn,
-            clinic_id=demo.clinic_id,
-            treatment_id=demo.treatment_id,
-            token_hash=b"test-hold",
-            expires_at=demo.now + timedelta(minutes=10),
-            now=demo.now,
-        )
+    hold = NewHold(
+        clinic_id=demo.clinic_id,
+        treatment_id=demo.treatment_id,
+        token_hash=b"test-hold",
+        expires_at=demo.now + timedelta(minutes=10),
+    )
+    hold_id = await holds.insert(pool, hold, now=demo.now)
     ids = [await book(demo, patient_id, s, hold_id=hold_id) for s in weekly(3)]
     row = await outbox_row(
         demo,

@@ -21,10 +21,12 @@ from services.notifier.app import create_app
 from services.notifier.dispatch import DISPATCHER, Dispatcher
 from shared.clock import FrozenClock
 from shared.config import DEV_TWILIO_ACCOUNT_SID, Settings
-from shared.store import appointments, notifications, patients
+from shared.store import appointments, notifications
 from shared.store.appointments import Appointment
-from shared.store.notifications import NewNotification, Notification
+from shared.store.notifications.outbox import NewNotification
+from shared.store.notifications.rows import Notification
 from shared.web import REGISTRY
+from tests import factories
 from tests.conftest import StandIn, serve_app
 
 MOBILE = "+447700900123"
@@ -84,7 +86,7 @@ class World:
         self, *, mobile: str | None = MOBILE, email: str | None = EMAIL, consent: bool = True
     ) -> int:
         now = self.clock.now()
-        patient_id = await patients.create(
+        patient_id = await factories.patient(
             self.pool,
             clinic_id=self.clinic_id,
             first_name="Alex",
@@ -94,16 +96,9 @@ class World:
             date_of_birth=None,
             now=now,
         )
-        for kind in ("care_sms", "care_email"):
-            await patients.record_consent(
-                self.pool,
-                patient_id,
-                kind=kind,  # type: ignore[arg-type]
-                granted=consent,
-                source="test",
-                wording_version="v1",
-                now=now,
-            )
+        await factories.consent(
+            self.pool, patient_id, {"care_sms": consent, "care_email": consent}, now=now
+        )
         return patient_id
 
     async def appointment(
@@ -113,28 +108,16 @@ class World:
         patient_id: int | None = None,
         practitioner_id: int | None = None,
     ) -> Appointment:
-        async with self.pool.acquire() as conn:
-            appointment_id = await appointments.insert(
-                conn,
-                clinic_id=self.clinic_id,
-                practitioner_id=practitioner_id or self.practitioner_id,
-                treatment_id=self.treatment_id,
-                patient_id=patient_id or self.patient_id,
-                series_id=None,
-                position=None,
-                hold_id=None,
-                status="booked",
-                starts_at=starts_at,
-                ends_at=starts_at + timedelta(minutes=30),
-                buffer_before=timedelta(0),
-                buffer_after=timedelta(0),
-                needs_review=False,
-                review_reasons=[],
-                source="staff",
-                actor="test",
-                now=self.clock.now(),
-            )
-            found = await appointments.get(conn, appointment_id)
+        appointment_id = await factories.appointment(
+            self.pool,
+            clinic_id=self.clinic_id,
+            practitioner_id=practitioner_id or self.practitioner_id,
+            treatment_id=self.treatment_id,  # the consultation: 30 minutes, no buffers
+            patient_id=patient_id or self.patient_id,
+            starts_at=starts_at,
+            now=self.clock.now(),
+        )
+        found = await appointments.get(self.pool, appointment_id)
         assert found is not None
         return found
 
@@ -192,12 +175,12 @@ class World:
         )
 
     async def _enqueue(self, item: NewNotification) -> int:
-        notification_id = await notifications.enqueue(self.pool, item, now=self.clock.now())
+        notification_id = await notifications.outbox.insert(self.pool, item, now=self.clock.now())
         assert notification_id is not None
         return notification_id
 
     async def row(self, notification_id: int) -> Notification:
-        found = await notifications.get(self.pool, notification_id)
+        found = await notifications.rows.get(self.pool, notification_id)
         assert found is not None
         return found
 

@@ -12,7 +12,7 @@ from services.devkit.smtp_sink import start_smtp_server
 from services.devkit.twilio_standin import Fault
 from shared.clock import FrozenClock
 from shared.store import patients
-from shared.store.notifications import Notification
+from shared.store.notifications.rows import Notification
 from tests.conftest import SmtpSink, StandIn
 from tests.notifier.conftest import EMAIL, MOBILE, StartNotifier, World, eventually
 

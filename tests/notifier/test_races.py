@@ -40,7 +40,7 @@ async def _cancel(
         conn, appointment.id, "cancelled", actor="staff", now=clock.now(), reason="test"
     )
     locked_at = datetime.now(UTC)
-    await notifications.cancel_pending_for_appointment(
+    await notifications.outbox.cancel_pending_for_appointment(
         conn, appointment.id, reason="appointment cancelled", now=clock.now()
     )
     return locked_at
@@ -64,7 +64,7 @@ async def test_a_cancel_that_commits_first_stops_a_reminder_already_claimed(
         assert (await world.row(notification_id)).status == "sending"
         # The cancel's own sweep of pending messages no longer finds it scheduled.
         assert (
-            await notifications.cancel_pending_for_appointment(
+            await notifications.outbox.cancel_pending_for_appointment(
                 conn, appointment.id, reason="appointment cancelled", now=clock.now()
             )
             == 0
@@ -159,7 +159,7 @@ async def test_a_move_racing_a_claim_cancels_the_old_reminder(
         )
         await start_notifier()
         await eventually(lambda: _someone_waits_for_a_lock(world.pool), what="a lock wait")
-        await notifications.cancel_pending_for_appointment(
+        await notifications.outbox.cancel_pending_for_appointment(
             conn, appointment.id, reason="appointment moved", now=clock.now()
         )
         await moving.commit()
@@ -188,7 +188,7 @@ async def test_cancelling_several_sessions_against_a_merged_reminder_never_deadl
         try:
             locked_at = await _cancel(conn, first, clock)
             for appointment in (first, second):
-                await notifications.cancel_pending_for_appointment(
+                await notifications.outbox.cancel_pending_for_appointment(
                     conn, appointment.id, reason="appointment cancelled", now=clock.now()
                 )
             await cancelling.commit()
@@ -245,17 +245,19 @@ async def test_an_erasure_cancels_a_message_a_worker_claimed_but_has_not_sent(
     erased: the erasure cancels it, and the worker's lock before the provider call finds
     nothing left to send."""
     notification_id = await world.reply("See you on Tuesday")
-    claimed = await notifications.claim_due(
+    claimed = await notifications.dispatch.claim_due(
         world.pool, now=clock.now(), lease=timedelta(minutes=2), worker="w1", limit=10
     )
     assert [n.id for n in claimed] == [notification_id]
     async with world.pool.acquire() as conn, conn.transaction():
-        cancelled = await notifications.cancel_pending_for_patient(
+        cancelled = await notifications.outbox.cancel_pending_for_patient(
             conn, world.patient_id, reason="patient erased", now=clock.now()
         )
     assert cancelled == [notification_id]
     async with world.pool.acquire() as conn, conn.transaction():
-        _, held = await notifications.lock_for_send(conn, [], [notification_id], worker="w1")
+        _, held = await notifications.dispatch.lock_for_send(
+            conn, [], [notification_id], worker="w1"
+        )
     assert held == set()
     reasons = await world.reasons(notification_id)
     assert reasons[-1] == ("sending", "cancelled", "patient erased")

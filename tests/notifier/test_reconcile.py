@@ -96,14 +96,14 @@ async def test_a_worker_that_died_mid_call_leaves_a_row_that_is_reconciled_not_r
     # What a worker does before it is killed: claim, commit the attempt, call Twilio; nothing
     # of the outcome is written.
     notification_id = await world.reply("Hello")
-    [claimed] = await notifications.claim_due(
+    [claimed] = await notifications.dispatch.claim_due(
         world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
     )
     body = "Regimen Demo Hair Clinic: Hello"
-    await notifications.begin_attempts(
+    await notifications.dispatch.begin_attempts(
         world.pool,
         [
-            notifications.AttemptStart(
+            notifications.dispatch.AttemptStart(
                 claimed.id, hashlib.sha256(body.encode()).digest(), {"attempt_to": MOBILE}
             )
         ],
@@ -132,7 +132,7 @@ async def test_a_worker_that_died_before_calling_leaves_a_row_that_is_sent(
     world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
 ) -> None:
     notification_id = await world.reply("Hello")
-    await notifications.claim_due(
+    await notifications.dispatch.claim_due(
         world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
     )
     await start_notifier()
@@ -149,14 +149,14 @@ async def test_an_email_with_an_unknown_outcome_is_sent_again_with_the_same_mess
     settings: Settings,
 ) -> None:
     notification_id = await world.reply("Hello", channel="email")
-    await notifications.claim_due(
+    await notifications.dispatch.claim_due(
         world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
     )
     message_id = message_id_for(notification_id, settings.email_from or "")
-    await notifications.begin_attempts(
+    await notifications.dispatch.begin_attempts(
         world.pool,
         [
-            notifications.AttemptStart(
+            notifications.dispatch.AttemptStart(
                 notification_id, b"x" * 32, {"attempt_to": EMAIL, "message_id": message_id}
             )
         ],

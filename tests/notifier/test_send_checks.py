@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.clock import FrozenClock
 from shared.store import appointments, patients
+from tests import factories
 from tests.conftest import StandIn
 from tests.notifier.conftest import MOBILE, StartNotifier, World, eventually
 
@@ -57,15 +58,7 @@ async def test_withdrawn_consent_an_erased_patient_and_an_expired_row_send_nothi
     world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
 ) -> None:
     withdrawn = await world.new_patient(mobile="+447700900201")
-    await patients.record_consent(
-        world.pool,
-        withdrawn,
-        kind="care_sms",
-        granted=False,
-        source="test",
-        wording_version="v1",
-        now=clock.now(),
-    )
+    await factories.consent(world.pool, withdrawn, {"care_sms": False}, now=clock.now())
     erased = await world.new_patient(mobile="+447700900202")
     await patients.erase(world.pool, erased, now=clock.now())
     no_consent = await world.reminder(

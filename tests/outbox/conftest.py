@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.store import patients
+from tests import factories
 from tests.booking.conftest import Demo, form, sessions_of
 from tests.conftest import BookingApi, Reply
 
@@ -130,7 +130,7 @@ async def consenting_patient(
 ) -> int:
     """A patient staff created, with their care consents recorded."""
     now = demo.api.clock.now()
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         demo.pool,
         clinic_id=demo.clinic_id,
         first_name=first_name,
@@ -140,14 +140,12 @@ async def consenting_patient(
         date_of_birth=None,
         now=now,
     )
-    for kind, granted in (("care_sms", care_sms), ("care_email", care_email)):
-        await patients.record_consent(
-            demo.pool,
-            patient_id,
-            kind=kind,  # type: ignore[arg-type]
-            granted=granted,
-            source="front desk",
-            wording_version="test",
-            now=now,
-        )
+    await factories.consent(
+        demo.pool,
+        patient_id,
+        {"care_sms": care_sms, "care_email": care_email},
+        source="front desk",
+        wording_version="test",
+        now=now,
+    )
     return patient_id

@@ -8,7 +8,7 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from shared.store import appointments
+from tests import factories
 from tests.booking.conftest import form, sessions_of, utc
 from tests.outbox.conftest import (
     ALL_CONSENTS,
@@ -230,28 +230,17 @@ async def test_an_idempotent_replay_plans_nothing_twice(demo: Demo) -> None:
 async def test_a_patient_with_an_earlier_no_show_gets_the_2h_reminder(demo: Demo) -> None:
     patient_id = await consenting_patient(demo, "Missed")
     # A missed consultation last month.
-    async with demo.pool.acquire() as conn:
-        missed = datetime(2026, 2, 2, 10, tzinfo=UTC)
-        await appointments.insert(
-            conn,
-            clinic_id=demo.clinic_id,
-            practitioner_id=1,
-            treatment_id=demo.consultation,
-            patient_id=patient_id,
-            series_id=None,
-            position=None,
-            hold_id=None,
-            status="no_show",
-            starts_at=missed,
-            ends_at=missed + timedelta(minutes=30),
-            buffer_before=timedelta(0),
-            buffer_after=timedelta(0),
-            needs_review=False,
-            review_reasons=[],
-            source="staff",
-            actor="test",
-            now=missed,
-        )
+    missed = datetime(2026, 2, 2, 10, tzinfo=UTC)
+    await factories.appointment(
+        demo.pool,
+        clinic_id=demo.clinic_id,
+        practitioner_id=1,
+        treatment_id=demo.consultation,
+        patient_id=patient_id,
+        starts_at=missed,
+        now=missed,
+        status="no_show",
+    )
     start = "2026-03-10T10:00:00Z"
     reply = await demo.call(
         "POST",

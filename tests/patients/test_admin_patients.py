@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.store import appointments
+from tests import factories
 from tests.conftest import BookingApi, Reply
 
 BASE = "/api/v1/patients"
@@ -379,27 +379,15 @@ async def book_an_appointment(api: BookingApi, patient_id: int) -> int:
     treatment = await api.pool.fetchval("SELECT id FROM treatment WHERE code = 'consultation'")
     practitioner = await api.pool.fetchval("SELECT min(id) FROM practitioner")
     starts = datetime(2026, 3, 3, 10, tzinfo=UTC)
-    async with api.pool.acquire() as conn:
-        return await appointments.insert(
-            conn,
-            clinic_id=api.clinic_id,
-            practitioner_id=practitioner,
-            treatment_id=treatment,
-            patient_id=patient_id,
-            series_id=None,
-            position=None,
-            hold_id=None,
-            status="booked",
-            starts_at=starts,
-            ends_at=starts + timedelta(minutes=30),
-            buffer_before=timedelta(0),
-            buffer_after=timedelta(0),
-            needs_review=False,
-            review_reasons=[],
-            source="staff",
-            actor="test",
-            now=api.clock.now(),
-        )
+    return await factories.appointment(
+        api.pool,
+        clinic_id=api.clinic_id,
+        practitioner_id=practitioner,
+        treatment_id=treatment,
+        patient_id=patient_id,
+        starts_at=starts,
+        now=api.clock.now(),
+    )
 
 
 # -- bad input -------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Any
 
 from shared.clock import FrozenClock
 from shared.store import form_differences, inbound_messages, notifications, patients
-from shared.store.notifications import AttemptStart, NewNotification, SendOutcome
+from shared.store.notifications.dispatch import AttemptStart, SendOutcome
+from shared.store.notifications.outbox import NewNotification
 from tests.conftest import BookingApi, SmtpSink, StandIn
 from tests.notifier.conftest import StartNotifier, eventually, start_notifier  # noqa: F401
 
@@ -101,7 +102,7 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
     course = await book(api, ada, "hair-mesotherapy", SESSIONS, 1)
     session_ids = [a["id"] for a in course["appointments"]]
     await book(api, grace, "consultation", [datetime(2026, 3, 6, 11, tzinfo=UTC)], 2)
-    await inbound_messages.record_inbound(
+    await inbound_messages.insert(
         api.pool,
         message_sid="SM" + "a" * 32,
         from_number=MOBILE,
@@ -110,7 +111,7 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
         opt_out_type=None,
         received_at=clock.now(),
     )
-    await inbound_messages.record_inbound(
+    await inbound_messages.insert(
         api.pool,
         message_sid="SM" + "b" * 32,
         from_number="+447911123999",
@@ -253,7 +254,7 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
     now = clock.now()
 
     async def attempted(reason: str, status: str) -> int:
-        notification_id = await notifications.enqueue(
+        notification_id = await notifications.outbox.insert(
             api.pool,
             NewNotification(
                 clinic_id=api.clinic_id,
@@ -269,18 +270,18 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
         )
         assert notification_id is not None
         async with api.pool.acquire() as conn:
-            (claimed,) = await notifications.claim_due(
+            (claimed,) = await notifications.dispatch.claim_due(
                 conn, now=now, lease=timedelta(minutes=1), worker="w", limit=10
             )
             assert claimed.id == notification_id
-            started = await notifications.begin_attempts(
+            started = await notifications.dispatch.begin_attempts(
                 conn,
                 [AttemptStart(notification_id, b"h", {"attempt_to": MOBILE})],
                 worker="w",
                 now=now,
                 lease=timedelta(minutes=1),
             )
-            await notifications.record_outcomes(
+            await notifications.dispatch.record_outcomes(
                 conn,
                 [
                     SendOutcome(
@@ -299,7 +300,7 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
     lost = await attempted("outcome unknown, to be reconciled: timeout", "unknown")
     # Augusta shares Ada's old number now (a family phone): messages from it may be hers.
     await patients.update(api.pool, twin, expected_version=1, changes={"mobile": MOBILE}, now=now)
-    await inbound_messages.record_inbound(
+    await inbound_messages.insert(
         api.pool,
         message_sid="SM" + "c" * 32,
         from_number=MOBILE,
@@ -312,7 +313,7 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
     reply = await api.call("POST", f"{BASE}/{ada}/erase", role="admin", json={"reason": "req 3"})
     assert reply.status == 200, reply.body
 
-    row = await notifications.get(api.pool, failed)
+    row = await notifications.rows.get(api.pool, failed)
     assert row is not None and MOBILE not in (row.status_reason or "")
     assert row.status_reason == "Twilio 21211: The 'To' number [erased] is not valid"
     assert "attempt_to" not in row.context and "text" not in row.context
@@ -322,7 +323,7 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
     assert detail == "Twilio 21211: The 'To' number [erased] is not valid"
 
     # The row whose outcome was lost keeps the number reconciliation needs, until it settles.
-    unsettled = await notifications.get(api.pool, lost)
+    unsettled = await notifications.rows.get(api.pool, lost)
     assert unsettled is not None and unsettled.context["attempt_to"] == MOBILE
     (decision,) = await api.pool.fetch(
         "SELECT details FROM audit_log WHERE action = 'patient.erase' AND patient_id = $1", ada
@@ -331,11 +332,11 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
     assert kept["messages_being_reconciled"]["ids"] == [lost]
     assert kept["inbound_sms_from_a_shared_number"]["count"] == 1
     assert await api.pool.fetchval("SELECT body FROM inbound_message") == "Is Friday still on?"
-    settled = await notifications.reconcile_as_not_sent(
+    settled = await notifications.sweeps.reconcile_as_not_sent(
         api.pool, lost, now=now, reason="reconciled: not at Twilio", status="failed"
     )
     assert settled
-    forgotten = await notifications.get(api.pool, lost)
+    forgotten = await notifications.rows.get(api.pool, lost)
     assert forgotten is not None and not {"attempt_to", "text"} & set(forgotten.context)
 
 

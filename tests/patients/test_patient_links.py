@@ -14,6 +14,7 @@ from services.notifier.app import create_app as create_notifier
 from shared.config import Settings
 from shared.links import LinkRevoked, open_patient_link
 from shared.store import patients
+from tests import factories
 from tests.conftest import BookingApi, SmtpSink, StandIn, serve_app
 from tests.notifier.conftest import eventually
 
@@ -149,7 +150,7 @@ async def test_staff_send_a_new_link_and_every_older_link_stops_working(
 
 async def test_no_new_link_for_an_erased_patient(booking_api: BookingApi) -> None:
     api = booking_api
-    patient_id = await patients.create(
+    patient_id = await factories.patient(
         api.pool,
         clinic_id=api.clinic_id,
         first_name="Gone",

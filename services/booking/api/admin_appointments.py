@@ -29,6 +29,7 @@ is written to the audit log (`appointment.read`), every change in the change's o
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -69,7 +70,7 @@ from services.booking.domain.changes import Change
 from shared.db.transactions import in_transaction
 from shared.domain.appointment_states import Status
 from shared.scheduling.loader import load_clinic
-from shared.store import appointments
+from shared.store import appointments, practitioners
 from shared.store.appointments import Appointment, ScheduleEntry
 from shared.store.series import SeriesStatus
 from shared.store.staff_tokens import Role
@@ -339,7 +340,7 @@ async def appointment_detail(ctx: Ctx, appointment: Appointment) -> AppointmentD
     events = await appointments.history(ctx.pool, appointment.id)
     return AppointmentDetail(
         **appointment_out(appointment, zone).model_dump(),
-        history=[HistoryEvent(**event) for event in events],
+        history=[HistoryEvent(**asdict(event)) for event in events],
     )
 
 
@@ -457,7 +458,7 @@ async def get_practitioner_schedule(ctx: Ctx) -> Schedule:
     shown, cancelled and no-show appointments only with `include_cancelled=true`."""
     query: ScheduleQuery = ctx.query
     practitioner_id = ctx.path["practitioner_id"]
-    where = await appointments.practitioner_zone(ctx.pool, practitioner_id)
+    where = await practitioners.zone(ctx.pool, practitioner_id)
     zone = ZoneInfo(or_not_found(where, "practitioner", practitioner_id)[1])
     first_day, last_day = (query.day, query.day) if query.view == "day" else _week_of(query.day)
     start, end = _local_day_bounds(first_day, last_day, zone)

@@ -9,6 +9,7 @@ written, so paging never skips or repeats an entry.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -61,7 +62,7 @@ async def search_audit(ctx: Ctx) -> Page[AuditEntry]:
     """Every filter is optional and they combine with AND."""
     query: AuditQuery = ctx.query
     check_span(query.since, query.until)
-    rows = await audit.search(
+    rows = await audit.list_page(
         ctx.pool,
         patient_id=query.patient_id,
         entity=query.entity,
@@ -72,4 +73,6 @@ async def search_audit(ctx: Ctx) -> Page[AuditEntry]:
         before_id=query.after_id(),  # newest first: the page continues below this id
         limit=query.fetch,
     )
-    return Page[AuditEntry].of(rows, query.limit, AuditEntry.model_validate)
+    return Page[AuditEntry].of(
+        rows, query.limit, lambda row: AuditEntry.model_validate(asdict(row))
+    )

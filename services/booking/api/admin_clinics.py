@@ -28,6 +28,7 @@ from services.booking.api import API
 from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
+    as_dict,
     fields_of,
     later_than,
     or_not_found,
@@ -178,10 +179,12 @@ class ClinicPatch(Body):
     sms_countries: SmsCountries | None = optional()
 
 
-async def _locked_clinic(conn: asyncpg.Connection, clinic_id: int) -> dict[str, Any]:
-    return or_not_found(
-        await clinics.get_clinic(conn, clinic_id, for_update=True), "clinic", clinic_id
-    )
+def _clinic_out(row: clinics.Clinic) -> Clinic:
+    return Clinic.model_validate(as_dict(row))
+
+
+async def _locked_clinic(conn: asyncpg.Connection, clinic_id: int) -> clinics.Clinic:
+    return or_not_found(await clinics.lock(conn, clinic_id), "clinic", clinic_id)
 
 
 @API.route(
@@ -195,8 +198,8 @@ async def _locked_clinic(conn: asyncpg.Connection, clinic_id: int) -> dict[str, 
 )
 async def list_clinics(ctx: Ctx) -> Page[Clinic]:
     query: PageQuery = ctx.query
-    rows = await clinics.list_clinics(ctx.pool, after_id=query.after_id(), limit=query.fetch)
-    return Page[Clinic].of(rows, query.limit, Clinic.model_validate)
+    rows = await clinics.list_page(ctx.pool, after_id=query.after_id(), limit=query.fetch)
+    return Page[Clinic].of(rows, query.limit, _clinic_out)
 
 
 @API.route(
@@ -215,7 +218,7 @@ async def create_clinic(ctx: Ctx) -> Clinic:
 
     async def work(conn: asyncpg.Connection) -> Any:
         settings = fields_of(ClinicSettings, body.model_dump())
-        created = Clinic.model_validate(await clinics.create_clinic(conn, settings, now=ctx.now))
+        created = _clinic_out(await clinics.insert(conn, settings, now=ctx.now))
         await record_item(conn, ctx, "create", "clinic", created.id, created)
         return created
 
@@ -234,9 +237,7 @@ async def create_clinic(ctx: Ctx) -> Clinic:
 )
 async def get_clinic(ctx: Ctx) -> Clinic:
     clinic_id = ctx.path["clinic_id"]
-    return Clinic.model_validate(
-        or_not_found(await clinics.get_clinic(ctx.pool, clinic_id), "clinic", clinic_id)
-    )
+    return _clinic_out(or_not_found(await clinics.get(ctx.pool, clinic_id), "clinic", clinic_id))
 
 
 @API.route(
@@ -254,14 +255,14 @@ async def update_clinic(ctx: Ctx) -> Clinic:
     clinic_id = ctx.path["clinic_id"]
     sent = ctx.body.model_dump(exclude_unset=True)
 
-    async def write(conn: asyncpg.Connection, row: dict[str, Any]) -> dict[str, Any] | None:
-        merged = {**row, **sent}
+    async def write(conn: asyncpg.Connection, row: clinics.Clinic) -> clinics.Clinic | None:
+        merged = {**as_dict(row), **sent}
         if merged["quiet_end"] <= merged["quiet_start"]:
             path = "quiet_end" if "quiet_end" in sent else "quiet_start"
             raise invalid(path, "quiet_end must be after quiet_start")
         settings = fields_of(ClinicSettings, merged)
-        return await clinics.update_clinic(
-            conn, clinic_id, expected_version=row["version"], settings=settings
+        return await clinics.update(
+            conn, clinic_id, expected_version=row.version, settings=settings
         )
 
     return await update_versioned(
@@ -270,6 +271,6 @@ async def update_clinic(ctx: Ctx) -> Clinic:
         ident=clinic_id,
         changed=bool(sent),
         lock=_locked_clinic,
-        view=Clinic.model_validate,
+        view=_clinic_out,
         store=write,
     )

@@ -34,8 +34,9 @@ from shared.store import (
     notifications,
     patients,
 )
+from shared.store import consents as consent_store
 from shared.store import series as series_store
-from shared.store.notifications import Channel, NotificationStatus
+from shared.store.notifications.rows import Channel, NotificationStatus
 
 # Said in every export, so that whoever answers the request can tell the patient what is not
 # in it and why.
@@ -150,12 +151,12 @@ async def export_patient(ctx: Ctx) -> PatientExport:
     zones = Zones(ctx)
     async with ctx.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         patient = or_not_found(await patients.get(conn, patient_id), "patient", patient_id)
-        current = await patients.current_consents(conn, patient_id)
-        consents = await patients.consent_history(conn, patient_id)
+        current = await consent_store.current(conn, patient_id)
+        consents = await consent_store.history(conn, patient_id)
         courses = await series_store.for_patient(conn, patient_id)
         booked = await appointments.for_patient(conn, patient_id)
         histories = await appointments.history_many(conn, [a.id for a in booked])
-        messages = await notifications.held_for_patient(conn, patient_id)
+        messages = await notifications.views.held_for_patient(conn, patient_id)
         inbound = await inbound_messages.for_patient(conn, patient_id, patient.mobile)
         differences = await form_differences.for_patient(conn, patient_id)
         entries = await audit.for_patient(conn, patient_id)
@@ -169,7 +170,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             appointments=[
                 AppointmentDetail(
                     **appointment_out(a, await zones.of(a.clinic_id)).model_dump(),
-                    history=[HistoryEvent(**event) for event in histories[a.id]],
+                    history=[HistoryEvent(**asdict(event)) for event in histories[a.id]],
                 )
                 for a in booked
             ],
@@ -178,7 +179,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             form_differences=[
                 ExportedFormDifference.model_validate(asdict(d)) for d in differences
             ],
-            audit_entries=[AuditEntry.model_validate(entry) for entry in entries],
+            audit_entries=[AuditEntry.model_validate(asdict(entry)) for entry in entries],
             not_included=NOT_INCLUDED,
         )
         counts = {

@@ -55,14 +55,8 @@ from services.booking.api.framework import ApiError, Ctx, not_found
 from services.booking.api.pagination import Page, PageQuery
 from shared.db.transactions import in_transaction
 from shared.store import appointments, audit, notifications, patients
-from shared.store.notifications import (
-    AttemptView,
-    Channel,
-    EventView,
-    MessageStateConflict,
-    MessageView,
-    NotificationStatus,
-)
+from shared.store.notifications.rows import AttemptView, Channel, EventView, NotificationStatus
+from shared.store.notifications.views import MessageStateConflict, MessageView
 
 TAG = "messages"
 
@@ -228,11 +222,11 @@ def _attempt_out(attempt: AttemptView) -> MessageAttemptOut:
 
 
 async def _detail(conn: asyncpg.Connection, notification_id: int) -> MessageDetail:
-    view = await notifications.message_view(conn, notification_id)
+    view = await notifications.views.get(conn, notification_id)
     if view is None:
         raise not_found("message", notification_id)
-    history = await notifications.status_history(conn, notification_id)
-    attempts = await notifications.attempt_history(conn, notification_id)
+    history = await notifications.views.status_history(conn, notification_id)
+    attempts = await notifications.views.attempt_history(conn, notification_id)
     return MessageDetail(
         **message_out(view).model_dump(),
         template=view.template,
@@ -264,7 +258,7 @@ async def _audit_reads(
     for view in shown:
         by_patient.setdefault(view.patient_id, []).append(view.id)
     for patient_id, ids in by_patient.items():
-        await audit.record(
+        await audit.insert(
             conn,
             at=ctx.now,
             actor=ctx.actor,
@@ -286,7 +280,7 @@ async def _audit_change(
     reason: str,
     details: dict[str, Any],
 ) -> None:
-    await audit.record(
+    await audit.insert(
         conn,
         at=ctx.now,
         actor=ctx.actor,
@@ -329,8 +323,8 @@ async def list_patient_messages(ctx: Ctx) -> Page[MessageOut]:
     async def work(conn: asyncpg.Connection) -> Any:
         if await patients.get(conn, patient_id) is None:
             raise not_found("patient", patient_id)
-        found = await notifications.list_by_patient(
-            conn, patient_id, before_id=before_id, limit=query.fetch
+        found = await notifications.views.list_page(
+            conn, patient_id=patient_id, before_id=before_id, limit=query.fetch
         )
         page = Page[MessageOut].of(found, query.limit, message_out)
         await _audit_reads(
@@ -368,8 +362,8 @@ async def list_appointment_messages(ctx: Ctx) -> Page[MessageOut]:
         appointment = await appointments.get(conn, appointment_id)
         if appointment is None:
             raise not_found("appointment", appointment_id)
-        found = await notifications.list_by_appointment(
-            conn, appointment_id, before_id=before_id, limit=query.fetch
+        found = await notifications.views.list_page(
+            conn, appointment_id=appointment_id, before_id=before_id, limit=query.fetch
         )
         page = Page[MessageOut].of(found, query.limit, message_out)
         await _audit_reads(
@@ -402,7 +396,7 @@ async def get_message(ctx: Ctx) -> MessageDetail:
 
     async def work(conn: asyncpg.Connection) -> Any:
         detail = await _detail(conn, notification_id)
-        await audit.record(
+        await audit.insert(
             conn,
             at=ctx.now,
             actor=ctx.actor,
@@ -444,8 +438,8 @@ async def resend_message(ctx: Ctx) -> BaseModel | web.Response:
 
     async def work(conn: asyncpg.Connection) -> MessageDetail:
         try:
-            new_id = await notifications.resend(conn, original_id, now=ctx.now)
-        except notifications.MessageNotFound:
+            new_id = await notifications.views.resend(conn, original_id, now=ctx.now)
+        except notifications.views.MessageNotFound:
             raise not_found("message", original_id) from None
         except MessageStateConflict as error:
             raise _conflict(error) from None
@@ -476,10 +470,10 @@ async def cancel_message(ctx: Ctx) -> MessageDetail:
 
     async def work(conn: asyncpg.Connection) -> Any:
         try:
-            await notifications.cancel_scheduled(
+            await notifications.views.cancel_scheduled(
                 conn, notification_id, reason=f"cancelled by staff: {body.reason}", now=ctx.now
             )
-        except notifications.MessageNotFound:
+        except notifications.views.MessageNotFound:
             raise not_found("message", notification_id) from None
         except MessageStateConflict as error:
             raise _conflict(error) from None

@@ -80,7 +80,7 @@ async def send_new_link(ctx: Ctx) -> NewLink:
 async def _channels(conn: asyncpg.Connection, notification_ids: list[int]) -> list[str]:
     channels = set()
     for notification_id in notification_ids:  # one or two rows
-        row = await notifications.get(conn, notification_id)
+        row = await notifications.rows.get(conn, notification_id)
         if row is not None:
             channels.add(row.channel)
     return sorted(channels)

@@ -98,7 +98,9 @@ from shared.domain.contact import (
     normalise_mobile,
 )
 from shared.store import clinics, form_differences, inbound_messages, notifications, patients
-from shared.store.patients import Consent, ConsentKind, Patient
+from shared.store import consents as consent_store
+from shared.store.consents import Consent, ConsentKind
+from shared.store.patients import NewPatient, Patient
 from shared.store.staff_tokens import Role
 
 TAG = "patients"
@@ -290,7 +292,7 @@ def _consent_out(consent: Consent) -> ConsentOut:
 
 
 async def _record(conn: asyncpg.Connection, patient: Patient) -> PatientOut:
-    current = await patients.current_consents(conn, patient.id)
+    current = await consent_store.current(conn, patient.id)
     consents = [current[kind] for kind in sorted(current)]
     return PatientOut.model_validate(
         {**asdict(patient), "consents": consents}, from_attributes=True
@@ -314,16 +316,16 @@ async def _locale(
 ) -> ClinicLocale:
     """The named clinic's, or the first clinic's when none is named."""
     if clinic_id is None:
-        clinic = await clinics.first_clinic(db)
+        clinic = await clinics.first(db)
     else:
-        clinic = await clinics.get_clinic(db, clinic_id)
+        clinic = await clinics.get(db, clinic_id)
     if clinic is None:
         raise invalid("clinic_id", "no such clinic", where=where)
     return ClinicLocale(
-        clinic["id"],
-        clinic["region"],
-        clinic["time_zone"],
-        clinics.sms_countries_of(clinic["sms_countries"], clinic["region"]),
+        clinic.id,
+        clinic.region,
+        clinic.time_zone,
+        clinics.sms_countries_of(clinic.sms_countries, clinic.region),
     )
 
 
@@ -451,7 +453,7 @@ async def search_patients(ctx: Ctx) -> Page[PatientSummary]:
     email = _email(query.email, "query")
 
     async def work(conn: asyncpg.Connection) -> Any:
-        found = await patients.search(
+        found = await patients.list_page(
             conn,
             clinic_id=locale.clinic_id,
             name=query.name,
@@ -493,15 +495,17 @@ async def create_patient(ctx: Ctx) -> PatientOut:
 
     async def work(conn: asyncpg.Connection) -> Any:
         with _constraint_errors():
-            patient_id = await patients.create(
+            patient_id = await patients.insert(
                 conn,
-                clinic_id=locale.clinic_id,
-                first_name=body.first_name,
-                last_name=body.last_name,
-                mobile=mobile,
-                email=email,
-                date_of_birth=body.date_of_birth,
-                language=body.language,
+                NewPatient(
+                    clinic_id=locale.clinic_id,
+                    first_name=body.first_name,
+                    last_name=body.last_name,
+                    mobile=mobile,
+                    email=email,
+                    date_of_birth=body.date_of_birth,
+                    language=body.language,
+                ),
                 now=ctx.now,
             )
         await _audit(
@@ -615,7 +619,7 @@ async def list_consents(ctx: Ctx) -> Page[ConsentOut]:
 
     async def work(conn: asyncpg.Connection) -> Any:
         await _existing(conn, patient_id)
-        history = await patients.consent_history_page(
+        history = await consent_store.list_page(
             conn, patient_id, after=(after[0], after[1]) if after else None, limit=query.fetch
         )
         await _audit(conn, ctx, "patient.read", patient_id, details={"view": "consents"})
@@ -654,7 +658,7 @@ async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
         patient = await _existing(conn, patient_id)
         if body.granted and patient.erased_at is not None:
             raise _erased(patient, "the patient's contact data was erased; nothing can be granted")
-        await patients.record_consent(
+        await consent_store.insert(
             conn,
             patient_id,
             kind=body.kind,
@@ -722,18 +726,18 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
         if erased is None:
             raise _erased(before, "the patient was already erased")
         # Erased first: whatever is planned from here on finds nobody to write to.
-        messages = await notifications.cancel_pending_for_patient(
+        messages = await notifications.outbox.cancel_pending_for_patient(
             conn, patient_id, reason=ERASURE_REASON, now=ctx.now
         )
         change = Change(ctx.actor, ctx.now, ctx.request_id)
         cancelled = await cancellations.cancel_for_erasure(conn, patient_id, change)
-        scrubbed = await notifications.scrub_for_patient(conn, patient_id, now=ctx.now)
+        scrubbed = await notifications.erasure.scrub_for_patient(conn, patient_id, now=ctx.now)
         inbound = await inbound_messages.scrub_for_patient(
             conn, patient_id, before.mobile, clinic_id=before.clinic_id
         )
         differences = await form_differences.delete_for_patient(conn, patient_id)
-        for kind in patients.MARKETING_KINDS:
-            await patients.record_consent(
+        for kind in consent_store.MARKETING_KINDS:
+            await consent_store.insert(
                 conn,
                 patient_id,
                 kind=kind,
@@ -758,7 +762,7 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
             "removed": {
                 "contact": list(patients.ERASED_FIELDS),
                 "private_links": "revoked",
-                "marketing_consents_withdrawn": list(patients.MARKETING_KINDS),
+                "marketing_consents_withdrawn": list(consent_store.MARKETING_KINDS),
                 "future_appointments_cancelled": cancelled.appointment_ids,
                 "courses_cancelled": cancelled.series_ids,
                 "queued_messages_cancelled": messages,

@@ -25,6 +25,7 @@ Shapes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from itertools import pairwise
 from typing import Annotated, Any
@@ -37,6 +38,7 @@ from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
     DESK,
+    as_dict,
     check_span,
     check_version,
     delete_or_deactivate,
@@ -65,8 +67,14 @@ from services.booking.api.fields import (
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
 from shared.db.transactions import in_transaction
-from shared.store import appointments, clinics, schedules
-from shared.store.clinics import PractitionerFields
+from shared.store import (
+    appointments,
+    practitioners,
+    schedule_overrides,
+    time_off,
+    working_hours,
+)
+from shared.store.practitioners import PractitionerFields
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -111,10 +119,16 @@ class PractitionerQuery(PageQuery):
     active: bool = optional()
 
 
-async def _locked_practitioner(conn: asyncpg.Connection, practitioner_id: int) -> dict[str, Any]:
+def _practitioner_out(row: practitioners.Practitioner) -> Practitioner:
+    return Practitioner.model_validate(as_dict(row))
+
+
+async def _locked_practitioner(
+    conn: asyncpg.Connection, practitioner_id: int
+) -> practitioners.Practitioner:
     # Schedule writes lock the practitioner too, so a concurrent removal waits for them instead
     # of failing their foreign key.
-    row = await clinics.get_practitioner(conn, practitioner_id, for_update=True)
+    row = await practitioners.lock(conn, practitioner_id)
     return or_not_found(row, "practitioner", practitioner_id)
 
 
@@ -148,14 +162,14 @@ async def _refuse_if_booked(conn: asyncpg.Connection, ctx: Ctx, practitioner_id:
 )
 async def list_practitioners(ctx: Ctx) -> Page[Practitioner]:
     query: PractitionerQuery = ctx.query
-    rows = await clinics.list_practitioners(
+    rows = await practitioners.list_page(
         ctx.pool,
         clinic_id=query.clinic_id,
         active=query.active,
         after_id=query.after_id(),
         limit=query.fetch,
     )
-    return Page[Practitioner].of(rows, query.limit, Practitioner.model_validate)
+    return Page[Practitioner].of(rows, query.limit, _practitioner_out)
 
 
 @API.route(
@@ -176,8 +190,8 @@ async def create_practitioner(ctx: Ctx) -> Practitioner:
 
     async def work(conn: asyncpg.Connection) -> Any:
         await require_clinic(conn, body.clinic_id)
-        row = await clinics.create_practitioner(conn, clinic_id=body.clinic_id, fields=fields)
-        created = Practitioner.model_validate(row)
+        row = await practitioners.insert(conn, clinic_id=body.clinic_id, fields=fields)
+        created = _practitioner_out(row)
         await record_item(conn, ctx, "create", "practitioner", created.id, created)
         return created
 
@@ -196,8 +210,8 @@ async def create_practitioner(ctx: Ctx) -> Practitioner:
 )
 async def get_practitioner(ctx: Ctx) -> Practitioner:
     practitioner_id = ctx.path["practitioner_id"]
-    row = await clinics.get_practitioner(ctx.pool, practitioner_id)
-    return Practitioner.model_validate(or_not_found(row, "practitioner", practitioner_id))
+    row = await practitioners.get(ctx.pool, practitioner_id)
+    return _practitioner_out(or_not_found(row, "practitioner", practitioner_id))
 
 
 @API.route(
@@ -216,13 +230,15 @@ async def update_practitioner(ctx: Ctx) -> Practitioner:
     practitioner_id = ctx.path["practitioner_id"]
     sent = ctx.body.model_dump(exclude_unset=True)
 
-    async def write(conn: asyncpg.Connection, row: dict[str, Any]) -> dict[str, Any] | None:
-        merged = {**row, **sent}
-        if row["active"] and not merged["active"]:
+    async def write(
+        conn: asyncpg.Connection, row: practitioners.Practitioner
+    ) -> practitioners.Practitioner | None:
+        merged = {**as_dict(row), **sent}
+        if row.active and not merged["active"]:
             await _refuse_if_booked(conn, ctx, practitioner_id)
         fields = fields_of(PractitionerFields, merged)
-        return await clinics.update_practitioner(
-            conn, practitioner_id, expected_version=row["version"], fields=fields
+        return await practitioners.update(
+            conn, practitioner_id, expected_version=row.version, fields=fields
         )
 
     return await update_versioned(
@@ -231,7 +247,7 @@ async def update_practitioner(ctx: Ctx) -> Practitioner:
         ident=practitioner_id,
         changed=bool(sent),
         lock=_locked_practitioner,
-        view=Practitioner.model_validate,
+        view=_practitioner_out,
         store=write,
     )
 
@@ -259,8 +275,8 @@ async def delete_practitioner(ctx: Ctx) -> None:
         entity="practitioner",
         ident=practitioner_id,
         lock=_locked_practitioner,
-        view=Practitioner.model_validate,
-        delete=clinics.delete_practitioner,
+        view=_practitioner_out,
+        delete=practitioners.delete,
         check=check,
     )
 
@@ -300,9 +316,18 @@ def _check_no_overlap(ranges: list[tuple[int, time, time]], path: str) -> None:
             raise invalid(f"{path}.{later}.starts", f"overlaps {path}.{earlier} ({when})")
 
 
-def _week(practitioner_id: int, hours: list[schedules.HoursRange], version: int) -> WeeklyHours:
+def _week(
+    practitioner_id: int, hours: Sequence[working_hours.HoursRange], version: int
+) -> WeeklyHours:
     ranges = [HoursRange(weekday=d, starts=s, ends=e) for d, s, e in sorted(hours)]
     return WeeklyHours(practitioner_id=practitioner_id, hours=ranges, version=version)
+
+
+async def _hours_of(
+    conn: asyncpg.Connection, practitioner_id: int
+) -> list[working_hours.HoursRange]:
+    rows = await working_hours.for_practitioner(conn, practitioner_id)
+    return [(h.weekday, h.starts, h.ends) for h in rows]
 
 
 @API.route(
@@ -321,8 +346,8 @@ async def get_hours(ctx: Ctx) -> WeeklyHours:
         conn.transaction(readonly=True, isolation="repeatable_read"),
     ):
         row = await _require_practitioner(conn, practitioner_id)
-        hours = await schedules.list_working_hours(conn, practitioner_id)
-    return _week(practitioner_id, hours, row["version"])
+        hours = await _hours_of(conn, practitioner_id)
+    return _week(practitioner_id, hours, row.version)
 
 
 @API.route(
@@ -348,13 +373,9 @@ async def put_hours(ctx: Ctx) -> WeeklyHours:
     async def work(conn: asyncpg.Connection) -> Any:
         row = await _locked_practitioner(conn, practitioner_id)
         check_version("practitioner", practitioner_id, row, expected)
-        before = _week(
-            practitioner_id, await schedules.list_working_hours(conn, practitioner_id), expected
-        )
-        await schedules.replace_working_hours(conn, practitioner_id, hours)
-        version = await clinics.bump_practitioner_version(
-            conn, practitioner_id, expected_version=expected
-        )
+        before = _week(practitioner_id, await _hours_of(conn, practitioner_id), expected)
+        await working_hours.replace(conn, practitioner_id, hours)
+        version = await practitioners.bump_version(conn, practitioner_id, expected_version=expected)
         assert version is not None  # locked and version-checked above
         after = _week(practitioner_id, hours, version)
         await record(
@@ -401,10 +422,14 @@ class TimeOffQuery(PageQuery):
 
 async def _require_practitioner(
     db: asyncpg.Connection | asyncpg.Pool, practitioner_id: int
-) -> dict[str, Any]:
+) -> practitioners.Practitioner:
     return or_not_found(
-        await clinics.get_practitioner(db, practitioner_id), "practitioner", practitioner_id
+        await practitioners.get(db, practitioner_id), "practitioner", practitioner_id
     )
+
+
+def _time_off_out(row: time_off.TimeOff) -> TimeOff:
+    return TimeOff.model_validate(as_dict(row))
 
 
 @API.route(
@@ -424,7 +449,7 @@ async def list_time_off(ctx: Ctx) -> Page[TimeOff]:
     check_span(query.since, query.until)
     after = query.after(datetime, int)
     await _require_practitioner(ctx.pool, practitioner_id)
-    rows = await schedules.list_time_off(
+    rows = await time_off.list_page(
         ctx.pool,
         practitioner_id,
         since=query.since,
@@ -432,11 +457,11 @@ async def list_time_off(ctx: Ctx) -> Page[TimeOff]:
         after=(after[0], after[1]) if after else None,
         limit=query.fetch,
     )
-    return Page[TimeOff].of(rows, query.limit, TimeOff.model_validate, _time_off_key)
+    return Page[TimeOff].of(rows, query.limit, _time_off_out, _time_off_key)
 
 
-def _time_off_key(row: dict[str, Any]) -> tuple[datetime, int]:
-    return row["starts_at"], row["id"]
+def _time_off_key(row: time_off.TimeOff) -> tuple[datetime, int]:
+    return row.starts_at, row.id
 
 
 @API.route(
@@ -457,7 +482,7 @@ async def create_time_off(ctx: Ctx) -> TimeOff:
 
     async def work(conn: asyncpg.Connection) -> Any:
         await _locked_practitioner(conn, practitioner_id)
-        row = await schedules.create_time_off(
+        row = await time_off.insert(
             conn,
             practitioner_id,
             starts_at=body.starts_at,
@@ -465,7 +490,7 @@ async def create_time_off(ctx: Ctx) -> TimeOff:
             reason=body.reason,
             now=ctx.now,
         )
-        created = TimeOff.model_validate(row)
+        created = _time_off_out(row)
         await record_item(
             conn, ctx, "time_off.create", "practitioner", practitioner_id, created, key="time_off"
         )
@@ -488,8 +513,8 @@ async def delete_time_off(ctx: Ctx) -> None:
     practitioner_id, time_off_id = ctx.path["practitioner_id"], ctx.path["time_off_id"]
 
     async def work(conn: asyncpg.Connection) -> Any:
-        row = await schedules.delete_time_off(conn, practitioner_id, time_off_id)
-        removed = TimeOff.model_validate(or_not_found(row, "time off", time_off_id))
+        row = await time_off.delete(conn, practitioner_id, time_off_id)
+        removed = _time_off_out(or_not_found(row, "time off", time_off_id))
         await record_item(
             conn, ctx, "time_off.delete", "practitioner", practitioner_id, removed, key="time_off"
         )
@@ -532,14 +557,14 @@ class OverrideDay(Query):
     day: Day
 
 
-def _override(row: dict[str, Any]) -> Override:
-    ranges = [DayRange(starts=s, ends=e) for s, e in row["ranges"]]
+def _override(row: schedule_overrides.ScheduleOverride) -> Override:
+    ranges = [DayRange(starts=s, ends=e) for s, e in row.ranges]
     return Override(
-        practitioner_id=row["practitioner_id"],
-        day=row["day"],
+        practitioner_id=row.practitioner_id,
+        day=row.day,
         ranges=ranges,
         closed=not ranges,
-        reason=row["reason"],
+        reason=row.reason,
     )
 
 
@@ -559,7 +584,7 @@ async def list_overrides(ctx: Ctx) -> Page[Override]:
     query: OverrideQuery = ctx.query
     (after_day,) = query.after(date) or [None]
     await _require_practitioner(ctx.pool, practitioner_id)
-    rows = await schedules.list_overrides(
+    rows = await schedule_overrides.list_page(
         ctx.pool,
         practitioner_id,
         first_day=query.first_day,
@@ -567,7 +592,7 @@ async def list_overrides(ctx: Ctx) -> Page[Override]:
         after_day=after_day,
         limit=query.fetch,
     )
-    return Page[Override].of(rows, query.limit, _override, lambda row: (row["day"],))
+    return Page[Override].of(rows, query.limit, _override, lambda row: (row.day,))
 
 
 @API.route(
@@ -590,8 +615,8 @@ async def put_override(ctx: Ctx) -> Override:
 
     async def work(conn: asyncpg.Connection) -> Any:
         await _locked_practitioner(conn, practitioner_id)
-        previous = await schedules.get_override(conn, practitioner_id, body.day, for_update=True)
-        row = await schedules.set_override(
+        previous = await schedule_overrides.lock(conn, practitioner_id, body.day)
+        row = await schedule_overrides.upsert(
             conn, practitioner_id, body.day, ranges=ranges, reason=body.reason
         )
         result = _override(row)
@@ -628,7 +653,7 @@ async def delete_override(ctx: Ctx) -> None:
 
     async def work(conn: asyncpg.Connection) -> Any:
         await _require_practitioner(conn, practitioner_id)
-        row = await schedules.delete_override(conn, practitioner_id, day)
+        row = await schedule_overrides.delete(conn, practitioner_id, day)
         if row is None:
             raise ApiError(
                 404,

@@ -20,6 +20,7 @@ Shapes:
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -69,11 +70,11 @@ class Revocation(BaseModel):
     message: str
 
 
-def _view(ctx: Ctx, row: dict[str, Any]) -> Token:
+def _view(ctx: Ctx, row: staff_tokens.StaffTokenRow) -> Token:
     limit = staff_tokens.max_age(ctx.request.app[SETTINGS].staff_token_max_age_days)
     return Token(
-        **row,
-        expires_at=staff_tokens.expires_at(row["created_at"], limit),
+        **asdict(row),
+        expires_at=staff_tokens.expires_at(row.created_at, limit),
         state=staff_tokens.state(row, now=ctx.now, age_limit=limit),
     )
 
@@ -90,7 +91,7 @@ def _view(ctx: Ctx, row: dict[str, Any]) -> Token:
 async def list_tokens(ctx: Ctx) -> Page[Token]:
     """Every token by id, revoked and expired ones included."""
     query: PageQuery = ctx.query
-    rows = await staff_tokens.list_tokens(ctx.pool, after_id=query.after_id(), limit=query.fetch)
+    rows = await staff_tokens.list_page(ctx.pool, after_id=query.after_id(), limit=query.fetch)
     return Page[Token].of(rows, query.limit, lambda row: _view(ctx, row))
 
 
@@ -109,12 +110,10 @@ async def create_token(ctx: Ctx) -> web.Response:
     body: TokenCreate = ctx.body
 
     async def work(conn: asyncpg.Connection) -> Any:
-        secret, created = await staff_tokens.create_token(
+        secret, created = await staff_tokens.insert(
             conn, name=body.name, role=body.role, now=ctx.now
         )
-        row = await staff_tokens.get_token(conn, created.id)
-        assert row is not None  # inserted just above
-        view = _view(ctx, row)
+        view = _view(ctx, created)
         await record_item(conn, ctx, "create", "staff_token", created.id, view)
         return secret, view
 

@@ -25,6 +25,7 @@ from services.booking.api import API
 from services.booking.api.common import (
     ADMIN,
     ALL_STAFF,
+    as_dict,
     at_least,
     delete_or_deactivate,
     fields_of,
@@ -37,8 +38,8 @@ from services.booking.api.common import (
 from services.booking.api.fields import Body, Id, LongText, Name, StoredName, optional
 from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
-from shared.store import clinics
-from shared.store.clinics import GapSpec, TreatmentFields
+from shared.store import treatments
+from shared.store.treatments import GapSpec, TreatmentFields
 
 Code = Annotated[
     str,
@@ -155,18 +156,18 @@ def _gap_specs(gaps: Sequence[Gap | GapSpec]) -> list[GapSpec]:
     return [GapSpec(g.position, g.target_days, g.min_days, g.max_days) for g in ordered]
 
 
-def _treatment(row: dict[str, Any]) -> Treatment:
+def _treatment(row: treatments.Treatment) -> Treatment:
     gaps = [
         Gap(
             position=g.position, min_days=g.min_days, target_days=g.target_days, max_days=g.max_days
         )
-        for g in row["gaps"]
+        for g in row.gaps
     ]
-    return Treatment.model_validate({**row, "gaps": gaps})
+    return Treatment.model_validate({**as_dict(row), "gaps": gaps})
 
 
-async def _locked_treatment(conn: asyncpg.Connection, treatment_id: int) -> dict[str, Any]:
-    row = await clinics.get_treatment(conn, treatment_id, for_update=True)
+async def _locked_treatment(conn: asyncpg.Connection, treatment_id: int) -> treatments.Treatment:
+    row = await treatments.lock(conn, treatment_id)
     return or_not_found(row, "treatment", treatment_id)
 
 
@@ -181,7 +182,7 @@ async def _locked_treatment(conn: asyncpg.Connection, treatment_id: int) -> dict
 )
 async def list_treatments(ctx: Ctx) -> Page[Treatment]:
     query: TreatmentQuery = ctx.query
-    rows = await clinics.list_treatments_page(
+    rows = await treatments.list_page(
         ctx.pool,
         clinic_id=query.clinic_id,
         active=query.active,
@@ -211,7 +212,7 @@ async def create_treatment(ctx: Ctx) -> Treatment:
 
     async def work(conn: asyncpg.Connection) -> Any:
         await require_clinic(conn, body.clinic_id)
-        row = await clinics.create_treatment(
+        row = await treatments.insert(
             conn,
             clinic_id=body.clinic_id,
             fields=fields_of(TreatmentFields, values),
@@ -237,7 +238,7 @@ async def create_treatment(ctx: Ctx) -> Treatment:
 async def get_treatment(ctx: Ctx) -> Treatment:
     treatment_id = ctx.path["treatment_id"]
     return _treatment(
-        or_not_found(await clinics.get_treatment(ctx.pool, treatment_id), "treatment", treatment_id)
+        or_not_found(await treatments.get(ctx.pool, treatment_id), "treatment", treatment_id)
     )
 
 
@@ -260,14 +261,16 @@ async def update_treatment(ctx: Ctx) -> Treatment:
     if "gaps" in body.model_fields_set:
         sent["gaps"] = body.gaps
 
-    async def write(conn: asyncpg.Connection, row: dict[str, Any]) -> dict[str, Any] | None:
+    async def write(
+        conn: asyncpg.Connection, row: treatments.Treatment
+    ) -> treatments.Treatment | None:
         # The stored gaps (GapSpec) have the positions and days the checks and the store need.
-        merged = {**row, **sent}
+        merged = {**as_dict(row), **sent}
         _check_template(merged, set(sent))
-        return await clinics.update_treatment(
+        return await treatments.update(
             conn,
             treatment_id,
-            expected_version=row["version"],
+            expected_version=row.version,
             fields=fields_of(TreatmentFields, merged),
             gaps=_gap_specs(merged["gaps"]),
         )
@@ -301,5 +304,5 @@ async def delete_treatment(ctx: Ctx) -> None:
         ident=ctx.path["treatment_id"],
         lock=_locked_treatment,
         view=_treatment,
-        delete=clinics.delete_treatment,
+        delete=treatments.delete,
     )

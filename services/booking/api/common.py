@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import asyncpg
 from pydantic import BaseModel, ValidationInfo
@@ -92,7 +92,7 @@ def unknown_reference(path: str, what: str, ident: int) -> ApiError:
 
 async def require_clinic(conn: asyncpg.Connection, clinic_id: int) -> None:
     """A new practitioner or treatment must name an existing clinic (404 on `clinic_id`)."""
-    if not await clinics.clinic_exists(conn, clinic_id):
+    if not await clinics.exists(conn, clinic_id):
         raise unknown_reference("clinic_id", "clinic", clinic_id)
 
 
@@ -109,10 +109,22 @@ def stale(what: str, ident: int, current_version: int) -> ApiError:
     )
 
 
-def check_version(what: str, ident: int, row: Mapping[str, Any], expected: int) -> None:
+class Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+def check_version(what: str, ident: int, row: Versioned, expected: int) -> None:
     """The locked row must still be at the version the client read (If-Match), else 412."""
-    if row["version"] != expected:
-        raise stale(what, ident, row["version"])
+    if row.version != expected:
+        raise stale(what, ident, row.version)
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A store's row dataclass as a mapping of its fields (shallow: nested rows stay rows), to
+    merge a PATCH body into or to validate an API model from."""
+    assert dataclasses.is_dataclass(row) and not isinstance(row, type)
+    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
 
 
 def fields_of(cls: type[T], values: Mapping[str, Any]) -> T:
@@ -138,7 +150,7 @@ async def record(
 ) -> None:
     """The audit row of one write (or read), inside the caller's transaction, with the caller
     and the request id taken from the request."""
-    await audit.record(
+    await audit.insert(
         conn,
         at=ctx.now,
         actor=ctx.actor,
@@ -248,7 +260,7 @@ async def write(ctx: Ctx, work: Work[T], conflicts: Mapping[str, str] | None = N
 
 # -- Shared endpoint bodies of the versioned setup records (clinic, practitioner, treatment) ------
 
-Row = dict[str, Any]
+R = TypeVar("R", bound=Versioned)
 V = TypeVar("V", bound=BaseModel)
 
 
@@ -258,9 +270,9 @@ async def update_versioned(
     entity: str,
     ident: int,
     changed: bool,
-    lock: Callable[[asyncpg.Connection, int], Awaitable[Row]],
-    view: Callable[[Row], V],
-    store: Callable[[asyncpg.Connection, Row], Awaitable[Row | None]],
+    lock: Callable[[asyncpg.Connection, int], Awaitable[R]],
+    view: Callable[[R], V],
+    store: Callable[[asyncpg.Connection, R], Awaitable[R | None]],
     conflicts: Mapping[str, str] | None = None,
 ) -> V:
     """PATCH of a versioned record: lock it (`lock` answers 404), compare its version with
@@ -289,8 +301,8 @@ async def delete_or_deactivate(
     *,
     entity: str,
     ident: int,
-    lock: Callable[[asyncpg.Connection, int], Awaitable[Row]],
-    view: Callable[[Row], BaseModel],
+    lock: Callable[[asyncpg.Connection, int], Awaitable[R]],
+    view: Callable[[R], BaseModel],
     delete: Callable[[asyncpg.Connection, int], Awaitable[bool]],
     check: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> None:

@@ -44,7 +44,7 @@ from services.booking.domain.sessions import SessionRequest
 from shared.db.transactions import in_transaction
 from shared.scheduling.course import CourseProposal, ProposedSession
 from shared.scheduling.loader import ClinicInfo, load_clinic
-from shared.store import appointments, clinics
+from shared.store import appointments, practitioners, treatments
 from shared.store.appointments import Appointment
 from shared.web import SETTINGS
 
@@ -287,7 +287,7 @@ async def _offer(ctx: Ctx, treatment_id: int, where: str) -> Offer:
 )
 async def public_clinic(ctx: Ctx) -> PublicClinic:
     clinic = await _clinic(ctx)
-    staff = await clinics.list_practitioners(
+    staff = await practitioners.list_page(
         ctx.pool, clinic_id=clinic.id, active=True, after_id=None, limit=200
     )
     return PublicClinic(
@@ -300,7 +300,7 @@ async def public_clinic(ctx: Ctx) -> PublicClinic:
         min_notice_minutes=int(clinic.rules.min_notice / timedelta(minutes=1)),
         horizon_days=clinic.rules.horizon.days,
         sms_countries=list(clinic.texts_to),
-        practitioners=[PublicPractitioner(id=p["id"], name=p["name"]) for p in staff],
+        practitioners=[PublicPractitioner(id=p.id, name=p.name) for p in staff],
     )
 
 
@@ -321,10 +321,10 @@ async def public_treatments(ctx: Ctx) -> Page[PublicTreatment]:
     after = query.after_id() or 0
     clinic = await _clinic(ctx)
     offered: list[PublicTreatment] = []
-    for row in await clinics.list_treatments(ctx.pool, clinic.id):
-        if row["id"] <= after:
+    for treatment_id in await treatments.active_ids(ctx.pool, clinic.id):
+        if treatment_id <= after:
             continue
-        offer = await offers.load_offer(ctx.pool, row["id"], public=True)
+        offer = await offers.load_offer(ctx.pool, treatment_id, public=True)
         if offer is not None:
             offered.append(_treatment_out(offer))
         if len(offered) == query.fetch:

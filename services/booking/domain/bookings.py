@@ -41,7 +41,7 @@ from services.booking.domain.sessions import (
 from shared import outbox_plan
 from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import InvalidField
-from shared.store import appointments, audit, form_differences, patients, series
+from shared.store import appointments, audit, form_differences, holds, patients, series
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
 
@@ -130,7 +130,7 @@ async def book_hold(
         )
         held = [await _get(conn, i) for i in ids]
     booked = await _book_held_rows(conn, held, patient, series_id, reasons, now=now, actor=actor)
-    await appointments.end_hold(conn, view.hold.id, now=now)
+    await holds.end(conn, view.hold.id, now=now)
     if differs:
         # Not in the appointment's history or the audit log: those are append-only, and these
         # values (maybe a stranger's) must go when the patient is erased.
@@ -204,7 +204,7 @@ async def _new_series(
 ) -> int | None:
     if not offer.treatment.is_course:
         return None
-    return await series.create(
+    return await series.insert(
         conn,
         clinic_id=offer.clinic.id,
         patient_id=patient_id,
@@ -261,7 +261,7 @@ async def _audit_booking(
     reason: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
-    await audit.record(
+    await audit.insert(
         conn,
         at=now,
         actor=actor,

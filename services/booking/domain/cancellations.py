@@ -71,7 +71,7 @@ async def cancel(
     targets = [current]
     if rest:
         assert current.series_id is not None
-        sessions = await appointments.for_series(conn, current.series_id, for_update=True)
+        sessions = await appointments.lock_series(conn, current.series_id)
         targets += _later_active(sessions, current)
     clinic = await clinic_of(conn, current.clinic_id)
     late = [a for a in targets if a.starts_at - change.now < clinic.cancellation_notice]
@@ -149,7 +149,7 @@ async def _cancel_course(
         expected_version=None,
         now=change.now,
     )
-    await audit.record(
+    await audit.insert(
         conn,
         at=change.now,
         actor=change.actor,

@@ -44,7 +44,7 @@ async def audit_appointment(
     reason: str = "",
     details: dict[str, Any] | None = None,
 ) -> None:
-    await audit.record(
+    await audit.insert(
         conn,
         at=change.now,
         actor=change.actor,
@@ -75,7 +75,7 @@ async def locked(
             raise NotFound("appointment", appointment_id)
         if head.series_id is not None:
             await series_store.lock(conn, head.series_id)
-    current = await appointments.get(conn, appointment_id, for_update=True)
+    current = await appointments.lock(conn, appointment_id)
     if current is None:
         raise NotFound("appointment", appointment_id)
     if expected_version is not None and current.version != expected_version:

@@ -57,7 +57,7 @@ async def update_series(
         for name in ("status", "plan_notes")
         if getattr(current, name) != getattr(updated, name)
     }
-    await audit.record(
+    await audit.insert(
         conn,
         at=change.now,
         actor=change.actor,

@@ -26,7 +26,7 @@ from shared.scheduling.course import CourseProposal
 from shared.scheduling.gaps import MoveCheck, ShiftPlan
 from shared.scheduling.loader import load_clinic, load_treatment
 from shared.store import appointments
-from shared.store.appointments import Hold
+from shared.store.holds import Hold
 
 HoldState = Literal["active", "expired", "released", "booked"]
 

@@ -29,8 +29,10 @@ from services.booking.domain.sessions import (
     plan_sessions,
 )
 from shared.store import appointments, audit
-from shared.store.appointments import Appointment, Hold
+from shared.store import holds as hold_store
+from shared.store.appointments import Appointment
 from shared.store.audit import Actor
+from shared.store.holds import Hold, NewHold
 
 TokenFor = Callable[[int], str]
 
@@ -82,17 +84,16 @@ async def create_hold(
     expires_at = now + offer.clinic.hold_time
     # The token derives from the id; a random placeholder keeps the unique hash column happy
     # for the moment between the two statements.
-    hold_id = await appointments.insert_hold(
-        conn,
+    new = NewHold(
         clinic_id=offer.clinic.id,
         treatment_id=offer.treatment.id,
         token_hash=secrets.token_bytes(32),
         expires_at=expires_at,
-        now=now,
         client_hash=client,
     )
+    hold_id = await hold_store.insert(conn, new, now=now)
     token = token_for(hold_id)
-    await appointments.set_hold_token_hash(conn, hold_id, token_hash(token))
+    await hold_store.set_token_hash(conn, hold_id, token_hash(token))
     ids = await insert_sessions(
         conn,
         offer,
@@ -108,7 +109,7 @@ async def create_hold(
         now=now,
         request_id=request_id,
     )
-    await audit.record(
+    await audit.insert(
         conn,
         at=now,
         actor=actor,
@@ -152,7 +153,11 @@ async def hold_view(
 ) -> HoldView | None:
     """The hold of this token with its sessions and state (None: no such hold); `for_update`
     locks the hold row for the caller's transaction."""
-    hold = await appointments.hold_by_token_hash(db, token_hash(token), for_update=for_update)
+    hashed = token_hash(token)
+    if for_update:
+        hold = await hold_store.lock_by_token_hash(db, hashed)
+    else:
+        hold = await hold_store.by_token_hash(db, hashed)
     if hold is None:
         return None
     rows = await appointments.for_hold(db, hold.id)
@@ -172,13 +177,13 @@ async def release_hold(
         raise HoldFinished(view.hold, view.state, view.offer, now)
     if view.state == "released":
         return
-    await appointments.end_hold(conn, view.hold.id, now=now)
+    await hold_store.end(conn, view.hold.id, now=now)
     for row in view.sessions:
         if row.status == "held":
             await appointments.transition(
                 conn, row.id, "cancelled", actor=actor.label, now=now, reason="hold released"
             )
-    await audit.record(
+    await audit.insert(
         conn,
         at=now,
         actor=actor,

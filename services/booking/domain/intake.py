@@ -15,7 +15,6 @@ Whoever fills in the form may be a stranger who knows a patient's mobile or emai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -27,7 +26,9 @@ from shared.domain.contact import ContactError, normalise_email, normalise_mobil
 from shared.domain.errors import InvalidField
 from shared.scheduling.loader import ClinicInfo
 from shared.store import audit, patients
+from shared.store import consents as consent_store
 from shared.store.audit import Actor
+from shared.store.patients import NewPatient
 
 # Consents from the public form: source and the version of the wording shown beside the boxes.
 CONSENT_SOURCE = "booking_form"
@@ -139,16 +140,6 @@ def _differences(
     return differs
 
 
-async def _lock_contact(conn: asyncpg.Connection, clinic_id: int, keys: Sequence[str]) -> None:
-    # Two bookings by the same new patient at once must not create two records: serialise
-    # find-or-create per contact (transaction-scoped advisory locks, taken in a fixed order).
-    for key in sorted(keys):
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"regimen.patient-contact:{clinic_id}:{key}",
-        )
-
-
 async def resolve_patient(
     conn: asyncpg.Connection,
     clinic: ClinicInfo,
@@ -163,23 +154,25 @@ async def resolve_patient(
         raise InvalidField("patient.date_of_birth", "must be in the past")
     mobile, email = _normalised_contact(form, clinic)
     await limits.limit_mobile(conn, mobile, now=now)
-    await _lock_contact(conn, clinic.id, [mobile, *([email.casefold()] if email else [])])
+    await patients.lock_contact(conn, clinic.id, [mobile, *([email.casefold()] if email else [])])
     existing = await patients.find_by_contact(conn, clinic_id=clinic.id, mobile=mobile, email=email)
     if existing is None:
-        patient_id = await patients.create(
+        patient_id = await patients.insert(
             conn,
-            clinic_id=clinic.id,
-            first_name=form.first_name,
-            last_name=form.last_name,
-            mobile=mobile,
-            email=email,
-            date_of_birth=form.date_of_birth,
-            allergies=form.allergies,
-            medications=form.medications,
-            screening=dict(form.screening),
+            NewPatient(
+                clinic_id=clinic.id,
+                first_name=form.first_name,
+                last_name=form.last_name,
+                mobile=mobile,
+                email=email,
+                date_of_birth=form.date_of_birth,
+                allergies=form.allergies,
+                medications=form.medications,
+                screening=dict(form.screening),
+            ),
             now=now,
         )
-        await audit.record(
+        await audit.insert(
             conn,
             at=now,
             actor=actor,
@@ -198,8 +191,8 @@ async def consents_differing(
     conn: asyncpg.Connection, patient_id: int, consents: ConsentAnswers
 ) -> dict[str, bool]:
     """The consents the form answered otherwise than the patient's current ones."""
-    current = await patients.current_consents(conn, patient_id)
-    answers = {kind: getattr(consents, kind) for kind in patients.CONSENT_KINDS}
+    current = await consent_store.current(conn, patient_id)
+    answers = {kind: getattr(consents, kind) for kind in consent_store.CONSENT_KINDS}
     return {
         kind: granted
         for kind, granted in answers.items()
@@ -217,7 +210,7 @@ async def record_consents(
     request_id: str | None,
 ) -> None:
     """A new patient's consents, every one as answered on the form (none pre-ticked)."""
-    answers = {kind: getattr(consents, kind) for kind in patients.CONSENT_KINDS}
+    answers = {kind: getattr(consents, kind) for kind in consent_store.CONSENT_KINDS}
     await patient_contact.record_consents(
         conn,
         patient_id,

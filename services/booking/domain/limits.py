@@ -19,7 +19,7 @@ import asyncpg
 from shared.clock import Clock
 from shared.config import Settings
 from shared.domain.errors import TooMany
-from shared.store import appointments, rate_limits
+from shared.store import holds, rate_limits
 
 WINDOW = timedelta(minutes=1)
 MOBILE_WINDOW = timedelta(hours=1)
@@ -110,8 +110,8 @@ async def limit_holds(conn: asyncpg.Connection, client: bytes, *, now: datetime)
     limit = LIMITS.holds_per_address
     if limit <= 0:
         return
-    await appointments.lock_holds_of_client(conn, client)
-    active = await appointments.active_holds_of_client(conn, client, now=now)
+    await holds.lock_client(conn, client)
+    active = await holds.running_for_client(conn, client, now=now)
     if len(active) < limit:
         return
     retry_after = max(1, math.ceil((min(active) - now).total_seconds()))

@@ -25,7 +25,7 @@ from shared.scheduling.loader import (
     load_schedules,
     load_treatment,
 )
-from shared.store import clinics
+from shared.store import practitioners
 
 Executor = asyncpg.Connection | asyncpg.Pool
 # A conflict answers with this many next free starts with the same practitioner, then with any.
@@ -136,7 +136,7 @@ async def free_slots(
 
 async def works_here(db: Executor, offer: Offer, practitioner_id: int) -> bool:
     """Whether this is an active practitioner of the offer's clinic."""
-    return bool(await clinics.active_practitioner_ids(db, offer.clinic.id, [practitioner_id]))
+    return bool(await practitioners.active_ids(db, offer.clinic.id, [practitioner_id]))
 
 
 async def alternatives(

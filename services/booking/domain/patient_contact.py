@@ -19,8 +19,10 @@ import asyncpg
 from shared import outbox_plan
 from shared.domain.errors import Stale
 from shared.store import audit, patients
+from shared.store import consents as consent_store
 from shared.store.audit import Actor
-from shared.store.patients import ConsentKind, Patient
+from shared.store.consents import ConsentKind
+from shared.store.patients import Patient
 
 
 async def change_contact(
@@ -45,7 +47,7 @@ async def change_contact(
         raise Stale("patient", fresh) from None
     assert updated is not None  # patients are never deleted
     await outbox_plan.plan_contact_changed(conn, patient, updated, now=now)
-    await audit.record(
+    await audit.insert(
         conn,
         at=now,
         actor=actor,
@@ -72,7 +74,7 @@ async def set_consents(
 ) -> dict[ConsentKind, bool]:
     """Record the consents of `wanted` whose state differs from the current one; returns those
     (empty: nothing changed)."""
-    current = await patients.current_consents(conn, patient_id)
+    current = await consent_store.current(conn, patient_id)
     changed = {
         kind: granted
         for kind, granted in wanted.items()
@@ -105,7 +107,7 @@ async def record_consents(
 ) -> None:
     """Record every answer given (append-only rows), and one audit row naming them all."""
     for kind, granted in answers.items():
-        await patients.record_consent(
+        await consent_store.insert(
             conn,
             patient_id,
             kind=kind,
@@ -119,7 +121,7 @@ async def record_consents(
         "source": source,
         "wording_version": wording_version,
     }
-    await audit.record(
+    await audit.insert(
         conn,
         at=now,
         actor=actor,
@@ -144,7 +146,7 @@ async def request_new_link(
     the contacts on file, at most once an hour (the outbox's dedupe key). The messages planned."""
     planned = await outbox_plan.plan_new_link(conn, patient_id, now=now, asked_by_patient=True)
     if planned:
-        await audit.record(
+        await audit.insert(
             conn,
             at=now,
             actor=actor,

@@ -199,7 +199,7 @@ async def _course_check(move: _Move) -> tuple[list[Session], MoveCheck, ShiftPla
     series_id = move.current.series_id
     if series_id is None:
         return [], MoveCheck(None, None), ShiftPlan((), True)
-    rows = await appointments.for_series(move.conn, series_id, for_update=True)
+    rows = await appointments.lock_series(move.conn, series_id)
     sessions = [session_of(a) for a in rows]
     check = gaps.check_move(
         sessions, move.current.id, move.start, move.treatment.gaps, move.clinic.zone
@@ -397,7 +397,7 @@ async def _flag_for_review(
     for gap in around:
         if not gap.needs_review:
             continue
-        later = await appointments.get(conn, gap.later_id, for_update=True)
+        later = await appointments.lock(conn, gap.later_id)
         note = gaps.messages([gap], gaps.NEEDS_CLINICIAN_REVIEW)[0]
         if later is None or later.status not in ACTIVE or note in later.review_reasons:
             continue

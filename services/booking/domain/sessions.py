@@ -27,7 +27,7 @@ from shared.domain.appointment_states import Status
 from shared.domain.errors import InvalidField
 from shared.scheduling.availability import why_not_free
 from shared.store import appointments
-from shared.store.appointments import Appointment
+from shared.store.appointments import Appointment, NewAppointment
 from shared.store.audit import Actor
 
 
@@ -203,8 +203,7 @@ async def insert_sessions(
     ids: dict[int, int] = {}
     for session in ordered:
         try:
-            ids[session.position] = await appointments.insert(
-                conn,
+            new = NewAppointment(
                 clinic_id=offer.clinic.id,
                 practitioner_id=session.practitioner_id,
                 treatment_id=offer.treatment.id,
@@ -220,9 +219,8 @@ async def insert_sessions(
                 needs_review=needs_review,
                 review_reasons=review_reasons,
                 source=source,
-                actor=actor.label,
-                now=now,
             )
+            ids[session.position] = await appointments.insert(conn, new, actor=actor.label, now=now)
         except asyncpg.ExclusionViolationError:
             taken = SessionConflict(
                 session.position,

@@ -24,7 +24,7 @@ from services.booking.web import csrf
 from services.booking.web.page_headers import PAGE_SECURITY_HEADERS
 from shared.domain.errors import DomainError, Forbidden, InvalidField, NotFound, TooMany
 from shared.logging import request_id_var
-from shared.scheduling.loader import ClinicInfo, load_clinic
+from shared.scheduling.loader import ClinicInfo, clinic_info
 from shared.store import clinics
 from shared.web import CLOCK, POOL, SETTINGS, route_pattern
 
@@ -103,8 +103,8 @@ def render(
 
 async def _clinic_for_errors(request: web.Request) -> ClinicInfo | None:
     try:
-        row = await clinics.first_clinic(request.app[POOL])
-        return None if row is None else await load_clinic(request.app[POOL], row["id"])
+        row = await clinics.first(request.app[POOL])
+        return None if row is None else clinic_info(row)
     except Exception:  # the error page must render even when the database is the problem
         return None
 

@@ -27,8 +27,8 @@ from services.booking.web import (
 )
 from shared.domain.errors import InvalidField
 from shared.scheduling.course import CourseProposal
-from shared.scheduling.loader import load_clinic
-from shared.store import clinics
+from shared.scheduling.loader import clinic_info
+from shared.store import clinics, practitioners, treatments
 from shared.store.appointments import Appointment
 from shared.web import POOL
 
@@ -118,10 +118,10 @@ def parse_slot(text: str) -> SessionRequest | None:
 async def practitioner_names(
     request: web.Request, clinic_id: int, *, active: bool | None = None
 ) -> dict[int, str]:
-    rows = await clinics.list_practitioners(
+    rows = await practitioners.list_page(
         request.app[POOL], clinic_id=clinic_id, active=active, after_id=None, limit=500
     )
-    return {row["id"]: row["name"] for row in rows}
+    return {row.id: row.name for row in rows}
 
 
 @dataclass(frozen=True)
@@ -160,20 +160,20 @@ def _course_weeks(offer: Offer, sessions: int) -> int:
 
 async def _public_offers(request: web.Request, clinic_id: int) -> list[Offer]:
     shown = []
-    for row in await clinics.list_treatments(request.app[POOL], clinic_id):
-        offer = await offers.load_offer(request.app[POOL], row["id"], public=True)
+    for treatment_id in await treatments.active_ids(request.app[POOL], clinic_id):
+        offer = await offers.load_offer(request.app[POOL], treatment_id, public=True)
         if offer is not None:
             shown.append(offer)
     return shown
 
 
 async def render_start(request: web.Request, *, error: str = "") -> web.Response:
-    row = await clinics.first_clinic(request.app[POOL])
+    row = await clinics.first(request.app[POOL])
     if row is None:
         return render(request, "book/start.html", clinic=None, treatments=[])
-    clinic = await load_clinic(request.app[POOL], row["id"])
-    on_offer = await _public_offers(request, row["id"])
-    treatments = [
+    clinic = clinic_info(row)
+    on_offer = await _public_offers(request, row.id)
+    offered = [
         {
             "offer": offer,
             "minutes": int(offer.treatment.spec.duration / timedelta(minutes=1)),
@@ -188,7 +188,7 @@ async def render_start(request: web.Request, *, error: str = "") -> web.Response
         "book/start.html",
         status=400 if error else 200,
         clinic=clinic,
-        treatments=treatments,
+        treatments=offered,
         error=error,
         chosen=form_text(request.query, "treatment"),
     )

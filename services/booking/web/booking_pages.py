@@ -221,7 +221,7 @@ async def _linked_patient(request: web.Request) -> tuple[patients.Patient, str]:
 
 async def _audit_read(request: web.Request, patient: patients.Patient, what: str) -> None:
     # A read of the patient's record, like every other (design.md: every read is audited).
-    await audit.record(
+    await audit.insert(
         request.app[POOL],
         at=clock_now(request),
         actor=Actor("patient", patient.id, "booked page"),

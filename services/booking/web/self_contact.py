@@ -23,7 +23,7 @@ from shared.domain.contact import ContactError, normalise_email, normalise_mobil
 from shared.domain.errors import Stale
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo
-from shared.store import patients
+from shared.store import consents as consent_store
 from shared.web import POOL, SETTINGS
 
 CONSENT_SOURCE = "self_service"
@@ -108,7 +108,7 @@ async def consents(request: web.Request, visit: Visit) -> web.StreamResponse:
     """Each box is one consent; only the ones whose state changed are recorded (append-only),
     with the source and the version of the wording the patient saw."""
     form = await request.post()
-    wanted = {kind: kind in form for kind in patients.CONSENT_KINDS}
+    wanted = {kind: kind in form for kind in consent_store.CONSENT_KINDS}
     changed = await in_transaction(
         request.app[POOL],
         lambda conn: patient_contact.set_consents(

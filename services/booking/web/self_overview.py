@@ -31,7 +31,8 @@ from shared.domain.appointment_states import IllegalTransition
 from shared.domain.errors import Conflict
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo, TreatmentInfo, load_treatment
-from shared.store import appointments, audit, clinics, patients
+from shared.store import appointments, audit, practitioners
+from shared.store import consents as consent_store
 from shared.store import series as series_store
 from shared.store.appointments import Appointment, VersionConflict
 from shared.store.patients import Patient
@@ -83,7 +84,7 @@ class Names:
 
 async def names_of(request: web.Request, clinic: ClinicInfo, treatment_ids: set[int]) -> Names:
     pool = request.app[POOL]
-    rows = await clinics.list_practitioners(
+    rows = await practitioners.list_page(
         pool, clinic_id=clinic.id, active=None, after_id=None, limit=1000
     )
     treatments = {}
@@ -91,7 +92,7 @@ async def names_of(request: web.Request, clinic: ClinicInfo, treatment_ids: set[
         found = await load_treatment(pool, treatment_id)
         if found is not None:
             treatments[treatment_id] = found
-    return Names({row["id"]: row["name"] for row in rows}, treatments)
+    return Names({row.id: row.name for row in rows}, treatments)
 
 
 def view_of_session(
@@ -196,7 +197,7 @@ async def render_overview(
     pool = request.app[POOL]
     patient = visit.patient
     courses, others = await _courses(request, visit)
-    consents = await patients.current_consents(pool, patient.id)
+    consents = await consent_store.current(pool, patient.id)
     await audit_read(request, visit, "self_service")
     return render_private(
         request,
@@ -220,7 +221,7 @@ async def render_overview(
 
 async def audit_read(request: web.Request, visit: Visit, view: str) -> None:
     # A read of the patient's record, like every other (design.md: every read is audited).
-    await audit.record(
+    await audit.insert(
         request.app[POOL],
         at=visit.now,
         actor=visit.actor,

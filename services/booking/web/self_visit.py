@@ -150,7 +150,7 @@ async def _refused_link(
     data either way, only the clinic's name and phone."""
     shown: Any = clinic
     if shown is None:
-        shown = await clinics.first_clinic(request.app[POOL])
+        shown = await clinics.first(request.app[POOL])
     if token is None:
         return render_private(request, "self/link_invalid.html", clinic=shown, status=404)
     return render_private(

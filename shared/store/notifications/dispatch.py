@@ -1,0 +1,575 @@
+"""The notifier's sending (shared/store/notifications/), for services/notifier/dispatch.py and
+send_checks.py: claiming due rows, attempts, outcomes, leases, merging reminders, the send-time
+facts about other rows, and the sender's pace.
+
+A worker claims due rows (scheduled → sending, with a lease), commits an attempt before each
+provider call, and records the outcome inside the transaction that holds the row while the
+call is in flight. Every function that moves a claimed row checks that the caller still holds
+it (status 'sending', leased_by = worker): a worker whose lease was rescued must not write.
+
+(The notifier issue reshapes these functions; they are kept as they were, only moved here.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+
+from shared.store import Executor
+from shared.store.notifications.rows import (
+    Notification,
+    event_if_moved,
+    notification_from,
+)
+
+
+async def claim_due(
+    conn: Executor, *, now: datetime, lease: timedelta, worker: str, limit: int
+) -> list[Notification]:
+    """Take up to `limit` due rows for `worker`: scheduled → sending with a lease, committed by
+    the caller's statement. SKIP LOCKED lets any number of workers claim at once without
+    overlap (NO KEY: a row whose event is being inserted, which key-share locks it, is not
+    skipped). In due order straight off the partial index: no sort, even for a burst of rows
+    due at the same instant."""
+    rows = await conn.fetch(
+        """
+        WITH picked AS (
+            SELECT id FROM notification
+            WHERE status = 'scheduled' AND due_at <= $1
+            ORDER BY due_at
+            LIMIT $4
+            FOR NO KEY UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE notification n SET status = 'sending',
+                   lease_until = $1::timestamptz + $2::interval, leased_by = $3, updated_at = $1
+            FROM picked WHERE n.id = picked.id AND n.status = 'scheduled'
+            RETURNING n.*
+        ), events AS (
+            INSERT INTO notification_event (notification_id, at, from_status, to_status, reason)
+            SELECT id, $1, 'scheduled', 'sending', 'claimed by ' || $3 FROM claimed
+        )
+        SELECT * FROM claimed ORDER BY due_at, id
+        """,
+        now,
+        lease,
+        worker,
+        limit,
+    )
+    return [notification_from(r) for r in rows]
+
+
+async def next_due_at(db: Executor) -> datetime | None:
+    """When the earliest scheduled row comes due (a worker sleeps until then at most)."""
+    return await db.fetchval(  # type: ignore[no-any-return]
+        "SELECT min(due_at) FROM notification WHERE status = 'scheduled'"
+    )
+
+
+async def release(
+    conn: Executor, notification_id: int, *, worker: str, now: datetime, reason: str
+) -> bool:
+    """sending → scheduled, unchanged due time: a claimed row this worker will not send after
+    all (it is stopping). False when the worker no longer holds it."""
+    released = await conn.fetchval(
+        """
+        UPDATE notification SET status = 'scheduled', lease_until = NULL, leased_by = NULL,
+               updated_at = $3
+        WHERE id = $1 AND status = 'sending' AND leased_by = $2
+        RETURNING id
+        """,
+        notification_id,
+        worker,
+        now,
+    )
+    return await event_if_moved(
+        conn, released, notification_id, now, "sending", "scheduled", reason
+    )
+
+
+async def defer(
+    conn: Executor,
+    notification_id: int,
+    *,
+    worker: str,
+    due_at: datetime,
+    now: datetime,
+    reason: str,
+    sender_slot: datetime | None = None,
+) -> bool:
+    """sending → scheduled with a later due time (quiet hours, the daily limit, the sender's
+    rate), before any provider call. `sender_slot` keeps a reserved send time so the row does
+    not reserve another when it comes back; any other deferral drops an old reservation."""
+    deferred = await conn.fetchval(
+        """
+        UPDATE notification SET status = 'scheduled', due_at = $3, lease_until = NULL,
+               leased_by = NULL, updated_at = $4, status_reason = $5,
+               context = CASE WHEN $6::timestamptz IS NULL THEN context - 'sender_slot'
+                              ELSE context || jsonb_build_object('sender_slot', $6::timestamptz)
+                         END
+        WHERE id = $1 AND status = 'sending' AND leased_by = $2
+        RETURNING id
+        """,
+        notification_id,
+        worker,
+        due_at,
+        now,
+        reason,
+        sender_slot,
+    )
+    return await event_if_moved(
+        conn, deferred, notification_id, now, "sending", "scheduled", reason
+    )
+
+
+SettledStatus = Literal["cancelled", "suppressed", "expired", "failed"]
+
+
+async def settle(
+    conn: Executor,
+    notification_id: int,
+    *,
+    worker: str,
+    status: SettledStatus,
+    reason: str,
+    now: datetime,
+    error_code: int | None = None,
+) -> bool:
+    """sending → a final state without (another) provider call: the send-time checks failed
+    (cancelled, suppressed, expired) or the message cannot be composed (failed)."""
+    settled = await conn.fetchval(
+        """
+        UPDATE notification SET status = $3, status_reason = $4, error_code = $5,
+               lease_until = NULL, updated_at = $6
+        WHERE id = $1 AND status = 'sending' AND leased_by = $2
+        RETURNING id
+        """,
+        notification_id,
+        worker,
+        status,
+        reason,
+        error_code,
+        now,
+    )
+    return await event_if_moved(conn, settled, notification_id, now, "sending", status, reason)
+
+
+@dataclass(frozen=True)
+class AttemptStart:
+    """A provider call about to start: the body's hash and `context` additions (where it goes,
+    the email's Message-ID) that reconciliation needs if the call's outcome is lost."""
+
+    notification_id: int
+    body_hash: bytes
+    context: dict[str, Any]
+
+
+async def begin_attempts(
+    conn: Executor,
+    starts: Sequence[AttemptStart],
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+) -> dict[int, int]:
+    """Record, and commit with the caller's statement, that provider calls are about to start:
+    attempts + 1, a fresh lease, the body's hash and the context additions. Returns
+    notification id → attempt id for the rows the worker still holds (a missing one was taken
+    from it)."""
+    rows = await conn.fetch(
+        """
+        WITH v AS (
+            SELECT * FROM unnest($4::bigint[], $5::bytea[], $6::text[]) AS v(id, hash, extra)
+        ), held AS (
+            UPDATE notification n SET attempts = n.attempts + 1,
+                   lease_until = $2::timestamptz + $3::interval, body_hash = v.hash,
+                   context = n.context || v.extra::jsonb, updated_at = $2
+            FROM v
+            WHERE n.id = v.id AND n.status = 'sending' AND n.leased_by = $1
+            RETURNING n.id
+        )
+        INSERT INTO notification_attempt (notification_id, started_at, worker)
+        SELECT id, $2, $1 FROM held
+        RETURNING notification_id, id
+        """,
+        worker,
+        now,
+        lease,
+        [s.notification_id for s in starts],
+        [s.body_hash for s in starts],
+        [json.dumps(s.context) for s in starts],
+    )
+    return {row["notification_id"]: row["id"] for row in rows}
+
+
+async def hold_for_send(conn: asyncpg.Connection, notification_id: int, *, worker: str) -> bool:
+    """Lock the row for the rest of the caller's transaction if the worker still holds it
+    (lock_for_send without appointments)."""
+    _, held = await lock_for_send(conn, [], [notification_id], worker=worker)
+    return notification_id in held
+
+
+async def lock_for_send(
+    conn: asyncpg.Connection,
+    appointment_ids: Sequence[int],
+    notification_ids: Sequence[int],
+    *,
+    worker: str,
+) -> tuple[dict[int, int], set[int]]:
+    """Until the caller's transaction ends (after the provider calls): FOR SHARE on the
+    appointments the messages talk about, so a cancel or move (FOR UPDATE) waits for the
+    messages to leave, or they wait for the change and see it; then the rows this worker still
+    holds (status 'sending', leased to it). The lease-rescue sweep skips locked rows, so a slow
+    call is never mistaken for a dead worker; a crashed worker's locks die with its connection.
+    Appointments before rows, each in id order, in one statement, so two senders never
+    deadlock. Returns (appointment id → version, ids of rows held). (The appointment read
+    belongs to the appointments store; it shares this round trip.)"""
+    rows = await conn.fetch(
+        """
+        SELECT * FROM (
+            SELECT 'appointment' AS kind, id, version FROM appointment
+            WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE
+        ) AS appointments
+        UNION ALL
+        SELECT * FROM (
+            SELECT 'notification', id, NULL::int FROM notification
+            WHERE id = ANY($2::bigint[]) AND status = 'sending' AND leased_by = $3
+            ORDER BY id FOR NO KEY UPDATE
+        ) AS held
+        """,
+        list(appointment_ids),
+        list(notification_ids),
+        worker,
+    )
+    versions = {r["id"]: r["version"] for r in rows if r["kind"] == "appointment"}
+    return versions, {r["id"] for r in rows if r["kind"] == "notification"}
+
+
+AttemptOutcome = Literal["sent", "temporary", "permanent", "ambiguous"]
+
+
+async def _finish_attempt(
+    conn: Executor,
+    attempt_id: int,
+    *,
+    now: datetime,
+    outcome: AttemptOutcome | None,
+    error_code: int | None = None,
+    detail: str = "",
+    provider_id: str | None = None,
+) -> None:
+    await conn.execute(
+        """
+        UPDATE notification_attempt SET finished_at = $2, outcome = $3, error_code = $4,
+               detail = $5, provider_id = $6
+        WHERE id = $1
+        """,
+        attempt_id,
+        now,
+        outcome,
+        error_code,
+        detail,
+        provider_id,
+    )
+
+
+async def abandon_attempt(conn: Executor, attempt_id: int, *, now: datetime, detail: str) -> None:
+    """An attempt that stopped before the provider call (the last check under lock failed)."""
+    await _finish_attempt(conn, attempt_id, now=now, outcome=None, detail=detail)
+
+
+OutcomeStatus = Literal["sent", "scheduled", "failed", "unknown"]
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """How one provider call ended, for record_outcomes.
+
+    sent: accepted (provider_id, segments); scheduled: a temporary failure, due again at
+    `due_at`; failed: permanent, or temporary with no retry left; unknown: the request left and
+    no answer came (reconciliation decides). `reason` is the row's status reason (except when
+    sent), the attempt's detail and the event's reason."""
+
+    notification_id: int
+    attempt_id: int
+    status: OutcomeStatus
+    at: datetime
+    reason: str
+    attempt_outcome: AttemptOutcome
+    provider_id: str | None = None
+    segments: int | None = None
+    error_code: int | None = None
+    due_at: datetime | None = None
+
+
+async def record_outcomes(conn: Executor, outcomes: Sequence[SendOutcome]) -> None:
+    """sending → the outcome's status for each row, its attempt finished and an event logged,
+    in one statement (a dispatcher records a whole batch of calls at once)."""
+    await conn.execute(
+        """
+        WITH v AS (
+            SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[],
+                                 $5::text[], $6::text[], $7::text[], $8::int[], $9::int[],
+                                 $10::timestamptz[])
+                AS v(id, attempt_id, status, at, reason, attempt_outcome, provider_id,
+                     segments, error_code, due_at)
+        ), moved AS (
+            UPDATE notification n SET
+                status = v.status,
+                provider_id = CASE WHEN v.status = 'sent' THEN v.provider_id
+                                   ELSE n.provider_id END,
+                segments = CASE WHEN v.status = 'sent' THEN v.segments ELSE n.segments END,
+                sent_at = CASE WHEN v.status = 'sent' THEN v.at ELSE n.sent_at END,
+                due_at = CASE WHEN v.status = 'scheduled' THEN v.due_at ELSE n.due_at END,
+                error_code = CASE WHEN v.status = 'unknown' THEN n.error_code
+                                  ELSE v.error_code END,
+                status_reason = CASE WHEN v.status = 'sent' THEN NULL ELSE v.reason END,
+                lease_until = NULL,
+                leased_by = CASE WHEN v.status = 'scheduled' THEN NULL ELSE n.leased_by END,
+                context = CASE WHEN v.status IN ('sent', 'scheduled')
+                               THEN n.context - 'sender_slot' ELSE n.context END,
+                updated_at = v.at
+            FROM v WHERE n.id = v.id AND n.status = 'sending'
+            RETURNING n.id
+        ), finished AS (
+            UPDATE notification_attempt a SET finished_at = v.at, outcome = v.attempt_outcome,
+                   error_code = v.error_code, detail = v.reason, provider_id = v.provider_id
+            FROM v WHERE a.id = v.attempt_id
+        )
+        INSERT INTO notification_event (notification_id, at, from_status, to_status, reason)
+        SELECT v.id, v.at, 'sending', v.status, v.reason FROM v JOIN moved USING (id)
+        """,
+        [o.notification_id for o in outcomes],
+        [o.attempt_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.at for o in outcomes],
+        [o.reason for o in outcomes],
+        [o.attempt_outcome for o in outcomes],
+        [o.provider_id for o in outcomes],
+        [o.segments for o in outcomes],
+        [o.error_code for o in outcomes],
+        [o.due_at for o in outcomes],
+    )
+
+
+# -- send-time rules that look at other rows -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayWindow:
+    """A patient's local day on one channel, as instants: [start, end)."""
+
+    patient_id: int
+    channel: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class PatientFacts:
+    """What the daily limit and merging need about a batch's patients."""
+
+    # (patient, channel) → non-urgent messages of the capped kinds sent in the window, or being
+    # sent right now by any worker
+    sent_today: dict[tuple[int, str], int]
+    # (patient, channel) → rows lock_merge_candidates could find for a reminder of theirs
+    mergeable: dict[tuple[int, str], set[int]]
+
+
+async def patient_facts(
+    db: Executor,
+    windows: Sequence[DayWindow],
+    *,
+    exempt_kinds: list[str],
+    merge_keys: Sequence[tuple[int, str]],
+    merge_kinds: list[str],
+    due_until: datetime,
+    worker: str,
+    own_claimed: list[int],
+) -> PatientFacts:
+    """Both facts for a whole batch in one statement (a round trip costs more than the
+    lookups): per window, a count on the patient index; per merge key, the rows a reminder
+    could absorb, read without locks (merge_nearby locks and checks again). The batch's own
+    rows (`own_claimed`) do not count toward the limit."""
+    rows = await db.fetch(
+        """
+        SELECT 'sent' AS fact, w.patient_id, w.channel,
+               (SELECT count(*) FROM notification n
+                WHERE n.patient_id = w.patient_id AND n.channel = w.channel AND NOT n.urgent
+                  AND NOT (n.kind = ANY($5::text[])) AND n.id <> ALL($11::bigint[])
+                  AND ((n.sent_at >= w.day_start AND n.sent_at < w.day_end)
+                       OR n.status = 'sending')) AS sent,
+               NULL::bigint AS id
+        FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[])
+             AS w(patient_id, channel, day_start, day_end)
+        UNION ALL
+        SELECT 'merge', k.patient_id, k.channel, NULL, m.id
+        FROM unnest($6::bigint[], $7::text[]) AS k(patient_id, channel)
+        CROSS JOIN LATERAL (
+            SELECT id FROM notification
+            WHERE patient_id = k.patient_id AND channel = k.channel
+              AND kind = ANY($8::text[]) AND due_at <= $9
+              AND (status = 'scheduled'
+                   OR (status = 'sending' AND leased_by = $10 AND id = ANY($11::bigint[])))
+        ) AS m
+        """,
+        [w.patient_id for w in windows],
+        [w.channel for w in windows],
+        [w.start for w in windows],
+        [w.end for w in windows],
+        exempt_kinds,
+        [k[0] for k in merge_keys],
+        [k[1] for k in merge_keys],
+        merge_kinds,
+        due_until,
+        worker,
+        own_claimed,
+    )
+    facts = PatientFacts({}, {})
+    for row in rows:
+        key = (row["patient_id"], row["channel"])
+        if row["fact"] == "sent":
+            facts.sent_today[key] = int(row["sent"])
+        else:
+            facts.mergeable.setdefault(key, set()).add(row["id"])
+    return facts
+
+
+@dataclass(frozen=True)
+class MergeCandidate:
+    id: int
+    kind: str
+    appointment_id: int | None
+    appointment_version: int | None
+    context: dict[str, Any]
+    expires_at: datetime | None
+
+
+async def lock_merge_candidates(
+    conn: asyncpg.Connection,
+    target: Notification,
+    *,
+    kinds: list[str],
+    due_until: datetime,
+    own_claimed: list[int],
+    worker: str,
+) -> list[MergeCandidate]:
+    """The patient's other reminders on the same channel due by `due_until`, locked for the
+    caller's transaction: scheduled ones, and ones this worker claimed in the same batch.
+    Rows another worker holds are skipped (they go on their own)."""
+    rows = await conn.fetch(
+        """
+        SELECT id, kind, appointment_id, appointment_version, context, expires_at
+        FROM notification
+        WHERE patient_id = $1 AND channel = $2 AND id <> $3 AND kind = ANY($4::text[])
+          AND due_at <= $5
+          AND (status = 'scheduled'
+               OR (status = 'sending' AND leased_by = $6 AND id = ANY($7::bigint[])))
+        ORDER BY due_at, id
+        FOR NO KEY UPDATE SKIP LOCKED
+        """,
+        target.patient_id,
+        target.channel,
+        target.id,
+        kinds,
+        due_until,
+        worker,
+        own_claimed,
+    )
+    return [MergeCandidate(**dict(r)) for r in rows]
+
+
+async def merge_into(
+    conn: asyncpg.Connection,
+    target_id: int,
+    merged: list[MergeCandidate],
+    *,
+    context: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Suppress `merged` (locked by lock_merge_candidates) as merged into `target_id`, whose
+    context gains `context` (the merged appointments and kinds the message now covers)."""
+    reason = f"merged into notification {target_id}"
+    rows = await conn.fetch(
+        """
+        WITH picked AS (
+            SELECT id, status AS old_status FROM notification
+            WHERE id = ANY($1::bigint[]) AND status IN ('scheduled', 'sending')
+        ), merged AS (
+            UPDATE notification n SET status = 'suppressed', status_reason = $2,
+                   lease_until = NULL, updated_at = $3
+            FROM picked WHERE n.id = picked.id
+            RETURNING n.id, picked.old_status
+        )
+        INSERT INTO notification_event (notification_id, at, from_status, to_status, reason)
+        SELECT id, $3, old_status, 'suppressed', $2 FROM merged
+        RETURNING notification_id
+        """,
+        [m.id for m in merged],
+        reason,
+        now,
+    )
+    if rows:
+        await conn.execute(
+            "UPDATE notification SET context = context || $2::jsonb, updated_at = $3 WHERE id = $1",
+            target_id,
+            context,
+            now,
+        )
+
+
+async def unmerge(
+    conn: Executor, target_id: int, merged_ids: list[int], *, now: datetime, reason: str
+) -> list[int]:
+    """Rows merged into `target_id`, which ends without sending (its own appointment was
+    cancelled, it expired), go back to scheduled, due now, to be checked and sent on their
+    own."""
+    rows = await conn.fetch(
+        """
+        WITH restored AS (
+            UPDATE notification SET status = 'scheduled', due_at = $3, status_reason = $4,
+                   updated_at = $3
+            WHERE id = ANY($1::bigint[]) AND status = 'suppressed'
+              AND status_reason = 'merged into notification ' || $2::bigint
+            RETURNING id
+        ), events AS (
+            INSERT INTO notification_event (notification_id, at, from_status, to_status, reason)
+            SELECT id, $3, 'suppressed', 'scheduled', $4 FROM restored
+        )
+        SELECT id FROM restored ORDER BY id
+        """,
+        merged_ids,
+        target_id,
+        now,
+        reason,
+    )
+    return [r["id"] for r in rows]
+
+
+# -- the sender's pace (rate limit shared by every replica) --------------------------------------
+
+
+async def reserve_sender_slot(
+    conn: Executor, *, sender: str, now: datetime, cost: timedelta, urgent: bool = False
+) -> datetime:
+    """Reserve the next send time of `sender` for a message costing `cost` (its segments at the
+    sender's rate) and return it. One row per sender, moved forward by one statement, so
+    replicas never hand out the same slot. An urgent message goes now and pushes the queue back
+    (the carrier sees at most one message over the rate)."""
+    next_free = await conn.fetchval(
+        """
+        INSERT INTO sender_pace AS p (sender, next_free_at)
+        VALUES ($1, $2::timestamptz + $3::interval)
+        ON CONFLICT (sender) DO UPDATE
+            SET next_free_at = greatest(p.next_free_at, $2::timestamptz) + $3::interval
+        RETURNING next_free_at
+        """,
+        sender,
+        now,
+        cost,
+    )
+    return now if urgent else next_free - cost

@@ -1,0 +1,82 @@
+"""What a patient's erasure removes from their messages (shared/store/notifications/), for the
+admin API's erasure (services/booking/api/admin_patients.py): the addresses and texts the rows
+and their attempts hold. Their pending messages are cancelled by outbox.cancel_pending_for_patient.
+
+Invariants: kind, channel, times, statuses and provider ids stay (the record of what was sent);
+the status history is append-only and untouched; a row whose outcome was lost is left to
+reconciliation, which forgets its address when it settles it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.store import Executor
+
+# Rows whose provider call lost its answer: reconciliation asks Twilio about the address the
+# attempt went to (`attempt_to`), so erasure leaves them to it, and it forgets the address of an
+# erased patient's row when it settles one (sweeps._FORGET_IF_ERASED).
+UNSETTLED = "unknown"
+# Context keys that can hold contact data or text written to the patient: where an attempt went,
+# and the free text of a reply or staff alert.
+PERSONAL_CONTEXT_KEYS = ("attempt_to", "text")
+ERASED_TEXT = "[erased]"
+# Addresses a provider's error text may quote ("The 'To' number +44... is not valid", "550 5.1.1
+# <a@b.example>: unknown user"): any email address, E.164 numbers and long bare digit runs
+# (national numbers). Short numbers (error codes, the parts of a date) stay readable.
+_EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+"
+_PHONE_PATTERN = r"\+[0-9]{7,15}|[0-9]{9,15}"
+
+
+@dataclass(frozen=True)
+class ScrubbedMessages:
+    scrubbed_ids: list[int]  # rows whose address, texts and provider details were removed
+    unsettled_ids: list[int]  # left to reconciliation, which forgets the address when it settles
+
+
+async def scrub_for_patient(conn: Executor, patient_id: int, *, now: datetime) -> ScrubbedMessages:
+    """Erasure: remove the contact data the patient's messages hold (the address an attempt went
+    to, reply texts, a fixed recipient other than a staff member's, addresses quoted in status
+    reasons and in every attempt's provider detail), keeping kind, channel, times, statuses and
+    provider ids. Status history (`notification_event`) is append-only and is not touched.
+
+    A provider call in flight holds its row until its outcome is recorded: this waits for it
+    (so the outcome is scrubbed too). Call after the patient's appointments are locked, as a
+    sender locks appointments before rows. Rows whose outcome was lost (UNSETTLED) are left."""
+    await conn.execute(
+        "SELECT id FROM notification WHERE patient_id = $1 AND status = 'sending' "
+        "ORDER BY id FOR NO KEY UPDATE",
+        patient_id,
+    )
+    rows = await conn.fetch(
+        f"""
+        UPDATE notification SET
+            context = context - $2::text[],
+            recipient = CASE WHEN kind = 'staff_alert' THEN recipient END,
+            status_reason = regexp_replace(regexp_replace(status_reason,
+                '{_EMAIL_PATTERN}', $3, 'g'), '{_PHONE_PATTERN}', $3, 'g'),
+            updated_at = $4
+        WHERE patient_id = $1 AND status <> $5
+        RETURNING id
+        """,  # noqa: S608 - the patterns are constants
+        patient_id,
+        list(PERSONAL_CONTEXT_KEYS),
+        ERASED_TEXT,
+        now,
+        UNSETTLED,
+    )
+    await conn.execute(
+        f"""
+        UPDATE notification_attempt a SET detail = regexp_replace(regexp_replace(a.detail,
+                '{_EMAIL_PATTERN}', $2, 'g'), '{_PHONE_PATTERN}', $2, 'g')
+        FROM notification n
+        WHERE n.id = a.notification_id AND n.patient_id = $1 AND a.detail <> ''
+        """,  # noqa: S608 - the patterns are constants
+        patient_id,
+        ERASED_TEXT,
+    )
+    unsettled = await conn.fetch(
+        "SELECT id FROM notification WHERE patient_id = $1 AND status = $2", patient_id, UNSETTLED
+    )
+    return ScrubbedMessages(sorted(r["id"] for r in rows), sorted(r["id"] for r in unsettled))
