@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # Waiting and in-flight states: the rest are final, and counting them would scan the whole table.
 QUEUE_STATUSES = ("scheduled", "sending", "unknown")
 # From a fraction of a second (the lag target is 1 s at p99) to an hour (a provider outage).
+RECORD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30)
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -24,6 +25,8 @@ class NotifierMetrics:
     lag: Histogram
     sends: Counter
     failures: Counter
+    # From a call's return to its outcome's commit: a crash inside it resends an accepted email.
+    record_wait: Histogram
 
     def provider_call(self, channel: str, outcome: str, code: int | None = None) -> None:
         """One provider call and how it ended (sent, temporary, permanent, ambiguous)."""
@@ -73,6 +76,13 @@ def create_metrics(registry: CollectorRegistry) -> NotifierMetrics:
             "regimen_notification_failures",
             "Notifications that failed for good, by channel, provider code and stage",
             ["channel", "code", "stage"],
+            registry=registry,
+        ),
+        record_wait=Histogram(
+            "regimen_notifier_outcome_record_seconds",
+            "From a provider call's return to the commit of its outcome",
+            ["channel"],
+            buckets=RECORD_BUCKETS,
             registry=registry,
         ),
     )

@@ -2,7 +2,7 @@
 find out what happened to sends whose outcome is unknown, expire rows past their use, and keep
 the queue-depth gauges current.
 
-Unknown outcomes are reconciled, never blindly resent:
+Unknown outcomes are reconciled, never blindly resent (the rules are services/notifier/outcomes.py):
 * SMS: Twilio is asked for the recent messages to the number the attempt went to; one whose body
   hashes to the stored hash (and is not another row's message) is ours, so the row is `sent`.
   Nothing found a grace period after the attempt started means Twilio never created it: the row
@@ -18,14 +18,13 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Literal
 
 import aiohttp
 import asyncpg
 from aiohttp import web
 from twilio.base.exceptions import TwilioException
 
-from services.notifier.dispatch import body_hash
+from services.notifier import outcomes
 from services.notifier.metrics import NotifierMetrics
 from shared.clock import Clock
 from shared.config import Settings
@@ -45,7 +44,6 @@ CALLBACK_MEMORY = timedelta(days=7)
 
 
 ListRecent = Callable[[str], Awaitable[list[SentSms]]]
-NotSent = Literal["scheduled", "expired", "failed"]
 
 
 def twilio_lister(sms: SmsClient) -> ListRecent:
@@ -106,13 +104,9 @@ async def reconcile_unknown(
 
 
 async def _resend_email(pool: asyncpg.Pool, notification: Notification, now: datetime) -> int:
-    message_id = notification.context.get("message_id") or "(derived from the id)"
+    decided = outcomes.reconcile_email(notification, now)
     done = await notifications.sweeps.reconcile_as_not_sent(
-        pool,
-        notification.id,
-        now=now,
-        reason=f"email outcome unknown: sending again with the same Message-ID {message_id}",
-        status="expired" if _expired(notification, now) else "scheduled",
+        pool, notification.id, now=now, reason=decided.reason, status=decided.status
     )
     return int(done)
 
@@ -126,57 +120,47 @@ async def _reconcile_sms(
     list_recent: ListRecent,
     max_attempts: int,
 ) -> int:
+    found: tuple[str, int | None] | None = None
     to = notification.context.get("attempt_to")
-    if not isinstance(to, str) or notification.body_hash is None or last_attempt_at is None:
-        # No provider call ever started: nothing can have been sent.
-        done = await notifications.sweeps.reconcile_as_not_sent(
-            pool,
-            notification.id,
-            now=now,
-            reason="no provider call was started: sending",
-            status="expired" if _expired(notification, now) else "scheduled",
-        )
-        return int(done)
-    try:
-        recent = await list_recent(to)
-    except (TwilioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
-        log.warning(
-            "cannot list messages at Twilio",
-            extra={"notification_id": notification.id, "error": type(exc).__name__},
-        )
+    if isinstance(to, str) and notification.body_hash is not None and last_attempt_at is not None:
+        try:
+            recent = await list_recent(to)
+        except (TwilioException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning(
+                "cannot list messages at Twilio",
+                extra={"notification_id": notification.id, "error": type(exc).__name__},
+            )
+            return 0
+        ours = [m for m in recent if outcomes.body_hash(m.body) == notification.body_hash]
+        taken = await notifications.sweeps.provider_ids_in_use(pool, [m.sid for m in ours])
+        ours = [m for m in ours if m.sid not in taken]
+        if ours:
+            oldest = ours[-1]  # the list is newest first: the oldest match is the first attempt's
+            found = (oldest.sid, oldest.segments)
+    decided = outcomes.reconcile_sms(
+        notification,
+        found=found,
+        last_attempt_at=last_attempt_at,
+        now=now,
+        grace=grace,
+        max_attempts=max_attempts,
+    )
+    if isinstance(decided, outcomes.AskLater):
         return 0
-    ours = [m for m in recent if body_hash(m.body) == notification.body_hash]
-    taken = await notifications.sweeps.provider_ids_in_use(pool, [m.sid for m in ours])
-    ours = [m for m in ours if m.sid not in taken]
-    if ours:
-        found = ours[-1]  # the list is newest first: the oldest match is the first attempt's
+    if isinstance(decided, outcomes.FoundSent):
         done = await notifications.sweeps.reconcile_as_sent(
             pool,
             notification.id,
-            provider_id=found.sid,
-            segments=found.segments,
+            provider_id=decided.provider_id,
+            segments=decided.segments,
             now=now,
-            reason=f"reconciled: Twilio has it as {found.sid}",
+            reason=decided.reason,
         )
-        return int(done)
-    if now - last_attempt_at < grace:
-        return 0  # Twilio may not list it yet
-    missing = f"Twilio has no such message {int(grace.total_seconds())} s after the attempt"
-    status: NotSent = "scheduled"
-    reason = f"reconciled: {missing}; sending again"
-    if _expired(notification, now):
-        status, reason = "expired", f"reconciled: {missing}; expired meanwhile"
-    elif notification.attempts >= max_attempts:
-        status = "failed"
-        reason = f"reconciled: {missing}; gave up after {notification.attempts} attempts"
-    done = await notifications.sweeps.reconcile_as_not_sent(
-        pool, notification.id, now=now, reason=reason, status=status
-    )
+    else:
+        done = await notifications.sweeps.reconcile_as_not_sent(
+            pool, notification.id, now=now, reason=decided.reason, status=decided.status
+        )
     return int(done)
-
-
-def _expired(notification: Notification, now: datetime) -> bool:
-    return notification.expires_at is not None and notification.expires_at <= now
 
 
 def notifier_sweeps(

@@ -1,6 +1,7 @@
 """A cancel (or move) racing a send, with real concurrent transactions: either the change
-commits first and the row is cancelled, or the message leaves before the change commits. A
-message never leaves after the change committed."""
+commits first and the row is cancelled, or the send was decided (under a share lock on the
+appointment) before the change took its lock. The change never waits for a provider, and no
+send is decided after it committed."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from services.devkit.twilio_standin import Fault
 from shared.clock import FrozenClock
 from shared.store import appointments, notifications
 from shared.store.appointments import Appointment
+from shared.store.notifications.dispatch import LaneKey
 from tests.conftest import StandIn
 from tests.notifier.conftest import MOBILE, StartNotifier, World, eventually
 
@@ -74,15 +77,19 @@ async def test_a_cancel_that_commits_first_stops_a_reminder_already_claimed(
     row = await world.settled(notification_id, "cancelled")
     assert row.status_reason == "appointment is cancelled"
     assert twilio.twilio.create_requests == 0
-    [attempt] = await world.attempts(notification_id)
-    assert attempt["outcome"] is None and attempt["detail"].startswith("not sent")
+    # Nothing was begun: the decision to send saw the cancel, so no attempt was recorded.
+    assert await world.attempts(notification_id) == []
 
 
-async def test_a_cancel_waits_for_a_reminder_already_on_its_way(
+async def test_a_cancel_does_not_wait_for_a_reminder_on_its_way_and_nothing_follows_it(
     world: World, start_notifier: StartNotifier, twilio: StandIn, clock: FrozenClock
 ) -> None:
+    """The reminder's call to Twilio hangs; staff cancel the appointment meanwhile. The cancel
+    commits at once (it waits for no provider), and when the call then fails temporarily the
+    retry sends nothing: the message had been decided before the cancel, nothing after."""
     gate = twilio.twilio
     gate.gate.clear()  # type: ignore[attr-defined]
+    twilio.twilio.fail_next(Fault(status=500, code=20500, message="Internal error"))
     appointment = await world.appointment(NOW + timedelta(hours=24))
     notification_id = await world.reminder(appointment)
     await start_notifier()
@@ -92,16 +99,19 @@ async def test_a_cancel_waits_for_a_reminder_already_on_its_way(
         async with world.pool.acquire() as conn, conn.transaction():
             return await _cancel(conn, appointment, clock)
 
-    cancelling = asyncio.create_task(cancel())
-    await eventually(lambda: _someone_waits_for_a_lock(world.pool), what="the cancel waiting")
-    assert not cancelling.done()
-    gate.gate.set()  # type: ignore[attr-defined]
-    locked_at = await cancelling
+    # The call is still hanging: the cancel must not wait for it.
+    locked_at = await asyncio.wait_for(cancel(), timeout=2)
+    [attempt] = await world.attempts(notification_id)
+    assert attempt["decided_at"] < locked_at  # decided before the cancel took its lock
+    assert attempt["finished_at"] is None  # and still on its way when the cancel committed
+    gate.gate.set()  # type: ignore[attr-defined]  # Twilio answers 500: a temporary failure
 
-    [message] = twilio.twilio.sent_to(MOBILE)
-    assert message.date_created < locked_at
-    row = await world.settled(notification_id, "sent", "delivered")
-    assert row.provider_id == message.sid
+    row = await world.settled(notification_id, "scheduled", "cancelled")
+    clock.advance(timedelta(minutes=30))  # past any retry's backoff
+    row = await world.settled(notification_id, "cancelled")
+    assert row.status_reason == "appointment is cancelled"
+    assert twilio.twilio.create_requests == 1  # the hung call only: no retry went out
+    assert twilio.twilio.sent_to(MOBILE) == []
 
 
 async def test_cancels_racing_sends_never_let_a_message_out_after_the_cancel(
@@ -131,10 +141,13 @@ async def test_cancels_racing_sends_never_let_a_message_out_after_the_cancel(
     for (_, notification_id), locked_at in zip(cases, locked, strict=True):
         row = await world.settled(notification_id, "cancelled", "sent", "delivered")
         message = by_row.get(notification_id)
+        attempts = await world.attempts(notification_id)
         if row.status == "cancelled":
-            assert message is None
+            assert message is None and attempts == []
         else:
-            assert message is not None and message.date_created < locked_at
+            # Sent only on a decision that committed before the cancel took its lock.
+            [attempt] = attempts
+            assert message is not None and attempt["decided_at"] < locked_at
     assert len(by_row) == twilio.twilio.create_requests
 
 
@@ -246,7 +259,12 @@ async def test_an_erasure_cancels_a_message_a_worker_claimed_but_has_not_sent(
     nothing left to send."""
     notification_id = await world.reply("See you on Tuesday")
     claimed = await notifications.dispatch.claim_due(
-        world.pool, now=clock.now(), lease=timedelta(minutes=2), worker="w1", limit=10
+        world.pool,
+        lane=LaneKey("sms", False),
+        now=clock.now(),
+        lease=timedelta(minutes=2),
+        worker="w1",
+        limit=10,
     )
     assert [n.id for n in claimed] == [notification_id]
     async with world.pool.acquire() as conn, conn.transaction():

@@ -10,12 +10,13 @@ from datetime import timedelta
 import pytest
 
 from services.devkit.twilio_standin import Fault
-from services.notifier.dispatch import message_id_for
+from services.notifier.sending import message_id_for
 from services.notifier.sweeps import reconcile_unknown, twilio_lister
 from shared.clock import FrozenClock
 from shared.config import Settings
 from shared.providers.sms import SmsClient
 from shared.store import notifications
+from shared.store.notifications.dispatch import LaneKey
 from tests.conftest import SmtpSink, StandIn
 from tests.notifier.conftest import EMAIL, MOBILE, StartNotifier, World
 
@@ -97,7 +98,12 @@ async def test_a_worker_that_died_mid_call_leaves_a_row_that_is_reconciled_not_r
     # of the outcome is written.
     notification_id = await world.reply("Hello")
     [claimed] = await notifications.dispatch.claim_due(
-        world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
+        world.pool,
+        lane=LaneKey("sms", False),
+        now=clock.now(),
+        lease=LEASE,
+        worker="dead-worker",
+        limit=1,
     )
     body = "Regimen Demo Hair Clinic: Hello"
     await notifications.dispatch.begin_attempts(
@@ -133,7 +139,12 @@ async def test_a_worker_that_died_before_calling_leaves_a_row_that_is_sent(
 ) -> None:
     notification_id = await world.reply("Hello")
     await notifications.dispatch.claim_due(
-        world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
+        world.pool,
+        lane=LaneKey("sms", False),
+        now=clock.now(),
+        lease=LEASE,
+        worker="dead-worker",
+        limit=1,
     )
     await start_notifier()
     clock.advance(LEASE + timedelta(seconds=1))
@@ -150,7 +161,12 @@ async def test_an_email_with_an_unknown_outcome_is_sent_again_with_the_same_mess
 ) -> None:
     notification_id = await world.reply("Hello", channel="email")
     await notifications.dispatch.claim_due(
-        world.pool, now=clock.now(), lease=LEASE, worker="dead-worker", limit=1
+        world.pool,
+        lane=LaneKey("email", False),
+        now=clock.now(),
+        lease=LEASE,
+        worker="dead-worker",
+        limit=1,
     )
     message_id = message_id_for(notification_id, settings.email_from or "")
     await notifications.dispatch.begin_attempts(

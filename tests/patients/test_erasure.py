@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.clock import FrozenClock
 from shared.store import form_differences, inbound_messages, notifications, patients
-from shared.store.notifications.dispatch import AttemptStart, SendOutcome
+from shared.store.notifications.dispatch import AttemptStart, LaneKey, SendOutcome
 from shared.store.notifications.outbox import NewNotification
 from tests.conftest import BookingApi, SmtpSink, StandIn
 from tests.notifier.conftest import StartNotifier, eventually, start_notifier  # noqa: F401
@@ -271,7 +271,12 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
         assert notification_id is not None
         async with api.pool.acquire() as conn:
             (claimed,) = await notifications.dispatch.claim_due(
-                conn, now=now, lease=timedelta(minutes=1), worker="w", limit=10
+                conn,
+                lane=LaneKey("sms", False),
+                now=now,
+                lease=timedelta(minutes=1),
+                worker="w",
+                limit=10,
             )
             assert claimed.id == notification_id
             started = await notifications.dispatch.begin_attempts(

@@ -1,13 +1,14 @@
-"""The notifier's sending (shared/store/notifications/), for services/notifier/dispatch.py and
-send_checks.py: claiming due rows, attempts, outcomes, leases, merging reminders, the send-time
-facts about other rows, and the sender's pace.
+"""The notifier's sending (shared/store/notifications/), for services/notifier/: claiming due
+rows by lane, deciding a send, the outcome of each call, leases, merging reminders, the
+send-time facts about other rows, and the sender's pace.
 
-A worker claims due rows (scheduled → sending, with a lease), commits an attempt before each
-provider call, and records the outcome inside the transaction that holds the row while the
-call is in flight. Every function that moves a claimed row checks that the caller still holds
-it (status 'sending', leased_by = worker): a worker whose lease was rescued must not write.
-
-(The notifier issue reshapes these functions; they are kept as they were, only moved here.)
+A worker claims due rows of one lane (scheduled → sending, with a lease), decides each send in a
+short transaction of its own (lock_for_send + begin_attempts: the appointments checked under
+FOR SHARE, the attempt committed) and makes the provider call after that commit, holding no
+lock; the outcome is recorded when the call returns (record_outcomes). A live worker renews the
+leases of its calls in flight (renew_leases), so only a dead worker's rows run out. Every
+function that moves a claimed row checks that the caller still holds it (status 'sending',
+leased_by = worker): a worker whose lease was rescued must not write.
 """
 
 from __future__ import annotations
@@ -20,27 +21,42 @@ from typing import Any, Literal
 
 import asyncpg
 
-from shared.store import Executor
+from shared.store import Executor, affected
 from shared.store.notifications.rows import (
+    ERASED_PATIENT_KEYS,
     Notification,
     event_if_moved,
     notification_from,
 )
 
 
+@dataclass(frozen=True)
+class LaneKey:
+    """Which rows a lane sends: one channel, urgent (the priority lane) or not."""
+
+    channel: str
+    urgent: bool
+
+
 async def claim_due(
-    conn: Executor, *, now: datetime, lease: timedelta, worker: str, limit: int
+    conn: Executor,
+    *,
+    lane: LaneKey,
+    now: datetime,
+    lease: timedelta,
+    worker: str,
+    limit: int,
 ) -> list[Notification]:
-    """Take up to `limit` due rows for `worker`: scheduled → sending with a lease, committed by
-    the caller's statement. SKIP LOCKED lets any number of workers claim at once without
-    overlap (NO KEY: a row whose event is being inserted, which key-share locks it, is not
-    skipped). In due order straight off the partial index: no sort, even for a burst of rows
-    due at the same instant."""
+    """Take up to `limit` due rows of `lane` for `worker`: scheduled → sending with a lease,
+    committed by the caller's statement. SKIP LOCKED lets any number of workers claim at once
+    without overlap (NO KEY: a row whose event is being inserted, which key-share locks it, is
+    not skipped). In due order straight off the lane's partial index: no sort, even for a burst
+    of rows due at the same instant, and no reading past another lane's rows."""
     rows = await conn.fetch(
         """
         WITH picked AS (
             SELECT id FROM notification
-            WHERE status = 'scheduled' AND due_at <= $1
+            WHERE status = 'scheduled' AND channel = $5 AND urgent = $6 AND due_at <= $1
             ORDER BY due_at
             LIMIT $4
             FOR NO KEY UPDATE SKIP LOCKED
@@ -59,15 +75,41 @@ async def claim_due(
         lease,
         worker,
         limit,
+        lane.channel,
+        lane.urgent,
     )
     return [notification_from(r) for r in rows]
 
 
-async def next_due_at(db: Executor) -> datetime | None:
-    """When the earliest scheduled row comes due (a worker sleeps until then at most)."""
+async def next_due_at(db: Executor, lane: LaneKey) -> datetime | None:
+    """When the lane's earliest scheduled row comes due (it sleeps until then at most)."""
     return await db.fetchval(  # type: ignore[no-any-return]
-        "SELECT min(due_at) FROM notification WHERE status = 'scheduled'"
+        """
+        SELECT due_at FROM notification
+        WHERE status = 'scheduled' AND channel = $1 AND urgent = $2
+        ORDER BY due_at LIMIT 1
+        """,
+        lane.channel,
+        lane.urgent,
     )
+
+
+async def renew_leases(
+    conn: Executor, notification_ids: Sequence[int], *, worker: str, now: datetime, lease: timedelta
+) -> int:
+    """Extend the leases of the calls `worker` has in flight: while it lives, the rescue sweep
+    never mistakes a slow call for a dead worker (no lock is held during the call)."""
+    result = await conn.execute(
+        """
+        UPDATE notification SET lease_until = $3::timestamptz + $4::interval
+        WHERE id = ANY($1::bigint[]) AND status = 'sending' AND leased_by = $2
+        """,
+        list(notification_ids),
+        worker,
+        now,
+        lease,
+    )
+    return affected(result)
 
 
 async def release(
@@ -176,8 +218,9 @@ async def begin_attempts(
     now: datetime,
     lease: timedelta,
 ) -> dict[int, int]:
-    """Record, and commit with the caller's statement, that provider calls are about to start:
-    attempts + 1, a fresh lease, the body's hash and the context additions. Returns
+    """Record that provider calls are about to start: attempts + 1, a fresh lease, the body's
+    hash and the context additions, and the database's clock as the attempt's `decided_at`.
+    Inside the transaction of lock_for_send, whose commit is the decision to send. Returns
     notification id → attempt id for the rows the worker still holds (a missing one was taken
     from it)."""
     rows = await conn.fetch(
@@ -192,8 +235,8 @@ async def begin_attempts(
             WHERE n.id = v.id AND n.status = 'sending' AND n.leased_by = $1
             RETURNING n.id
         )
-        INSERT INTO notification_attempt (notification_id, started_at, worker)
-        SELECT id, $2, $1 FROM held
+        INSERT INTO notification_attempt (notification_id, started_at, worker, decided_at)
+        SELECT id, $2, $1, clock_timestamp() FROM held
         RETURNING notification_id, id
         """,
         worker,
@@ -220,14 +263,14 @@ async def lock_for_send(
     *,
     worker: str,
 ) -> tuple[dict[int, int], set[int]]:
-    """Until the caller's transaction ends (after the provider calls): FOR SHARE on the
-    appointments the messages talk about, so a cancel or move (FOR UPDATE) waits for the
-    messages to leave, or they wait for the change and see it; then the rows this worker still
-    holds (status 'sending', leased to it). The lease-rescue sweep skips locked rows, so a slow
-    call is never mistaken for a dead worker; a crashed worker's locks die with its connection.
-    Appointments before rows, each in id order, in one statement, so two senders never
-    deadlock. Returns (appointment id → version, ids of rows held). (The appointment read
-    belongs to the appointments store; it shares this round trip.)"""
+    """Until the caller's transaction ends (the decision to send; never across a provider call):
+    FOR SHARE on the appointments the messages talk about, so a cancel or move (FOR UPDATE)
+    either committed before and is seen, or waits for this short transaction and finds the
+    messages on their way; then the rows this worker still holds (status 'sending', leased to
+    it), locked so that nothing else moves them meanwhile. Appointments before rows, each in id
+    order, in one statement, so two senders never deadlock. Returns (appointment id → version,
+    ids of rows held). (The appointment read belongs to the appointments store; it shares this
+    round trip.)"""
     rows = await conn.fetch(
         """
         SELECT * FROM (
@@ -250,36 +293,6 @@ async def lock_for_send(
 
 
 AttemptOutcome = Literal["sent", "temporary", "permanent", "ambiguous"]
-
-
-async def _finish_attempt(
-    conn: Executor,
-    attempt_id: int,
-    *,
-    now: datetime,
-    outcome: AttemptOutcome | None,
-    error_code: int | None = None,
-    detail: str = "",
-    provider_id: str | None = None,
-) -> None:
-    await conn.execute(
-        """
-        UPDATE notification_attempt SET finished_at = $2, outcome = $3, error_code = $4,
-               detail = $5, provider_id = $6
-        WHERE id = $1
-        """,
-        attempt_id,
-        now,
-        outcome,
-        error_code,
-        detail,
-        provider_id,
-    )
-
-
-async def abandon_attempt(conn: Executor, attempt_id: int, *, now: datetime, detail: str) -> None:
-    """An attempt that stopped before the provider call (the last check under lock failed)."""
-    await _finish_attempt(conn, attempt_id, now=now, outcome=None, detail=detail)
 
 
 OutcomeStatus = Literal["sent", "scheduled", "failed", "unknown"]
@@ -306,43 +319,70 @@ class SendOutcome:
     due_at: datetime | None = None
 
 
-async def record_outcomes(conn: Executor, outcomes: Sequence[SendOutcome]) -> None:
-    """sending → the outcome's status for each row, its attempt finished and an event logged,
-    in one statement (a dispatcher records a whole batch of calls at once)."""
-    await conn.execute(
-        """
+async def record_outcomes(conn: Executor, outcomes: Sequence[SendOutcome]) -> set[int]:
+    """Each call's outcome, in one statement for all those given (the writer flushes what has
+    returned meanwhile; no outcome waits for another call): the attempt finished, with the
+    database's clock as `recorded_at`; the row moved to the outcome's status and an event logged
+    when the row is still at this attempt ('sending', or 'unknown' if a sweep rescued it while
+    the answer was on its way: the answer is better than a guess) and no later attempt began. A
+    row a status callback already moved on (delivered) keeps its status and gains what the call
+    returned. An erased patient's address leaves the row once its outcome is known. Returns the
+    ids of the rows moved."""
+    rows = await conn.fetch(
+        f"""
         WITH v AS (
             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[],
                                  $5::text[], $6::text[], $7::text[], $8::int[], $9::int[],
                                  $10::timestamptz[])
                 AS v(id, attempt_id, status, at, reason, attempt_outcome, provider_id,
                      segments, error_code, due_at)
+        ), current AS (
+            SELECT v.id FROM v
+            WHERE NOT EXISTS (SELECT 1 FROM notification_attempt later
+                              WHERE later.notification_id = v.id AND later.id > v.attempt_id)
         ), moved AS (
-            UPDATE notification n SET
+            UPDATE notification SET
                 status = v.status,
                 provider_id = CASE WHEN v.status = 'sent' THEN v.provider_id
-                                   ELSE n.provider_id END,
-                segments = CASE WHEN v.status = 'sent' THEN v.segments ELSE n.segments END,
-                sent_at = CASE WHEN v.status = 'sent' THEN v.at ELSE n.sent_at END,
-                due_at = CASE WHEN v.status = 'scheduled' THEN v.due_at ELSE n.due_at END,
-                error_code = CASE WHEN v.status = 'unknown' THEN n.error_code
+                                   ELSE notification.provider_id END,
+                segments = CASE WHEN v.status = 'sent' THEN v.segments
+                                ELSE notification.segments END,
+                sent_at = CASE WHEN v.status = 'sent' THEN v.at ELSE notification.sent_at END,
+                due_at = CASE WHEN v.status = 'scheduled' THEN v.due_at
+                              ELSE notification.due_at END,
+                error_code = CASE WHEN v.status = 'unknown' THEN notification.error_code
                                   ELSE v.error_code END,
                 status_reason = CASE WHEN v.status = 'sent' THEN NULL ELSE v.reason END,
                 lease_until = NULL,
-                leased_by = CASE WHEN v.status = 'scheduled' THEN NULL ELSE n.leased_by END,
+                leased_by = CASE WHEN v.status = 'scheduled' THEN NULL
+                                 ELSE notification.leased_by END,
                 context = CASE WHEN v.status IN ('sent', 'scheduled')
-                               THEN n.context - 'sender_slot' ELSE n.context END,
+                               THEN notification.context - 'sender_slot'
+                               ELSE notification.context END
+                          - CASE WHEN v.status = 'scheduled' THEN '{{}}'::text[]
+                                 ELSE {ERASED_PATIENT_KEYS} END,
                 updated_at = v.at
-            FROM v WHERE n.id = v.id AND n.status = 'sending'
-            RETURNING n.id
+            FROM v JOIN current USING (id)
+            WHERE notification.id = v.id AND notification.status IN ('sending', 'unknown')
+            RETURNING notification.id, v.status AS to_status
+        ), already_on AS (
+            UPDATE notification SET
+                provider_id = coalesce(notification.provider_id, v.provider_id),
+                segments = coalesce(notification.segments, v.segments)
+            FROM v JOIN current USING (id)
+            WHERE notification.id = v.id AND v.status = 'sent'
+              AND notification.status IN ('delivered', 'undelivered', 'failed')
         ), finished AS (
             UPDATE notification_attempt a SET finished_at = v.at, outcome = v.attempt_outcome,
-                   error_code = v.error_code, detail = v.reason, provider_id = v.provider_id
+                   error_code = v.error_code, detail = v.reason, provider_id = v.provider_id,
+                   recorded_at = clock_timestamp()
             FROM v WHERE a.id = v.attempt_id
+        ), events AS (
+            INSERT INTO notification_event (notification_id, at, from_status, to_status, reason)
+            SELECT v.id, v.at, 'sending', v.status, v.reason FROM v JOIN moved USING (id)
         )
-        INSERT INTO notification_event (notification_id, at, from_status, to_status, reason)
-        SELECT v.id, v.at, 'sending', v.status, v.reason FROM v JOIN moved USING (id)
-        """,
+        SELECT id FROM moved
+        """,  # noqa: S608 - a constant fragment
         [o.notification_id for o in outcomes],
         [o.attempt_id for o in outcomes],
         [o.status for o in outcomes],
@@ -354,6 +394,7 @@ async def record_outcomes(conn: Executor, outcomes: Sequence[SendOutcome]) -> No
         [o.error_code for o in outcomes],
         [o.due_at for o in outcomes],
     )
+    return {r["id"] for r in rows}
 
 
 # -- send-time rules that look at other rows -------------------------------------------------------

@@ -14,10 +14,13 @@ from datetime import datetime
 
 from shared.store import Executor
 
-# Rows whose provider call lost its answer: reconciliation asks Twilio about the address the
-# attempt went to (`attempt_to`), so erasure leaves them to it, and it forgets the address of an
-# erased patient's row when it settles one (sweeps._FORGET_IF_ERASED).
+# Rows whose outcome is not known yet: a provider call in flight (its attempt is open) or one
+# whose answer was lost (`unknown`: reconciliation asks Twilio about the address the attempt went
+# to). Erasure leaves their address to whatever settles them, which forgets it
+# (rows.FORGET_IF_ERASED).
 UNSETTLED = "unknown"
+_IN_FLIGHT = """(status = 'sending' AND EXISTS (SELECT 1 FROM notification_attempt a
+                 WHERE a.notification_id = notification.id AND a.finished_at IS NULL))"""
 # Context keys that can hold contact data or text written to the patient: where an attempt went,
 # and the free text of a reply or staff alert.
 PERSONAL_CONTEXT_KEYS = ("attempt_to", "text")
@@ -41,14 +44,10 @@ async def scrub_for_patient(conn: Executor, patient_id: int, *, now: datetime) -
     reasons and in every attempt's provider detail), keeping kind, channel, times, statuses and
     provider ids. Status history (`notification_event`) is append-only and is not touched.
 
-    A provider call in flight holds its row until its outcome is recorded: this waits for it
-    (so the outcome is scrubbed too). Call after the patient's appointments are locked, as a
-    sender locks appointments before rows. Rows whose outcome was lost (UNSETTLED) are left."""
-    await conn.execute(
-        "SELECT id FROM notification WHERE patient_id = $1 AND status = 'sending' "
-        "ORDER BY id FOR NO KEY UPDATE",
-        patient_id,
-    )
+    Call after outbox.cancel_pending_for_patient in the same transaction. Rows whose outcome is
+    not known yet (a call in flight, a lost answer) are left and listed as unsettled: whatever
+    records their outcome forgets the address then (provider texts are redacted before they are
+    stored, so the outcome brings no address back)."""
     rows = await conn.fetch(
         f"""
         UPDATE notification SET
@@ -57,7 +56,7 @@ async def scrub_for_patient(conn: Executor, patient_id: int, *, now: datetime) -
             status_reason = regexp_replace(regexp_replace(status_reason,
                 '{_EMAIL_PATTERN}', $3, 'g'), '{_PHONE_PATTERN}', $3, 'g'),
             updated_at = $4
-        WHERE patient_id = $1 AND status <> $5
+        WHERE patient_id = $1 AND status <> $5 AND NOT {_IN_FLIGHT}
         RETURNING id
         """,  # noqa: S608 - the patterns are constants
         patient_id,
@@ -77,6 +76,8 @@ async def scrub_for_patient(conn: Executor, patient_id: int, *, now: datetime) -
         ERASED_TEXT,
     )
     unsettled = await conn.fetch(
-        "SELECT id FROM notification WHERE patient_id = $1 AND status = $2", patient_id, UNSETTLED
+        f"SELECT id FROM notification WHERE patient_id = $1 AND (status = $2 OR {_IN_FLIGHT})",  # noqa: S608 - a constant fragment
+        patient_id,
+        UNSETTLED,
     )
     return ScrubbedMessages(sorted(r["id"] for r in rows), sorted(r["id"] for r in unsettled))

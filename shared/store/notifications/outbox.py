@@ -97,10 +97,11 @@ async def cancel_pending_for_patient(
     """Cancel every not-yet-sent message to a patient (about an appointment or not); the ids.
     Call inside the transaction that makes the messages pointless.
 
-    Rows a worker has claimed ('sending') are cancelled too. A worker sends only rows it still
-    holds under lock_for_send (status 'sending', leased to it), so: if this commits first, the
-    worker finds the row gone and sends nothing; if the worker locked it first, this UPDATE waits
-    until that send is recorded, and then no longer matches (the row is 'sent')."""
+    Rows a worker has claimed ('sending') but not yet decided to send are cancelled too: the
+    worker decides under lock_for_send, which holds the row and sends only one still 'sending'
+    and leased to it, so if this commits first the worker sends nothing, and if the worker's
+    decision came first this waits for that short transaction and then leaves the row alone (a
+    call is in flight: its attempt is open, and its outcome is recorded when the call returns)."""
     rows = await conn.fetch(
         """
         UPDATE notification n SET status = 'cancelled', status_reason = $2, updated_at = $3,
@@ -111,6 +112,8 @@ async def cancel_pending_for_patient(
             FOR NO KEY UPDATE
         ) AS before
         WHERE n.id = before.id AND n.status IN ('scheduled', 'sending')
+          AND NOT EXISTS (SELECT 1 FROM notification_attempt a
+                          WHERE a.notification_id = n.id AND a.finished_at IS NULL)
         RETURNING n.id, before.status AS was
         """,
         patient_id,

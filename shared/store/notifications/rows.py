@@ -34,6 +34,17 @@ TERMINAL = frozenset({"delivered", "failed", "undelivered", "cancelled", "suppre
 FINAL_FOR_OUTBOX = TERMINAL | {"sent"}
 
 
+# The context keys a settled row of an erased patient loses: the address an attempt went to and
+# free text. Erasure leaves them on rows whose outcome is not known yet (a call in flight, a lost
+# answer), because reconciliation needs the address; whatever settles such a row forgets them.
+ERASED_PATIENT_KEYS = """(CASE WHEN EXISTS (SELECT 1 FROM patient p
+                                            WHERE p.id = notification.patient_id
+                                              AND p.erased_at IS NOT NULL)
+                               THEN '{attempt_to,text}'::text[] ELSE '{}'::text[] END)"""
+# In a settling UPDATE of `notification`.
+FORGET_IF_ERASED = f"context = context - {ERASED_PATIENT_KEYS}"
+
+
 @dataclass(frozen=True)
 class Notification:
     """One outbox row, every column."""

@@ -14,7 +14,12 @@ from datetime import datetime
 from typing import Literal
 
 from shared.store import Executor
-from shared.store.notifications.rows import Notification, event_if_moved, notification_from
+from shared.store.notifications.rows import (
+    FORGET_IF_ERASED,
+    Notification,
+    event_if_moved,
+    notification_from,
+)
 
 
 async def rescue_expired_leases(conn: Executor, *, now: datetime, limit: int) -> list[int]:
@@ -74,14 +79,6 @@ async def provider_ids_in_use(db: Executor, provider_ids: list[str]) -> set[str]
     return {r["provider_id"] for r in rows}
 
 
-# In a settling UPDATE of `notification`: the address and texts of an erased patient's row go
-# once its outcome is known (erasure left them for reconciliation; see erasure.scrub_for_patient).
-_FORGET_IF_ERASED = """
-    context = CASE WHEN EXISTS (SELECT 1 FROM patient p
-                                WHERE p.id = notification.patient_id AND p.erased_at IS NOT NULL)
-                   THEN context - '{attempt_to,text}'::text[] ELSE context END"""
-
-
 async def reconcile_as_sent(
     conn: Executor,
     notification_id: int,
@@ -96,7 +93,7 @@ async def reconcile_as_sent(
         f"""
         UPDATE notification SET status = 'sent', provider_id = $2, segments = $3,
                sent_at = coalesce(sent_at, $4), updated_at = $4, status_reason = NULL,
-               error_code = NULL, {_FORGET_IF_ERASED}
+               error_code = NULL, {FORGET_IF_ERASED}
         WHERE id = $1 AND status = 'unknown'
         RETURNING id
         """,  # noqa: S608 - a constant fragment
@@ -122,7 +119,7 @@ async def reconcile_as_not_sent(
         f"""
         UPDATE notification SET status = $2, status_reason = $3, updated_at = $4,
                leased_by = NULL, due_at = CASE WHEN $2 = 'scheduled' THEN $4 ELSE due_at END,
-               {_FORGET_IF_ERASED}
+               {FORGET_IF_ERASED}
         WHERE id = $1 AND status = 'unknown'
         RETURNING id
         """,  # noqa: S608 - a constant fragment

@@ -1,0 +1,194 @@
+"""Recording outcomes: each provider call's outcome is committed as soon as that call returns.
+
+One writer task per dispatcher, on a connection of its own for its lifetime (so an outcome never
+queues behind batches waiting for the pool). It writes whatever has come back since its last
+write in one statement (record_outcomes) and commits at once: an outcome waits for at most the
+write in progress, never for another call. The time from a call's return to that commit is the
+window in which a crash resends an email the SMTP server had already accepted (SMTP cannot be
+asked afterwards); it is measured (`regimen_notifier_outcome_record_seconds`, and the attempt's
+`recorded_at`) and is a few milliseconds.
+
+If the database is away the outcomes stay queued in memory and are written when it is back; if
+the process dies first, its leases run out and the sweeps reconcile those rows (an SMS is found
+at Twilio, an email is sent again with the same Message-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import asyncpg
+
+from services.notifier.metrics import NotifierMetrics
+from shared.providers.sms import OPTED_OUT_CODE
+from shared.store import notifications, patients
+from shared.store.notifications.dispatch import SendOutcome
+
+log = logging.getLogger("regimen.notifier.recording")
+
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+RETRY_FIRST = 0.05
+RETRY_MAX = 2.0
+
+
+@dataclass
+class _Pending:
+    outcome: SendOutcome
+    channel: str
+    patient_id: int | None
+    returned_at: float  # monotonic: when the call returned
+    done: asyncio.Future[None]
+
+
+class OutcomeWriter:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metrics: NotifierMetrics,
+        on_error: Callable[[str, BaseException], None],
+    ) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self._on_error = on_error
+        self._pending: list[_Pending] = []
+        self._arrived = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="notifier-outcomes")
+
+    def record(
+        self, outcome: SendOutcome, *, channel: str, patient_id: int | None
+    ) -> asyncio.Future[None]:
+        """Queue an outcome for the next write; the future resolves once it is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(outcome, channel, patient_id, time.monotonic(), done))
+        self._arrived.set()
+        return done
+
+    async def close(self, within: float) -> None:
+        """Write what is queued (for at most `within` seconds), then stop."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is None:
+            return
+        _, late = await asyncio.wait({self._task}, timeout=within)
+        if late:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            if self._pending:
+                log.warning(
+                    "outcomes not recorded at shutdown: the sweeps will reconcile them",
+                    extra={"notification_ids": [p.outcome.notification_id for p in self._pending]},
+                )
+
+    async def _run(self) -> None:
+        conn: asyncpg.Connection | None = None
+        pause = RETRY_FIRST
+        try:
+            while True:
+                if not self._pending:
+                    if self._closing:
+                        return
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                    continue
+                batch, self._pending = self._pending, []
+                try:
+                    if conn is None:
+                        conn = cast(asyncpg.Connection, await self.pool.acquire())
+                    await self._write(conn, batch)
+                except DATABASE_ERRORS as exc:
+                    self._on_error("cannot record outcomes; keeping them to write again", exc)
+                    if _refused_by_the_data(exc) and len(batch) > 1:
+                        # Not the connection: one outcome the database refuses must not hold the
+                        # others back, so they are written one by one.
+                        batch = await self._one_by_one(conn, batch)
+                    self._pending = batch + self._pending
+                    if conn is not None and not _refused_by_the_data(exc):
+                        await self._drop(conn)
+                        conn = None
+                    await asyncio.sleep(pause)
+                    pause = min(RETRY_MAX, pause * 2)
+                    continue
+                pause = RETRY_FIRST
+                committed = time.monotonic()
+                for item in batch:
+                    self.metrics.record_wait.labels(item.channel).observe(
+                        committed - item.returned_at
+                    )
+                    if not item.done.done():
+                        item.done.set_result(None)
+        finally:
+            if conn is not None:
+                await self.pool.release(cast(asyncpg.pool.PoolConnectionProxy, conn))
+
+    async def _write(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
+        await notifications.dispatch.record_outcomes(conn, [p.outcome for p in batch])
+        for item in batch:
+            if item.outcome.error_code == OPTED_OUT_CODE and item.patient_id is not None:
+                # Twilio refused with 21610: the patient sent STOP somewhere we did not see.
+                try:
+                    await patients.record_sms_opt_out(conn, item.patient_id, now=item.outcome.at)
+                except asyncpg.PostgresError as exc:
+                    # Learnt again from the next refusal; the outcome itself is recorded.
+                    log.warning(
+                        "opt-out not recorded",
+                        extra={
+                            "patient_id": item.patient_id,
+                            "sqlstate": getattr(exc, "sqlstate", None),
+                        },
+                    )
+
+    async def _one_by_one(
+        self, conn: asyncpg.Connection | None, batch: list[_Pending]
+    ) -> list[_Pending]:
+        """Write each outcome alone; returns those still to write (a refused one is given up:
+        its lease runs out and the sweeps reconcile the row)."""
+        left: list[_Pending] = []
+        for item in batch:
+            if conn is None:
+                left.append(item)
+                continue
+            try:
+                await self._write(conn, [item])
+            except asyncpg.PostgresError as exc:
+                if not _refused_by_the_data(exc):
+                    left.append(item)
+                    continue
+                log.error(
+                    "outcome refused by the database: left to reconciliation",
+                    extra={
+                        "notification_id": item.outcome.notification_id,
+                        "sqlstate": getattr(exc, "sqlstate", None),
+                    },
+                )
+                item.done.set_result(None)
+            except DATABASE_ERRORS:
+                left.append(item)
+            else:
+                item.done.set_result(None)
+        return left
+
+    async def _drop(self, conn: asyncpg.Connection) -> None:
+        try:
+            await self.pool.release(cast(asyncpg.pool.PoolConnectionProxy, conn))
+        except DATABASE_ERRORS:
+            conn.terminate()
+
+
+def _refused_by_the_data(exc: BaseException) -> bool:
+    """A database error about the statement itself, not the connection or the server's state
+    (classes 08 connection, 53 resources, 57 operator intervention, 40 transaction rollback)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return (
+        isinstance(exc, asyncpg.PostgresError)
+        and isinstance(sqlstate, str)
+        and sqlstate[:2] not in ("08", "53", "57", "40")
+    )
