@@ -1,5 +1,6 @@
 """The baseline for the notifier's throughput: the same sends (SMS through the twilio SDK to the
-stand-in, email through aiosmtplib) as jobs of PgQueuer, a well-known PostgreSQL job queue on
+stand-in, email through aiosmtplib, with the same MIME structure as the notifier's reminders) as
+jobs of PgQueuer, a well-known PostgreSQL job queue on
 asyncpg, drained by one process. Run by bench_notify with the notifier's environment; prints
 `RATE <messages per second>`."""
 
@@ -21,6 +22,32 @@ from shared.providers.email import EmailClient, build_message
 from shared.providers.sms import SmsClient
 
 BODY = "Hi Pat, a reminder of your appointment at Regimen Demo Hair Clinic on Tue 3 Mar 10:00."
+# The email the notifier sends for the same reminder has a plain text part and an HTML
+# alternative of about these sizes (rendered from shared/messaging/templates/reminder_24h.*):
+# the baseline sends the same MIME structure, so that both pay the same for building and
+# sending it and the ratio compares the queues, not the messages.
+EMAIL_TEXT = (
+    "Hello Pat,\n\n"
+    "This is a reminder of your appointment at Regimen Demo Hair Clinic on Tuesday 3 March 2026 "
+    "at 10:00 (Europe/London).\n\n"
+    "If you need to change it, use your appointments page:\n"
+    "https://clinic.example.test/s/Ab3dEf5gH7jK9mN2pQ4rS6tV8wX0yZ1a\n"
+    "or call us on 020 7946 0000.\n\n"
+    "Regimen Demo Hair Clinic\n1 Example Street, London\n020 7946 0000\n"
+)
+EMAIL_HTML = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width"><title>Your appointment</title>'
+    '</head><body style="font-family: Arial, sans-serif; color: #222; margin: 0; padding: 0">'
+    '<div style="max-width: 560px; margin: 0 auto; padding: 24px">'
+    "<p>Hello Pat,</p><p>This is a reminder of your appointment at Regimen Demo Hair Clinic on "
+    "<strong>Tuesday 3 March 2026 at 10:00 (Europe/London)</strong>.</p>"
+    '<p>If you need to change it, use <a href="https://clinic.example.test/s/Ab3dEf5gH7jK9mN2p'
+    'Q4rS6tV8wX0yZ1a">your appointments page</a> or call us on 020 7946 0000.</p>'
+    '<hr style="border: none; border-top: 1px solid #ddd; margin: 24px 0">'
+    '<p style="font-size: 13px; color: #666">Regimen Demo Hair Clinic<br>1 Example Street, '
+    "London<br>020 7946 0000</p></div></body></html>"
+)
 
 
 async def main(count: int) -> None:
@@ -60,8 +87,9 @@ async def main(count: int) -> None:
         message = build_message(
             sender=settings.email_from or "clinic@regimen.test",
             to=data["to"],
-            subject="Your appointment",
-            text=BODY,
+            subject="Reminder: your appointment on Tue 3 Mar at 10:00",
+            text=EMAIL_TEXT,
+            html=EMAIL_HTML,
         )
         await email.send(message)
         await finished()

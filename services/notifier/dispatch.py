@@ -18,10 +18,10 @@ never merged, and their sender slot is taken at once (they go now and push the q
 1. claim: scheduled → sending with a lease (SKIP LOCKED: replicas never take the same row);
 2. prepare, without locks (services/notifier/preparing.py): end it, put it back, merge into it,
    compose it;
-3. decide, in one short transaction per batch: FOR SHARE on every appointment the message talks
-   about and the row held FOR NO KEY UPDATE (lock_for_send); a row still held by this worker
-   whose appointments are at the versions it was composed from begins its attempt (attempts + 1,
-   the body's hash and the address, for reconciliation); commit;
+3. decide, in one statement per batch (its own transaction; decide_sends): FOR SHARE on every
+   appointment the messages talk about and the rows held FOR NO KEY UPDATE; a row still held by
+   this worker whose appointments are at the versions it was composed from begins its attempt
+   (attempts + 1, the body's hash and the address, for reconciliation); commit;
 4. call the provider (services/notifier/sending.py), holding nothing; while calls are in flight
    the worker renews their leases, so only a dead worker's rows are ever rescued;
 5. record: the call's outcome goes to the writer, which commits it within milliseconds
@@ -67,13 +67,7 @@ from aiohttp import web
 from services.notifier import outcomes, send_checks
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.outcomes import Refused, RetryRules
-from services.notifier.preparing import (
-    BatchFacts,
-    LostLease,
-    Prepared,
-    Preparer,
-    interrupted,
-)
+from services.notifier.preparing import BatchFacts, LostLease, Prepared, Preparer, interrupted
 from services.notifier.recording import OutcomeWriter
 from services.notifier.send_checks import Wait
 from services.notifier.sending import Sender, reconcile_extra
@@ -136,9 +130,9 @@ class Lane:
         self.busy = 0
         # Claim once this many slots are free (or the lane is idle): a claim and a batch's reads
         # cost a round trip each however many rows they carry.
-        self.claim_at = max(1, spec.slots // 4)
+        self.claim_at = max(1, spec.slots // 2)
         # Two or more batches per lane: one composing or deciding while another's calls are out.
-        self.batch_size = max(1, -(-spec.slots // 2))
+        self.batch_size = max(1, spec.slots)
         self._recheck = 0.0
 
     async def run(self) -> None:
@@ -391,65 +385,48 @@ class Dispatcher:
     async def _decide(
         self, conn: asyncpg.Connection, ready: list[Prepared]
     ) -> list[tuple[Prepared, int]]:
-        """Step 3 of the module docstring: the decision to send, one short transaction for the
-        batch; returns the rows to call, with their attempt ids."""
+        """Step 3 of the module docstring: the decision to send, one statement for the batch
+        (decide_sends); returns the rows to call, with their attempt ids."""
         if not ready:
             return []
+        candidates = [
+            notifications.dispatch.SendCandidate(
+                notifications.dispatch.AttemptStart(
+                    p.notification.id,
+                    outcomes.body_hash(p.composed.body),
+                    reconcile_extra(self.settings, p.notification, p.composed),
+                ),
+                send_checks.covered_appointment_ids(p.notification),
+                p.seen_versions,
+            )
+            for p in ready
+        ]
         for attempt in range(DECIDE_ATTEMPTS):
             try:
-                async with conn.transaction():
-                    going, changed, lost = await self._check_for_send(conn, ready)
-                    started = await notifications.dispatch.begin_attempts(
-                        conn,
-                        [
-                            notifications.dispatch.AttemptStart(
-                                p.notification.id,
-                                outcomes.body_hash(p.composed.body),
-                                reconcile_extra(self.settings, p.notification, p.composed),
-                            )
-                            for p in going
-                        ],
-                        worker=self.worker,
-                        now=self.clock.now(),
-                        lease=self.lease,
-                    )
+                decision = await notifications.dispatch.decide_sends(
+                    conn, candidates, worker=self.worker, now=self.clock.now(), lease=self.lease
+                )
                 break
             except asyncpg.DeadlockDetectedError:
+                # A change locking several sessions in another order met this batch's locks;
+                # nothing was sent, so deciding again is safe.
                 if attempt == DECIDE_ATTEMPTS - 1:
                     await self._put_back(conn, ready, "locked by a concurrent change")
                     return []
-        for prepared in lost:
-            log.info("lease lost", extra={"notification_id": prepared.notification.id})
-        for prepared in changed:
-            try:
-                await self.preparer.changed_under_us(conn, prepared.notification)
-            except LostLease:
-                log.info("lease lost", extra={"notification_id": prepared.notification.id})
-        return [(p, started[p.notification.id]) for p in going if p.notification.id in started]
-
-    async def _check_for_send(
-        self, conn: asyncpg.Connection, ready: list[Prepared]
-    ) -> tuple[list[Prepared], list[Prepared], list[Prepared]]:
-        """Under lock_for_send: (still to send, changed since composing, no longer held)."""
-        ids = sorted(
-            {i for p in ready for i in send_checks.covered_appointment_ids(p.notification)}
-        )
-        versions, held = await notifications.dispatch.lock_for_send(
-            conn, ids, [p.notification.id for p in ready], worker=self.worker
-        )
-        going: list[Prepared] = []
-        changed: list[Prepared] = []
-        lost: list[Prepared] = []
+        going: list[tuple[Prepared, int]] = []
         for prepared in ready:
-            notification = prepared.notification
-            covered = send_checks.covered_appointment_ids(notification)
-            if notification.id not in held:
-                lost.append(prepared)  # rescued or cancelled meanwhile: not ours to send
-            elif {i: versions[i] for i in covered if i in versions} != prepared.seen_versions:
-                changed.append(prepared)
-            else:
-                going.append(prepared)
-        return going, changed, lost
+            notification_id = prepared.notification.id
+            if notification_id in decision.attempts:
+                going.append((prepared, decision.attempts[notification_id]))
+                continue
+            try:
+                if notification_id in decision.changed:
+                    await self.preparer.changed_under_us(conn, prepared.notification)
+                else:
+                    log.info("lease lost", extra={"notification_id": notification_id})
+            except LostLease:
+                log.info("lease lost", extra={"notification_id": notification_id})
+        return going
 
     async def _put_back(self, conn: asyncpg.Connection, ready: list[Prepared], why: str) -> None:
         wait = Wait(self.clock.now() + DEADLOCK_PAUSE, f"{why}; trying again")

@@ -6,6 +6,7 @@ its cheaper alphabet."""
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -159,22 +160,40 @@ def grouped_dates(views: Sequence[SessionView], style: DateStyle) -> str:
 def display_phone(phone: str, region: str, reader_number: str | None) -> str:
     """The clinic's number as the reader dials it: national format when the reader's mobile has
     the clinic's country code (or is unknown), international otherwise."""
-    try:
-        number = phonenumbers.parse(phone, region)
-    except phonenumbers.NumberParseException:
+    country_code = _country_code(phone, region)
+    if country_code is None:
         return phone
-    reader = number.country_code
+    national = True
     if reader_number:
-        try:
-            reader = phonenumbers.parse(reader_number, None).country_code
-        except phonenumbers.NumberParseException:
-            reader = number.country_code
+        if reader_number.startswith("+"):
+            # Stored mobiles are E.164, and country calling codes are prefix-free: the reader is
+            # in the clinic's country exactly when the number starts with its code.
+            national = reader_number.startswith(f"+{country_code}")
+        else:
+            try:
+                national = phonenumbers.parse(reader_number, None).country_code == country_code
+            except phonenumbers.NumberParseException:
+                national = True
+    return _formatted(phone, region, national)
+
+
+# A clinic's number is formatted for every message it sends: parsed and formatted once per form.
+@functools.lru_cache(maxsize=1024)
+def _country_code(phone: str, region: str) -> int | None:
+    try:
+        return int(phonenumbers.parse(phone, region).country_code)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+@functools.lru_cache(maxsize=2048)
+def _formatted(phone: str, region: str, national: bool) -> str:
     form = (
         phonenumbers.PhoneNumberFormat.NATIONAL
-        if reader == number.country_code
+        if national
         else phonenumbers.PhoneNumberFormat.INTERNATIONAL
     )
-    return phonenumbers.format_number(number, form)
+    return phonenumbers.format_number(phonenumbers.parse(phone, region), form)
 
 
 # -- GSM-7 -----------------------------------------------------------------------------------------

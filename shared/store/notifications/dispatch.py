@@ -249,6 +249,108 @@ async def begin_attempts(
     return {row["notification_id"]: row["id"] for row in rows}
 
 
+@dataclass(frozen=True)
+class SendCandidate:
+    """A composed row about to be decided: its attempt's facts (AttemptStart) and the versions
+    of the appointments it was composed from (appointment id → version; an appointment that did
+    not exist then is absent)."""
+
+    start: AttemptStart
+    covered: Sequence[int]
+    seen_versions: dict[int, int]
+
+
+@dataclass(frozen=True)
+class Decision:
+    attempts: dict[int, int]  # notification id → attempt id: send these
+    changed: set[int]  # held, but an appointment changed since composing: compose again
+    lost: set[int]  # no longer held by the worker (rescued, cancelled): not ours to send
+
+
+async def decide_sends(
+    conn: Executor,
+    candidates: Sequence[SendCandidate],
+    *,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+) -> Decision:
+    """The decision to send, in one statement (its own transaction, committed when it returns):
+    FOR SHARE on every appointment the messages talk about and the rows held FOR NO KEY UPDATE,
+    as lock_for_send does; then, for each row still held whose appointments are at the versions
+    it was composed from, begin_attempts' writes (attempts + 1, a fresh lease, the body's hash,
+    the context additions, an attempt with the database's clock as `decided_at`).
+
+    A cancel or move of one of the appointments either committed before (the share lock sees its
+    version: the row is `changed`) or waits for this statement's commit (milliseconds; no
+    provider call is made before it returns). One round trip for a whole batch."""
+    notification_ids = [c.start.notification_id for c in candidates]
+    covered = [(c.start.notification_id, a) for c in candidates for a in c.covered]
+    seen = [(c.start.notification_id, a, v) for c in candidates for a, v in c.seen_versions.items()]
+    rows = await conn.fetch(
+        """
+        WITH want AS (
+            SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[]) AS w(id, hash, extra)
+        ), covered AS (
+            SELECT * FROM unnest($4::bigint[], $5::bigint[]) AS c(id, appointment_id)
+        ), seen AS (
+            SELECT * FROM unnest($6::bigint[], $7::bigint[], $8::int[])
+                AS s(id, appointment_id, version)
+        ), locked_appointments AS MATERIALIZED (
+            SELECT id, version FROM appointment
+            WHERE id IN (SELECT appointment_id FROM covered)
+            ORDER BY id FOR SHARE
+        ), held AS MATERIALIZED (
+            SELECT n.id FROM notification n
+            WHERE n.id = ANY($1::bigint[]) AND n.status = 'sending' AND n.leased_by = $9
+              AND (SELECT count(*) FROM locked_appointments) >= 0
+            ORDER BY n.id FOR NO KEY UPDATE
+        ), changed AS (
+            SELECT c.id FROM covered c
+            LEFT JOIN locked_appointments a ON a.id = c.appointment_id
+            LEFT JOIN seen s ON s.id = c.id AND s.appointment_id = c.appointment_id
+            WHERE a.version IS DISTINCT FROM s.version
+        ), going AS (
+            UPDATE notification n SET attempts = n.attempts + 1,
+                   lease_until = $10::timestamptz + $11::interval, body_hash = w.hash,
+                   context = n.context || w.extra::jsonb, updated_at = $10
+            FROM want w
+            WHERE n.id = w.id AND n.id IN (SELECT id FROM held)
+              AND n.id NOT IN (SELECT id FROM changed)
+            RETURNING n.id
+        ), started AS (
+            INSERT INTO notification_attempt (notification_id, started_at, worker, decided_at)
+            SELECT id, $10, $9, clock_timestamp() FROM going
+            RETURNING notification_id, id
+        )
+        SELECT w.id, started.id AS attempt_id, h.id IS NOT NULL AS held
+        FROM want w
+        LEFT JOIN held h ON h.id = w.id
+        LEFT JOIN started ON started.notification_id = w.id
+        """,
+        notification_ids,
+        [c.start.body_hash for c in candidates],
+        [json.dumps(c.start.context) for c in candidates],
+        [n for n, _ in covered],
+        [a for _, a in covered],
+        [n for n, _, _ in seen],
+        [a for _, a, _ in seen],
+        [v for _, _, v in seen],
+        worker,
+        now,
+        lease,
+    )
+    decision = Decision({}, set(), set())
+    for row in rows:
+        if row["attempt_id"] is not None:
+            decision.attempts[row["id"]] = row["attempt_id"]
+        elif row["held"]:
+            decision.changed.add(row["id"])
+        else:
+            decision.lost.add(row["id"])
+    return decision
+
+
 async def hold_for_send(conn: asyncpg.Connection, notification_id: int, *, worker: str) -> bool:
     """Lock the row for the rest of the caller's transaction if the worker still holds it
     (lock_for_send without appointments)."""
