@@ -46,15 +46,7 @@ from services.booking.api.common import (
     update_versioned,
     write,
 )
-from services.booking.api.fields import (
-    Body,
-    Id,
-    LocalTime,
-    Name,
-    Phone,
-    StoredName,
-    optional,
-)
+from services.booking.api.fields import Body, Id, LocalTime, Name, Phone, StoredName, optional
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
 from shared.store import appointments, practitioners, working_hours
