@@ -290,7 +290,7 @@ async def erase(conn: Executor, patient_id: int, *, now: datetime) -> Patient | 
 
     Returns None when the patient is unknown or already erased (one erasure only, so a second
     request cannot hide behind a fresh erased_at). The caller does the rest of an erasure in
-    the same transaction (services/booking/api/admin_patients.py `erase_patient`).
+    the same transaction (services/booking/api/admin_erasure.py `erase_patient`).
     """
     erased = await conn.fetchval(
         """

@@ -1,19 +1,9 @@
-"""Appointments in the admin API: lists, a practitioner's day or week, one appointment with its
-history, the state actions, cancelling and rescheduling.
+"""Appointments in the admin API, read: lists, a practitioner's day or week, one appointment
+with its history; and how an appointment is shown to each role, which the actions
+(`admin_appointment_actions`), courses (`admin_series`) and the export answer with too.
 
-Roles, by what each job needs:
-
-| endpoint                                   | admin | front_desk | clinician |
-| ------------------------------------------ | ----- | ---------- | --------- |
-| list, schedule, one appointment (reads)    | yes   | yes        | yes       |
-| confirm (on the patient's behalf)          | yes   | yes        | no        |
-| check-in                                   | yes   | yes        | no        |
-| no-show                                    | yes   | yes        | no        |
-| cancel (also inside the notice, with reason) | yes | yes        | no        |
-| complete                                   | yes   | no         | yes       |
-| review (clear needs_review, with a note)   | yes   | no         | yes       |
-| reschedule                                 | yes   | yes        | yes       |
-| reschedule below the hard minimum gap      | yes   | no (403)   | yes       |
+Every staff role reads (admin, front_desk, clinician); who may change what is in
+`admin_appointment_actions`.
 
 Reads by role: the front desk gets each appointment without `review_reasons` (they quote
 screening answers and what a booking form said) and its history without clinical details (review
@@ -21,65 +11,33 @@ notes, review reasons, form differences, gap overrides); `needs_review` tells it
 pending. Clinicians and admins get everything. A check-in refused for a pending review tells the
 desk only that.
 
-Every action needs `If-Match` with the version last read (428 without, 412 when stale), so two
-front-desk screens cannot overwrite each other. Every read that returns a patient's appointment
-is written to the audit log (`appointment.read`), every change in the change's own transaction.
+Every read that returns a patient's appointment is written to the audit log
+(`appointment.read`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.booking.api import API
-from services.booking.api.common import (
-    ALL_STAFF,
-    CLINICAL,
-    DESK,
-    Read,
-    or_not_found,
-    record_reads,
-)
-from services.booking.api.fields import (
-    Body,
-    Day,
-    Id,
-    Instant,
-    OverrideReason,
-    Query,
-    Reason,
-    ShortText,
-    text,
-)
-from services.booking.api.framework import Ctx, Handler, invalid
-from services.booking.api.move_views import (
-    GapOut,
-    ShiftOut,
-    gap_out,
-    shift_out,
-)
+from services.booking.api.common import ALL_STAFF, Read, or_not_found, record_reads
+from services.booking.api.fields import Day, Id, Query
+from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery, next_cursor
-from services.booking.domain import actions, cancellations, reschedule
 from services.booking.domain.changes import Change
-from shared.db.transactions import in_transaction
 from shared.domain.appointment_states import Status
 from shared.scheduling.loader import load_clinic
 from shared.store import appointments, practitioners
 from shared.store.appointments import Appointment, ScheduleEntry
-from shared.store.series import SeriesStatus
 from shared.store.staff_tokens import Role
 
 TAG = "appointments"
-ACTION_ERRORS = (409, 412, 428)
-
-# A clinician's note clearing a review flag.
-ReviewNote = text(2000, min_length=1)
 
 
 # -- output models ---------------------------------------------------------------------------------
@@ -196,44 +154,6 @@ class Schedule(BaseModel):
     days: list[ScheduleDay]
 
 
-class _RescheduleFacts(BaseModel):
-    version: int = Field(description="the appointment's new version (also the ETag)")
-    gaps: list[GapOut]
-    warnings: list[str]
-    review_notes: list[str]
-    overridden: list[str] = Field(description="hard-minimum breaches accepted by the override")
-    proposed_shifts: list[ShiftOut] = Field(
-        description="new times for later sessions the move invalidates; resend with "
-        "shift_later: true to apply them"
-    )
-    applied_shifts: list[ShiftOut]
-    shift_failure: str | None
-    flagged_for_review: list[int]
-
-
-class RescheduleDeskResult(_RescheduleFacts):
-    appointment: AppointmentDeskDetail
-
-
-class RescheduleResult(_RescheduleFacts):
-    appointment: AppointmentDetail
-
-
-class _CancelFacts(BaseModel):
-    version: int
-    cancelled_appointment_ids: list[int]
-    override_used: bool
-    series_status: SeriesStatus | None
-
-
-class CancelDeskResult(_CancelFacts):
-    appointment: AppointmentDeskDetail
-
-
-class CancelResult(_CancelFacts):
-    appointment: AppointmentDetail
-
-
 # What the front desk gets instead of each full answer.
 DESK_DETAIL: dict[Role, type[BaseModel]] = {"front_desk": AppointmentDeskDetail}
 
@@ -254,31 +174,6 @@ class ScheduleQuery(Query):
     day: Day = Field(alias="date", description="a local date (the week containing it)")
     view: Literal["day", "week"] = "day"
     include_cancelled: bool = Field(False, description="also cancelled and no-show appointments")
-
-
-class CancelBody(Body):
-    reason: Reason
-    scope: Literal["this", "rest_of_course"] = "this"
-    override: StrictBool = Field(False, description="cancel inside the cancellation notice anyway")
-    override_reason: OverrideReason | None = Field(
-        None, description="required with override: true; logged"
-    )
-
-
-class ReviewBody(Body):
-    note: ReviewNote
-
-
-class RescheduleBody(Body):
-    starts_at: Instant
-    practitioner_id: Id | None = Field(None, description="default: the same practitioner")
-    reason: ShortText = ""
-    override_reason: OverrideReason | None = Field(
-        None, description="clinician or admin: accept a gap below the hard minimum; logged"
-    )
-    shift_later: StrictBool = Field(
-        False, description="apply the proposed shifts of later sessions"
-    )
 
 
 # -- conversions -----------------------------------------------------------------------------------
@@ -500,192 +395,3 @@ async def get_appointment(ctx: Ctx) -> AppointmentDetail:
     )
     await audit_reads(ctx, [appointment], via="detail")
     return await appointment_detail(ctx, appointment)
-
-
-# -- actions ---------------------------------------------------------------------------------------
-
-R = TypeVar("R")
-
-
-async def _act(ctx: Ctx, action: Callable[..., Awaitable[R]], **inputs: Any) -> R:
-    """Apply a domain action to the appointment in the path at the If-Match version, as the
-    caller; every action shares this, so each is checked and attributed the same way."""
-    version = ctx.if_match()
-    change = change_of(ctx)
-
-    async def work(conn: asyncpg.Connection) -> R:
-        return await action(
-            conn, ctx.path["appointment_id"], **inputs, expected_version=version, change=change
-        )
-
-    return await in_transaction(ctx.pool, work)
-
-
-def _state_action(
-    name: str,
-    verb: str,
-    *,
-    summary: str,
-    roles: tuple[Role, ...],
-    action: actions.StateAction,
-    description: str,
-) -> Handler:
-    """Register `POST .../{appointment_id}/<verb>`: a state change with no body, only If-Match.
-    `name` is the operationId, `description` the operation's description."""
-
-    async def handler(ctx: Ctx) -> AppointmentDetail:
-        return await appointment_detail(ctx, await _act(ctx, actions.act, state=action))
-
-    handler.__name__ = handler.__qualname__ = name
-    handler.__doc__ = description
-    return API.route(
-        "POST",
-        "/api/v1/appointments/{appointment_id}/" + verb,
-        summary=summary,
-        tag=TAG,
-        roles=roles,
-        response=AppointmentDetail,
-        views={role: view for role, view in DESK_DETAIL.items() if role in roles},
-        errors=ACTION_ERRORS,
-    )(handler)
-
-
-confirm_appointment = _state_action(
-    "confirm_appointment",
-    "confirm",
-    summary="Confirm on the patient's behalf",
-    roles=DESK,
-    action=actions.CONFIRM,
-    description="booked → confirmed, when the patient confirms by phone or at the desk.",
-)
-check_in_appointment = _state_action(
-    "check_in_appointment",
-    "check-in",
-    summary="Check the patient in",
-    roles=DESK,
-    action=actions.CHECK_IN,
-    description="booked or confirmed → checked_in, from 2 h before the start until the end "
-    "plus the clinic's no-show grace. Refused (409 needs-review) while a clinician review is "
-    "pending.",
-)
-complete_appointment = _state_action(
-    "complete_appointment",
-    "complete",
-    summary="Record the session as done",
-    roles=CLINICAL,
-    action=actions.COMPLETE,
-    description="checked_in → completed.",
-)
-no_show_appointment = _state_action(
-    "no_show_appointment",
-    "no-show",
-    summary="Record a no-show",
-    roles=DESK,
-    action=actions.NO_SHOW,
-    description="booked or confirmed → no_show, only once the end plus the clinic's grace has "
-    "passed.",
-)
-
-
-@API.route(
-    "POST",
-    "/api/v1/appointments/{appointment_id}/review",
-    summary="Clear the clinician-review flag",
-    tag=TAG,
-    roles=CLINICAL,
-    body=ReviewBody,
-    response=AppointmentDetail,
-    errors=ACTION_ERRORS,
-)
-async def review_appointment(ctx: Ctx) -> AppointmentDetail:
-    """A clinician has looked at what flagged the appointment (screening answers, a long gap)
-    and clears it with a note; check-in is possible again."""
-    body: ReviewBody = ctx.body
-    return await appointment_detail(ctx, await _act(ctx, actions.review, note=body.note))
-
-
-@API.route(
-    "POST",
-    "/api/v1/appointments/{appointment_id}/cancel",
-    summary="Cancel one session or the rest of its course",
-    tag=TAG,
-    roles=DESK,
-    body=CancelBody,
-    response=CancelResult,
-    views={"front_desk": CancelDeskResult},
-    errors=ACTION_ERRORS,
-)
-async def cancel_appointment(ctx: Ctx) -> CancelResult:
-    """`scope: rest_of_course` cancels this session, every later active session of its course
-    and the course itself. Inside the clinic's cancellation notice the answer is 409 unless
-    `override: true` comes with an `override_reason`, which is logged with each session."""
-    body: CancelBody = ctx.body
-    if body.override and body.override_reason is None:
-        raise invalid("override_reason", "required when override is true")
-    if body.override_reason is not None and not body.override:
-        raise invalid("override", "must be true when override_reason is given")
-    outcome = await _act(
-        ctx,
-        cancellations.cancel,
-        reason=body.reason,
-        scope=body.scope,
-        override_reason=body.override_reason,
-    )
-    detail = await appointment_detail(ctx, outcome.appointment)
-    return CancelResult(
-        appointment=detail,
-        version=detail.version,
-        cancelled_appointment_ids=outcome.cancelled_ids,
-        override_used=outcome.override_used,
-        series_status=outcome.series_status,
-    )
-
-
-@API.route(
-    "POST",
-    "/api/v1/appointments/{appointment_id}/reschedule",
-    summary="Move an appointment, keeping the course's gaps valid",
-    tag=TAG,
-    roles=ALL_STAFF,
-    body=RescheduleBody,
-    response=RescheduleResult,
-    views={"front_desk": RescheduleDeskResult},
-    errors=ACTION_ERRORS,
-)
-async def reschedule_appointment(ctx: Ctx) -> RescheduleResult:
-    """The new slot must be free (409 with `alternatives` otherwise). For a course session the
-    gaps to the sessions before and after are re-checked: below the hard minimum is 409 unless a
-    clinician or admin sends `override_reason` (logged); past the soft maximum the answer carries
-    `warnings`; beyond twice the target the later session is flagged for clinician review. When
-    the move breaks later sessions' gaps the answer proposes `proposed_shifts`; `shift_later:
-    true` applies them in the same transaction (all or nothing)."""
-    body: RescheduleBody = ctx.body
-    assert ctx.staff is not None
-    request = reschedule.MoveRequest(
-        starts_at=body.starts_at,
-        practitioner_id=body.practitioner_id,
-        reason=body.reason,
-        override_reason=body.override_reason,
-        shift_later=body.shift_later,
-    )
-    outcome = await _act(
-        ctx, reschedule.reschedule, request=request, may_override=ctx.staff.role in CLINICAL
-    )
-    return await _reschedule_result(ctx, outcome)
-
-
-async def _reschedule_result(ctx: Ctx, outcome: reschedule.RescheduleOutcome) -> RescheduleResult:
-    detail = await appointment_detail(ctx, outcome.appointment)
-    zone = ZoneInfo(detail.time_zone)
-    return RescheduleResult(
-        appointment=detail,
-        version=detail.version,
-        gaps=[gap_out(g) for g in outcome.gaps],
-        warnings=outcome.warnings,
-        review_notes=outcome.review_notes,
-        overridden=outcome.overridden,
-        proposed_shifts=[shift_out(s, zone) for s in outcome.proposed_shifts],
-        applied_shifts=[shift_out(s, zone) for s in outcome.applied_shifts],
-        shift_failure=outcome.shift_failure,
-        flagged_for_review=outcome.flagged_for_review,
-    )

@@ -13,7 +13,8 @@ from services.booking.api import API, idempotency
 from services.booking.api.common import ALL_STAFF, CLINICAL
 from services.booking.api.fields import Body, Id, Instant, OverrideReason
 from services.booking.api.framework import ApiError, Ctx, invalid
-from services.booking.api.public import BookedSession, booked_out, session_requests
+from services.booking.api.public_booking import BookedSession, booked_out
+from services.booking.api.public_holds import session_requests
 from services.booking.domain import bookings, offers
 from services.booking.domain.sessions import SessionRequest
 

@@ -1,4 +1,6 @@
-"""Patients in the admin API: search, records, contact and clinical edits, consents, erasure.
+"""Patients in the admin API: search, records, contact and clinical edits; and what the patient
+modules share (the record's shapes and role views, contact checks, audit). A patient's consents
+are in `admin_consents`, erasure in `admin_erasure`, export in `admin_export`.
 
 Who may do what (each role only what its job needs):
 
@@ -29,19 +31,8 @@ Contact data: mobiles become E.164 with the clinic's region as default, emails a
 blank mobile or email means "none". Without `clinic_id` the first clinic is used (an install with
 one clinic need not name it).
 
-Erasure (admin only), in one transaction: names become 'Erased', mobile and email are cleared and
-every private link stops working; the patient's future sessions and active courses are cancelled
-through the usual cancellation (history and audit rows, their reminders end, no notice is
-planned); every queued message is cancelled; the addresses and texts their messages hold and the
-addresses providers quoted in error texts are removed; their inbound SMS lose text and number;
-what public booking forms said about them is deleted; marketing consents are withdrawn. Medical
-fields, date of birth, appointments as history, consent history, message history and the audit
-log stay for the legal period. The audit entry lists what was removed and kept, and why.
-Afterwards contact fields cannot be set again and no consent can be granted (409), while
-clinicians can still correct clinical fields.
-
-Export (admin only): everything held about a patient as one JSON document (an access request),
-audited as `patient.export`.
+After an erasure (`admin_erasure`) contact fields cannot be set again and no consent can be
+granted (409), while clinicians can still correct clinical fields.
 """
 
 from __future__ import annotations
@@ -54,7 +45,6 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from aiohttp import web
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -65,9 +55,8 @@ from pydantic import (
     model_validator,
 )
 
-from services.booking.api import API, idempotency
+from services.booking.api import API
 from services.booking.api.common import (
-    ADMIN,
     ALL_STAFF,
     DESK,
     constraint_path,
@@ -81,15 +70,12 @@ from services.booking.api.fields import (
     Contact,
     Id,
     PersonName,
-    Reason,
     TimeZone,
     optional,
     text,
 )
-from services.booking.api.framework import ApiError, Ctx, invalid, not_found
+from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
-from services.booking.domain import cancellations
-from services.booking.domain.changes import Change
 from shared.db.transactions import in_transaction
 from shared.domain.contact import (
     ContactError,
@@ -97,9 +83,9 @@ from shared.domain.contact import (
     normalise_email,
     normalise_mobile,
 )
-from shared.store import clinics, form_differences, inbound_messages, notifications, patients
+from shared.store import clinics, patients
 from shared.store import consents as consent_store
-from shared.store.consents import Consent, ConsentKind
+from shared.store.consents import ConsentKind
 from shared.store.patients import NewPatient, Patient
 from shared.store.staff_tokens import Role
 
@@ -119,9 +105,6 @@ MAX_AGE_YEARS = 130
 
 Language = Annotated[
     str, StringConstraints(max_length=35, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
-]
-WordingVersion = Annotated[
-    str, StringConstraints(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 ]
 Allergies = text(2000)
 Medications = text(2000)
@@ -272,26 +255,10 @@ class PatientPatch(Body):
         return self
 
 
-class ConsentChange(Body):
-    kind: ConsentKind
-    granted: StrictBool
-    wording_version: WordingVersion = Field(
-        description="the version of the wording the patient agreed to or withdrew from"
-    )
-
-
-class Erasure(Body):
-    reason: Reason = Field(description="why the request was granted, e.g. the request reference")
-
-
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _consent_out(consent: Consent) -> ConsentOut:
-    return ConsentOut.model_validate(consent, from_attributes=True)
-
-
-async def _record(conn: asyncpg.Connection, patient: Patient) -> PatientOut:
+async def patient_record(conn: asyncpg.Connection, patient: Patient) -> PatientOut:
     current = await consent_store.current(conn, patient.id)
     consents = [current[kind] for kind in sorted(current)]
     return PatientOut.model_validate(
@@ -395,7 +362,7 @@ def _constraint_errors() -> Iterator[None]:
         raise invalid("(root)", "a value is not acceptable") from None
 
 
-async def _audit(
+async def audit_patient(
     conn: asyncpg.Connection,
     ctx: Ctx,
     action: str,
@@ -416,11 +383,11 @@ async def _audit(
     )
 
 
-async def _existing(conn: asyncpg.Connection, patient_id: int) -> Patient:
+async def existing_patient(conn: asyncpg.Connection, patient_id: int) -> Patient:
     return or_not_found(await patients.get(conn, patient_id), "patient", patient_id)
 
 
-def _erased(patient: Patient, detail: str) -> ApiError:
+def erased_conflict(patient: Patient, detail: str) -> ApiError:
     assert patient.erased_at is not None
     return ApiError(
         409, "Conflict", detail, type_="patient-erased", erased_at=patient.erased_at.isoformat()
@@ -465,7 +432,7 @@ async def search_patients(ctx: Ctx) -> Page[PatientSummary]:
         hits = Page[PatientSummary].of(found, query.limit, _summary)
         filters = sorted(f for f in ("name", "mobile", "email") if getattr(query, f) is not None)
         details = {"filters": filters, "ids": [p.id for p in hits.items]}
-        await _audit(conn, ctx, "patient.search", None, details=details)
+        await audit_patient(conn, ctx, "patient.search", None, details=details)
         return hits
 
     hits = await in_transaction(ctx.pool, work)
@@ -508,14 +475,14 @@ async def create_patient(ctx: Ctx) -> PatientOut:
                 ),
                 now=ctx.now,
             )
-        await _audit(
+        await audit_patient(
             conn,
             ctx,
             "patient.create",
             patient_id,
             details={"fields": sorted(body.model_fields_set)},
         )
-        return await _record(conn, await _existing(conn, patient_id))
+        return await patient_record(conn, await existing_patient(conn, patient_id))
 
     return await in_transaction(ctx.pool, work)
 
@@ -535,8 +502,8 @@ async def get_patient(ctx: Ctx) -> PatientOut:
     patient_id = ctx.path["patient_id"]
 
     async def work(conn: asyncpg.Connection) -> Any:
-        record = await _record(conn, await _existing(conn, patient_id))
-        await _audit(conn, ctx, "patient.read", patient_id, details={"view": "record"})
+        record = await patient_record(conn, await existing_patient(conn, patient_id))
+        await audit_patient(conn, ctx, "patient.read", patient_id, details={"view": "record"})
         return record
 
     record = await in_transaction(ctx.pool, work)
@@ -580,10 +547,12 @@ async def update_patient(ctx: Ctx) -> PatientOut:
     expected = ctx.if_match()
 
     async def work(conn: asyncpg.Connection) -> Any:
-        current = await _existing(conn, patient_id)
+        current = await existing_patient(conn, patient_id)
         changes = await _changes(conn, body, current, ctx.now)
         if current.erased_at is not None and changes.keys() & CONTACT_FIELDS:
-            raise _erased(current, "the patient's contact data was erased; it cannot be set again")
+            raise erased_conflict(
+                current, "the patient's contact data was erased; it cannot be set again"
+            )
         try:
             with _constraint_errors():
                 updated = await patients.update(
@@ -595,184 +564,7 @@ async def update_patient(ctx: Ctx) -> PatientOut:
             ) from None
         assert updated is not None  # it existed above, and patients are never deleted
         changed = sorted(name for name in changes if getattr(current, name) != changes[name])
-        await _audit(conn, ctx, "patient.update", patient_id, details={"fields": changed})
-        return await _record(conn, updated)
+        await audit_patient(conn, ctx, "patient.update", patient_id, details={"fields": changed})
+        return await patient_record(conn, updated)
 
     return await in_transaction(ctx.pool, work)
-
-
-@API.route(
-    "GET",
-    BASE + "/{patient_id}/consents",
-    summary="A patient's consent history",
-    tag=TAG,
-    roles=ALL_STAFF,
-    query=PageQuery,
-    response=Page[ConsentOut],
-)
-async def list_consents(ctx: Ctx) -> Page[ConsentOut]:
-    """Every change, oldest first; the newest of a kind is the current one. Audited as
-    `patient.read`."""
-    query: PageQuery = ctx.query
-    patient_id = ctx.path["patient_id"]
-    after = query.after(datetime, int)
-
-    async def work(conn: asyncpg.Connection) -> Any:
-        await _existing(conn, patient_id)
-        history = await consent_store.list_page(
-            conn, patient_id, after=(after[0], after[1]) if after else None, limit=query.fetch
-        )
-        await _audit(conn, ctx, "patient.read", patient_id, details={"view": "consents"})
-        return history
-
-    history = await in_transaction(ctx.pool, work)
-    return Page[ConsentOut].of(
-        history, query.limit, lambda entry: _consent_out(entry[1]), _consent_key
-    )
-
-
-def _consent_key(entry: tuple[int, Consent]) -> tuple[datetime, int]:
-    ident, consent = entry
-    return consent.recorded_at, ident
-
-
-@API.route(
-    "POST",
-    BASE + "/{patient_id}/consents",
-    summary="Record a consent given or withdrawn",
-    tag=TAG,
-    roles=DESK,
-    body=ConsentChange,
-    response=ConsentOut,
-    status=201,
-    errors=(409,),
-)
-async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
-    """Appended with source `staff`; earlier entries never change. A withdrawal is always
-    accepted; a grant for an erased patient is refused (409). With an Idempotency-Key a retry
-    gets the first answer instead of a second entry."""
-    body: ConsentChange = ctx.body
-    patient_id = ctx.path["patient_id"]
-
-    async def work(conn: asyncpg.Connection) -> ConsentOut:
-        patient = await _existing(conn, patient_id)
-        if body.granted and patient.erased_at is not None:
-            raise _erased(patient, "the patient's contact data was erased; nothing can be granted")
-        await consent_store.insert(
-            conn,
-            patient_id,
-            kind=body.kind,
-            granted=body.granted,
-            source="staff",
-            wording_version=body.wording_version,
-            now=ctx.now,
-        )
-        await _audit(conn, ctx, "patient.consent", patient_id, details=body.model_dump())
-        return ConsentOut(
-            kind=body.kind,
-            granted=body.granted,
-            source="staff",
-            wording_version=body.wording_version,
-            recorded_at=ctx.now,
-        )
-
-    return await idempotency.run(ctx, work, status=201)
-
-
-ERASURE_WORDING = "erasure"
-ERASURE_REASON = "patient erased"
-# What an erasure keeps, and why: the audit entry of each erasure says so.
-ERASURE_KEEPS = {
-    "medical_record": "allergies, medications, screening answers, clinical notes and date of "
-    "birth: medical records are kept for their legal retention period",
-    "appointments": "past and cancelled appointments with their history and course plans: the "
-    "record of the care given and booked",
-    "consents": "the consent history, with the withdrawals of this erasure: proof of what the "
-    "patient agreed to and when",
-    "message_history": "each message's kind, channel, times, status history and provider ids: "
-    "the record of what was sent",
-    "audit_log": "who read and changed the record, including this erasure: accountability",
-}
-
-
-@API.route(
-    "POST",
-    BASE + "/{patient_id}/erase",
-    summary="Erase a patient's contact data and end everything planned for them (EU erasure)",
-    tag=TAG,
-    roles=ADMIN,
-    body=Erasure,
-    response=PatientOut,
-    errors=(409,),
-)
-async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
-    """In one transaction: clears names, mobile and email and revokes every private link;
-    cancels the patient's future sessions and active courses (no cancellation notice: there is
-    nobody to write to) and every queued message; removes the addresses and texts their messages
-    hold and the addresses providers quoted; blanks the text and number of their inbound SMS
-    (keeping when they came and any STOP); deletes what booking forms said about them; withdraws
-    marketing consents. Medical fields, date of birth, appointments as history, consents,
-    message history and the audit log stay. Audited as `patient.erase` with the reason, what was
-    removed and what was kept and why. Once only: a second request is 409, unless it repeats the
-    first one's Idempotency-Key."""
-    body: Erasure = ctx.body
-    patient_id = ctx.path["patient_id"]
-
-    async def work(conn: asyncpg.Connection) -> PatientOut:
-        before = await patients.lock(conn, patient_id)
-        if before is None:
-            raise not_found("patient", patient_id)
-        erased = await patients.erase(conn, patient_id, now=ctx.now)
-        if erased is None:
-            raise _erased(before, "the patient was already erased")
-        # Erased first: whatever is planned from here on finds nobody to write to.
-        messages = await notifications.outbox.cancel_pending_for_patient(
-            conn, patient_id, reason=ERASURE_REASON, now=ctx.now
-        )
-        change = Change(ctx.actor, ctx.now, ctx.request_id)
-        cancelled = await cancellations.cancel_for_erasure(conn, patient_id, change)
-        scrubbed = await notifications.erasure.scrub_for_patient(conn, patient_id, now=ctx.now)
-        inbound = await inbound_messages.scrub_for_patient(
-            conn, patient_id, before.mobile, clinic_id=before.clinic_id
-        )
-        differences = await form_differences.delete_for_patient(conn, patient_id)
-        for kind in consent_store.MARKETING_KINDS:
-            await consent_store.insert(
-                conn,
-                patient_id,
-                kind=kind,
-                granted=False,
-                source="erasure",
-                wording_version=ERASURE_WORDING,
-                now=ctx.now,
-            )
-        kept: dict[str, Any] = dict(ERASURE_KEEPS)
-        if scrubbed.unsettled_ids:
-            kept["messages_being_reconciled"] = {
-                "ids": scrubbed.unsettled_ids,
-                "why": "the provider's answer was lost; the notifier checks with the provider "
-                "where they went and forgets the address when it has settled them",
-            }
-        if inbound.shared_number_kept:
-            kept["inbound_sms_from_a_shared_number"] = {
-                "count": inbound.shared_number_kept,
-                "why": "another patient has the same mobile number: the messages may be theirs",
-            }
-        details = {
-            "removed": {
-                "contact": list(patients.ERASED_FIELDS),
-                "private_links": "revoked",
-                "marketing_consents_withdrawn": list(consent_store.MARKETING_KINDS),
-                "future_appointments_cancelled": cancelled.appointment_ids,
-                "courses_cancelled": cancelled.series_ids,
-                "queued_messages_cancelled": messages,
-                "messages_scrubbed": len(scrubbed.scrubbed_ids),
-                "inbound_sms_scrubbed": inbound.scrubbed,
-                "form_differences_deleted": differences,
-            },
-            "kept": kept,
-        }
-        await _audit(conn, ctx, "patient.erase", patient_id, reason=body.reason, details=details)
-        return await _record(conn, erased)
-
-    return await idempotency.run(ctx, work, status=200)

@@ -1,4 +1,5 @@
-"""Practitioners and their schedules: weekly working hours, time off and one-off day overrides.
+"""Practitioners and their weekly working hours. Their time off and one-off day overrides are in
+`admin_time_off`.
 
 Roles:
 * every staff role reads practitioners and their schedules (the front desk books against them,
@@ -11,11 +12,6 @@ Shapes:
 * `PUT .../hours` replaces the whole week at once (a list of {weekday, starts, ends}; several
   ranges a day make breaks). The week is guarded by the practitioner's `version`: read it with
   `GET .../hours` and send its ETag as If-Match.
-* time off is a list of absolute ranges [starts_at, ends_at); created with POST, removed with
-  DELETE by id.
-* a day override is keyed by its local date: `PUT .../overrides` with {day, ranges, reason}
-  creates or replaces that day (no ranges means closed all day), `DELETE .../overrides?day=`
-  removes it. Dates stay out of the path because path parameters are resource ids.
 * every write is audited under entity `practitioner` and the practitioner's id, so one audit
   search shows everything done to a practitioner and their schedule; schedule actions are
   `hours.replace`, `time_off.create`/`.delete`, `override.create`/`.replace`/`.delete`.
@@ -26,7 +22,7 @@ Shapes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import time, timedelta
 from itertools import pairwise
 from typing import Annotated, Any
 
@@ -39,7 +35,6 @@ from services.booking.api.common import (
     ALL_STAFF,
     DESK,
     as_dict,
-    check_span,
     check_version,
     delete_or_deactivate,
     fields_of,
@@ -51,29 +46,10 @@ from services.booking.api.common import (
     update_versioned,
     write,
 )
-from services.booking.api.fields import (
-    Body,
-    Day,
-    Id,
-    Instant,
-    LocalTime,
-    Name,
-    Phone,
-    Query,
-    ShortText,
-    StoredName,
-    optional,
-)
+from services.booking.api.fields import Body, Id, LocalTime, Name, Phone, StoredName, optional
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
-from shared.db.transactions import in_transaction
-from shared.store import (
-    appointments,
-    practitioners,
-    schedule_overrides,
-    time_off,
-    working_hours,
-)
+from shared.store import appointments, practitioners, working_hours
 from shared.store.practitioners import PractitionerFields
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -123,13 +99,21 @@ def _practitioner_out(row: practitioners.Practitioner) -> Practitioner:
     return Practitioner.model_validate(as_dict(row))
 
 
-async def _locked_practitioner(
+async def locked_practitioner(
     conn: asyncpg.Connection, practitioner_id: int
 ) -> practitioners.Practitioner:
     # Schedule writes lock the practitioner too, so a concurrent removal waits for them instead
     # of failing their foreign key.
     row = await practitioners.lock(conn, practitioner_id)
     return or_not_found(row, "practitioner", practitioner_id)
+
+
+async def require_practitioner(
+    db: asyncpg.Connection | asyncpg.Pool, practitioner_id: int
+) -> practitioners.Practitioner:
+    return or_not_found(
+        await practitioners.get(db, practitioner_id), "practitioner", practitioner_id
+    )
 
 
 async def _refuse_if_booked(conn: asyncpg.Connection, ctx: Ctx, practitioner_id: int) -> None:
@@ -246,7 +230,7 @@ async def update_practitioner(ctx: Ctx) -> Practitioner:
         entity="practitioner",
         ident=practitioner_id,
         changed=bool(sent),
-        lock=_locked_practitioner,
+        lock=locked_practitioner,
         view=_practitioner_out,
         store=write,
     )
@@ -274,7 +258,7 @@ async def delete_practitioner(ctx: Ctx) -> None:
         ctx,
         entity="practitioner",
         ident=practitioner_id,
-        lock=_locked_practitioner,
+        lock=locked_practitioner,
         view=_practitioner_out,
         delete=practitioners.delete,
         check=check,
@@ -304,7 +288,7 @@ class WeeklyHours(BaseModel):
     version: int = Field(description="the practitioner's version, which also guards the week")
 
 
-def _check_no_overlap(ranges: list[tuple[int, time, time]], path: str) -> None:
+def check_no_overlap(ranges: list[tuple[int, time, time]], path: str) -> None:
     """Name the later of two overlapping ranges by its index in the body; touching is fine.
     Each range is (weekday, starts, ends); day overrides pass weekday 0."""
     order = sorted(range(len(ranges)), key=lambda i: ranges[i])
@@ -345,7 +329,7 @@ async def get_hours(ctx: Ctx) -> WeeklyHours:
         ctx.pool.acquire() as conn,
         conn.transaction(readonly=True, isolation="repeatable_read"),
     ):
-        row = await _require_practitioner(conn, practitioner_id)
+        row = await require_practitioner(conn, practitioner_id)
         hours = await _hours_of(conn, practitioner_id)
     return _week(practitioner_id, hours, row.version)
 
@@ -367,11 +351,11 @@ async def put_hours(ctx: Ctx) -> WeeklyHours:
     expected = ctx.if_match()
     body: WeeklyHoursPut = ctx.body
     hours = [(r.weekday, r.starts, r.ends) for r in body.hours]
-    _check_no_overlap(hours, "hours")
+    check_no_overlap(hours, "hours")
     conflicts = {"working_hours_practitioner_id_weekday_tsrange_excl": "ranges overlap"}
 
     async def work(conn: asyncpg.Connection) -> Any:
-        row = await _locked_practitioner(conn, practitioner_id)
+        row = await locked_practitioner(conn, practitioner_id)
         check_version("practitioner", practitioner_id, row, expected)
         before = _week(practitioner_id, await _hours_of(conn, practitioner_id), expected)
         await working_hours.replace(conn, practitioner_id, hours)
@@ -393,281 +377,3 @@ async def put_hours(ctx: Ctx) -> WeeklyHours:
 
     after = await write(ctx, work, conflicts)
     return after
-
-
-# -- Time off --------------------------------------------------------------------------------------
-
-
-class TimeOff(BaseModel):
-    id: int
-    practitioner_id: int
-    starts_at: datetime
-    ends_at: datetime = Field(description="exclusive")
-    reason: ShortText
-    created_at: datetime
-
-
-class TimeOffCreate(Body):
-    starts_at: Instant
-    ends_at: Instant = Field(description="exclusive; after starts_at")
-    reason: ShortText = ""
-
-    _ends_after_start = field_validator("ends_at")(later_than("starts_at"))
-
-
-class TimeOffQuery(PageQuery):
-    since: Instant = optional()
-    until: Instant = optional()
-
-
-async def _require_practitioner(
-    db: asyncpg.Connection | asyncpg.Pool, practitioner_id: int
-) -> practitioners.Practitioner:
-    return or_not_found(
-        await practitioners.get(db, practitioner_id), "practitioner", practitioner_id
-    )
-
-
-def _time_off_out(row: time_off.TimeOff) -> TimeOff:
-    return TimeOff.model_validate(as_dict(row))
-
-
-@API.route(
-    "GET",
-    "/api/v1/practitioners/{practitioner_id}/time-off",
-    summary="A practitioner's time off, by start",
-    tag="schedules",
-    roles=ALL_STAFF,
-    query=TimeOffQuery,
-    response=Page[TimeOff],
-    errors=(404,),
-)
-async def list_time_off(ctx: Ctx) -> Page[TimeOff]:
-    """With `since`/`until`, only time off overlapping [since, until)."""
-    practitioner_id = ctx.path["practitioner_id"]
-    query: TimeOffQuery = ctx.query
-    check_span(query.since, query.until)
-    after = query.after(datetime, int)
-    await _require_practitioner(ctx.pool, practitioner_id)
-    rows = await time_off.list_page(
-        ctx.pool,
-        practitioner_id,
-        since=query.since,
-        until=query.until,
-        after=(after[0], after[1]) if after else None,
-        limit=query.fetch,
-    )
-    return Page[TimeOff].of(rows, query.limit, _time_off_out, _time_off_key)
-
-
-def _time_off_key(row: time_off.TimeOff) -> tuple[datetime, int]:
-    return row.starts_at, row.id
-
-
-@API.route(
-    "POST",
-    "/api/v1/practitioners/{practitioner_id}/time-off",
-    summary="Record time off",
-    tag="schedules",
-    roles=DESK,
-    body=TimeOffCreate,
-    response=TimeOff,
-    status=201,
-    errors=(404,),
-)
-async def create_time_off(ctx: Ctx) -> TimeOff:
-    """Appointments already booked in the range stay booked: move them separately."""
-    practitioner_id = ctx.path["practitioner_id"]
-    body: TimeOffCreate = ctx.body
-
-    async def work(conn: asyncpg.Connection) -> Any:
-        await _locked_practitioner(conn, practitioner_id)
-        row = await time_off.insert(
-            conn,
-            practitioner_id,
-            starts_at=body.starts_at,
-            ends_at=body.ends_at,
-            reason=body.reason,
-            now=ctx.now,
-        )
-        created = _time_off_out(row)
-        await record_item(
-            conn, ctx, "time_off.create", "practitioner", practitioner_id, created, key="time_off"
-        )
-        return created
-
-    created = await write(ctx, work)
-    return created
-
-
-@API.route(
-    "DELETE",
-    "/api/v1/practitioners/{practitioner_id}/time-off/{time_off_id}",
-    summary="Remove time off",
-    tag="schedules",
-    roles=DESK,
-    status=204,
-    errors=(404,),
-)
-async def delete_time_off(ctx: Ctx) -> None:
-    practitioner_id, time_off_id = ctx.path["practitioner_id"], ctx.path["time_off_id"]
-
-    async def work(conn: asyncpg.Connection) -> Any:
-        row = await time_off.delete(conn, practitioner_id, time_off_id)
-        removed = _time_off_out(or_not_found(row, "time off", time_off_id))
-        await record_item(
-            conn, ctx, "time_off.delete", "practitioner", practitioner_id, removed, key="time_off"
-        )
-
-    await in_transaction(ctx.pool, work)
-
-
-# -- One-off day overrides -------------------------------------------------------------------------
-
-
-class DayRange(Body):
-    starts: LocalTime = Field(description="local time in the clinic's zone")
-    ends: LocalTime
-
-    _ends_after_start = field_validator("ends")(later_than("starts"))
-
-
-class OverridePut(Body):
-    day: Day = Field(description="the local date whose hours this replaces")
-    ranges: list[DayRange] = Field(
-        default_factory=list, max_length=24, description="the hours worked; none means closed"
-    )
-    reason: ShortText = ""
-
-
-class Override(BaseModel):
-    practitioner_id: int
-    day: date
-    ranges: list[DayRange]
-    closed: bool = Field(description="true when no ranges: not working that day")
-    reason: ShortText
-
-
-class OverrideQuery(PageQuery):
-    first_day: Day = optional()
-    last_day: Day = optional()
-
-
-class OverrideDay(Query):
-    day: Day
-
-
-def _override(row: schedule_overrides.ScheduleOverride) -> Override:
-    ranges = [DayRange(starts=s, ends=e) for s, e in row.ranges]
-    return Override(
-        practitioner_id=row.practitioner_id,
-        day=row.day,
-        ranges=ranges,
-        closed=not ranges,
-        reason=row.reason,
-    )
-
-
-@API.route(
-    "GET",
-    "/api/v1/practitioners/{practitioner_id}/overrides",
-    summary="A practitioner's day overrides, by day",
-    tag="schedules",
-    roles=ALL_STAFF,
-    query=OverrideQuery,
-    response=Page[Override],
-    errors=(404,),
-)
-async def list_overrides(ctx: Ctx) -> Page[Override]:
-    """With `first_day`/`last_day` (inclusive), only overrides of those days."""
-    practitioner_id = ctx.path["practitioner_id"]
-    query: OverrideQuery = ctx.query
-    (after_day,) = query.after(date) or [None]
-    await _require_practitioner(ctx.pool, practitioner_id)
-    rows = await schedule_overrides.list_page(
-        ctx.pool,
-        practitioner_id,
-        first_day=query.first_day,
-        last_day=query.last_day,
-        after_day=after_day,
-        limit=query.fetch,
-    )
-    return Page[Override].of(rows, query.limit, _override, lambda row: (row.day,))
-
-
-@API.route(
-    "PUT",
-    "/api/v1/practitioners/{practitioner_id}/overrides",
-    summary="Set one day's hours (create or replace that day's override)",
-    tag="schedules",
-    roles=DESK,
-    body=OverridePut,
-    response=Override,
-    errors=(404,),
-)
-async def put_override(ctx: Ctx) -> Override:
-    """The body states the whole day, so replacing needs no If-Match: there is nothing of the
-    old override the caller could unknowingly keep or lose. Overlapping ranges are a 422."""
-    practitioner_id = ctx.path["practitioner_id"]
-    body: OverridePut = ctx.body
-    ranges = [(r.starts, r.ends) for r in body.ranges]
-    _check_no_overlap([(0, s, e) for s, e in ranges], "ranges")
-
-    async def work(conn: asyncpg.Connection) -> Any:
-        await _locked_practitioner(conn, practitioner_id)
-        previous = await schedule_overrides.lock(conn, practitioner_id, body.day)
-        row = await schedule_overrides.upsert(
-            conn, practitioner_id, body.day, ranges=ranges, reason=body.reason
-        )
-        result = _override(row)
-        await record(
-            conn,
-            ctx,
-            action="override.replace" if previous else "override.create",
-            entity="practitioner",
-            entity_id=practitioner_id,
-            details={
-                "from": _override(previous).model_dump(mode="json") if previous else None,
-                "to": result.model_dump(mode="json"),
-            },
-        )
-        return result
-
-    result = await write(ctx, work)
-    return result
-
-
-@API.route(
-    "DELETE",
-    "/api/v1/practitioners/{practitioner_id}/overrides",
-    summary="Remove one day's override (the weekly hours apply again)",
-    tag="schedules",
-    roles=DESK,
-    query=OverrideDay,
-    status=204,
-    errors=(404,),
-)
-async def delete_override(ctx: Ctx) -> None:
-    practitioner_id = ctx.path["practitioner_id"]
-    day: date = ctx.query.day
-
-    async def work(conn: asyncpg.Connection) -> Any:
-        await _require_practitioner(conn, practitioner_id)
-        row = await schedule_overrides.delete(conn, practitioner_id, day)
-        if row is None:
-            raise ApiError(
-                404,
-                "Not Found",
-                f"no override on {day} for practitioner {practitioner_id}",
-                type_="not-found",
-            )
-        await record(
-            conn,
-            ctx,
-            action="override.delete",
-            entity="practitioner",
-            entity_id=practitioner_id,
-            details={"from": _override(row).model_dump(mode="json")},
-        )
-
-    await in_transaction(ctx.pool, work)

@@ -25,7 +25,6 @@ from services.booking.api import API
 from services.booking.api.admin_appointments import (
     AppointmentDeskOut,
     AppointmentOut,
-    GapOut,
     Zones,
     appointment_out,
     change_of,
@@ -33,7 +32,7 @@ from services.booking.api.admin_appointments import (
 from services.booking.api.common import ALL_STAFF, CLINICAL, Read, or_not_found, record_reads
 from services.booking.api.fields import Body, Id, text
 from services.booking.api.framework import ApiError, Ctx, invalid
-from services.booking.api.move_views import gap_out
+from services.booking.api.move_views import GapOut, gap_out
 from services.booking.api.pagination import Page, PageQuery
 from services.booking.domain import courses, reschedule
 from shared.db.transactions import in_transaction

@@ -1,5 +1,5 @@
 """What a patient's erasure removes from their messages (shared/store/notifications/), for the
-admin API's erasure (services/booking/api/admin_patients.py): the addresses and texts the rows
+admin API's erasure (services/booking/api/admin_erasure.py): the addresses and texts the rows
 and their attempts hold. Their pending messages are cancelled by outbox.cancel_pending_for_patient.
 
 Invariants: kind, channel, times, statuses and provider ids stay (the record of what was sent);
