@@ -176,7 +176,7 @@ class Preparer:
         """What the daily limit and merging need, read once for the whole batch."""
         now = self.clock.now()
         own = [n.id for n in batch]
-        windows: list[notifications.dispatch.DayWindow] = []
+        windows: list[notifications.send_rules.DayWindow] = []
         if self.settings.max_scheduled_per_day > 0:
             zoned = [
                 (n, ctx.patient_zone)
@@ -190,7 +190,7 @@ class Preparer:
             keys = sorted({key for n in batch if (key := _reminder_key(n)) is not None})
         if not windows and not keys:
             return BatchFacts(own, {}, {})
-        found = await notifications.dispatch.patient_facts(
+        found = await notifications.send_rules.patient_facts(
             conn,
             windows,
             exempt_kinds=sorted(send_checks.UNCAPPED_KINDS),
@@ -316,7 +316,7 @@ class Preparer:
         merged = notification.context.get("merged_notification_ids")
         if stop.status in ("cancelled", "expired") and isinstance(merged, list) and merged:
             # The reminders folded into this one are still owed to the patient.
-            await notifications.dispatch.unmerge(
+            await notifications.send_rules.unmerge(
                 conn,
                 notification.id,
                 [i for i in merged if isinstance(i, int)],
@@ -359,7 +359,7 @@ class Preparer:
         slot = _kept_slot(notification, now)
         if slot is None:
             cost = timedelta(seconds=(prepared.composed.segments or 1) / rate)
-            slot = await notifications.dispatch.reserve_sender_slot(
+            slot = await notifications.send_rules.reserve_sender_slot(
                 conn, sender=self.sender, now=now, cost=cost, urgent=notification.urgent
             )
         if slot - now > PACE_INLINE_WAIT:
@@ -408,7 +408,11 @@ def _patient_key(notification: Notification) -> tuple[int, str]:
 
 def _reminder_key(notification: Notification) -> tuple[int, str] | None:
     """Reminders of one patient on one channel go together: the first may absorb the others."""
-    if notification.kind in send_checks.REMINDER_KINDS and notification.patient_id is not None:
+    if (
+        notification.kind in send_checks.REMINDER_KINDS
+        and notification.patient_id is not None
+        and not notification.urgent  # the priority lane is never merged
+    ):
         return (notification.patient_id, notification.channel)
     return None
 

@@ -168,10 +168,10 @@ def is_capped(notification: Notification) -> bool:
 
 def local_day(
     notification: Notification, now: datetime, zone: ZoneInfo
-) -> notifications.dispatch.DayWindow:
+) -> notifications.send_rules.DayWindow:
     assert notification.patient_id is not None
     day = now.astimezone(zone).date()
-    return notifications.dispatch.DayWindow(
+    return notifications.send_rules.DayWindow(
         notification.patient_id,
         notification.channel,
         datetime.combine(day, time(0), tzinfo=zone),
@@ -181,7 +181,7 @@ def local_day(
 
 def day_windows(
     rows: list[tuple[Notification, ZoneInfo]], now: datetime
-) -> list[notifications.dispatch.DayWindow]:
+) -> list[notifications.send_rules.DayWindow]:
     """The local days the daily limit counts in, for the capped rows among `rows` (with their
     patients' zones): one per patient and channel."""
     windows = {
@@ -236,14 +236,14 @@ async def merge_nearby(
     Runs in one transaction holding this row and the merged ones; a candidate whose own
     appointment is off or moved is left alone (its own checks end it).
     """
-    if window <= timedelta(0) or notification.kind not in REMINDER_KINDS:
+    if window <= timedelta(0) or notification.kind not in REMINDER_KINDS or notification.urgent:
         return None
     if notification.patient_id is None:
         return None
     async with conn.transaction():
         if not await notifications.dispatch.hold_for_send(conn, notification.id, worker=worker):
             return None
-        candidates = await notifications.dispatch.lock_merge_candidates(
+        candidates = await notifications.send_rules.lock_merge_candidates(
             conn,
             notification,
             kinds=sorted(MERGEABLE_KINDS),
@@ -255,7 +255,7 @@ async def merge_nearby(
         if not merged:
             return None
         addition = _merged_context(notification.context, merged)
-        await notifications.dispatch.merge_into(
+        await notifications.send_rules.merge_into(
             conn, notification.id, merged, context=addition, now=now
         )
     return {**notification.context, **addition}
@@ -263,7 +263,7 @@ async def merge_nearby(
 
 async def _still_valid(
     conn: asyncpg.Connection,
-    candidate: notifications.dispatch.MergeCandidate,
+    candidate: notifications.send_rules.MergeCandidate,
     target: Notification,
     now: datetime,
 ) -> bool:
@@ -281,7 +281,7 @@ async def _still_valid(
 
 
 def _merged_context(
-    context: dict[str, Any], merged: list[notifications.dispatch.MergeCandidate]
+    context: dict[str, Any], merged: list[notifications.send_rules.MergeCandidate]
 ) -> dict[str, Any]:
     def listed(key: str) -> list[Any]:
         value = context.get(key)

@@ -181,9 +181,10 @@ def display_phone(phone: str, region: str, reader_number: str | None) -> str:
 @functools.lru_cache(maxsize=1024)
 def _country_code(phone: str, region: str) -> int | None:
     try:
-        return int(phonenumbers.parse(phone, region).country_code)
+        code = phonenumbers.parse(phone, region).country_code
     except phonenumbers.NumberParseException:
         return None
+    return None if code is None else int(code)
 
 
 @functools.lru_cache(maxsize=2048)

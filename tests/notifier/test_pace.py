@@ -20,7 +20,7 @@ async def test_reserved_send_times_are_one_second_apart_per_segment(pool: asyncp
     async def reserve(
         segments: int, *, urgent: bool = False, sender: str = "+15005550006"
     ) -> datetime:
-        return await notifications.dispatch.reserve_sender_slot(
+        return await notifications.send_rules.reserve_sender_slot(
             pool, sender=sender, now=NOW, cost=SECOND * segments, urgent=urgent
         )
 

@@ -5,8 +5,10 @@
                reading one row, and the event every status change leaves
     outbox     writes by whatever causes a message (shared/outbox_plan.py, the booking domain):
                new rows, cancelling the pending ones that a change makes pointless
-    dispatch   the notifier's sending: claims, leases, attempts, outcomes, merging, pacing
-               (services/notifier/dispatch.py, send_checks.py)
+    dispatch   the notifier's sending: claims by lane, the decision to send, attempts,
+               outcomes, leases (services/notifier/dispatch.py, recording.py)
+    send_rules send-time rules that look at other rows: the daily limit's counts, merging
+               reminders, the sender's pace (services/notifier/preparing.py, send_checks.py)
     sweeps     the notifier's sweeps: rescued leases, reconciliation, expiry, queue depth
                (services/notifier/sweeps.py)
     callbacks  provider status callbacks (services/notifier/status_callbacks.py)
@@ -31,8 +33,9 @@ from shared.store.notifications import (
     erasure,
     outbox,
     rows,
+    send_rules,
     sweeps,
     views,
 )
 
-__all__ = ["callbacks", "dispatch", "erasure", "outbox", "rows", "sweeps", "views"]
+__all__ = ["callbacks", "dispatch", "erasure", "outbox", "rows", "send_rules", "sweeps", "views"]
