@@ -98,6 +98,8 @@ class OutcomeWriter:
                         return
                     self._arrived.clear()
                     await self._arrived.wait()
+                    # Calls that returned in the same turn of the loop go in the same write.
+                    await asyncio.sleep(0)
                     continue
                 batch, self._pending = self._pending, []
                 try:
