@@ -1,7 +1,8 @@
 """Profile one notifier process draining 10,000 messages (issue 11): the process runs under
-py-spy, which writes a flame graph and prints the functions that take the most time; the
-database's round trips per message are counted from pg_stat_statements when it is loaded.
-Run: `.venv/bin/python -m bench.profile_notify [out.svg]` (py-spy comes with the bench extras)."""
+py-spy, and this prints the functions that take the most time and the database round trips per
+message (from pg_stat_database: every statement the notifier makes is its own transaction).
+Run: `.venv/bin/python -m bench.profile_notify [out.txt]` (py-spy comes with the bench extras;
+out.txt keeps py-spy's raw stacks)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ async def _run(server: object, out: Path) -> None:
                 print(f"# drained {MESSAGES} in {elapsed:.1f} s: {MESSAGES / elapsed:.0f}/s")
                 if calls_before is not None and calls_after is not None:
                     per = (calls_after - calls_before) / MESSAGES
-                    print(f"# database statements per message: {per:.2f}")
+                    print(f"# database round trips (transactions) per message: {per:.2f}")
                 _top(raw)
                 if out.suffix == ".txt":
                     shutil.copy(raw, out)
@@ -82,10 +83,15 @@ async def _run(server: object, out: Path) -> None:
 
 
 async def _statement_calls(conn: asyncpg.Connection) -> int | None:
-    try:
-        return int(await conn.fetchval("SELECT sum(calls) FROM pg_stat_statements"))
-    except asyncpg.PostgresError:
-        return None
+    """Transactions the database has committed or rolled back: a statement outside a
+    transaction is one, so for the notifier (whose statements are all single) this counts its
+    round trips, with the statistics collector's delay."""
+    await asyncio.sleep(1.0)  # let the statistics catch up
+    value = await conn.fetchval(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+        "WHERE datname = current_database()"
+    )
+    return None if value is None else int(value)
 
 
 # Frames where a thread waits rather than works (py-spy cannot always tell).
