@@ -344,13 +344,20 @@ def test_booking_forwards_to_the_local_notifier_port_unless_told_otherwise() -> 
     assert told.notifier_base == "http://notifier:8082"
 
 
-@pytest.mark.parametrize("service", ["booking", "notifier"])
-def test_serve_with_a_bad_callback_url_exits_2_naming_it(service: str) -> None:
-    result = _regimen(
-        ["serve", service],
-        {**PRODUCTION_ENV, "REGIMEN_TWILIO_CALLBACK_URL": "http://notify.example-clinic.com"},
-    )
+@pytest.mark.parametrize(
+    ("service", "name", "value", "says"),
+    [
+        ("booking", "REGIMEN_TWILIO_CALLBACK_URL", "http://notify.example-clinic.com", "must be"),
+        ("notifier", "REGIMEN_TWILIO_CALLBACK_URL", "https://localhost:8443", "is this machine"),
+        ("booking", "REGIMEN_NOTIFIER_URL", "notifier:8082", "is not an http(s) URL"),
+    ],
+)
+def test_serve_with_a_bad_webhook_url_exits_2_naming_it(
+    service: str, name: str, value: str, says: str
+) -> None:
+    result = _regimen(["serve", service], {**PRODUCTION_ENV, name: value})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("regimen: REGIMEN_TWILIO_CALLBACK_URL: must be https://")
+    assert lines[0].startswith(f"regimen: {name}: ")
+    assert says in lines[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -78,6 +79,25 @@ def refuse_foreign_database(settings: Settings, *, use_database_url: bool) -> No
     )
 
 
+def webhook_router(settings: Settings) -> Callable[[str], str]:
+    """Where a URL Twilio calls leads on this machine, as a load balancer would route it in
+    production: the public URL reaches booking (which forwards /twilio/* to the notifier), a
+    REGIMEN_TWILIO_CALLBACK_URL of its own reaches the notifier directly."""
+    booking_url = f"http://{HOST}:{settings.booking_port}"
+    notifier_url = f"http://{HOST}:{settings.notifier_port}"
+    public = settings.public_url
+    callbacks = settings.twilio_callback_base
+
+    def route(url: str) -> str:
+        if callbacks != public and url.startswith(callbacks + "/"):
+            return notifier_url + url[len(callbacks) :]
+        if url.startswith(public + "/"):
+            return booking_url + url[len(public) :]
+        return url
+
+    return route
+
+
 async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
     refuse_foreign_database(base, use_database_url=use_database_url)
     settings = with_dev_stand_ins(base)
@@ -100,20 +120,7 @@ async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
 
     assert settings.twilio_account_sid and settings.twilio_auth_token
     recorder = Recorder(state / "dev-inbox.jsonl")
-    booking_url = f"http://{HOST}:{settings.booking_port}"
-    notifier_url = f"http://{HOST}:{settings.notifier_port}"
-    public = settings.public_url
-    callbacks = settings.twilio_callback_base
-
-    def route_webhook(url: str) -> str:
-        # What the load balancer does in production: the public URL reaches booking, which
-        # forwards /twilio/* to the notifier; a callback URL of its own reaches the notifier.
-        if callbacks != public and url.startswith(callbacks + "/"):
-            return notifier_url + url[len(callbacks) :]
-        if url.startswith(public + "/"):
-            return booking_url + url[len(public) :]
-        return url
-
+    route_webhook = webhook_router(settings)
     standin = TwilioStandIn(
         settings.twilio_account_sid,
         settings.twilio_auth_token,
