@@ -29,6 +29,10 @@ KNOWN_VARIABLES: dict[str, str] = {
     "DATABASE_URL": "PostgreSQL URL; unset: embedded PostgreSQL under REGIMEN_STATE_DIR/pgdata",
     "REGIMEN_MIGRATION_DATABASE_URL": "URL 'regimen migrate' uses (the schema owner); DATABASE_URL",
     "REGIMEN_PUBLIC_URL": "URL patients and Twilio reach booking/notifier at",
+    "REGIMEN_TWILIO_CALLBACK_URL": (
+        "base URL Twilio calls for status callbacks and signs (the notifier's public address)"
+    ),
+    "REGIMEN_NOTIFIER_URL": "notifier's internal URL booking forwards /twilio/* to",
     "REGIMEN_SECRET_KEY": "signs patient links and CSRF tokens (production: required)",
     "REGIMEN_BOOKING_PORT": "booking listen port",
     "REGIMEN_SCHEDULER_PORT": "scheduler listen port",
@@ -122,6 +126,20 @@ class Settings:
     link_lifetime: timedelta = timedelta(days=30)
     migration_database_url: str | None = None
     staff_token_max_age_days: int = 365
+    # Unset (None) follows public_url / notifier_port, also through with_overrides.
+    twilio_callback_url: str | None = None
+    notifier_url: str | None = None
+
+    @property
+    def twilio_callback_base(self) -> str:
+        """The base URL Twilio calls for status callbacks and inbound SMS, and signs: every
+        webhook signature is checked against it plus the path and query Twilio called."""
+        return self.twilio_callback_url or self.public_url
+
+    @property
+    def notifier_base(self) -> str:
+        """Where the booking service forwards the /twilio/* requests it receives."""
+        return self.notifier_url or f"http://127.0.0.1:{self.notifier_port}"
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -164,6 +182,25 @@ def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{name}: {raw!r} is not an http(s) URL with a host")
+    return raw.rstrip("/")
+
+
+def _base_url(env: Mapping[str, str], name: str) -> str | None:
+    """A base URL that paths are appended to, or None when unset."""
+    raw = _text(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}: {raw!r} is not an http(s) URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name}: the port is not a number (1-65535)") from None
+    if parts.query or parts.fragment or raw.endswith(("?", "#")):
+        raise ConfigError(f"{name}: must be a base URL without '?' or '#' (paths are appended)")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name}: must not carry a user name or password")
     return raw.rstrip("/")
 
 
@@ -325,6 +362,8 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         staff_token_max_age_days=_count_between(
             env, "REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS", 365, 0, 36500
         ),
+        twilio_callback_url=_base_url(env, "REGIMEN_TWILIO_CALLBACK_URL"),
+        notifier_url=_base_url(env, "REGIMEN_NOTIFIER_URL"),
     )
     if mode == "production":
         require_production_settings(settings)
@@ -381,6 +420,18 @@ def require_production_settings(settings: Settings) -> None:
             f"REGIMEN_PUBLIC_URL: must be https:// (patients' links are credentials), "
             f"got {settings.public_url!r}"
         )
+    callback = settings.twilio_callback_url
+    if callback is not None:  # unset, it is the public URL checked above
+        if is_local_host(urlsplit(callback).hostname):
+            raise ConfigError(
+                f"REGIMEN_TWILIO_CALLBACK_URL: {callback!r} is this machine; set the https:// "
+                "address Twilio reaches the notifier at (or unset it to use REGIMEN_PUBLIC_URL)"
+            )
+        if urlsplit(callback).scheme != "https":
+            raise ConfigError(
+                f"REGIMEN_TWILIO_CALLBACK_URL: must be https:// (Twilio posts patients' numbers "
+                f"and messages to it), got {callback!r}"
+            )
     if settings.smtp_tls == "none" and not is_local_host(settings.smtp_host):
         raise ConfigError(
             f"REGIMEN_SMTP_TLS: 'none' would send patients' email unencrypted to "

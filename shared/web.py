@@ -117,6 +117,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id_var.reset(token)
 
 
+def request_target(request: web.Request) -> str:
+    """The path and query exactly as the client sent them (webhook signatures cover them byte
+    for byte); for an absolute-form target, its path and query."""
+    raw = request.raw_path
+    return raw if raw.startswith("/") else request.rel_url.raw_path_qs
+
+
 def route_pattern(request: web.Request) -> str:
     """What logs and metrics name a request by: `/s/{token}`, never the token itself."""
     resource = request.match_info.route.resource

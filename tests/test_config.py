@@ -68,6 +68,14 @@ def test_defaults_match_the_contract() -> None:
         ("REGIMEN_LOG_LEVEL", "verbose", "not one of debug, info, warning, error"),
         ("REGIMEN_TWILIO_MESSAGING_SERVICE_SID", "MG12", "starting with MG"),
         ("REGIMEN_DEV_INBOX_PORT", "0", "not a port number"),
+        ("REGIMEN_TWILIO_CALLBACK_URL", "notify.example.com", "not an http(s) URL"),
+        ("REGIMEN_TWILIO_CALLBACK_URL", "https://notify.example.com:https", "port is not"),
+        # Paths are appended to it: a query would end up in the middle of every URL.
+        ("REGIMEN_TWILIO_CALLBACK_URL", "https://notify.example.com/?key=1", "without '?'"),
+        ("REGIMEN_TWILIO_CALLBACK_URL", "https://notify.example.com/#rc=3", "without '?'"),
+        ("REGIMEN_TWILIO_CALLBACK_URL", "https://u:p@notify.example.com", "user name or"),
+        ("REGIMEN_NOTIFIER_URL", "notifier:8082", "not an http(s) URL"),
+        ("REGIMEN_NOTIFIER_URL", "http://notifier:80820", "port is not"),
     ],
 )
 def test_malformed_value_names_the_variable(name: str, value: str, says: str) -> None:
@@ -225,6 +233,16 @@ def test_the_booking_app_will_not_build_without_a_secret_key(settings: Settings)
             "REGIMEN_PUBLIC_URL: must be https://",
         ),
         (
+            "Twilio's callbacks pointed at this machine, which Twilio cannot reach",
+            {"REGIMEN_TWILIO_CALLBACK_URL": "http://127.0.0.1:8082"},
+            "REGIMEN_TWILIO_CALLBACK_URL: 'http://127.0.0.1:8082' is this machine",
+        ),
+        (
+            "Twilio's callbacks (patients' numbers) over plain http",
+            {"REGIMEN_TWILIO_CALLBACK_URL": "http://notify.example-clinic.com"},
+            "REGIMEN_TWILIO_CALLBACK_URL: must be https://",
+        ),
+        (
             "mail in clear text to a server across the network",
             {"REGIMEN_SMTP_TLS": "none"},
             "REGIMEN_SMTP_TLS: 'none' would send patients' email unencrypted to smtp.example.com",
@@ -298,3 +316,48 @@ def test_dev_knows_its_own_embedded_database_from_a_foreign_one(tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"^DATABASE_URL: .* pass --use-database-url$"):
         refuse_foreign_database(foreign, use_database_url=False)
     refuse_foreign_database(foreign, use_database_url=True)
+
+
+def test_twilio_callbacks_follow_the_public_url_unless_set_apart() -> None:
+    single = load_settings(PRODUCTION_ENV, mode="production")
+    assert single.twilio_callback_base == "https://book.example-clinic.com"
+    # Unset, it keeps following the public URL (tests and dev override that one).
+    moved = single.with_overrides(public_url="https://other.example-clinic.com")
+    assert moved.twilio_callback_base == "https://other.example-clinic.com"
+    apart = load_settings(
+        {**PRODUCTION_ENV, "REGIMEN_TWILIO_CALLBACK_URL": "https://notify.example-clinic.com/"},
+        mode="production",
+    )
+    assert apart.twilio_callback_base == "https://notify.example-clinic.com"
+    assert apart.public_url == "https://book.example-clinic.com"
+
+
+def test_booking_forwards_to_the_local_notifier_port_unless_told_otherwise() -> None:
+    assert load_settings({}).notifier_base == "http://127.0.0.1:8082"
+    assert load_settings({"REGIMEN_NOTIFIER_PORT": "9182"}).notifier_base == (
+        "http://127.0.0.1:9182"
+    )
+    # An internal address: plain http to another host is allowed in production.
+    told = load_settings(
+        {**PRODUCTION_ENV, "REGIMEN_NOTIFIER_URL": "http://notifier:8082"}, mode="production"
+    )
+    assert told.notifier_base == "http://notifier:8082"
+
+
+@pytest.mark.parametrize(
+    ("service", "name", "value", "says"),
+    [
+        ("booking", "REGIMEN_TWILIO_CALLBACK_URL", "http://notify.example-clinic.com", "must be"),
+        ("notifier", "REGIMEN_TWILIO_CALLBACK_URL", "https://localhost:8443", "is this machine"),
+        ("booking", "REGIMEN_NOTIFIER_URL", "notifier:8082", "is not an http(s) URL"),
+    ],
+)
+def test_serve_with_a_bad_webhook_url_exits_2_naming_it(
+    service: str, name: str, value: str, says: str
+) -> None:
+    result = _regimen(["serve", service], {**PRODUCTION_ENV, name: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"regimen: {name}: ")
+    assert says in lines[0]

@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shared.config import DEV_TWILIO_ACCOUNT_SID, load_settings
+from shared.config import DEFAULT_PUBLIC_URL, DEV_TWILIO_ACCOUNT_SID, load_settings
 from shared.providers.email import EmailClient, build_message, send_once
 from shared.providers.sms import SmsClient
 from tests.processes import (
@@ -141,7 +141,13 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
         )
         sms = SmsClient(settings)
         try:
-            await sms.send("+447700900555", "Hello from the test")
+            # Its status callbacks go to the public URL (dev's default), which leads to booking,
+            # which forwards them to the notifier.
+            await sms.send(
+                "+447700900555",
+                "Hello from the test",
+                status_callback=DEFAULT_PUBLIC_URL + "/twilio/status",
+            )
         finally:
             await sms.close()
         await send_once(
@@ -153,6 +159,13 @@ async def test_dev_runs_everything_keeps_data_and_stops_cleanly(tmp_path: Path) 
                 text="Hello by email",
             ),
         )
+        forwarded = 'route="/twilio/status",status="204"} 2.0'
+        for _ in range(200):  # the stand-in's two callbacks, half a second apart
+            if forwarded in (await _get(metrics))[1]:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the stand-in's status callbacks did not reach the notifier")
         async with aiohttp.ClientSession() as http:
             async with http.get(inbox + "/api/messages") as response:
                 listed = await response.json()

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import trustme
+import yarl
 from twilio.request_validator import RequestValidator
 
 from services.devkit.recorder import Recorder
@@ -329,3 +330,64 @@ async def test_a_mailbox_outside_ascii_goes_with_smtputf8(settings: Settings) ->
         server.close()
     [received] = handler.recorder.emails_to("ännä@müller.de")
     assert received.subject == "Rendez-vous" and received.body.strip() == "Bonjour"
+
+
+async def _post_inbound(url: str, params: dict[str, str], signature: str) -> int:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            # encoded=True: sent byte for byte, as Twilio sends the URL it was given.
+            yarl.URL(url, encoded=True),
+            data=params,
+            headers={"X-Twilio-Signature": signature},
+        ) as response:
+            return response.status
+
+
+async def test_webhooks_are_checked_against_the_callback_url_when_it_is_set_apart(
+    settings: Settings, clock: FrozenClock, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The notifier has its own public address: Twilio calls (and signs) that one. A signature
+    # made for the booking URL is not Twilio calling us there, and is refused with a hint.
+    apart = settings.with_overrides(twilio_callback_url="https://notify.example.test")
+    runner, notifier = await serve_app(create_notifier(apart, clock, db_url))
+    try:
+        params = _inbound("SM" + "3" * 32)
+        validator = RequestValidator("test-auth-token")
+        for_public = validator.compute_signature(settings.public_url + "/twilio/sms", params)
+        assert await _post_inbound(notifier + "/twilio/sms", params, for_public) == 403
+        assert "signed for REGIMEN_PUBLIC_URL" in caplog.text
+        for_callbacks = validator.compute_signature(
+            "https://notify.example.test/twilio/sms", params
+        )
+        assert await _post_inbound(notifier + "/twilio/sms", params, for_callbacks) == 200
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_callback_signed_for_one_notification_is_refused_for_another(
+    settings: Settings, notifier: str
+) -> None:
+    # `n` says which row the status is about; a captured callback replayed with another `n`
+    # would mark someone else's message delivered.
+    params = {
+        "AccountSid": "AC" + "0" * 31 + "1",
+        "MessageSid": "SM" + "4" * 32,
+        "MessageStatus": "delivered",
+    }
+    signed = RequestValidator("test-auth-token").compute_signature(
+        settings.public_url + "/twilio/status?n=7", params
+    )
+    assert await _post_inbound(notifier + "/twilio/status?n=8", params, signed) == 403
+    assert await _post_inbound(notifier + "/twilio/status?n=7", params, signed) == 204
+
+
+async def test_a_webhook_url_with_an_encoded_query_is_checked_as_twilio_called_it(
+    settings: Settings, notifier: str
+) -> None:
+    # Twilio signs the console's URL as typed, %2F and all; a decoded path would not match.
+    target = "/twilio/sms?clinic=north%2Fwest"
+    params = _inbound("SM" + "5" * 32)
+    signature = RequestValidator("test-auth-token").compute_signature(
+        settings.public_url + target, params
+    )
+    assert await _post_inbound(notifier + target, params, signature) == 200

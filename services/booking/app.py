@@ -15,6 +15,7 @@ from services.booking.api.docs import install_docs
 from services.booking.api.idempotency import purge_keys
 from services.booking.domain import limits
 from services.booking.domain.limits import purge_counters
+from services.booking.twilio_forwarding import install_twilio_forwarding
 from services.booking.web import install_templates
 from services.booking.web.booking_pages import install_booking_pages
 from services.booking.web.page_headers import install_page_security_headers
@@ -52,5 +53,6 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
     _load_api_modules()
     API.install(app)
     install_docs(app, templates)
+    install_twilio_forwarding(app)
     install_sweeps(app, BOOKING_SWEEPS)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -22,6 +23,7 @@ from shared.config import DEV_TWILIO_FROM, ConfigError, Settings, with_dev_stand
 from shared.db import embedded, migrate
 from shared.db.pool import connect
 from shared.logging import JsonFormatter, quiet_noisy_loggers
+from shared.providers.sms import inbound_sms_url
 from shared.runner import Served, serve_until_signal
 from shared.store import staff_tokens
 from shared.web import create_metrics_app
@@ -77,6 +79,25 @@ def refuse_foreign_database(settings: Settings, *, use_database_url: bool) -> No
     )
 
 
+def webhook_router(settings: Settings) -> Callable[[str], str]:
+    """Where a URL Twilio calls leads on this machine, as a load balancer would route it in
+    production: the public URL reaches booking (which forwards /twilio/* to the notifier), a
+    REGIMEN_TWILIO_CALLBACK_URL of its own reaches the notifier directly."""
+    booking_url = f"http://{HOST}:{settings.booking_port}"
+    notifier_url = f"http://{HOST}:{settings.notifier_port}"
+    public = settings.public_url
+    callbacks = settings.twilio_callback_base
+
+    def route(url: str) -> str:
+        if callbacks != public and url.startswith(callbacks + "/"):
+            return notifier_url + url[len(callbacks) :]
+        if url.startswith(public + "/"):
+            return booking_url + url[len(public) :]
+        return url
+
+    return route
+
+
 async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
     refuse_foreign_database(base, use_database_url=use_database_url)
     settings = with_dev_stand_ins(base)
@@ -99,15 +120,7 @@ async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
 
     assert settings.twilio_account_sid and settings.twilio_auth_token
     recorder = Recorder(state / "dev-inbox.jsonl")
-    notifier_url = f"http://{HOST}:{settings.notifier_port}"
-    public = settings.public_url
-
-    def route_webhook(url: str) -> str:
-        # What a reverse proxy does in production: /twilio/* on the public URL goes to the notifier.
-        if url.startswith(public + "/twilio/"):
-            return notifier_url + url[len(public) :]
-        return url
-
+    route_webhook = webhook_router(settings)
     standin = TwilioStandIn(
         settings.twilio_account_sid,
         settings.twilio_auth_token,
@@ -122,8 +135,8 @@ async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
         auth_token=settings.twilio_auth_token,
         # With a Messaging Service SID set there is no From number; replies still need a "To".
         sender=settings.twilio_from or DEV_TWILIO_FROM,
-        public_url=public,
-        notifier_url=notifier_url,
+        inbound_url=inbound_sms_url(settings),
+        route=route_webhook,
         on_clock_change=lambda offset: (state / "clock-offset").write_text(
             str(offset.total_seconds())
         ),
@@ -153,6 +166,7 @@ async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
             f"  Notifier          http://{HOST}:{settings.notifier_port}/readyz",
             f"  Dev inbox         http://{HOST}:{settings.dev_inbox_port}/",
             f"  Twilio stand-in   {settings.twilio_api_url}",
+            f"  Twilio webhooks   {inbound_sms_url(settings)} (inbound SMS)",
             f"  SMTP server       {settings.smtp_host}:{settings.smtp_port}",
             f"  Database          {database}",
             f"  Logs              {log_path}",

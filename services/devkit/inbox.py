@@ -31,16 +31,17 @@ class DevInbox:
         account_sid: str,
         auth_token: str,
         sender: str,
-        public_url: str,
-        notifier_url: str,
+        inbound_url: str,
+        route: Callable[[str], str] = lambda url: url,
         on_clock_change: Callable[[timedelta], None] = lambda _offset: None,
     ) -> None:
         self.recorder = recorder
         self.clock = clock
         self.account_sid = account_sid
         self.sender = sender
-        self.public_url = public_url
-        self.notifier_url = notifier_url
+        # The URL Twilio calls (and signs) for an inbound SMS, and where that URL leads here.
+        self.inbound_url = inbound_url
+        self.route = route
         self.on_clock_change = on_clock_change
         self.validator = RequestValidator(auth_token)
         self.templates = Environment(
@@ -92,7 +93,8 @@ class DevInbox:
         raise web.HTTPSeeOther(f"/?notice=Reply+delivered+to+the+notifier+(HTTP+{status})")
 
     async def send_reply(self, patient: str, body: str) -> int:
-        """Deliver `body` from `patient` to the notifier as Twilio would; return its HTTP status."""
+        """Deliver `body` from `patient` to the inbound SMS webhook as Twilio would (signed for
+        the URL Twilio calls, posted where that URL leads); return the HTTP status."""
         sid = "SM" + secrets.token_hex(16)
         params = {
             "MessageSid": sid,
@@ -115,8 +117,7 @@ class DevInbox:
             params["OptOutType"] = "START"
         elif keyword in HELP_WORDS:
             params["OptOutType"] = "HELP"
-        public = self.public_url + "/twilio/sms"
-        signature = self.validator.compute_signature(public, params)
+        signature = self.validator.compute_signature(self.inbound_url, params)
         self.recorder.add(
             Sent(
                 channel="sms",
@@ -131,7 +132,7 @@ class DevInbox:
         )
         async with aiohttp.ClientSession() as session:
             async with session.post(
-                self.notifier_url + "/twilio/sms",
+                self.route(self.inbound_url),
                 data=params,
                 headers={"X-Twilio-Signature": signature},
                 timeout=aiohttp.ClientTimeout(total=15),

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from services.notifier import status_callbacks
 from services.notifier.metrics import METRICS
+from shared.providers.sms import INBOUND_SMS_PATH, STATUS_CALLBACK_PATH
 from shared.store import inbound_messages
-from shared.web import CLOCK, POOL, SETTINGS, problem
+from shared.web import CLOCK, POOL, SETTINGS, problem, request_target
 
 log = logging.getLogger("regimen.notifier.webhooks")
 
@@ -19,15 +21,35 @@ VALIDATOR = web.AppKey("twilio_validator", RequestValidator)
 
 
 async def _signed_form(request: web.Request) -> dict[str, str] | None:
-    """The POSTed form if its X-Twilio-Signature is valid for our public URL, else None."""
+    """The POSTed form if its X-Twilio-Signature is valid for the URL Twilio called, else None.
+
+    Twilio signs the URL it called: REGIMEN_TWILIO_CALLBACK_URL (by default the public URL),
+    never the address this process listens on, plus the path and query exactly as sent (the raw
+    request target: `?n=` is part of what is signed). The booking service forwards /twilio/*
+    with the same target, so the same check holds however the request got here."""
     form = await request.post()
-    params = {key: str(value) for key, value in form.items()}
+    # Every value of a repeated name is signed; a plain dict would keep only the last.
+    params = MultiDict((key, str(value)) for key, value in form.items())
     signature = request.headers.get("X-Twilio-Signature", "")
-    # Twilio signs the URL it called: the public one, not the address this process listens on.
-    url = request.app[SETTINGS].public_url + request.path_qs
-    if not signature or not request.app[VALIDATOR].validate(url, params, signature):
-        return None
-    return params
+    settings = request.app[SETTINGS]
+    validator = request.app[VALIDATOR]
+    url = settings.twilio_callback_base + request_target(request)
+    if signature and validator.validate(url, params, signature):
+        return {key: str(value) for key, value in params.items()}
+    if signature and settings.twilio_callback_base != settings.public_url:
+        # A common set-up mistake: Twilio's console still points at the public URL.
+        if validator.validate(settings.public_url + request_target(request), params, signature):
+            log.warning(
+                "webhook signed for REGIMEN_PUBLIC_URL, refused: its signature is checked "
+                "against REGIMEN_TWILIO_CALLBACK_URL; point Twilio's webhook there",
+                extra={"path": request.path},
+            )
+            return None
+    log.warning(
+        "webhook refused: missing or invalid X-Twilio-Signature",
+        extra={"path": request.path, "signed": bool(signature)},
+    )
+    return None
 
 
 def _forbidden() -> web.Response:
@@ -104,5 +126,5 @@ def install_webhooks(app: web.Application) -> None:
     token = app[SETTINGS].twilio_auth_token
     assert token is not None, "the notifier needs REGIMEN_TWILIO_AUTH_TOKEN"
     app[VALIDATOR] = RequestValidator(token)
-    app.router.add_post("/twilio/sms", inbound_sms)
-    app.router.add_post("/twilio/status", status_callback)
+    app.router.add_post(INBOUND_SMS_PATH, inbound_sms)
+    app.router.add_post(STATUS_CALLBACK_PATH, status_callback)

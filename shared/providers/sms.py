@@ -24,6 +24,24 @@ from shared.providers.redaction import without_addresses
 
 FailureKind = Literal["temporary", "permanent", "ambiguous"]
 
+# The notifier's webhook paths (fixed by the contract); the booking service forwards both.
+STATUS_CALLBACK_PATH = "/twilio/status"
+INBOUND_SMS_PATH = "/twilio/sms"
+WEBHOOK_PATHS = (STATUS_CALLBACK_PATH, INBOUND_SMS_PATH)
+
+
+def status_callback_url(settings: Settings, notification_id: int) -> str:
+    """The StatusCallback given to Twilio for one notification. Twilio signs this URL exactly as
+    given, and the notifier checks it against REGIMEN_TWILIO_CALLBACK_URL plus the path and query
+    it was called at; `n` finds the row even before Twilio's answer (its MessageSid) is stored."""
+    return f"{settings.twilio_callback_base}{STATUS_CALLBACK_PATH}?n={int(notification_id)}"
+
+
+def inbound_sms_url(settings: Settings) -> str:
+    """What goes into Twilio's console as the number's "A message comes in" webhook."""
+    return settings.twilio_callback_base + INBOUND_SMS_PATH
+
+
 # Twilio error codes that no retry can fix.
 PERMANENT_CODES = {21211, 21408, 21610, 21612, 21614, 21606, 21602, 21604, 21617}
 OPTED_OUT_CODE = 21610

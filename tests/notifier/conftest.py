@@ -275,8 +275,8 @@ async def start_notifier(
         runner, base = await serve_app(app)
         notifier = Notifier(app, runner, base)
         if not started:
-            public = settings.public_url
-            twilio.twilio.route_webhook = lambda url: url.replace(public, base)
+            callbacks = settings.twilio_callback_base
+            twilio.twilio.route_webhook = lambda url: url.replace(callbacks, base)
         started.append(notifier)
         await eventually(
             _listening(notifier), within=10, what="the dispatcher listening for NOTIFY"

@@ -27,7 +27,7 @@ class Callbacks:
     def __init__(self, http: aiohttp.ClientSession, notifier: Notifier, settings: Settings):
         self.http = http
         self.notifier = notifier
-        self.public = settings.public_url
+        self.public = settings.twilio_callback_base  # the URL Twilio signs
 
     async def post(
         self,
