@@ -105,19 +105,33 @@ def booking(url: str, stand_ins: StandIns, folder: Path) -> Service:
     return Service("booking", env, port, folder)
 
 
-async def start_stand_ins(
-    handler: Callable[[Recorder], CountingHandler] | None = None,
-) -> StandIns:
-    """bench's stand-ins; with `handler`, the SMTP sink answers through that handler instead
-    (the same recorder, a new port)."""
+async def start_stand_ins() -> StandIns:
     stand_ins = StandIns()
     await stand_ins.start()
-    if handler is not None:
-        stand_ins.smtp.close()
-        await stand_ins.smtp.wait_closed()
-        stand_ins.smtp = await start_smtp_server(handler(stand_ins.recorder), "127.0.0.1", 0)
-        stand_ins.smtp_port = stand_ins.smtp.sockets[0].getsockname()[1]
     return stand_ins
+
+
+async def stand_ins_with_slow_smtp(delay: float) -> tuple[StandIns, SlowSmtpHandler]:
+    """bench's stand-ins, but the SMTP server takes `delay` seconds to answer each message."""
+    stand_ins = await start_stand_ins()
+    handler = SlowSmtpHandler(stand_ins.recorder, delay)
+    stand_ins.smtp.close()
+    await stand_ins.smtp.wait_closed()
+    stand_ins.smtp = await start_smtp_server(handler, "127.0.0.1", 0)
+    stand_ins.smtp_port = stand_ins.smtp.sockets[0].getsockname()[1]
+    return stand_ins, handler
+
+
+async def until(check: Callable[[], bool], *, within: float) -> bool:
+    """Poll `check` until it holds (True) or `within` seconds pass (False: the caller asserts
+    what it found, which says more than a timeout)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 class SlowSmtpHandler(CountingHandler):
