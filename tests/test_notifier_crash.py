@@ -9,35 +9,18 @@ import asyncio
 import signal
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import pytest
 
 from bench.bench_notify import AUTH_TOKEN, StandIns, _enqueue, _notifier_env, _seed
 from services.devkit.twilio_standin import Fault
+from tests.notifier.process import ready
 from tests.processes import free_port, start_regimen
 
 pytestmark = pytest.mark.slow
 
 MESSAGES = 1000
 FINAL = ("sent", "delivered", "failed", "undelivered", "cancelled", "suppressed", "expired")
-
-
-async def _ready(port: int, log: Path) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(400):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"the notifier did not become ready:\n{_tail(log)}")
-
-
-def _tail(log: Path) -> str:
-    return log.read_text()[-3000:]
 
 
 async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
@@ -66,7 +49,7 @@ async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
     try:
         first = start_regimen(["serve", "notifier", "--host", "127.0.0.1"], env, tmp_path / "1.log")
         try:
-            await _ready(port, tmp_path / "1.log")
+            await ready(port, tmp_path / "1.log")
         except AssertionError:
             first.kill()
             await asyncio.to_thread(first.wait, 15)
@@ -88,7 +71,7 @@ async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
             ["serve", "notifier", "--host", "127.0.0.1"], env, tmp_path / "2.log"
         )
         try:
-            await _ready(port, tmp_path / "2.log")
+            await ready(port, tmp_path / "2.log")
             for _ in range(1200):
                 done = await conn.fetchval(
                     "SELECT count(*) FROM notification WHERE status = ANY($1::text[])",
@@ -157,7 +140,7 @@ async def test_provider_faults_against_a_real_notifier_process(
     conn = await asyncpg.connect(empty_db_url)
     notifier = start_regimen(["serve", "notifier", "--host", "127.0.0.1"], env, tmp_path / "n.log")
     try:
-        await _ready(port, tmp_path / "n.log")
+        await ready(port, tmp_path / "n.log")
         await _enqueue(conn, 1, count, "faults")
         # Let the email attempts fail against the closed port, then bring the server back.
         for _ in range(300):

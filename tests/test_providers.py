@@ -4,6 +4,7 @@ notifier's signed webhooks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -86,6 +87,46 @@ async def test_a_hanging_twilio_is_abandoned_after_the_timeout_as_ambiguous(
     # The request left and Twilio may have sent it: the caller must reconcile, not resend.
     assert caught.value.kind == "ambiguous"
     assert len(twilio.twilio.sent_to(PATIENT)) == 1
+
+
+async def test_a_connection_dropped_after_the_message_was_created_is_ambiguous(
+    sms: SmsClient, twilio: StandIn
+) -> None:
+    twilio.twilio.fail_next(Fault(drop_connection=True, create_anyway=True))
+    with pytest.raises(SmsError) as caught:
+        await sms.send(PATIENT, "hello")
+    assert caught.value.kind == "ambiguous"
+    [stored] = twilio.twilio.sent_to(PATIENT)
+    [request] = twilio.twilio.requests
+    assert request.sid == stored.sid and request.answered_at is not None
+
+
+async def test_random_faults_repeat_for_the_same_seed(settings: Settings, twilio: StandIn) -> None:
+    """The stand-in's seeded fault mode: a share of requests fails, the same ones every run."""
+    lost = Fault(status=500, code=20500, message="Internal error")
+
+    async def pattern() -> list[bool]:
+        twilio.twilio.requests.clear()
+        twilio.twilio.fail_at_random(1 / 3, [lost], seed=11)
+        client = SmsClient(settings)
+        try:
+            for n in range(30):
+                with contextlib.suppress(SmsError):
+                    await client.send(PATIENT, f"message {n}")
+        finally:
+            await client.close()
+        return [r.fault is not None for r in twilio.twilio.requests]
+
+    first = await pattern()
+    assert 3 <= sum(first) <= 20  # some failed, most did not
+    assert await pattern() == first
+    twilio.twilio.stop_failing_at_random()
+    client = SmsClient(settings)
+    try:
+        for n in range(10):
+            await client.send(PATIENT, f"after {n}")  # raises if a fault were still drawn
+    finally:
+        await client.close()
 
 
 async def test_no_sdk_retries_on_5xx(sms: SmsClient, twilio: StandIn) -> None:

@@ -2,7 +2,9 @@
 
 It accepts the real SDK's requests (Basic auth, form bodies), answers with Twilio-shaped JSON and
 error bodies, and sends signed status callbacks, so our code runs unchanged against it. Tests
-queue faults (HTTP errors, Twilio error codes, hangs) to see how the notifier copes.
+queue faults (HTTP errors, Twilio error codes, hangs, dropped connections), or have a seeded share
+of requests fail at random, to see how the notifier copes; every create request is logged with
+what it got.
 """
 
 from __future__ import annotations
@@ -10,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiDictProxy
 from twilio.request_validator import RequestValidator
 
 from services.devkit.recorder import Recorder, Sent
@@ -38,6 +43,20 @@ class Fault:
     message: str = "Internal Server Error"
     hang_seconds: float = 0.0  # > 0: wait this long before answering (a timeout)
     create_anyway: bool = False  # the message is created although the caller sees a failure
+    # Close the connection instead of answering (after any hang): the caller gets no answer.
+    drop_connection: bool = False
+
+
+@dataclass
+class CreateRequest:
+    """One message-create request as it arrived, and what became of it."""
+
+    at: datetime
+    to: str
+    body: str
+    fault: Fault | None
+    sid: str | None = None  # the message created, if one was
+    answered_at: datetime | None = None  # None while the request hangs
 
 
 @dataclass
@@ -121,6 +140,8 @@ class TwilioStandIn:
         self.opted_out: set[str] = set()
         self.undeliverable: set[str] = set()
         self.create_requests = 0
+        self.requests: list[CreateRequest] = []
+        self._random_faults: tuple[float, list[Fault], random.Random] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._validator = RequestValidator(auth_token)
@@ -129,6 +150,26 @@ class TwilioStandIn:
 
     def fail_next(self, fault: Fault, times: int = 1) -> None:
         self.faults.extend([fault] * times)
+
+    def fail_at_random(self, probability: float, faults: Sequence[Fault], *, seed: int) -> None:
+        """From now on, a create request that finds no queued fault gets one of `faults` with
+        this probability, drawn (like the choice among them) from a generator seeded with
+        `seed`: the same requests in the same order meet the same faults."""
+        if not 0 <= probability <= 1 or not faults:
+            raise ValueError("a probability between 0 and 1 and at least one fault")
+        self._random_faults = (probability, list(faults), random.Random(seed))
+
+    def stop_failing_at_random(self) -> None:
+        self._random_faults = None
+
+    def _next_fault(self) -> Fault | None:
+        if self.faults:
+            return self.faults.popleft()
+        if self._random_faults is not None:
+            probability, faults, rng = self._random_faults
+            if rng.random() < probability:
+                return rng.choice(faults)
+        return None
 
     def sent_to(self, number: str) -> list[StoredMessage]:
         return [m for m in self.messages.values() if m.to == number]
@@ -170,12 +211,31 @@ class TwilioStandIn:
         sender = form.get("From")
         service = form.get("MessagingServiceSid")
         body = str(form.get("Body", ""))
-        if self.faults:
-            fault = self.faults.popleft()
+        fault = self._next_fault()
+        logged = CreateRequest(datetime.now(UTC), to, body, fault)
+        self.requests.append(logged)
+        try:
+            return await self._answer(request, logged, sender, service, form)
+        finally:
+            logged.answered_at = datetime.now(UTC)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        logged: CreateRequest,
+        sender: object,
+        service: object,
+        form: MultiDictProxy[Any],
+    ) -> web.Response:
+        to, body, fault = logged.to, logged.body, logged.fault
+        if fault is not None:
             if fault.create_anyway:
-                self._store(to, sender, service, body, form)
+                logged.sid = self._store(to, sender, service, body, form).sid
             if fault.hang_seconds:
                 await asyncio.sleep(fault.hang_seconds)
+            if fault.drop_connection and request.transport is not None:
+                # The client sees the server disconnect; the response below goes nowhere.
+                request.transport.close()
             return _twilio_error(fault.status, fault.code or fault.status, fault.message)
         if not to:
             return _twilio_error(400, 21604, "A 'To' phone number is required.")
@@ -193,6 +253,7 @@ class TwilioStandIn:
         if validity is not None and not (str(validity).isdigit() and 1 <= int(validity) <= 36000):
             return _twilio_error(400, 21623, "ValidityPeriod must be between 1 and 36000.")
         message = self._store(to, sender, service, body, form)
+        logged.sid = message.sid
         return web.json_response(message.to_json(self._prefix()), status=201)
 
     def _store(
