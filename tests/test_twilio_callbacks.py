@@ -211,11 +211,6 @@ async def test_one_public_url_takes_an_sms_to_delivered_through_booking(
     assert "<Response />" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/notifier/dispatch.py still builds its StatusCallback from public_url; "
-    "remove this mark once it calls shared.providers.sms.status_callback_url",
-)
 async def test_a_callback_url_of_its_own_takes_callbacks_straight_to_the_notifier(
     deployment: Deployment,
 ) -> None:

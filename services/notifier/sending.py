@@ -16,7 +16,7 @@ from services.notifier.outcomes import Accepted, CallResult, Refused
 from shared.config import Settings
 from shared.messaging import Composed
 from shared.providers.email import EmailClient, EmailError, build_message
-from shared.providers.sms import SmsClient, SmsError
+from shared.providers.sms import SmsClient, SmsError, status_callback_url
 from shared.store.notifications.rows import Notification
 
 log = logging.getLogger("regimen.notifier.sending")
@@ -66,7 +66,7 @@ class Sender:
         validity = None
         if notification.expires_at is not None:
             validity = max(1, int((notification.expires_at - now).total_seconds()))
-        callback = f"{self.settings.public_url}/twilio/status?n={notification.id}"
+        callback = status_callback_url(self.settings, notification.id)
         try:
             sent = await self.sms.send(
                 composed.to, composed.body, status_callback=callback, validity_period=validity
