@@ -254,8 +254,8 @@ class Dispatcher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.writer.open()
         self.waker.start()
-        self.writer.start()
         self._renewing = asyncio.create_task(self._renew_leases(), name="notifier-leases")
         self._lane_tasks = [
             asyncio.create_task(lane.run(), name=f"notifier-{lane.spec.name}")
@@ -449,14 +449,26 @@ class Dispatcher:
         outcome = outcomes.after_call(
             notification, attempt_id, result, now=self.clock.now(), rules=self.rules
         )
-        recorded = self.writer.record(
-            outcome, channel=notification.channel, patient_id=notification.patient_id
-        )
-        recorded.add_done_callback(lambda _f: self.held.discard(notification.id))
         slots.done(notification.id, keep_lease=True)
         self._observe(notification, outcome)
+
+        def committed(notification_id: int = notification.id) -> None:
+            self.held.discard(notification_id)
+
         if cut_off:
+            self.writer.queue(
+                outcome,
+                channel=notification.channel,
+                patient_id=notification.patient_id,
+                on_committed=committed,
+            )
             raise asyncio.CancelledError
+        await self.writer.record(
+            outcome,
+            channel=notification.channel,
+            patient_id=notification.patient_id,
+            on_committed=committed,
+        )
         return outcome
 
     def _observe(self, notification: Notification, outcome: SendOutcome) -> None:

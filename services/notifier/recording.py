@@ -1,12 +1,14 @@
 """Recording outcomes: each provider call's outcome is committed as soon as that call returns.
 
-One writer task per dispatcher, on a connection of its own for its lifetime (so an outcome never
-queues behind batches waiting for the pool). It writes whatever has come back since its last
-write in one statement (record_outcomes) and commits at once: an outcome waits for at most the
-write in progress, never for another call. The time from a call's return to that commit is the
-window in which a crash resends an email the SMTP server had already accepted (SMTP cannot be
-asked afterwards); it is measured (`regimen_notifier_outcome_record_seconds`, and the attempt's
-`recorded_at`) and is a few milliseconds.
+The caller whose call just returned writes its outcome itself, at once, on the writer's own
+connection (kept for the process's lifetime, so an outcome never queues behind batches waiting
+for the pool); if a write is in progress, that write takes the new outcome in its next
+statement, together with whatever else came back meanwhile. One statement (record_outcomes)
+per write, committed when it returns: an outcome waits for at most the write in progress, never
+for another call. The time from a call's return to that commit is the window in which a crash
+resends an email the SMTP server had already accepted (SMTP cannot be asked afterwards); it is
+measured (`regimen_notifier_outcome_record_seconds`, and the attempt's `recorded_at`) and is a
+few milliseconds.
 
 If the database is away the outcomes stay queued in memory and are written when it is back; if
 the process dies first, its leases run out and the sweeps reconcile those rows (an SMS is found
@@ -46,6 +48,11 @@ class _Pending:
 
 
 class OutcomeWriter:
+    """Writes outcomes on a connection of its own. The caller whose call just returned writes
+    it at once, in its own turn of the event loop (no hand-over to another task, which under
+    load costs a turn or two of the loop each), unless a write is in progress: then that writer
+    takes it in its next statement, together with whatever else came back meanwhile."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -56,66 +63,106 @@ class OutcomeWriter:
         self.metrics = metrics
         self._on_error = on_error
         self._pending: list[_Pending] = []
-        self._arrived = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._writing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._last_flush: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="notifier-outcomes")
+    async def open(self) -> None:
+        """Take the connection and have the statement prepared before the first outcome: the
+        first write on a fresh connection parses and plans it, which would widen the window of
+        the first sends after every start."""
+        try:
+            self._conn = cast(asyncpg.Connection, await self.pool.acquire())
+            await notifications.dispatch.record_outcomes(self._conn, [])
+        except DATABASE_ERRORS as exc:
+            self._on_error("cannot prepare the outcome writer; it will connect when needed", exc)
+            if self._conn is not None:
+                await self._drop(self._conn)
+                self._conn = None
 
-    def record(
-        self, outcome: SendOutcome, *, channel: str, patient_id: int | None
-    ) -> asyncio.Future[None]:
-        """Queue an outcome for the next write; the future resolves once it is committed."""
+    async def record(
+        self,
+        outcome: SendOutcome,
+        *,
+        channel: str,
+        patient_id: int | None,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        """Record an outcome: written now if no write is in progress, else by the write in
+        progress, right after its current statement."""
+        self.queue(outcome, channel=channel, patient_id=patient_id, on_committed=on_committed)
+        if not self._writing:
+            await self._flush()
+
+    def queue(
+        self,
+        outcome: SendOutcome,
+        *,
+        channel: str,
+        patient_id: int | None,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue an outcome without writing (a call cut off at shutdown: close() writes it)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if on_committed is not None:
+            done.add_done_callback(lambda _f: on_committed())
         self._pending.append(_Pending(outcome, channel, patient_id, time.monotonic(), done))
-        self._arrived.set()
-        return done
 
     async def close(self, within: float) -> None:
-        """Write what is queued (for at most `within` seconds), then stop."""
+        """Write what is queued (for at most `within` seconds), then let the connection go."""
         self._closing = True
-        self._arrived.set()
-        if self._task is None:
-            return
-        _, late = await asyncio.wait({self._task}, timeout=within)
-        if late:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            if self._pending:
-                log.warning(
-                    "outcomes not recorded at shutdown: the sweeps will reconcile them",
-                    extra={"notification_ids": [p.outcome.notification_id for p in self._pending]},
-                )
+        if self._pending and not self._writing:
+            self._last_flush = asyncio.create_task(self._flush())
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=within)
+        except TimeoutError:
+            if self._last_flush is not None:
+                self._last_flush.cancel()
+                await asyncio.gather(self._last_flush, return_exceptions=True)
+        if self._pending:
+            log.warning(
+                "outcomes not recorded at shutdown: the sweeps will reconcile them",
+                extra={"notification_ids": [p.outcome.notification_id for p in self._pending]},
+            )
+        if self._conn is not None:
+            await self._drop(self._conn)
+            self._conn = None
 
-    async def _run(self) -> None:
-        conn: asyncpg.Connection | None = None
+    async def _flush(self) -> None:
+        """Write until nothing is pending; on a database error keep the outcomes and try again
+        (they are never dropped while the process lives)."""
+        self._writing = True
+        self._idle.clear()
         pause = RETRY_FIRST
         try:
-            while True:
-                if not self._pending:
-                    if self._closing:
-                        return
-                    self._arrived.clear()
-                    await self._arrived.wait()
-                    # Calls that returned in the same turn of the loop go in the same write.
-                    await asyncio.sleep(0)
-                    continue
+            while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    if conn is None:
-                        conn = cast(asyncpg.Connection, await self.pool.acquire())
-                    await self._write(conn, batch)
+                    if self._conn is None:
+                        self._conn = cast(asyncpg.Connection, await self.pool.acquire())
+                    await self._write(self._conn, batch)
+                except asyncio.CancelledError:
+                    # Cut off mid-statement (shutdown): the connection's state is unknown, and
+                    # the statement may or may not have run; writing it again changes nothing.
+                    self._pending = batch + self._pending
+                    if self._conn is not None:
+                        self._conn.terminate()
+                        await self._drop(self._conn)
+                        self._conn = None
+                    raise
                 except DATABASE_ERRORS as exc:
                     self._on_error("cannot record outcomes; keeping them to write again", exc)
                     if _refused_by_the_data(exc) and len(batch) > 1:
                         # Not the connection: one outcome the database refuses must not hold the
                         # others back, so they are written one by one.
-                        batch = await self._one_by_one(conn, batch)
+                        batch = await self._one_by_one(self._conn, batch)
                     self._pending = batch + self._pending
-                    if conn is not None and not _refused_by_the_data(exc):
-                        await self._drop(conn)
-                        conn = None
+                    if self._conn is not None and not _refused_by_the_data(exc):
+                        await self._drop(self._conn)
+                        self._conn = None
                     await asyncio.sleep(pause)
                     pause = min(RETRY_MAX, pause * 2)
                     continue
@@ -128,8 +175,8 @@ class OutcomeWriter:
                     if not item.done.done():
                         item.done.set_result(None)
         finally:
-            if conn is not None:
-                await self.pool.release(cast(asyncpg.pool.PoolConnectionProxy, conn))
+            self._writing = False
+            self._idle.set()
 
     async def _write(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
         await notifications.dispatch.record_outcomes(conn, [p.outcome for p in batch])

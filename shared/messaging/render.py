@@ -122,6 +122,17 @@ _EMAIL_ENV = _environment(trim=True)
 _SMS_ENV = _environment(trim=False)
 
 
+def compile_templates() -> int:
+    """Compile every message template now (a sender calls this before it starts, so that the
+    first messages after a start do not wait while templates compile); the count."""
+    count = 0
+    for name in _EMAIL_ENV.list_templates(extensions=["j2"]):
+        environment = _SMS_ENV if ".sms." in name else _EMAIL_ENV
+        environment.get_template(name)
+        count += 1
+    return count
+
+
 # -- template lookup -------------------------------------------------------------------------------
 
 

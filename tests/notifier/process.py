@@ -17,6 +17,7 @@ from typing import Literal
 
 import aiohttp
 import asyncpg
+from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bench.bench_notify import FINAL, CountingHandler, StandIns, _notifier_env
@@ -120,6 +121,36 @@ async def stand_ins_with_slow_smtp(delay: float) -> tuple[StandIns, SlowSmtpHand
     stand_ins.smtp = await start_smtp_server(handler, "127.0.0.1", 0)
     stand_ins.smtp_port = stand_ins.smtp.sockets[0].getsockname()[1]
     return stand_ins, handler
+
+
+class ThreadedSmtp:
+    """bench's counting SMTP server on a thread and event loop of its own, as a mail server on
+    another machine would be: when it accepts a message does not depend on this test's loop,
+    which is also the one that kills the notifier (served in-loop, a busy moment of the test
+    lets several acceptances pile up and then land together just before a kill)."""
+
+    def __init__(self, handler: CountingHandler) -> None:
+        self.port = free_port()
+        self.controller = Controller(
+            handler, hostname="127.0.0.1", port=self.port, server_hostname="regimen.localhost"
+        )
+        self.controller.start()
+
+    def close(self) -> None:
+        self.controller.stop()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+async def stand_ins_with_threaded_smtp() -> StandIns:
+    stand_ins = await start_stand_ins()
+    stand_ins.smtp.close()
+    await stand_ins.smtp.wait_closed()
+    threaded = ThreadedSmtp(CountingHandler(stand_ins.recorder))
+    stand_ins.smtp = threaded
+    stand_ins.smtp_port = threaded.port
+    return stand_ins
 
 
 async def until(check: Callable[[], bool], *, within: float) -> bool:

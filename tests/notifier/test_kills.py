@@ -28,7 +28,7 @@ from tests.notifier.process import (
     notifier,
     settle,
     sms_created_twice,
-    start_stand_ins,
+    stand_ins_with_threaded_smtp,
     tail,
 )
 
@@ -46,7 +46,7 @@ async def test_ten_sigkills_while_sending_lose_nothing_and_create_no_sms_twice(
 ) -> None:
     rng = random.Random(SEED)
     await _seed(db_url, MESSAGES)
-    stand_ins = await start_stand_ins()
+    stand_ins = await stand_ins_with_threaded_smtp()
     # One in three answers lost after Twilio created the message: Twilio has it, we do not know.
     stand_ins.twilio.fail_at_random(
         1 / 3,
@@ -77,6 +77,9 @@ async def test_ten_sigkills_while_sending_lose_nothing_and_create_no_sms_twice(
         for threshold in thresholds:
             target = max(threshold, _arrived(stand_ins) + rng.randint(1, 30))
             await _until_arrived(stand_ins, target, service)
+            # Then a random moment later: killing the instant a message arrives would aim every
+            # kill at the few milliseconds after an acceptance, not at a random moment.
+            await asyncio.sleep(rng.uniform(0, 0.1))
             in_flight.append(
                 await conn.fetchval("SELECT count(*) FROM notification WHERE status = 'sending'")
             )
