@@ -74,6 +74,7 @@ from services.notifier.sending import Sender, reconcile_extra
 from services.notifier.wakeup import Waker
 from shared.clock import Clock
 from shared.config import Settings
+from shared.messaging import compile_templates
 from shared.providers.email import EmailClient
 from shared.providers.sms import SmsClient
 from shared.store import notifications
@@ -254,6 +255,8 @@ class Dispatcher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # What the first sends after a start would otherwise wait for, with calls in flight.
+        compile_templates()
         await self.writer.open()
         self.waker.start()
         self._renewing = asyncio.create_task(self._renew_leases(), name="notifier-leases")

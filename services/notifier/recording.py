@@ -47,11 +47,26 @@ class _Pending:
     done: asyncio.Future[None]
 
 
+@dataclass
+class _Slot:
+    """One of the writer's connections, and whether a write is using it."""
+
+    conn: asyncpg.Connection | None = None
+    busy: bool = False
+
+
+# Two connections: while one statement is in flight, an outcome that comes back meanwhile is
+# written at once on the other instead of waiting for it (the calls of one batch tend to return
+# together); more would only add connections.
+WRITER_CONNECTIONS = 2
+
+
 class OutcomeWriter:
-    """Writes outcomes on a connection of its own. The caller whose call just returned writes
+    """Writes outcomes on connections of its own. The caller whose call just returned writes
     it at once, in its own turn of the event loop (no hand-over to another task, which under
-    load costs a turn or two of the loop each), unless a write is in progress: then that writer
-    takes it in its next statement, together with whatever else came back meanwhile."""
+    load costs a turn or two of the loop each), on a connection no write is using; when both
+    are busy, the first to finish takes it in its next statement, together with whatever else
+    came back meanwhile."""
 
     def __init__(
         self,
@@ -63,25 +78,25 @@ class OutcomeWriter:
         self.metrics = metrics
         self._on_error = on_error
         self._pending: list[_Pending] = []
-        self._conn: asyncpg.Connection | None = None
-        self._writing = False
+        self._slots = [_Slot() for _ in range(WRITER_CONNECTIONS)]
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
         self._last_flush: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Take the connection and have the statement prepared before the first outcome: the
+        """Take the connections and have the statement prepared before the first outcome: the
         first write on a fresh connection parses and plans it, which would widen the window of
         the first sends after every start."""
-        try:
-            self._conn = cast(asyncpg.Connection, await self.pool.acquire())
-            await notifications.dispatch.record_outcomes(self._conn, [])
-        except DATABASE_ERRORS as exc:
-            self._on_error("cannot prepare the outcome writer; it will connect when needed", exc)
-            if self._conn is not None:
-                await self._drop(self._conn)
-                self._conn = None
+        for slot in self._slots:
+            try:
+                slot.conn = cast(asyncpg.Connection, await self.pool.acquire())
+                await notifications.dispatch.record_outcomes(slot.conn, [])
+            except DATABASE_ERRORS as exc:
+                self._on_error("cannot prepare the outcome writer; it connects when needed", exc)
+                if slot.conn is not None:
+                    await self._drop(slot.conn)
+                    slot.conn = None
 
     async def record(
         self,
@@ -94,8 +109,9 @@ class OutcomeWriter:
         """Record an outcome: written now if no write is in progress, else by the write in
         progress, right after its current statement."""
         self.queue(outcome, channel=channel, patient_id=patient_id, on_committed=on_committed)
-        if not self._writing:
-            await self._flush()
+        free = self._free_slot()
+        if free is not None:
+            await self._flush(free)
 
     def queue(
         self,
@@ -114,8 +130,9 @@ class OutcomeWriter:
     async def close(self, within: float) -> None:
         """Write what is queued (for at most `within` seconds), then let the connection go."""
         self._closing = True
-        if self._pending and not self._writing:
-            self._last_flush = asyncio.create_task(self._flush())
+        free = self._free_slot()
+        if self._pending and free is not None:
+            self._last_flush = asyncio.create_task(self._flush(free))
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=within)
         except TimeoutError:
@@ -127,42 +144,46 @@ class OutcomeWriter:
                 "outcomes not recorded at shutdown: the sweeps will reconcile them",
                 extra={"notification_ids": [p.outcome.notification_id for p in self._pending]},
             )
-        if self._conn is not None:
-            await self._drop(self._conn)
-            self._conn = None
+        for slot in self._slots:
+            if slot.conn is not None:
+                await self._drop(slot.conn)
+                slot.conn = None
 
-    async def _flush(self) -> None:
+    def _free_slot(self) -> _Slot | None:
+        return next((slot for slot in self._slots if not slot.busy), None)
+
+    async def _flush(self, slot: _Slot) -> None:
         """Write until nothing is pending; on a database error keep the outcomes and try again
         (they are never dropped while the process lives)."""
-        self._writing = True
+        slot.busy = True
         self._idle.clear()
         pause = RETRY_FIRST
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    if self._conn is None:
-                        self._conn = cast(asyncpg.Connection, await self.pool.acquire())
-                    await self._write(self._conn, batch)
+                    if slot.conn is None:
+                        slot.conn = cast(asyncpg.Connection, await self.pool.acquire())
+                    await self._write(slot.conn, batch)
                 except asyncio.CancelledError:
                     # Cut off mid-statement (shutdown): the connection's state is unknown, and
                     # the statement may or may not have run; writing it again changes nothing.
                     self._pending = batch + self._pending
-                    if self._conn is not None:
-                        self._conn.terminate()
-                        await self._drop(self._conn)
-                        self._conn = None
+                    if slot.conn is not None:
+                        slot.conn.terminate()
+                        await self._drop(slot.conn)
+                        slot.conn = None
                     raise
                 except DATABASE_ERRORS as exc:
                     self._on_error("cannot record outcomes; keeping them to write again", exc)
                     if _refused_by_the_data(exc) and len(batch) > 1:
                         # Not the connection: one outcome the database refuses must not hold the
                         # others back, so they are written one by one.
-                        batch = await self._one_by_one(self._conn, batch)
+                        batch = await self._one_by_one(slot.conn, batch)
                     self._pending = batch + self._pending
-                    if self._conn is not None and not _refused_by_the_data(exc):
-                        await self._drop(self._conn)
-                        self._conn = None
+                    if slot.conn is not None and not _refused_by_the_data(exc):
+                        await self._drop(slot.conn)
+                        slot.conn = None
                     await asyncio.sleep(pause)
                     pause = min(RETRY_MAX, pause * 2)
                     continue
@@ -175,8 +196,9 @@ class OutcomeWriter:
                     if not item.done.done():
                         item.done.set_result(None)
         finally:
-            self._writing = False
-            self._idle.set()
+            slot.busy = False
+            if all(not other.busy for other in self._slots):
+                self._idle.set()
 
     async def _write(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
         await notifications.dispatch.record_outcomes(conn, [p.outcome for p in batch])

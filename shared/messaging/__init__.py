@@ -5,9 +5,16 @@ composed = render(notification, ctx, settings=settings)
 """
 
 from shared.messaging.context import ContextError, MessageContext, load_context, load_contexts
-from shared.messaging.render import Composed, RenderError, TemplateMissing, render
+from shared.messaging.render import (
+    Composed,
+    RenderError,
+    TemplateMissing,
+    compile_templates,
+    render,
+)
 
 __all__ = [
+    "compile_templates",
     "Composed",
     "ContextError",
     "MessageContext",

@@ -63,7 +63,8 @@ async def test_ten_sigkills_while_sending_lose_nothing_and_create_no_sms_twice(
         # Short leases and grace so that recovery happens within the test, not minutes later.
         REGIMEN_NOTIFIER_LEASE_SECONDS="10",
         REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS="1",
-        REGIMEN_NOTIFIER_CONCURRENCY="16",
+        # Eight per lane: sixteen messages in flight, as many as this test had before the lanes.
+        REGIMEN_NOTIFIER_CONCURRENCY="8",
         REGIMEN_TWILIO_TIMEOUT=str(TWILIO_TIMEOUT),
     )
     # The kills come once this many messages have reached the stand-ins (random, spread over

@@ -99,6 +99,14 @@ async def test_a_cancel_does_not_wait_for_a_reminder_on_its_way_and_nothing_foll
         async with world.pool.acquire() as conn, conn.transaction():
             return await _cancel(conn, appointment, clock)
 
+    # While the call hangs nothing is locked: neither the appointment nor the message's row.
+    async with world.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT 1 FROM appointment WHERE id = $1 FOR UPDATE NOWAIT", appointment.id
+        )
+        await conn.execute(
+            "SELECT 1 FROM notification WHERE id = $1 FOR UPDATE NOWAIT", notification_id
+        )
     # The call is still hanging: the cancel must not wait for it.
     locked_at = await asyncio.wait_for(cancel(), timeout=2)
     [attempt] = await world.attempts(notification_id)
