@@ -78,7 +78,9 @@ class OutcomeWriter:
         self.metrics = metrics
         self._on_error = on_error
         self._pending: list[_Pending] = []
-        self._slots = [_Slot() for _ in range(WRITER_CONNECTIONS)]
+        # The connections come from the service's pool: a small pool keeps most for the batches.
+        count = WRITER_CONNECTIONS if pool.get_max_size() >= 3 * WRITER_CONNECTIONS else 1
+        self._slots = [_Slot() for _ in range(count)]
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False

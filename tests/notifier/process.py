@@ -15,12 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import aiohttp
 import asyncpg
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bench.bench_notify import FINAL, CountingHandler, StandIns, _notifier_env
+from bench.bench_notify import FINAL, CountingHandler, StandIns, _notifier_env, _ready
 from services.devkit.recorder import Recorder
 from services.devkit.smtp_sink import start_smtp_server
 from tests.processes import free_port, start_regimen
@@ -34,16 +33,10 @@ def tail(log: Path) -> str:
 
 async def ready(port: int, log: Path) -> None:
     """Wait for /readyz to answer 200 (migrations applied, database reachable)."""
-    async with aiohttp.ClientSession() as http:
-        for _ in range(400):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"the service on port {port} did not become ready:\n{tail(log)}")
+    try:
+        await _ready(port)
+    except RuntimeError as exc:
+        raise AssertionError(f"{exc}:\n{tail(log)}") from None
 
 
 @dataclass
