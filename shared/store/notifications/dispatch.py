@@ -1,14 +1,13 @@
 """The notifier's sending (shared/store/notifications/), for services/notifier/: claiming due
-rows by lane, deciding a send, the outcome of each call, leases, merging reminders, the
-send-time facts about other rows, and the sender's pace.
+rows by lane, deciding a batch's sends, the outcome of each call, leases.
 
-A worker claims due rows of one lane (scheduled → sending, with a lease), decides each send in a
-short transaction of its own (lock_for_send + begin_attempts: the appointments checked under
-FOR SHARE, the attempt committed) and makes the provider call after that commit, holding no
-lock; the outcome is recorded when the call returns (record_outcomes). A live worker renews the
-leases of its calls in flight (renew_leases), so only a dead worker's rows run out. Every
-function that moves a claimed row checks that the caller still holds it (status 'sending',
-leased_by = worker): a worker whose lease was rescued must not write.
+A worker claims due rows of one lane (scheduled → sending, with a lease), decides a batch's
+sends in one statement (decide_sends: the appointments checked under FOR SHARE, the attempts
+committed) and makes the provider calls after that commit, holding no lock; each outcome is
+recorded when its call returns (record_outcomes). A live worker renews the leases of its calls
+in flight (renew_leases), so only a dead worker's rows run out. Every function that moves a
+claimed row checks that the caller still holds it (status 'sending', leased_by = worker): a
+worker whose lease was rescued must not write.
 """
 
 from __future__ import annotations
@@ -220,7 +219,8 @@ async def begin_attempts(
 ) -> dict[int, int]:
     """Record that provider calls are about to start: attempts + 1, a fresh lease, the body's
     hash and the context additions, and the database's clock as the attempt's `decided_at`.
-    Inside the transaction of lock_for_send, whose commit is the decision to send. Returns
+    Inside a transaction that holds the rows (lock_for_send): decide_sends does both in one
+    statement; this and lock_for_send remain for tests that play a worker step by step. Returns
     notification id → attempt id for the rows the worker still holds (a missing one was taken
     from it)."""
     rows = await conn.fetch(

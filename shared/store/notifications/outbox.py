@@ -98,10 +98,11 @@ async def cancel_pending_for_patient(
     Call inside the transaction that makes the messages pointless.
 
     Rows a worker has claimed ('sending') but not yet decided to send are cancelled too: the
-    worker decides under lock_for_send, which holds the row and sends only one still 'sending'
-    and leased to it, so if this commits first the worker sends nothing, and if the worker's
-    decision came first this waits for that short transaction and then leaves the row alone (a
-    call is in flight: its attempt is open, and its outcome is recorded when the call returns)."""
+    worker decides in dispatch.decide_sends, which holds the row and sends only one still
+    'sending' and leased to it, so if this commits first the worker sends nothing, and if the
+    worker's decision came first this waits for that short statement and then leaves the row
+    alone (a call is in flight: its attempt is open, and its outcome is recorded when the call
+    returns)."""
     rows = await conn.fetch(
         """
         UPDATE notification n SET status = 'cancelled', status_reason = $2, updated_at = $3,
