@@ -440,24 +440,47 @@ class Dispatcher:
                 log.info("lease lost", extra={"notification_id": prepared.notification.id})
 
     async def _send(self, prepared: Prepared, attempt_id: int, slots: _Slots) -> SendOutcome:
-        """Step 4 and 5: call, then hand the outcome to the writer. The slot frees when the call
-        returns; the lease is renewed until the outcome is committed."""
+        """Step 4 and 5: call, then record the outcome. An email's acceptance is recorded
+        inside the call, before the next email may be accepted (Sender.call). The slot frees
+        when the call returns; the lease is renewed until the outcome is committed."""
         notification = prepared.notification
-        cut_off = False
-        try:
-            result = await self.sender.call(notification, prepared.composed, self.clock.now())
-        except asyncio.CancelledError:
-            cut_off = True
-            result = Refused("ambiguous", "cut off at shutdown")
-        outcome = outcomes.after_call(
-            notification, attempt_id, result, now=self.clock.now(), rules=self.rules
-        )
-        slots.done(notification.id, keep_lease=True)
-        self._observe(notification, outcome)
+        recorded: list[SendOutcome] = []
 
         def committed(notification_id: int = notification.id) -> None:
             self.held.discard(notification_id)
 
+        def outcome_of(result: outcomes.CallResult) -> SendOutcome:
+            return outcomes.after_call(
+                notification, attempt_id, result, now=self.clock.now(), rules=self.rules
+            )
+
+        async def record_acceptance(result: outcomes.Accepted) -> None:
+            outcome = outcome_of(result)
+            recorded.append(outcome)
+            await self.writer.record(
+                outcome,
+                channel=notification.channel,
+                patient_id=notification.patient_id,
+                on_committed=committed,
+                wait=True,
+            )
+
+        cut_off = False
+        try:
+            result = await self.sender.call(
+                notification, prepared.composed, self.clock.now(), on_accepted=record_acceptance
+            )
+        except asyncio.CancelledError:
+            cut_off = True
+            result = Refused("ambiguous", "cut off at shutdown")
+        slots.done(notification.id, keep_lease=True)
+        if recorded:  # an accepted email: recorded inside the call
+            self._observe(notification, recorded[0])
+            if cut_off:
+                raise asyncio.CancelledError
+            return recorded[0]
+        outcome = outcome_of(result)
+        self._observe(notification, outcome)
         if cut_off:
             self.writer.queue(
                 outcome,

@@ -85,6 +85,7 @@ class OutcomeWriter:
         self._idle.set()
         self._closing = False
         self._last_flush: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Take the connections and have the statement prepared before the first outcome: the
@@ -107,13 +108,19 @@ class OutcomeWriter:
         channel: str,
         patient_id: int | None,
         on_committed: Callable[[], None] | None = None,
+        wait: bool = False,
     ) -> None:
-        """Record an outcome: written now if no write is in progress, else by the write in
-        progress, right after its current statement."""
-        self.queue(outcome, channel=channel, patient_id=patient_id, on_committed=on_committed)
+        """Record an outcome: written now on a connection no write is using, else by the
+        first write to finish, right after its current statement. `wait`: return only once it
+        is committed (an email's acceptance, recorded before the next may be accepted)."""
+        done = self.queue(
+            outcome, channel=channel, patient_id=patient_id, on_committed=on_committed
+        )
         free = self._free_slot()
         if free is not None:
-            await self._flush(free)
+            await self._flush(free, until=done)
+        if wait:
+            await asyncio.shield(done)
 
     def queue(
         self,
@@ -122,12 +129,14 @@ class OutcomeWriter:
         channel: str,
         patient_id: int | None,
         on_committed: Callable[[], None] | None = None,
-    ) -> None:
-        """Queue an outcome without writing (a call cut off at shutdown: close() writes it)."""
+    ) -> asyncio.Future[None]:
+        """Queue an outcome without writing (a call cut off at shutdown: close() writes it);
+        the future resolves once it is committed."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if on_committed is not None:
             done.add_done_callback(lambda _f: on_committed())
         self._pending.append(_Pending(outcome, channel, patient_id, time.monotonic(), done))
+        return done
 
     async def close(self, within: float) -> None:
         """Write what is queued (for at most `within` seconds), then let the connection go."""
@@ -138,9 +147,10 @@ class OutcomeWriter:
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=within)
         except TimeoutError:
-            if self._last_flush is not None:
-                self._last_flush.cancel()
-                await asyncio.gather(self._last_flush, return_exceptions=True)
+            late = [t for t in [self._last_flush, *self._flushers] if t is not None]
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._pending:
             log.warning(
                 "outcomes not recorded at shutdown: the sweeps will reconcile them",
@@ -154,14 +164,22 @@ class OutcomeWriter:
     def _free_slot(self) -> _Slot | None:
         return next((slot for slot in self._slots if not slot.busy), None)
 
-    async def _flush(self, slot: _Slot) -> None:
+    async def _flush(self, slot: _Slot, *, until: asyncio.Future[None] | None = None) -> None:
         """Write until nothing is pending; on a database error keep the outcomes and try again
-        (they are never dropped while the process lives)."""
+        (they are never dropped while the process lives). A caller writing its own outcome
+        (`until`) returns once that is committed and leaves the rest to a task of its own."""
         slot.busy = True
         self._idle.clear()
         pause = RETRY_FIRST
+        handed_over = False
         try:
             while self._pending:
+                if until is not None and until.done():
+                    handed_over = True
+                    rest = asyncio.create_task(self._flush(slot))
+                    self._flushers.add(rest)
+                    rest.add_done_callback(self._flushers.discard)
+                    return
                 batch, self._pending = self._pending, []
                 try:
                     if slot.conn is None:
@@ -198,9 +216,10 @@ class OutcomeWriter:
                     if not item.done.done():
                         item.done.set_result(None)
         finally:
-            slot.busy = False
-            if all(not other.busy for other in self._slots):
-                self._idle.set()
+            if not handed_over:
+                slot.busy = False
+                if all(not other.busy for other in self._slots):
+                    self._idle.set()
 
     async def _write(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
         await notifications.dispatch.record_outcomes(conn, [p.outcome for p in batch])

@@ -9,6 +9,7 @@ calling, and records the result after.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from services.notifier.metrics import NotifierMetrics
@@ -23,6 +24,8 @@ log = logging.getLogger("regimen.notifier.sending")
 
 # Twilio's "authenticate" error: wrong credentials are an operator's fix, not the message's fault.
 TWILIO_AUTH_CODE = 20003
+
+OnAccepted = Callable[[Accepted], Awaitable[None]]
 
 
 def message_id_for(notification_id: int, sender: str) -> str:
@@ -53,11 +56,19 @@ class Sender:
         self.metrics = metrics
 
     async def call(
-        self, notification: Notification, composed: Composed, now: datetime
+        self,
+        notification: Notification,
+        composed: Composed,
+        now: datetime,
+        *,
+        on_accepted: OnAccepted | None = None,
     ) -> CallResult:
+        """`on_accepted` (email only) runs with the result as soon as the SMTP server has
+        accepted the message, before the next email may be accepted (EmailClient): the caller
+        records it there, so that a crash leaves at most one accepted email unrecorded."""
         if notification.channel == "sms":
             return await self._sms(notification, composed, now)
-        return await self._email(notification, composed)
+        return await self._email(notification, composed, on_accepted)
 
     async def _sms(
         self, notification: Notification, composed: Composed, now: datetime
@@ -83,7 +94,9 @@ class Sender:
             sent.sid, f"accepted by Twilio ({sent.status})", sent.segments or composed.segments
         )
 
-    async def _email(self, notification: Notification, composed: Composed) -> CallResult:
+    async def _email(
+        self, notification: Notification, composed: Composed, on_accepted: OnAccepted | None
+    ) -> CallResult:
         assert composed.to is not None
         sender = self.settings.email_from
         if not sender:
@@ -100,8 +113,16 @@ class Sender:
             )
         except (ValueError, UnicodeError) as exc:  # nothing left: the address cannot be used
             return Refused("permanent", f"cannot build the email: {type(exc).__name__}")
+        accepted = Accepted(str(message["Message-ID"]), "accepted by the SMTP server")
+
+        async def record_acceptance() -> None:
+            if on_accepted is not None:
+                await on_accepted(accepted)
+
         try:
-            await self.email.send(message)
+            await self.email.send(
+                message, on_accepted=record_acceptance if on_accepted is not None else None
+            )
         except EmailError as exc:
             self.metrics.provider_call("email", exc.kind, exc.code)
             return Refused(exc.kind, exc.reason, exc.code)
@@ -109,4 +130,4 @@ class Sender:
             log.exception("email send raised", extra={"notification_id": notification.id})
             return Refused("ambiguous", f"send raised {type(exc).__name__}")
         self.metrics.provider_call("email", "sent")
-        return Accepted(str(message["Message-ID"]), "accepted by the SMTP server")
+        return accepted

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email import encoders
 from email.header import Header
@@ -15,6 +18,11 @@ from email.utils import formataddr, make_msgid, parseaddr
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.errors import SMTPDataError, SMTPServerDisconnected, SMTPTimeoutError
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.status import SMTPStatus
+from aiosmtplib.typing import Default
 
 from shared.config import Settings
 from shared.providers.redaction import without_addresses
@@ -137,9 +145,90 @@ def _build_smtputf8(
     return message
 
 
+Accepted = Callable[[], Awaitable[None]]
+
+# How long the next email waits for a slow server's answer to the one before it at the
+# acceptance gate: beyond this the server's delay, not ours, is what leaves several accepted.
+ACCEPTANCE_PATIENCE = 1.0
+
+
+class AcceptanceGate:
+    """Lets one email at a time into the step in which the server accepts it (DATA and its
+    answer) and holds the next until the caller has recorded that acceptance, so a crash can
+    leave at most one accepted email unrecorded (SMTP cannot be asked later whether a message
+    arrived: an unrecorded one is sent again). If the server's answer and that record take longer
+    than `patience`, the next email goes in anyway: one slow server must not make every email
+    wait for it in turn."""
+
+    def __init__(self, patience: float = ACCEPTANCE_PATIENCE) -> None:
+        self.patience = patience
+        self._one = asyncio.Semaphore(1)
+
+    @contextlib.asynccontextmanager
+    async def entered(self) -> AsyncIterator[None]:
+        await self._one.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._one.release()
+
+        timer = asyncio.get_running_loop().call_later(self.patience, release)
+        try:
+            yield
+        finally:
+            timer.cancel()
+            release()
+
+
+class _SMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client, with the end of the DATA step (the message's last bytes, the
+    server's acceptance, and then `on_accepted`: the caller's commit of it) run inside the
+    client's acceptance gate. The DATA command itself goes first, outside the gate; the message
+    is written and read back with the protocol's own write, framing and read_response, as
+    aiosmtplib's execute_data_command does, so only the wait that matters is gated."""
+
+    gate: AcceptanceGate | None = None
+    on_accepted: Accepted | None = None
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,  # noqa: ASYNC109 - aiosmtplib's signature
+    ) -> SMTPResponse:
+        if self.gate is None or self.protocol is None:
+            return await super().data(message, timeout=timeout)
+        wait = self.timeout if timeout is Default.token else timeout
+        raw = message.encode("ascii") if isinstance(message, str) else message
+        payload = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw)) + b".\r\n"
+        start = await self.execute_command(b"DATA", timeout=wait)
+        if start.code != SMTPStatus.start_input:
+            raise SMTPDataError(start.code, start.message)
+        async with self.gate.entered():
+            try:
+                self.protocol.write(payload)
+                response = await self.protocol.read_response(timeout=wait)
+            except (SMTPServerDisconnected, SMTPTimeoutError):
+                self.close()
+                raise
+            if response.code != SMTPStatus.completed:
+                raise SMTPDataError(response.code, response.message)
+            if self.on_accepted is not None:
+                await self.on_accepted()
+        return response
+
+
 class EmailClient:
     """Sends through a small pool of open SMTP connections: opening one per message (TCP, EHLO,
-    STARTTLS, AUTH) would cost more than the message itself when a reminder burst goes out."""
+    STARTTLS, AUTH) would cost more than the message itself when a reminder burst goes out.
+
+    With `on_accepted`, a send runs it as soon as the server has accepted the message, inside
+    the client's acceptance gate (AcceptanceGate): at most one message is between the server's
+    acceptance and the caller's commit of it, unless the server is slow."""
 
     # Connections kept open when idle: at least as many as the sends one process makes at once,
     # so a busy notifier does not open and close connections all the time.
@@ -152,12 +241,13 @@ class EmailClient:
             raise ValueError("SMTP is not configured")
         self.settings = settings
         self.tls_context = tls_context
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._idle: list[tuple[_SMTP, float]] = []
         self.max_idle = max(self.MIN_IDLE, settings.notifier_concurrency)
+        self.gate = AcceptanceGate()
 
-    def _new_connection(self) -> aiosmtplib.SMTP:
+    def _new_connection(self) -> _SMTP:
         s = self.settings
-        return aiosmtplib.SMTP(
+        return _SMTP(
             hostname=s.smtp_host,
             port=s.smtp_port,
             username=s.smtp_username,
@@ -168,7 +258,7 @@ class EmailClient:
             timeout=s.smtp_timeout,
         )
 
-    async def _connection(self) -> aiosmtplib.SMTP:
+    async def _connection(self) -> _SMTP:
         while self._idle:
             connection, since = self._idle.pop()
             if not connection.is_connected:
@@ -184,18 +274,25 @@ class EmailClient:
         await connection.connect()
         return connection
 
-    def _put_back(self, connection: aiosmtplib.SMTP) -> None:
+    def _put_back(self, connection: _SMTP) -> None:
         if connection.is_connected and len(self._idle) < self.max_idle:
             self._idle.append((connection, time.monotonic()))
         else:
             connection.close()
 
-    async def send(self, message: Message) -> str:
-        """Send and return the Message-ID; raise EmailError classified for retrying."""
-        connection: aiosmtplib.SMTP | None = None
+    async def send(self, message: Message, *, on_accepted: Accepted | None = None) -> str:
+        """Send and return the Message-ID; raise EmailError classified for retrying.
+        `on_accepted` runs once the server has accepted the message (see the class)."""
+        connection: _SMTP | None = None
         try:
             connection = await self._connection()
-            await connection.send_message(message)
+            connection.gate = self.gate if on_accepted is not None else None
+            connection.on_accepted = on_accepted
+            try:
+                await connection.send_message(message)
+            finally:
+                connection.gate = None
+                connection.on_accepted = None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             kind: FailureKind = "temporary" if all(400 <= c < 500 for c in codes) else "permanent"
@@ -220,7 +317,7 @@ class EmailClient:
         return str(message["Message-ID"])
 
     @staticmethod
-    def _discard(connection: aiosmtplib.SMTP | None) -> None:
+    def _discard(connection: _SMTP | None) -> None:
         # After an error the session's state is unknown; never reuse it.
         if connection is not None:
             connection.close()
