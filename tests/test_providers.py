@@ -432,3 +432,80 @@ async def test_a_webhook_url_with_an_encoded_query_is_checked_as_twilio_called_i
         settings.public_url + target, params
     )
     assert await _post_inbound(notifier + target, params, signature) == 200
+
+
+async def test_one_email_at_a_time_is_accepted_but_not_yet_recorded(settings: Settings) -> None:
+    """Eight emails sent at once: the server accepts the next only after the caller has
+    recorded the one before (a crash then leaves at most one accepted email unrecorded), and
+    every email still goes."""
+    handler = RecordingHandler(Recorder())
+    server = await start_smtp_server(handler)
+    port = server.sockets[0].getsockname()[1]
+    accepted_unrecorded = 0
+    most = 0
+
+    def accepted() -> None:
+        nonlocal accepted_unrecorded, most
+        accepted_unrecorded += 1
+        most = max(most, accepted_unrecorded)
+
+    async def record() -> None:
+        await asyncio.sleep(0.02)  # the commit of the outcome takes a while
+        nonlocal accepted_unrecorded
+        accepted_unrecorded -= 1
+
+    original = handler.handle_DATA
+
+    async def counting(*args: object) -> str:
+        answer = await original(*args)  # type: ignore[arg-type]
+        accepted()
+        return answer
+
+    handler.handle_DATA = counting  # type: ignore[method-assign]
+    try:
+        async with EmailClient(settings.with_overrides(smtp_port=port)) as client:
+            messages = [
+                build_message(
+                    sender="c@regimen.test", to=f"p{n}@example.com", subject="s", text="t"
+                )
+                for n in range(8)
+            ]
+            await asyncio.gather(*(client.send(m, on_accepted=record) for m in messages))
+        assert len(handler.messages) == 8
+        assert most == 1
+    finally:
+        server.close()
+
+
+async def test_a_slow_mail_server_does_not_hold_every_email_in_turn(settings: Settings) -> None:
+    """The gate waits for a server's answer only so long: with a server taking 1.5 s per
+    message, four emails sent at once all go within a few seconds, not 6 s."""
+
+    class Slow(RecordingHandler):
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            await asyncio.sleep(1.5)
+            return await super().handle_DATA(server, session, envelope)  # type: ignore[arg-type]
+
+    handler = Slow(Recorder())
+    server = await start_smtp_server(handler)
+    port = server.sockets[0].getsockname()[1]
+
+    async def record() -> None:
+        return None
+
+    try:
+        async with EmailClient(settings.with_overrides(smtp_port=port)) as client:
+            messages = [
+                build_message(
+                    sender="c@regimen.test", to=f"p{n}@example.com", subject="s", text="t"
+                )
+                for n in range(4)
+            ]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await asyncio.gather(*(client.send(m, on_accepted=record) for m in messages))
+            took = loop.time() - started
+        assert len(handler.messages) == 4
+        assert took < 1.5 * 4 - 1  # not one after the other
+    finally:
+        server.close()

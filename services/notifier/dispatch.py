@@ -25,9 +25,11 @@ never merged, and their sender slot is taken at once (they go now and push the q
 4. call the provider (services/notifier/sending.py), holding nothing; while calls are in flight
    the worker renews their leases, so only a dead worker's rows are ever rescued;
 5. record: the call's outcome goes to the writer, which commits it within milliseconds
-   (services/notifier/recording.py); a crash before that leaves the row to the sweeps, which
-   reconcile it (an SMS is looked up at Twilio; an email is sent again with the same
-   Message-ID).
+   (services/notifier/recording.py); an email's acceptance is recorded inside the call, before
+   the next email may be accepted (the acceptance gate of shared/providers/email.py), so a crash
+   leaves at most one accepted email unrecorded. A crash before the record leaves the row to
+   the sweeps, which reconcile it (an SMS is looked up at Twilio; an email is sent again with
+   the same Message-ID).
 
 **Never sent after a cancellation has committed.** A cancel or move of an appointment updates
 the appointment row (a FOR UPDATE lock) and cancels its scheduled messages in the same
