@@ -50,11 +50,13 @@ def twilio_lister(sms: SmsClient) -> ListRecent:
     return functools.partial(sms.list_to, limit=RECENT_MESSAGES)
 
 
-async def rescue_leases(pool: asyncpg.Pool, clock: Clock) -> int:
+async def rescue_leases(pool: asyncpg.Pool, clock: Clock, *, liveness: timedelta) -> int:
+    """Rows whose worker died mid-send: lease run out, and no renewal for `liveness` (the lease
+    length) of real time."""
     total = 0
     while True:
         rescued = await notifications.sweeps.rescue_expired_leases(
-            pool, now=clock.now(), limit=BATCH
+            pool, now=clock.now(), limit=BATCH, liveness=liveness
         )
         if rescued:
             log.warning("leases expired mid-send", extra={"notification_ids": rescued[:50]})
@@ -174,7 +176,9 @@ def notifier_sweeps(
 
     async def recover(pool: asyncpg.Pool, clock: Clock) -> int:
         # Rescued rows are reconciled in the same run: a dead worker's message settles at once.
-        rescued = await rescue_leases(pool, clock)
+        rescued = await rescue_leases(
+            pool, clock, liveness=timedelta(seconds=settings.notifier_lease_seconds)
+        )
         settled = await reconcile_unknown(
             pool, clock, list_recent=list_recent(app), settings=settings
         )

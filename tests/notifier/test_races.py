@@ -141,13 +141,14 @@ async def test_cancels_racing_sends_never_let_a_message_out_after_the_cancel(
 
     locked = await asyncio.gather(*(cancel(a) for a, _ in cases))
 
+    # A send decided before its cancel may still be on its way (the cancel did not wait).
+    rows = [await world.settled(n, "cancelled", "sent", "delivered") for _, n in cases]
     by_row = {
         int(m.status_callback.rsplit("=", 1)[1]): m
         for m in twilio.twilio.messages.values()
         if m.status_callback
     }
-    for (_, notification_id), locked_at in zip(cases, locked, strict=True):
-        row = await world.settled(notification_id, "cancelled", "sent", "delivered")
+    for (_, notification_id), locked_at, row in zip(cases, locked, rows, strict=True):
         message = by_row.get(notification_id)
         attempts = await world.attempts(notification_id)
         if row.status == "cancelled":

@@ -126,6 +126,7 @@ async def test_a_worker_that_died_mid_call_leaves_a_row_that_is_reconciled_not_r
 
     await start_notifier()
     assert (await world.row(notification_id)).status == "sending"  # the lease still runs
+    await _silence(world, "dead-worker")
     clock.advance(LEASE + timedelta(seconds=1))
     row = await world.settled(notification_id, "sent")
     assert row.provider_id == sent.sid
@@ -147,6 +148,7 @@ async def test_a_worker_that_died_before_calling_leaves_a_row_that_is_sent(
         limit=1,
     )
     await start_notifier()
+    await _silence(world, "dead-worker")
     clock.advance(LEASE + timedelta(seconds=1))
     row = await world.settled(notification_id, "sent", "delivered")
     assert row.attempts == 1 and twilio.twilio.create_requests == 1
@@ -181,8 +183,18 @@ async def test_an_email_with_an_unknown_outcome_is_sent_again_with_the_same_mess
         lease=LEASE,
     )
     await start_notifier()
+    await _silence(world, "dead-worker")
     clock.advance(LEASE + timedelta(seconds=1))
     row = await world.settled(notification_id, "sent")
     [received] = smtp.recorder.emails_to(EMAIL)
     assert received.id == message_id == row.provider_id
     assert row.attempts == 2
+
+
+async def _silence(world: World, worker: str) -> None:
+    """The worker died: no sign of life from it for longer than a lease, in real time."""
+    await world.pool.execute(
+        "UPDATE notification SET lease_renewed_at = clock_timestamp() - interval '1 day' "
+        "WHERE leased_by = $1",
+        worker,
+    )

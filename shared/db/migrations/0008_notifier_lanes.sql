@@ -14,3 +14,10 @@ DROP INDEX notification_due_idx;
 ALTER TABLE notification_attempt
     ADD COLUMN decided_at timestamptz,
     ADD COLUMN recorded_at timestamptz;
+
+-- A lease runs out by the app's clock, which the dev and test clocks move by hours at a time;
+-- whether its worker still lives is a matter of real time. The database's clock at the worker's
+-- last sign of life for the row (its claim, its decision to send, each renewal while the call
+-- is in flight): a row is rescued only once its lease has run out and no sign of life has come
+-- for a whole lease.
+ALTER TABLE notification ADD COLUMN lease_renewed_at timestamptz;

@@ -61,7 +61,8 @@ async def claim_due(
             FOR NO KEY UPDATE SKIP LOCKED
         ), claimed AS (
             UPDATE notification n SET status = 'sending',
-                   lease_until = $1::timestamptz + $2::interval, leased_by = $3, updated_at = $1
+                   lease_until = $1::timestamptz + $2::interval, leased_by = $3, updated_at = $1,
+                   lease_renewed_at = clock_timestamp()
             FROM picked WHERE n.id = picked.id AND n.status = 'scheduled'
             RETURNING n.*
         ), events AS (
@@ -100,7 +101,8 @@ async def renew_leases(
     never mistakes a slow call for a dead worker (no lock is held during the call)."""
     result = await conn.execute(
         """
-        UPDATE notification SET lease_until = $3::timestamptz + $4::interval
+        UPDATE notification SET lease_until = $3::timestamptz + $4::interval,
+               lease_renewed_at = clock_timestamp()
         WHERE id = ANY($1::bigint[]) AND status = 'sending' AND leased_by = $2
         """,
         list(notification_ids),
@@ -230,7 +232,8 @@ async def begin_attempts(
         ), held AS (
             UPDATE notification n SET attempts = n.attempts + 1,
                    lease_until = $2::timestamptz + $3::interval, body_hash = v.hash,
-                   context = n.context || v.extra::jsonb, updated_at = $2
+                   context = n.context || v.extra::jsonb, updated_at = $2,
+                   lease_renewed_at = clock_timestamp()
             FROM v
             WHERE n.id = v.id AND n.status = 'sending' AND n.leased_by = $1
             RETURNING n.id
@@ -313,7 +316,8 @@ async def decide_sends(
         ), going AS (
             UPDATE notification n SET attempts = n.attempts + 1,
                    lease_until = $10::timestamptz + $11::interval, body_hash = w.hash,
-                   context = n.context || w.extra::jsonb, updated_at = $10
+                   context = n.context || w.extra::jsonb, updated_at = $10,
+                   lease_renewed_at = clock_timestamp()
             FROM want w
             WHERE n.id = w.id AND n.id IN (SELECT id FROM held)
               AND n.id NOT IN (SELECT id FROM changed)

@@ -10,7 +10,7 @@ live worker holds is never touched and two replicas never take the same row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.store import Executor
@@ -22,14 +22,19 @@ from shared.store.notifications.rows import (
 )
 
 
-async def rescue_expired_leases(conn: Executor, *, now: datetime, limit: int) -> list[int]:
-    """sending rows whose lease ran out and that no live worker holds (a held row is locked and
-    skipped) → unknown: the worker died, maybe mid-call, so the row is reconciled, not resent."""
+async def rescue_expired_leases(
+    conn: Executor, *, now: datetime, limit: int, liveness: timedelta
+) -> list[int]:
+    """sending rows whose lease ran out (by the app's clock) and whose worker has given no sign
+    of life for `liveness` of real time (a live worker renews the leases of its calls in flight)
+    → unknown: the worker died, maybe mid-call, so the row is reconciled, not resent."""
     rows = await conn.fetch(
         """
         WITH picked AS (
             SELECT id FROM notification
             WHERE status = 'sending' AND lease_until < $1
+              AND (lease_renewed_at IS NULL
+                   OR lease_renewed_at < clock_timestamp() - $3::interval)
             ORDER BY lease_until
             LIMIT $2
             FOR NO KEY UPDATE SKIP LOCKED
@@ -47,6 +52,7 @@ async def rescue_expired_leases(conn: Executor, *, now: datetime, limit: int) ->
         """,
         now,
         limit,
+        liveness,
     )
     return [r["id"] for r in rows]
 
