@@ -83,9 +83,8 @@ class OutcomeWriter:
         self._slots = [_Slot() for _ in range(count)]
         self._idle = asyncio.Event()
         self._idle.set()
-        self._closing = False
-        self._last_flush: asyncio.Task[None] | None = None
         self._flushers: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     async def open(self) -> None:
         """Take the connections and have the statement prepared before the first outcome: the
@@ -116,9 +115,11 @@ class OutcomeWriter:
         done = self.queue(
             outcome, channel=channel, patient_id=patient_id, on_committed=on_committed
         )
-        free = self._free_slot()
-        if free is not None:
-            await self._flush(free, until=done)
+        # An email waiting at the acceptance gate has the first connection to itself (only one
+        # is there at a time), so its write never queues behind other outcomes' writes.
+        slot = self._slots[0] if wait and not self._slots[0].busy else self._free_slot()
+        if slot is not None:
+            await self._flush(slot, until=done)
         if wait:
             await asyncio.shield(done)
 
@@ -140,14 +141,12 @@ class OutcomeWriter:
 
     async def close(self, within: float) -> None:
         """Write what is queued (for at most `within` seconds), then let the connection go."""
-        self._closing = True
-        free = self._free_slot()
-        if self._pending and free is not None:
-            self._last_flush = asyncio.create_task(self._flush(free))
+        self._kick()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=within)
         except TimeoutError:
-            late = [t for t in [self._last_flush, *self._flushers] if t is not None]
+            self._stopped = True
+            late = list(self._flushers)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -162,7 +161,10 @@ class OutcomeWriter:
                 slot.conn = None
 
     def _free_slot(self) -> _Slot | None:
-        return next((slot for slot in self._slots if not slot.busy), None)
+        """A connection for any outcome: the first is kept for emails at the gate when there
+        are two."""
+        shared = self._slots[1:] if len(self._slots) > 1 else self._slots
+        return next((slot for slot in shared if not slot.busy), None)
 
     async def _flush(self, slot: _Slot, *, until: asyncio.Future[None] | None = None) -> None:
         """Write until nothing is pending; on a database error keep the outcomes and try again
@@ -171,15 +173,10 @@ class OutcomeWriter:
         slot.busy = True
         self._idle.clear()
         pause = RETRY_FIRST
-        handed_over = False
         try:
             while self._pending:
                 if until is not None and until.done():
-                    handed_over = True
-                    rest = asyncio.create_task(self._flush(slot))
-                    self._flushers.add(rest)
-                    rest.add_done_callback(self._flushers.discard)
-                    return
+                    break  # ours is committed: the rest is written by a task of its own
                 batch, self._pending = self._pending, []
                 try:
                     if slot.conn is None:
@@ -216,10 +213,24 @@ class OutcomeWriter:
                     if not item.done.done():
                         item.done.set_result(None)
         finally:
-            if not handed_over:
-                slot.busy = False
-                if all(not other.busy for other in self._slots):
-                    self._idle.set()
+            slot.busy = False
+            self._kick()
+            if all(not other.busy for other in self._slots):
+                self._idle.set()
+
+    def _kick(self) -> None:
+        """Outcomes left waiting get a writer of their own on a free shared connection (marked
+        busy at once, so no two writes ever share a connection)."""
+        if not self._pending or self._stopped:
+            return
+        free = self._free_slot()
+        if free is None:
+            return  # the write running there takes them in its next statement
+        free.busy = True
+        self._idle.clear()
+        task = asyncio.create_task(self._flush(free))
+        self._flushers.add(task)
+        task.add_done_callback(self._flushers.discard)
 
     async def _write(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
         await notifications.dispatch.record_outcomes(conn, [p.outcome for p in batch])
