@@ -106,11 +106,15 @@ async def test_a_worker_that_died_mid_call_leaves_a_row_that_is_reconciled_not_r
         limit=1,
     )
     body = "Regimen Demo Hair Clinic: Hello"
-    await notifications.dispatch.begin_attempts(
+    await notifications.dispatch.decide_sends(
         world.pool,
         [
-            notifications.dispatch.AttemptStart(
-                claimed.id, hashlib.sha256(body.encode()).digest(), {"attempt_to": MOBILE}
+            notifications.dispatch.SendCandidate(
+                notifications.dispatch.AttemptStart(
+                    claimed.id, hashlib.sha256(body.encode()).digest(), {"attempt_to": MOBILE}
+                ),
+                covered=[],
+                seen_versions={},
             )
         ],
         worker="dead-worker",
@@ -171,11 +175,15 @@ async def test_an_email_with_an_unknown_outcome_is_sent_again_with_the_same_mess
         limit=1,
     )
     message_id = message_id_for(notification_id, settings.email_from or "")
-    await notifications.dispatch.begin_attempts(
+    await notifications.dispatch.decide_sends(
         world.pool,
         [
-            notifications.dispatch.AttemptStart(
-                notification_id, b"x" * 32, {"attempt_to": EMAIL, "message_id": message_id}
+            notifications.dispatch.SendCandidate(
+                notifications.dispatch.AttemptStart(
+                    notification_id, b"x" * 32, {"attempt_to": EMAIL, "message_id": message_id}
+                ),
+                covered=[],
+                seen_versions={},
             )
         ],
         worker="dead-worker",

@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.clock import FrozenClock
 from shared.store import form_differences, inbound_messages, notifications, patients
-from shared.store.notifications.dispatch import AttemptStart, LaneKey, SendOutcome
+from shared.store.notifications.dispatch import AttemptStart, LaneKey, SendCandidate, SendOutcome
 from shared.store.notifications.outbox import NewNotification
 from tests.conftest import BookingApi, SmtpSink, StandIn
 from tests.notifier.conftest import StartNotifier, eventually, start_notifier  # noqa: F401
@@ -279,13 +279,20 @@ async def test_provider_texts_quoting_the_address_are_scrubbed_and_unsettled_row
                 limit=10,
             )
             assert claimed.id == notification_id
-            started = await notifications.dispatch.begin_attempts(
+            decided = await notifications.dispatch.decide_sends(
                 conn,
-                [AttemptStart(notification_id, b"h", {"attempt_to": MOBILE})],
+                [
+                    SendCandidate(
+                        AttemptStart(notification_id, b"h", {"attempt_to": MOBILE}),
+                        covered=[],
+                        seen_versions={},
+                    )
+                ],
                 worker="w",
                 now=now,
                 lease=timedelta(minutes=1),
             )
+            started = decided.attempts
             await notifications.dispatch.record_outcomes(
                 conn,
                 [

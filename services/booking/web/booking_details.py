@@ -113,22 +113,33 @@ def _too_many_holds(refused: TooMany) -> PageError:
     return PageError(429, "holds", retry_after=refused.retry_after)
 
 
+async def _take_hold(
+    conn: asyncpg.Connection,
+    request: web.Request,
+    offer: Offer,
+    requests: Sequence[SessionRequest],
+    now: datetime,
+) -> HoldCreated:
+    """A hold on `requests` for this browser (its token, its client address)."""
+    return await holds.create_hold(
+        conn,
+        offer,
+        requests,
+        token_for=_token_for(request),
+        now=now,
+        actor=ACTOR,
+        request_id=request_id_var.get(),
+        client=_client(request),
+    )
+
+
 async def _create_hold(
     request: web.Request, offer: Offer, requests: list[SessionRequest]
 ) -> HoldCreated:
     now = clock_now(request)
 
     async def work(conn: asyncpg.Connection) -> HoldCreated:
-        return await holds.create_hold(
-            conn,
-            offer,
-            requests,
-            token_for=_token_for(request),
-            now=now,
-            actor=ACTOR,
-            request_id=request_id_var.get(),
-            client=_client(request),
-        )
+        return await _take_hold(conn, request, offer, requests, now)
 
     try:
         return await in_transaction(request.app[POOL], work)
@@ -458,16 +469,7 @@ async def _replace_hold(
                 conn, token, now=now, actor=ACTOR, request_id=request_id_var.get()
             )
         # Released first, so the hold replaced frees its place under the cap per address.
-        created = await holds.create_hold(
-            conn,
-            offer,
-            requests,
-            token_for=_token_for(request),
-            now=now,
-            actor=ACTOR,
-            request_id=request_id_var.get(),
-            client=_client(request),
-        )
+        created = await _take_hold(conn, request, offer, requests, now)
         return created.token
 
     try:

@@ -211,47 +211,6 @@ class AttemptStart:
     context: dict[str, Any]
 
 
-async def begin_attempts(
-    conn: Executor,
-    starts: Sequence[AttemptStart],
-    *,
-    worker: str,
-    now: datetime,
-    lease: timedelta,
-) -> dict[int, int]:
-    """Record that provider calls are about to start: attempts + 1, a fresh lease, the body's
-    hash and the context additions, and the database's clock as the attempt's `decided_at`.
-    Inside a transaction that holds the rows (lock_for_send): decide_sends does both in one
-    statement; this and lock_for_send remain for tests that play a worker step by step. Returns
-    notification id → attempt id for the rows the worker still holds (a missing one was taken
-    from it)."""
-    rows = await conn.fetch(
-        """
-        WITH v AS (
-            SELECT * FROM unnest($4::bigint[], $5::bytea[], $6::text[]) AS v(id, hash, extra)
-        ), held AS (
-            UPDATE notification n SET attempts = n.attempts + 1,
-                   lease_until = $2::timestamptz + $3::interval, body_hash = v.hash,
-                   context = n.context || v.extra::jsonb, updated_at = $2,
-                   lease_renewed_at = clock_timestamp()
-            FROM v
-            WHERE n.id = v.id AND n.status = 'sending' AND n.leased_by = $1
-            RETURNING n.id
-        )
-        INSERT INTO notification_attempt (notification_id, started_at, worker, decided_at)
-        SELECT id, $2, $1, clock_timestamp() FROM held
-        RETURNING notification_id, id
-        """,
-        worker,
-        now,
-        lease,
-        [s.notification_id for s in starts],
-        [s.body_hash for s in starts],
-        [json.dumps(s.context) for s in starts],
-    )
-    return {row["notification_id"]: row["id"] for row in rows}
-
-
 @dataclass(frozen=True)
 class SendCandidate:
     """A composed row about to be decided: its attempt's facts (AttemptStart) and the versions
@@ -281,8 +240,8 @@ async def decide_sends(
     """The decision to send, in one statement (its own transaction, committed when it returns):
     FOR SHARE on every appointment the messages talk about and the rows held FOR NO KEY UPDATE,
     as lock_for_send does; then, for each row still held whose appointments are at the versions
-    it was composed from, begin_attempts' writes (attempts + 1, a fresh lease, the body's hash,
-    the context additions, an attempt with the database's clock as `decided_at`).
+    it was composed from, the attempt begun: attempts + 1, a fresh lease, the body's hash and
+    the context additions, an attempt row with the database's clock as `decided_at`.
 
     A cancel or move of one of the appointments either committed before (the share lock sees its
     version: the row is `changed`) or waits for this statement's commit (milliseconds; no
