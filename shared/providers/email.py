@@ -204,13 +204,16 @@ class _SMTP(aiosmtplib.SMTP):
             return await super().data(message, timeout=timeout)
         wait = self.timeout if timeout is Default.token else timeout
         raw = message.encode("ascii") if isinstance(message, str) else message
-        payload = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw)) + b".\r\n"
+        body = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw))
         start = await self.execute_command(b"DATA", timeout=wait)
         if start.code != SMTPStatus.start_input:
             raise SMTPDataError(start.code, start.message)
+        # The server cannot accept before the final ".": the body goes ahead of the gate, so
+        # only that line, the answer and the record of it are done one email at a time.
+        self.protocol.write(body)
         async with self.gate.entered():
             try:
-                self.protocol.write(payload)
+                self.protocol.write(b".\r\n")
                 response = await self.protocol.read_response(timeout=wait)
             except (SMTPServerDisconnected, SMTPTimeoutError):
                 self.close()

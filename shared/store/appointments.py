@@ -687,7 +687,7 @@ async def lock_future_active_for_patient(
 ) -> list[Appointment]:
     """The patient's active appointments (held, booked, confirmed, checked in) starting after
     `after`, locked for the caller's transaction, in start order. Lock their series first (the
-    booking domain's lock order, services/booking/domain/changes.py)."""
+    booking domain's lock order, shared/domain/appointment_changes.py)."""
     rows = await conn.fetch(
         """
         SELECT * FROM appointment_detail

@@ -42,8 +42,9 @@ from services.booking.api.common import ALL_STAFF, CLINICAL, DESK
 from services.booking.api.fields import Body, Id, Instant, OverrideReason, Reason, ShortText, text
 from services.booking.api.framework import Ctx, Handler, invalid
 from services.booking.api.move_views import GapOut, ShiftOut, gap_out, shift_out
-from services.booking.domain import actions, cancellations, reschedule
+from services.booking.domain import actions, reschedule
 from shared.db.transactions import in_transaction
+from shared.domain import cancellations
 from shared.store.series import SeriesStatus
 from shared.store.staff_tokens import Role
 

@@ -30,7 +30,7 @@ from services.booking.api.common import ALL_STAFF, Read, or_not_found, record_re
 from services.booking.api.fields import Day, Id, Query
 from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery, next_cursor
-from services.booking.domain.changes import Change
+from shared.domain.appointment_changes import Change
 from shared.domain.appointment_states import Status
 from shared.scheduling.loader import load_clinic
 from shared.store import appointments, practitioners

@@ -32,8 +32,8 @@ from services.booking.api.admin_patients import (
 from services.booking.api.common import ADMIN
 from services.booking.api.fields import Body, Reason
 from services.booking.api.framework import Ctx, not_found
-from services.booking.domain import cancellations
-from services.booking.domain.changes import Change
+from shared.domain import cancellations
+from shared.domain.appointment_changes import Change
 from shared.store import consents as consent_store
 from shared.store import form_differences, inbound_messages, notifications, patients
 

@@ -13,11 +13,13 @@ place. Nothing here imports aiohttp or the API (a test enforces it).
 | `holds` | times held while the patient types |
 | `intake` | the patient a public booking is for, and what the form said |
 | `bookings` | a hold turned into a booking; staff booking a known patient |
-| `changes` | what every change of an appointment is made of (lock, transition, audit) |
 | `actions` | confirm, check in, complete, no-show, review |
-| `cancellations` | cancel a session or the rest of a course; everything of an erased patient |
 | `reschedule` | move a session under the course's gap rules |
 | `courses` | a course's plan notes and status |
 | `limits` | per client, per mobile and per address limits |
 | `errors` | the booking domain's own refusals |
+
+What every change of an appointment is made of (lock, transition, audit) and cancelling are in
+`shared/domain/appointment_changes` and `shared/domain/cancellations`: the notifier's SMS replies
+confirm and cancel too.
 """

@@ -1,6 +1,6 @@
 """State actions on a booked appointment: confirm, check in, complete, no-show, and a
 clinician's review. Each takes the caller's connection and the version the caller last read;
-the transaction helper owns the transaction (services/booking/domain/changes for what every
+the transaction helper owns the transaction (shared/domain/appointment_changes for what every
 change is made of)."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from typing import Any
 
 import asyncpg
 
-from services.booking.domain.changes import (
+from services.booking.domain.errors import NotActive
+from shared import outbox_plan
+from shared.domain.appointment_changes import (
     Change,
     audit_appointment,
     clinic_of,
     locked,
     transition_audited,
 )
-from services.booking.domain.errors import NotActive
-from shared import outbox_plan
 from shared.domain.appointment_states import TERMINAL, Status, check_transition
 from shared.domain.errors import Conflict
 from shared.scheduling.availability import format_local

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.booking.domain.changes import Change
 from services.booking.domain.errors import NotActive
+from shared.domain.appointment_changes import Change
 from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import Conflict, NotFound
 from shared.store import appointments, audit

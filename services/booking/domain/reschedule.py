@@ -12,15 +12,15 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from services.booking.domain.changes import (
+from services.booking.domain.errors import GapRefused, NotActive, SlotUnavailable
+from shared import outbox_plan
+from shared.domain.appointment_changes import (
     Change,
     audit_appointment,
     clinic_of,
     locked,
     treatment_of,
 )
-from services.booking.domain.errors import GapRefused, NotActive, SlotUnavailable
-from shared import outbox_plan
 from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import Conflict, Forbidden, InvalidField
 from shared.scheduling import gaps

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.booking.domain import actions, cancellations
+from services.booking.domain import actions
 from services.booking.domain.errors import NotActive
 from services.booking.web.self_visit import (
     MAX_APPOINTMENTS,
@@ -27,6 +27,7 @@ from services.booking.web.self_visit import (
     render_private,
 )
 from shared.db.transactions import in_transaction
+from shared.domain import cancellations
 from shared.domain.appointment_states import IllegalTransition
 from shared.domain.errors import Conflict
 from shared.logging import request_id_var

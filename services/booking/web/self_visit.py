@@ -19,10 +19,10 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from services.booking.domain import patient_contact
-from services.booking.domain.changes import Change
 from services.booking.web import TEMPLATES, csrf
 from shared import links
 from shared.db.transactions import in_transaction
+from shared.domain.appointment_changes import Change
 from shared.logging import request_id_var
 from shared.scheduling import gaps
 from shared.scheduling.loader import ClinicInfo, load_clinic

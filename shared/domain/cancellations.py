@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import asyncpg
 
-from services.booking.domain.changes import Change, clinic_of, locked, transition_audited
 from shared import outbox_plan
+from shared.domain.appointment_changes import Change, clinic_of, locked, transition_audited
 from shared.domain.appointment_states import ACTIVE, check_transition
 from shared.domain.errors import Conflict, InvalidField
 from shared.scheduling.availability import format_local
