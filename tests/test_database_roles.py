@@ -48,6 +48,8 @@ EXPECTED = {
     "form_difference": ORDINARY,
     "idempotent_request": ORDINARY,
     "inbound_message": ORDINARY,
+    "inbox_item": ORDINARY,
+    "call_task": ORDINARY,
     "notification": ORDINARY,
     "notification_attempt": ORDINARY,
     "notification_event": HISTORY,

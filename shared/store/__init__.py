@@ -20,6 +20,8 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     rate_limits         rate_limit_counter
     staff_tokens        staff_token
     inbound_messages    inbound_message
+    inbox               inbox_item (the staff inbox)
+    call_tasks          call_task (the staff call list)
     notifications       notification, notification_attempt, notification_event,
                         provider_callback, sender_pace
     (shared/db/migrate.py owns schema_migration.)
