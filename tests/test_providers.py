@@ -268,13 +268,16 @@ async def test_inbound_sms_needs_a_valid_signature(
             notifier + "/twilio/sms", data=tampered, headers={"X-Twilio-Signature": good}
         ) as response:
             assert response.status == 403
+        answers = []
         for _ in range(2):  # Twilio may deliver the same webhook twice
             async with http.post(
                 notifier + "/twilio/sms", data=params, headers={"X-Twilio-Signature": good}
             ) as response:
                 assert response.status == 200
                 assert response.content_type == "application/xml"
-                assert "<Response />" in await response.text()
+                answers.append(await response.text())
+        # (no clinic is set up in this database: stored for staff, nobody to answer for)
+        assert answers[0] == answers[1] and "<Response />" in answers[0]
     pool = await create_pool(db_url)
     try:
         assert await pool.fetchval("SELECT count(*) FROM inbound_message") == 1

@@ -137,6 +137,7 @@ async def run_dev(base: Settings, *, use_database_url: bool = False) -> None:
         sender=settings.twilio_from or DEV_TWILIO_FROM,
         inbound_url=inbound_sms_url(settings),
         route=route_webhook,
+        standin=standin,
         on_clock_change=lambda offset: (state / "clock-offset").write_text(
             str(offset.total_seconds())
         ),

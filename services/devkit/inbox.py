@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from xml.etree import ElementTree
 
 import aiohttp
 from aiohttp import web
@@ -14,12 +15,27 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from twilio.request_validator import RequestValidator
 
 from services.devkit.recorder import Recorder, Sent
+from services.devkit.twilio_standin import TwilioStandIn
 from shared.clock import OffsetClock
 from shared.sms_segments import segment_count
 
 OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
 OPT_IN_WORDS = {"START", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO"}
+# What Twilio's Advanced Opt-Out answers to STOP by default.
+TWILIO_STOP_ANSWER = (
+    "You have successfully been unsubscribed. You will not receive any more messages from this "
+    "number. Reply START to resubscribe."
+)
+
+
+def twiml_messages(answer: str) -> list[str]:
+    """The texts of the <Message> elements of a TwiML answer (none if it is not TwiML)."""
+    try:
+        root = ElementTree.fromstring(answer)
+    except ElementTree.ParseError:
+        return []
+    return [(m.text or "").strip() for m in root.iter("Message") if (m.text or "").strip()]
 
 
 class DevInbox:
@@ -34,8 +50,10 @@ class DevInbox:
         inbound_url: str,
         route: Callable[[str], str] = lambda url: url,
         on_clock_change: Callable[[timedelta], None] = lambda _offset: None,
+        standin: TwilioStandIn | None = None,
     ) -> None:
         self.recorder = recorder
+        self.standin = standin
         self.clock = clock
         self.account_sid = account_sid
         self.sender = sender
@@ -137,7 +155,31 @@ class DevInbox:
                 headers={"X-Twilio-Signature": signature},
                 timeout=aiohttp.ClientTimeout(total=15),
             ) as response:
-                return response.status
+                answer = await response.text()
+                status = response.status
+        # Twilio sends the <Message> of the webhook's TwiML answer back to the patient, and for
+        # its default opt-out and opt-in words answers with its own text and (un)blocks the
+        # number: the dev inbox shows both, and the stand-in refuses sends to opted-out numbers.
+        texts = twiml_messages(answer) if status == 200 else []
+        if params.get("OptOutType") == "STOP":
+            if self.standin is not None:
+                self.standin.opted_out.add(patient)
+            texts.insert(0, TWILIO_STOP_ANSWER)
+        elif params.get("OptOutType") == "START" and self.standin is not None:
+            self.standin.opted_out.discard(patient)
+        for text in texts:
+            self.recorder.add(
+                Sent(
+                    channel="sms",
+                    id="SM" + secrets.token_hex(16),
+                    at=datetime.now(UTC),
+                    to=patient,
+                    sender=self.sender,
+                    body=text,
+                    status="delivered",
+                )
+            )
+        return status
 
     async def move_clock(self, request: web.Request) -> web.Response:
         form = await request.post()

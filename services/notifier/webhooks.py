@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from multidict import MultiDict
@@ -11,13 +12,14 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from services.notifier import status_callbacks
 from services.notifier.metrics import METRICS
+from services.notifier.replies import InboundSms, ReplyHandler
 from shared.providers.sms import INBOUND_SMS_PATH, STATUS_CALLBACK_PATH
-from shared.store import inbound_messages
 from shared.web import CLOCK, POOL, SETTINGS, problem, request_target
 
 log = logging.getLogger("regimen.notifier.webhooks")
 
 VALIDATOR = web.AppKey("twilio_validator", RequestValidator)
+REPLIES = web.AppKey("reply_handler", ReplyHandler)
 
 
 async def _signed_form(request: web.Request) -> dict[str, str] | None:
@@ -71,21 +73,20 @@ async def inbound_sms(request: web.Request) -> web.Response:
             "Bad Request",
             errors=[{"path": name, "message": "required"} for name in missing],
         )
-    stored = await inbound_messages.insert(
-        request.app[POOL],
+    sms = InboundSms(
         message_sid=params["MessageSid"],
         from_number=params["From"],
         to_number=params["To"],
         body=params.get("Body", ""),
         opt_out_type=params.get("OptOutType") or None,
-        received_at=request.app[CLOCK].now(),
     )
-    log.info(
-        "inbound sms",
-        extra={"message_sid": params["MessageSid"], "duplicate": stored is None},
-    )
-    # An empty <Response/> sends nothing back; reply handling decides what to answer.
-    return _twiml(MessagingResponse())
+    message_id, answer = await request.app[REPLIES].handle(sms)
+    log.info("inbound sms", extra={"message_sid": sms.message_sid, "inbound_id": message_id})
+    response = MessagingResponse()
+    if answer:
+        response.message(answer)
+    # An empty <Response/> sends nothing back (opt-outs: Twilio answers those itself).
+    return _twiml(response)
 
 
 async def status_callback(request: web.Request) -> web.Response:
@@ -126,5 +127,11 @@ def install_webhooks(app: web.Application) -> None:
     token = app[SETTINGS].twilio_auth_token
     assert token is not None, "the notifier needs REGIMEN_TWILIO_AUTH_TOKEN"
     app[VALIDATOR] = RequestValidator(token)
+
+    async def reply_handler(app: web.Application) -> AsyncIterator[None]:
+        app[REPLIES] = ReplyHandler(app[POOL], app[SETTINGS], app[CLOCK])
+        yield
+
+    app.cleanup_ctx.append(reply_handler)
     app.router.add_post(INBOUND_SMS_PATH, inbound_sms)
     app.router.add_post(STATUS_CALLBACK_PATH, status_callback)

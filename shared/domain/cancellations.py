@@ -54,14 +54,16 @@ async def cancel(
     reason: str,
     scope: CancelScope,
     override_reason: str | None,
-    expected_version: int,
+    expected_version: int | None,
     change: Change,
+    notify_patient: bool = True,
 ) -> CancelOutcome:
     """Cancel one session, or it and every later active session of its course.
 
     A session starting within the clinic's cancellation notice is refused unless staff give an
     `override_reason` (logged with each cancelled session). Cancelling the rest of a course also
-    cancels the series itself.
+    cancels the series itself. Without `notify_patient` no cancellation notice is planned (the
+    patient asked by SMS and is answered in the same exchange).
     """
     rest = scope == "rest_of_course"
     current = await locked(conn, appointment_id, expected_version, lock_series=rest)
@@ -87,7 +89,7 @@ async def cancel(
     cancelled = [await _cancel_one(conn, a, reason, scope, overriding, change) for a in targets]
     # Their pending reminders end in this transaction; one notice names every session.
     await outbox_plan.on_cancelled_together(
-        conn, [a.id for a in cancelled], now=change.now, notify_patient=True
+        conn, [a.id for a in cancelled], now=change.now, notify_patient=notify_patient
     )
     series_status = await _end_series(conn, current, change, reason) if rest else None
     named = cancelled[0]

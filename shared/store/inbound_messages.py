@@ -6,8 +6,10 @@ Invariants: a message is stored once, whatever Twilio redelivers (`message_sid` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from shared.store import Executor, affected, patients
 
@@ -58,6 +60,128 @@ async def insert(
         received_at,
     )
     return None if stored is None else int(stored)
+
+
+HandledAs = Literal[
+    "confirmed",
+    "already_confirmed",
+    "reschedule_requested",
+    "cancelled",
+    "cancel_refused",
+    "opted_out",
+    "opted_in",
+    "help",
+    "emergency",
+    "inbox",
+]
+
+
+@dataclass(frozen=True)
+class Handling:
+    """What the reply handler made of a message (all None / empty until it has run)."""
+
+    id: int
+    from_number: str
+    body: str
+    opt_out_type: str | None
+    received_at: datetime
+    handled_as: HandledAs | None
+    answer: str | None
+    handled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Handled:
+    handled_as: HandledAs
+    clinic_id: int | None
+    patient_id: int | None
+    appointment_ids: Sequence[int]
+    answered_id: int | None  # the notification whose question it answered
+    answer: str | None  # the TwiML message sent back, None for none
+    acknowledged: bool  # the answer was the inbox's acknowledgement
+
+
+async def id_of(db: Executor, message_sid: str) -> int | None:
+    value = await db.fetchval("SELECT id FROM inbound_message WHERE message_sid = $1", message_sid)
+    return None if value is None else int(value)
+
+
+async def lock_unhandled_from(
+    conn: Executor, from_number: str, *, up_to_id: int, since: datetime
+) -> list[Handling]:
+    """The number's messages not yet handled, received since `since`, up to and including
+    `up_to_id`, oldest first and locked: replies are handled in the order they came. The
+    caller holds the number's advisory lock (lock_number)."""
+    rows = await conn.fetch(
+        """
+        SELECT id, from_number, body, opt_out_type, received_at, handled_as, answer, handled_at
+        FROM inbound_message
+        WHERE from_number = $1 AND handled_at IS NULL AND id <= $2
+          AND (received_at >= $3 OR id = $2)
+        ORDER BY id
+        FOR UPDATE
+        """,
+        from_number,
+        up_to_id,
+        since,
+    )
+    return [Handling(**dict(r)) for r in rows]
+
+
+async def get_handling(db: Executor, message_id: int) -> Handling | None:
+    row = await db.fetchrow(
+        """
+        SELECT id, from_number, body, opt_out_type, received_at, handled_as, answer, handled_at
+        FROM inbound_message WHERE id = $1
+        """,
+        message_id,
+    )
+    return None if row is None else Handling(**dict(row))
+
+
+async def lock_number(conn: Executor, from_number: str) -> None:
+    """Serialise, until the caller's transaction ends, the handling of one number's replies."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        f"regimen.inbound-sms:{from_number}",
+    )
+
+
+async def record_handling(
+    conn: Executor, message_id: int, handled: Handled, *, now: datetime
+) -> None:
+    await conn.execute(
+        """
+        UPDATE inbound_message
+        SET handled_as = $2, clinic_id = $3, patient_id = coalesce($4, patient_id),
+            appointment_ids = $5, answered_id = $6, answer = $7, acknowledged = $8,
+            handled_at = $9
+        WHERE id = $1
+        """,
+        message_id,
+        handled.handled_as,
+        handled.clinic_id,
+        handled.patient_id,
+        list(handled.appointment_ids),
+        handled.answered_id,
+        handled.answer,
+        handled.acknowledged,
+        now,
+    )
+
+
+async def acknowledged_since(db: Executor, from_number: str, since: datetime) -> bool:
+    """Whether the number got the inbox's acknowledgement since `since` (it gets one a day)."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM inbound_message
+                           WHERE from_number = $1 AND acknowledged AND handled_at >= $2)
+            """,
+            from_number,
+            since,
+        )
+    )
 
 
 # -- Erasure and access requests (added for the admin API) -----------------------------------------

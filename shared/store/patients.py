@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.store import Executor
+from shared.store import Executor, affected
 
 
 @dataclass(frozen=True)
@@ -246,6 +246,20 @@ async def find_by_contact(
     return None if row is None else Patient(**dict(row))
 
 
+async def with_mobile(db: Executor, mobile: str) -> list[Patient]:
+    """Every patient, in any clinic, whose mobile is `mobile` (E.164) and who is not erased:
+    an SMS reply's possible senders (a parent may book for two children on one number)."""
+    rows = await db.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM patient
+        WHERE mobile = $1 AND erased_at IS NULL
+        ORDER BY id
+        """,  # noqa: S608 - constant
+        mobile,
+    )
+    return [Patient(**dict(r)) for r in rows]
+
+
 async def lock_contact(conn: asyncpg.Connection, clinic_id: int, keys: Sequence[str]) -> None:
     """Serialise, until the caller's transaction ends, finding-or-creating the patient of these
     contacts (normalised mobile and email): two bookings by the same new patient at once must
@@ -324,7 +338,8 @@ async def renew_links(conn: Executor, patient_id: int, *, now: datetime) -> int 
 
 
 async def record_sms_opt_out(conn: Executor, patient_id: int, *, now: datetime) -> None:
-    """Twilio refused with 21610: the patient opted out (by STOP) somewhere we did not see."""
+    """The patient's number opted out of SMS: they sent STOP (or another opt-out word), or
+    Twilio refused with 21610 (they opted out somewhere we did not see)."""
     await conn.execute(
         """
         UPDATE patient SET sms_opted_out_at = $2, version = version + 1, updated_at = $2
@@ -333,3 +348,17 @@ async def record_sms_opt_out(conn: Executor, patient_id: int, *, now: datetime) 
         patient_id,
         now,
     )
+
+
+async def record_sms_opt_in(conn: Executor, patient_id: int, *, now: datetime) -> bool:
+    """The number opted back in (START, UNSTOP, or YES after an opt-out); whether it had
+    opted out."""
+    result = await conn.execute(
+        """
+        UPDATE patient SET sms_opted_out_at = NULL, version = version + 1, updated_at = $2
+        WHERE id = $1 AND sms_opted_out_at IS NOT NULL
+        """,
+        patient_id,
+        now,
+    )
+    return affected(result) == 1

@@ -12,6 +12,8 @@
     sweeps     the notifier's sweeps: rescued leases, reconciliation, expiry, queue depth
                (services/notifier/sweeps.py)
     callbacks  provider status callbacks (services/notifier/status_callbacks.py)
+    questions  what a patient's SMS reply can answer: the latest open question per patient
+               (services/notifier/replies.py)
     views      what staff see and do through the admin API: message views, histories,
                resending and cancelling one message, a patient's messages for an access request
     erasure    what a patient's erasure removes from their messages
@@ -32,10 +34,21 @@ from shared.store.notifications import (
     dispatch,
     erasure,
     outbox,
+    questions,
     rows,
     send_rules,
     sweeps,
     views,
 )
 
-__all__ = ["callbacks", "dispatch", "erasure", "outbox", "rows", "send_rules", "sweeps", "views"]
+__all__ = [
+    "callbacks",
+    "dispatch",
+    "erasure",
+    "outbox",
+    "questions",
+    "rows",
+    "send_rules",
+    "sweeps",
+    "views",
+]

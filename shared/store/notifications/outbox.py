@@ -92,10 +92,16 @@ async def cancel_pending_for_appointment(
 
 
 async def cancel_pending_for_patient(
-    conn: Executor, patient_id: int, *, reason: str, now: datetime
+    conn: Executor,
+    patient_id: int,
+    *,
+    reason: str,
+    now: datetime,
+    channel: Channel | None = None,
 ) -> list[int]:
-    """Cancel every not-yet-sent message to a patient (about an appointment or not); the ids.
-    Call inside the transaction that makes the messages pointless.
+    """Cancel every not-yet-sent message to a patient (about an appointment or not), or only
+    those of one `channel` (an SMS opt-out); the ids. Call inside the transaction that makes the
+    messages pointless.
 
     Rows a worker has claimed ('sending') but not yet decided to send are cancelled too: the
     worker decides in dispatch.decide_sends, which holds the row and sends only one still
@@ -110,6 +116,7 @@ async def cancel_pending_for_patient(
         FROM (
             SELECT id, status FROM notification
             WHERE patient_id = $1 AND status IN ('scheduled', 'sending')
+              AND ($4::text IS NULL OR channel = $4)
             FOR NO KEY UPDATE
         ) AS before
         WHERE n.id = before.id AND n.status IN ('scheduled', 'sending')
@@ -120,6 +127,7 @@ async def cancel_pending_for_patient(
         patient_id,
         reason,
         now,
+        channel,
     )
     for row in rows:
         await insert_event(conn, row["id"], now, row["was"], "cancelled", reason)
