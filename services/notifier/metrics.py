@@ -27,6 +27,8 @@ class NotifierMetrics:
     failures: Counter
     # From a call's return to its outcome's commit: a crash inside it resends an accepted email.
     record_wait: Histogram
+    # Patients' SMS replies by what was made of them (confirmed, opted_out, inbox, emergency...).
+    replies: Counter
 
     def provider_call(self, channel: str, outcome: str, code: int | None = None) -> None:
         """One provider call and how it ended (sent, temporary, permanent, ambiguous)."""
@@ -83,6 +85,12 @@ def create_metrics(registry: CollectorRegistry) -> NotifierMetrics:
             "From a provider call's return to the commit of its outcome",
             ["channel"],
             buckets=RECORD_BUCKETS,
+            registry=registry,
+        ),
+        replies=Counter(
+            "regimen_sms_replies",
+            "Patients' SMS replies handled, by what was made of them",
+            ["handled_as"],
             registry=registry,
         ),
     )

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 import asyncpg
 import phonenumbers
 
+from services.notifier.metrics import NotifierMetrics
 from services.notifier.reply_answers import AnswerContext, compose, private_link, when_text
 from services.notifier.reply_words import Reading, read
 from shared.clock import Clock
@@ -71,6 +72,8 @@ CONSENT_SOURCE = "sms reply"
 CONSENT_WORDING = "sms-keyword"
 OPT_OUT_REASON = "the patient opted out of SMS (replied {word})"
 CANCEL_REASON = "cancelled by the patient (replied X by SMS)"
+# Where a stored answer had the patient's private link (minted afresh whenever it is sent).
+LINK_PLACEHOLDER = "{private-link}"
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,17 @@ def normalised_number(raw: str) -> str:
 
 
 class ReplyHandler:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        clock: Clock,
+        metrics: NotifierMetrics | None = None,
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.clock = clock
+        self.metrics = metrics
 
     async def handle(self, sms: InboundSms) -> tuple[int, str | None]:
         """Store, act on and answer one inbound SMS: the message's id and the answer (None for
@@ -114,13 +124,20 @@ class ReplyHandler:
             message_id = await inbound_messages.id_of(self.pool, sms.message_sid)
             assert message_id is not None
 
-        async def work(conn: asyncpg.Connection) -> str | None:
-            return await self._handle_in_order(conn, message_id, sms.from_number)
+        done: list[str] = []
 
-        return message_id, await in_transaction(self.pool, work)
+        async def work(conn: asyncpg.Connection) -> str | None:
+            done.clear()  # a retried transaction starts again
+            return await self._handle_in_order(conn, message_id, sms.from_number, done)
+
+        answer = await in_transaction(self.pool, work)
+        if self.metrics is not None:
+            for handled_as in done:
+                self.metrics.replies.labels(handled_as).inc()
+        return message_id, answer
 
     async def _handle_in_order(
-        self, conn: asyncpg.Connection, message_id: int, from_number: str
+        self, conn: asyncpg.Connection, message_id: int, from_number: str, done: list[str]
     ) -> str | None:
         now = self.clock.now()
         await inbound_messages.lock_number(conn, from_number)
@@ -130,13 +147,30 @@ class ReplyHandler:
         for message in pending:
             handled = await self._act(conn, message, now)
             await inbound_messages.record_handling(conn, message.id, handled, now=now)
+            done.append(handled.handled_as)
             log.info(
                 "sms reply handled",
                 extra={"inbound_id": message.id, "handled_as": handled.handled_as},
             )
         mine = await inbound_messages.get_handling(conn, message_id)
         assert mine is not None
-        return mine.answer
+        return await self._with_link(conn, mine, now)
+
+    async def _with_link(
+        self, conn: asyncpg.Connection, handled: Handling, now: datetime
+    ) -> str | None:
+        """The stored answer with the patient's private link minted now: the link is a bearer
+        credential, so the database keeps a placeholder, never the link itself."""
+        if handled.answer is None or LINK_PLACEHOLDER not in handled.answer:
+            return handled.answer
+        patient = (
+            None if handled.patient_id is None else await patients.get(conn, handled.patient_id)
+        )
+        link = ""
+        if patient is not None and patient.erased_at is None:
+            clinic = await clinic_of(conn, patient.clinic_id)
+            link = private_link(AnswerContext(clinic, "", patient, self.settings, now))
+        return handled.answer.replace(LINK_PLACEHOLDER, link)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -365,7 +399,7 @@ class _Turn:
             "answer_reschedule",
             answers,
             when=when_text(sessions, answers),
-            link=private_link(answers),
+            link=LINK_PLACEHOLDER,
         )
         return self._handled(
             "reschedule_requested",
@@ -384,7 +418,7 @@ class _Turn:
         change: Change,
     ) -> Handled:
         when = when_text(sessions, answers)
-        link = private_link(answers)
+        link = LINK_PLACEHOLDER
         if len(sessions) > 1:
             # "X" cannot say which of several sessions: cancel none, and a person asks.
             await self._call(
@@ -478,10 +512,8 @@ class _Turn:
             return self._handled("emergency" if signs else "inbox", None)
         answers = self._answers(clinic, patient)
         if signs:
-            log.warning(
-                "urgent sms reply in the inbox",
-                extra={"inbound_id": self.message.id, "signs": signs},
-            )
+            # What the patient wrote is health data: the log names the message, not its words.
+            log.warning("urgent sms reply in the inbox", extra={"inbound_id": self.message.id})
             return self._handled("emergency", compose("answer_emergency", answers))
         if await inbound_messages.acknowledged_since(
             self.conn, self.message.from_number, self.now - ACKNOWLEDGE_EVERY

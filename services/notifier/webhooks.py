@@ -129,7 +129,7 @@ def install_webhooks(app: web.Application) -> None:
     app[VALIDATOR] = RequestValidator(token)
 
     async def reply_handler(app: web.Application) -> AsyncIterator[None]:
-        app[REPLIES] = ReplyHandler(app[POOL], app[SETTINGS], app[CLOCK])
+        app[REPLIES] = ReplyHandler(app[POOL], app[SETTINGS], app[CLOCK], app[METRICS])
         yield
 
     app.cleanup_ctx.append(reply_handler)

@@ -85,6 +85,7 @@ class Handling:
     body: str
     opt_out_type: str | None
     received_at: datetime
+    patient_id: int | None
     handled_as: HandledAs | None
     answer: str | None
     handled_at: datetime | None
@@ -114,7 +115,8 @@ async def lock_unhandled_from(
     caller holds the number's advisory lock (lock_number)."""
     rows = await conn.fetch(
         """
-        SELECT id, from_number, body, opt_out_type, received_at, handled_as, answer, handled_at
+        SELECT id, from_number, body, opt_out_type, received_at, patient_id, handled_as, answer,
+               handled_at
         FROM inbound_message
         WHERE from_number = $1 AND handled_at IS NULL AND id <= $2
           AND (received_at >= $3 OR id = $2)
@@ -131,7 +133,8 @@ async def lock_unhandled_from(
 async def get_handling(db: Executor, message_id: int) -> Handling | None:
     row = await db.fetchrow(
         """
-        SELECT id, from_number, body, opt_out_type, received_at, handled_as, answer, handled_at
+        SELECT id, from_number, body, opt_out_type, received_at, patient_id, handled_as, answer,
+               handled_at
         FROM inbound_message WHERE id = $1
         """,
         message_id,
@@ -211,18 +214,18 @@ class ScrubbedInbound:
 async def scrub_for_patient(
     conn: Executor, patient_id: int, mobile: str | None, *, clinic_id: int
 ) -> ScrubbedInbound:
-    """Erasure: blank the text and number of the patient's messages (those linked to them, and
-    those from `mobile`, their number until now), and link them to the patient so that the
-    record still shows that, when, and whether they said STOP (`opt_out_type` is kept: it is
-    consent evidence). Messages from a number another patient of the clinic still has are kept:
-    they may be that patient's."""
+    """Erasure: blank the text, the answer given and the number of the patient's messages
+    (those linked to them, and those from `mobile`, their number until now), and link them to
+    the patient so that the record still shows that, when, and whether they said STOP
+    (`opt_out_type` is kept: it is consent evidence). Messages from a number another patient
+    of the clinic still has are kept: they may be that patient's."""
     shared = await patients.others_have_mobile(
         conn, clinic_id=clinic_id, mobile=mobile, patient_id=patient_id
     )
     theirs = None if shared else mobile
     result = await conn.execute(
         """
-        UPDATE inbound_message SET body = '', from_number = $3, patient_id = $1
+        UPDATE inbound_message SET body = '', from_number = $3, patient_id = $1, answer = NULL
         WHERE patient_id = $1 OR (patient_id IS NULL AND $2::text IS NOT NULL
                                   AND from_number = $2)
         """,

@@ -15,8 +15,9 @@ from twilio.request_validator import RequestValidator
 
 from services.devkit.inbox import twiml_messages
 from shared.config import Settings
-from shared.store import appointments, consents, patients
+from shared.store import appointments, consents, inbound_messages, patients
 from shared.store.appointments import Appointment
+from shared.web import REGISTRY
 from tests.notifier.conftest import MOBILE, Notifier, StartNotifier, World
 
 STRANGER = "+447700900999"
@@ -215,8 +216,10 @@ async def test_danger_words_get_the_emergency_answer_at_once_and_an_urgent_item(
     assert item["urgent"] is True
     assert item["danger_words"] == ["swelling of lips, tongue or face"]
     assert item["patient_id"] == world.patient_id
-    # Every such message is answered, however many come.
+    # Every such message is answered, however many come; operators see them counted.
     assert await phone.send("now my throat feels tight") is not None
+    registry = phone.notifier.app[REGISTRY]
+    assert registry.get_sample_value("regimen_sms_replies_total", {"handled_as": "emergency"}) == 2
 
 
 async def test_r_answers_with_the_private_link_and_puts_the_session_on_the_call_list(
@@ -293,3 +296,46 @@ async def test_a_confirm_with_nothing_asked_goes_to_the_inbox(world: World, phon
 
     assert answer is not None and "get back to you" in answer
     assert [i["reason"] for i in await _inbox(world)] == ["nothing_asked"]
+
+
+async def test_replies_are_handled_in_the_order_they_came(world: World, phone: Phone) -> None:
+    """A reply whose handling did not finish (stored, then the process died) is handled before
+    the next reply from the same number, and its own redelivery gets its own answer."""
+    session = await world.appointment(world.clock.now() + timedelta(days=3))
+    await _asked(world, session)
+    first_sid = "SM" + secrets.token_hex(16)
+    await inbound_messages.insert(
+        world.pool,
+        message_sid=first_sid,
+        from_number=MOBILE,
+        to_number="+15005550006",
+        body="C",
+        opt_out_type=None,
+        received_at=world.clock.now(),
+    )
+
+    second = await phone.send("X")
+
+    assert second is not None and "cancelled" in second
+    handled = await world.pool.fetch(
+        "SELECT body, handled_as FROM inbound_message ORDER BY handled_at, id"
+    )
+    assert [(r["body"], r["handled_as"]) for r in handled] == [
+        ("C", "confirmed"),
+        ("X", "cancelled"),
+    ]
+    assert await _status(world, session.id) == "cancelled"
+    redelivered = await phone.send("C", sid=first_sid)
+    assert redelivered is not None and "is confirmed" in redelivered
+
+
+async def test_the_private_link_is_sent_but_never_stored(world: World, phone: Phone) -> None:
+    session = await world.appointment(world.clock.now() + timedelta(days=3))
+    await _asked(world, session)
+
+    answer = await phone.send("R")
+
+    assert answer is not None
+    link = next(word for word in answer.split() if word.startswith("https://"))
+    stored = await world.pool.fetchval("SELECT answer FROM inbound_message")
+    assert link.rstrip(".") not in stored and "{private-link}" in stored
