@@ -67,6 +67,8 @@ log = logging.getLogger("regimen.notifier.replies")
 # an older one left unhandled by a failure must not hold every later reply behind it.
 IN_ORDER_WINDOW = timedelta(minutes=10)
 ACKNOWLEDGE_EVERY = timedelta(days=1)
+# "Reply 1 or 2": a digit this long after the question answers it.
+WHICH_ANSWERABLE_FOR = timedelta(hours=1)
 # What consent rows say of a keyword reply (patient_consent.source / wording_version).
 CONSENT_SOURCE = "sms reply"
 CONSENT_WORDING = "sms-keyword"
@@ -191,6 +193,8 @@ class ReplyHandler:
             return await turn.help()
         if reading.intent in ("confirm", "reschedule", "cancel_session"):
             return await turn.answer_question()
+        if reading.intent == "digit":
+            return await turn.answer_which()
         return await turn.to_inbox("free_text" if senders else "unknown_number")
 
 
@@ -328,9 +332,64 @@ class _Turn:
         if not open_questions:
             return await self.to_inbox("nothing_asked")
         if len(open_questions) > 1:
-            # A parent's number, both children asked: a person sorts it out with them.
-            return await self.to_inbox("several_patients")
+            # A parent's number, both children asked: which child's appointment is meant?
+            return await self._ask_which(list(open_questions.values()))
         (question,) = open_questions.values()
+        return await self._answer(question)
+
+    async def answer_which(self) -> Handled:
+        """A digit: the answer to "which patient's appointment?", asked of this number in the
+        last hour, applied as the reply that question was about. Otherwise a person reads it
+        (a check-in answer, later, is read before this)."""
+        asked = await inbound_messages.latest_asked_which(
+            self.conn, self.message.from_number, since=self.now - WHICH_ANSWERABLE_FOR
+        )
+        digit = self.reading.digit or 0
+        if asked is None or not 1 <= digit <= len(asked.appointment_ids):
+            return await self.to_inbox("free_text" if self.senders else "unknown_number")
+        chosen = await appointments.get(self.conn, asked.appointment_ids[digit - 1])
+        if chosen is None or chosen.patient_id is None:
+            return await self.to_inbox("nothing_asked")
+        open_questions = await notifications.questions.latest_open(
+            self.conn, [chosen.patient_id], now=self.now
+        )
+        if chosen.patient_id not in open_questions:
+            return await self.to_inbox("nothing_asked")
+        # Act as the first reply would have, had the number been one patient's.
+        self.reading = read(asked.body, opt_out_type=None, opted_out=False)
+        return await self._answer(open_questions[chosen.patient_id])
+
+    async def _ask_which(self, questions: list[OpenQuestion]) -> Handled:
+        by_id = {p.id: p for p in self.senders}
+        options: list[tuple[Patient, Appointment]] = []
+        for question in questions:
+            first = await appointments.get(self.conn, question.appointment_ids[0])
+            if first is not None:
+                options.append((by_id[question.patient_id], first))
+        options.sort(key=lambda o: (o[0].first_name, o[1].starts_at, o[0].id))
+        options = options[:9]
+        clinic = await clinic_of(self.conn, options[0][0].clinic_id)
+        answers = self._answers(clinic, None)
+        numbered = ", ".join(
+            f"{n} {patient.first_name} ({when_text([session], answers)})"
+            for n, (patient, session) in enumerate(options, start=1)
+        )
+        digits = [str(n) for n in range(1, len(options) + 1)]
+        answer = compose(
+            "answer_which",
+            answers,
+            options=numbered,
+            numbers=", ".join(digits[:-1]) + " or " + digits[-1],
+        )
+        return self._handled(
+            "asked_which",
+            answer,
+            clinic_id=clinic.id,
+            appointment_ids=[session.id for _, session in options],
+        )
+
+    async def _answer(self, question: OpenQuestion) -> Handled:
+        """The reply (C, R or X) applied to one patient's open question."""
         patient = next(p for p in self.senders if p.id == question.patient_id)
         clinic = await clinic_of(self.conn, patient.clinic_id)
         sessions = [

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+import asyncpg
+
 from shared.store import Executor, affected, patients
 
 # What an erased patient's messages keep in place of the number they came from.
@@ -73,6 +75,7 @@ HandledAs = Literal[
     "help",
     "emergency",
     "inbox",
+    "asked_which",
 ]
 
 
@@ -89,6 +92,7 @@ class Handling:
     handled_as: HandledAs | None
     answer: str | None
     handled_at: datetime | None
+    appointment_ids: list[int]
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,32 @@ class Handled:
     answered_id: int | None  # the notification whose question it answered
     answer: str | None  # the TwiML message sent back, None for none
     acknowledged: bool  # the answer was the inbox's acknowledgement
+
+
+def _handling(row: asyncpg.Record) -> Handling:
+    return Handling(**{**dict(row), "appointment_ids": list(row["appointment_ids"])})
+
+
+async def latest_asked_which(db: Executor, from_number: str, *, since: datetime) -> Handling | None:
+    """The number's latest message answered with "which patient's appointment?" since `since`,
+    unless a later message of the number was acted on (the question is then stale)."""
+    row = await db.fetchrow(
+        """
+        SELECT id, from_number, body, opt_out_type, received_at, patient_id, handled_as, answer,
+               handled_at, appointment_ids
+        FROM inbound_message m
+        WHERE from_number = $1 AND handled_as = 'asked_which' AND handled_at >= $2
+          AND NOT EXISTS (SELECT 1 FROM inbound_message later
+                          WHERE later.from_number = m.from_number AND later.id > m.id
+                            AND later.handled_as IN ('confirmed', 'already_confirmed',
+                                'reschedule_requested', 'cancelled', 'cancel_refused'))
+        ORDER BY id DESC
+        LIMIT 1
+        """,
+        from_number,
+        since,
+    )
+    return None if row is None else _handling(row)
 
 
 async def id_of(db: Executor, message_sid: str) -> int | None:
@@ -116,7 +146,7 @@ async def lock_unhandled_from(
     rows = await conn.fetch(
         """
         SELECT id, from_number, body, opt_out_type, received_at, patient_id, handled_as, answer,
-               handled_at
+               handled_at, appointment_ids
         FROM inbound_message
         WHERE from_number = $1 AND handled_at IS NULL AND id <= $2
           AND (received_at >= $3 OR id = $2)
@@ -127,19 +157,19 @@ async def lock_unhandled_from(
         up_to_id,
         since,
     )
-    return [Handling(**dict(r)) for r in rows]
+    return [_handling(r) for r in rows]
 
 
 async def get_handling(db: Executor, message_id: int) -> Handling | None:
     row = await db.fetchrow(
         """
         SELECT id, from_number, body, opt_out_type, received_at, patient_id, handled_as, answer,
-               handled_at
+               handled_at, appointment_ids
         FROM inbound_message WHERE id = $1
         """,
         message_id,
     )
-    return None if row is None else Handling(**dict(row))
+    return None if row is None else _handling(row)
 
 
 async def lock_number(conn: Executor, from_number: str) -> None:

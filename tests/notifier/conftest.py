@@ -83,13 +83,18 @@ class World:
         return self._serial[0]
 
     async def new_patient(
-        self, *, mobile: str | None = MOBILE, email: str | None = EMAIL, consent: bool = True
+        self,
+        *,
+        mobile: str | None = MOBILE,
+        email: str | None = EMAIL,
+        consent: bool = True,
+        first_name: str = "Alex",
     ) -> int:
         now = self.clock.now()
         patient_id = await factories.patient(
             self.pool,
             clinic_id=self.clinic_id,
-            first_name="Alex",
+            first_name=first_name,
             last_name="Morgan",
             mobile=mobile,
             email=email,

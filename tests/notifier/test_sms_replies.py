@@ -258,11 +258,11 @@ async def test_x_cancels_when_the_notice_allows_and_calls_instead_inside_it(
     assert await _call_list(world) == [(near.id, "cancel_inside_notice")]
 
 
-async def test_a_shared_number_acts_only_when_one_patient_was_asked(
+async def test_a_shared_number_acts_only_when_one_patient_was_asked_else_asks_which(
     world: World, phone: Phone
 ) -> None:
     now = world.clock.now()
-    sibling = await world.new_patient()  # same mobile: a parent booking for two children
+    sibling = await world.new_patient(first_name="Billie")  # a parent's number, two children
     mine = await world.appointment(now + timedelta(days=3))
     theirs = await world.appointment(now + timedelta(days=3, hours=1), patient_id=sibling)
     await _asked(world, mine)
@@ -273,12 +273,24 @@ async def test_a_shared_number_acts_only_when_one_patient_was_asked(
     await _asked(world, theirs)
     later = await world.appointment(now + timedelta(days=4))
     await _asked(world, later)  # both children now have an open request
-    answer = await phone.send("C")
+    which = await phone.send("C")
 
     assert await _status(world, theirs.id) == "booked"
     assert await _status(world, later.id) == "booked"
-    assert answer is not None and "get back to you" in answer
-    assert [i["reason"] for i in await _inbox(world)] == ["several_patients"]
+    assert which is not None
+    assert "1 Alex (Fri 6 Mar 09:00), 2 Billie (Thu 5 Mar 10:00)" in which
+    assert "Reply 1 or 2" in which
+
+    assert await phone.send("7") is not None  # no such option: a person reads it
+    answer = await phone.send("2")
+
+    assert answer is not None and "Thu 5 Mar 10:00 is confirmed" in answer
+    assert await _status(world, theirs.id) == "confirmed"
+    assert await _status(world, later.id) == "booked"
+    # The question is answered: another digit is not read as a second answer to it.
+    await phone.send("1")
+    assert await _status(world, later.id) == "booked"
+    assert [i["reason"] for i in await _inbox(world)] == ["free_text", "free_text"]
 
 
 async def test_help_answers_with_the_clinic_phone_and_stop(world: World, phone: Phone) -> None:
