@@ -69,6 +69,8 @@ IN_ORDER_WINDOW = timedelta(minutes=10)
 ACKNOWLEDGE_EVERY = timedelta(days=1)
 # "Reply 1 or 2": a digit this long after the question answers it.
 WHICH_ANSWERABLE_FOR = timedelta(hours=1)
+# At most this many patients are listed in "which one?" (two SMS segments); more go to staff.
+MAX_WHICH = 4
 # What consent rows say of a keyword reply (patient_consent.source / wording_version).
 CONSENT_SOURCE = "sms reply"
 CONSENT_WORDING = "sms-keyword"
@@ -331,6 +333,8 @@ class _Turn:
         )
         if not open_questions:
             return await self.to_inbox("nothing_asked")
+        if len(open_questions) > MAX_WHICH:
+            return await self.to_inbox("several_patients")  # too many to list in a text
         if len(open_questions) > 1:
             # A parent's number, both children asked: which child's appointment is meant?
             return await self._ask_which(list(open_questions.values()))
@@ -367,18 +371,20 @@ class _Turn:
             if first is not None:
                 options.append((by_id[question.patient_id], first))
         options.sort(key=lambda o: (o[0].first_name, o[1].starts_at, o[0].id))
-        options = options[:9]
         clinic = await clinic_of(self.conn, options[0][0].clinic_id)
         answers = self._answers(clinic, None)
         numbered = ", ".join(
             f"{n} {patient.first_name} ({when_text([session], answers)})"
             for n, (patient, session) in enumerate(options, start=1)
         )
+        # Without the times when they do not fit: first names alone still tell children apart.
+        names = ", ".join(f"{n} {p.first_name}" for n, (p, _) in enumerate(options, start=1))
         digits = [str(n) for n in range(1, len(options) + 1)]
         answer = compose(
             "answer_which",
             answers,
             options=numbered,
+            names=names,
             numbers=", ".join(digits[:-1]) + " or " + digits[-1],
         )
         return self._handled(

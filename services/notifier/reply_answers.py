@@ -17,6 +17,7 @@ from typing import Any
 from shared.config import Settings
 from shared.domain.emergency import emergency_number
 from shared.links import patient_link_token, patient_link_url
+from shared.messaging.context import patient_zone
 from shared.messaging.formats import date_style, display_phone, local_view
 from shared.messaging.render import find_templates, render_sms
 from shared.scheduling.loader import ClinicInfo
@@ -40,11 +41,13 @@ class AnswerContext:
 
 
 def when_text(sessions: Sequence[Appointment], ctx: AnswerContext) -> str:
-    """'Tue 3 Mar 10:00', or 'Tue 3 Mar 10:00 and Tue 10 Mar 10:00', in the clinic's zone."""
+    """'Tue 3 Mar 10:00', or 'Tue 3 Mar 10:00 and Tue 10 Mar 10:00'."""
     style = date_style(ctx.language, ctx.clinic.region)
-    views = [
-        local_view(a.id, a.starts_at, None, ctx.clinic.zone, style, False).short for a in sessions
-    ]
+    # In the patient's zone when they have one, named when it is not the clinic's (as in every
+    # message we send).
+    zone = patient_zone(ctx.patient, ctx.clinic)
+    show_zone = zone.key != ctx.clinic.zone.key
+    views = [local_view(a.id, a.starts_at, None, zone, style, show_zone).short for a in sessions]
     if len(views) <= 1:
         return "".join(views)
     return ", ".join(views[:-1]) + " and " + views[-1]
