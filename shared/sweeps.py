@@ -211,11 +211,11 @@ class SweepRunner:
                 self._runs.labels(name, outcome)  # present at 0 before the first run
 
     async def run(self, name: str) -> None:
-        """One run of the sweep `name` (and another straight after, if one was asked for while
-        it ran). Never raises: a failure is recorded, logged and left for the next tick."""
+        """One run of the sweep `name` (and another straight after, if the clock jumped while
+        it ran: `request_all`). A tick that comes while a run is going is dropped: that run is
+        the tick's. Never raises: a failure is recorded, logged and left for the next tick."""
         state = self.states[name]
         if state.running_since is not None:
-            state.again = True
             return
         task = asyncio.current_task()
         if task is not None:
@@ -345,7 +345,8 @@ def install_sweeps(app: web.Application, sweeps: Sequence[Sweep]) -> SweepRunner
                 IntervalTrigger(seconds=sweep.interval.total_seconds()),
                 args=[sweep.name],
                 id=sweep.name,
-                # The runner itself folds a run asked for during a run into one more run.
+                # A tick during a long run reaches the runner, which drops it quietly
+                # (APScheduler would log a warning for each).
                 max_instances=2,
                 coalesce=True,
                 misfire_grace_time=None,

@@ -6,6 +6,10 @@ Only sessions whose patient was asked: one booked inside 72 h never got the ques
 reminder is skipped, not sent late), so it is not "unconfirmed"; it still gets its 24 h
 reminder. Which message counts as asking, and why each session is filed once per time, is
 `call_tasks.file_unconfirmed`'s docstring.
+
+A task whose reason has gone (the patient confirmed after it was filed, the session was
+cancelled, moved or has passed) is closed by the same sweep, done by 'regimen' with the reason
+as its outcome, so staff do not phone someone who has already answered.
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ async def file_unconfirmed(pool: asyncpg.Pool, clock: Clock) -> int:
     async def batch(conn: asyncpg.Connection) -> int | None:
         if not await once_per_cluster(conn, NAME):
             return None
+        closed = await call_tasks.close_settled_unconfirmed(conn, now=now)
+        if closed:
+            await audit.insert(
+                conn,
+                at=now,
+                actor=audit.SYSTEM,
+                action="call_task.close",
+                entity="call_task",
+                entity_id=None,
+                reason="the session was confirmed, cancelled, moved or has passed",
+                details={"call_tasks": [t.id for t in closed], "by": "call-unconfirmed sweep"},
+            )
         filed = await call_tasks.file_unconfirmed(conn, now=now, limit=BATCH)
         for task in filed:
             await audit.insert(

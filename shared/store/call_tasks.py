@@ -200,3 +200,38 @@ async def file_unconfirmed(conn: Executor, *, now: datetime, limit: int) -> list
         FiledUnconfirmed(r["id"], r["clinic_id"], r["patient_id"], r["appointment_id"])
         for r in rows
     ]
+
+
+async def close_settled_unconfirmed(conn: Executor, *, now: datetime) -> list[CallTask]:
+    """Close the open 'not_confirmed' tasks whose reason has gone: the session was confirmed
+    (or has since been checked in or completed), cancelled, has passed (no-show), or was
+    moved after the task was filed (its new time is asked about afresh). Done by 'regimen',
+    the outcome saying why; a task staff still need stays open."""
+    rows = await conn.fetch(
+        f"""
+        WITH settled AS (
+            SELECT t.id,
+                   CASE
+                     WHEN a.status IN ('confirmed', 'checked_in', 'completed')
+                       THEN 'closed by Regimen: the patient confirmed'
+                     WHEN a.status = 'cancelled'
+                       THEN 'closed by Regimen: the appointment was cancelled'
+                     WHEN a.status = 'no_show'
+                       THEN 'closed by Regimen: the appointment has passed'
+                     ELSE 'closed by Regimen: the appointment was moved'
+                   END AS outcome
+            FROM call_task t JOIN appointment a ON a.id = t.appointment_id
+            WHERE t.reason = 'not_confirmed' AND t.done_at IS NULL
+              AND (a.status <> 'booked'
+                   OR EXISTS (SELECT 1 FROM appointment_event e
+                              WHERE e.appointment_id = a.id AND e.details ? 'moved'
+                                AND e.at > t.created_at))
+            FOR UPDATE OF t SKIP LOCKED
+        )
+        UPDATE call_task t SET done_at = $1, done_by = 'regimen', outcome = settled.outcome
+        FROM settled WHERE t.id = settled.id AND t.done_at IS NULL
+        RETURNING {", ".join("t." + c.strip() for c in _COLUMNS.split(","))}
+        """,  # noqa: S608 - constant
+        now,
+    )
+    return [CallTask(**dict(r)) for r in rows]

@@ -11,11 +11,14 @@ from datetime import timedelta
 import asyncpg
 
 from services.scheduler.call_list import file_unconfirmed
+from shared import outbox_plan
 from shared.clock import FrozenClock
 from shared.db.pool import APP_ROLE, create_pool
-from shared.store import call_tasks
+from shared.db.transactions import in_transaction
+from shared.store import appointments, call_tasks
 from tests.conftest import BookingApi
 from tests.scheduler.world import (
+    HART,
     PATEL,
     book,
     confirm,
@@ -59,6 +62,87 @@ async def test_an_asked_session_still_unconfirmed_48h_before_goes_on_the_call_li
     clock.advance(hours(20))
     assert await file_unconfirmed(pool, clock) == 0
     assert len(await not_confirmed_tasks(pool)) == 1
+
+
+async def test_a_task_whose_reason_has_gone_is_closed_by_the_next_sweep(
+    pool: asyncpg.Pool, clock: FrozenClock
+) -> None:
+    # The accident: the patient replies C an hour after the session went on the call list;
+    # the front desk must not phone them about it.
+    start = clock.now() + timedelta(days=5, hours=1)
+    late_reply, _ = await book(pool, starts_at=start, now=clock.now(), mobile="+447700900011")
+    cancelled, _ = await book(
+        pool, starts_at=start + hours(1), now=clock.now(), mobile="+447700900012"
+    )
+    staying, _ = await book(
+        pool, starts_at=start + hours(2), now=clock.now(), mobile="+447700900013"
+    )
+    clock.set(start + hours(2) - hours(72))
+    assert await send_due(pool, clock.now()) == 3
+    clock.set(start + hours(2) - hours(48))
+    assert await file_unconfirmed(pool, clock) == 3
+
+    clock.advance(hours(1))
+    await confirm(pool, late_reply, clock.now())
+
+    async def cancel(conn: asyncpg.Connection) -> None:
+        await appointments.transition(conn, cancelled, "cancelled", actor="test", now=clock.now())
+
+    await in_transaction(pool, cancel)
+    clock.advance(timedelta(minutes=5))
+    assert await file_unconfirmed(pool, clock) == 0
+    tasks = {t["appointment_id"]: t for t in await not_confirmed_tasks(pool)}
+    assert tasks[late_reply]["done_by"] == "regimen"
+    assert tasks[late_reply]["outcome"] == "closed by Regimen: the patient confirmed"
+    assert tasks[cancelled]["outcome"] == "closed by Regimen: the appointment was cancelled"
+    assert tasks[staying]["done_at"] is None  # still unconfirmed: still to call
+    # Closed is closed: the next runs neither reopen nor refile them.
+    clock.advance(hours(1))
+    assert await file_unconfirmed(pool, clock) == 0
+    assert len(await not_confirmed_tasks(pool)) == 3
+
+
+async def test_a_session_moved_to_a_new_time_is_asked_and_called_about_afresh(
+    pool: asyncpg.Pool, clock: FrozenClock
+) -> None:
+    start = clock.now() + timedelta(days=5, hours=1)
+    appointment_id, _ = await book(pool, starts_at=start, now=clock.now())
+    clock.set(start - hours(72))
+    await send_due(pool, clock.now())
+    clock.set(start - hours(48))
+    assert await file_unconfirmed(pool, clock) == 1
+
+    # The front desk calls and moves it a week later; its reminders are planned again.
+    clock.advance(hours(2))
+    new_start = start + timedelta(days=7)
+
+    async def move(conn: asyncpg.Connection) -> None:
+        await appointments.move(
+            conn,
+            appointment_id,
+            practitioner_id=HART,
+            starts_at=new_start,
+            ends_at=new_start + timedelta(minutes=30),
+            buffer_before=timedelta(0),
+            buffer_after=timedelta(0),
+            actor="test",
+            now=clock.now(),
+        )
+        await outbox_plan.on_moved_together(conn, [appointment_id], now=clock.now())
+
+    await in_transaction(pool, move)
+    clock.advance(timedelta(minutes=5))
+    assert await file_unconfirmed(pool, clock) == 0
+    (first,) = await not_confirmed_tasks(pool)
+    assert first["outcome"] == "closed by Regimen: the appointment was moved"
+
+    # The old question does not count for the new time: nothing until it is asked again.
+    clock.set(new_start - hours(48))
+    assert await file_unconfirmed(pool, clock) == 0
+    assert await send_due(pool, clock.now()) >= 1  # the new 72 h reminder leaves (late)
+    clock.advance(timedelta(minutes=5))
+    assert await file_unconfirmed(pool, clock) == 1
+    assert [t["done_at"] is None for t in await not_confirmed_tasks(pool)] == [False, True]
 
 
 async def test_sessions_never_asked_confirmed_or_past_stay_off_the_list(
