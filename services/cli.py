@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -13,7 +14,7 @@ from datetime import datetime
 import asyncpg
 from aiohttp import web
 
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock, FileOffsetClock, SystemClock
 from shared.config import ConfigError, Settings, load_settings
 from shared.db import embedded, migrate
 from shared.db.pool import APP_ROLE, connect
@@ -74,7 +75,16 @@ async def cmd_serve(settings: Settings, service: str, host: str) -> int:
     assert settings.database_url is not None
     url = settings.database_url
     factory, port = _factories()[service]
-    app = factory(settings, SystemClock(), url)
+    clock: Clock = SystemClock()
+    if settings.dev_clock_file is not None:
+        clock = FileOffsetClock(settings.dev_clock_file)
+        log.warning(
+            "the clock follows REGIMEN_DEV_CLOCK_FILE (tests and demos only, never production)",
+            extra={"offset_seconds": clock.offset.total_seconds()},
+        )
+    app = factory(settings, clock, url)
+    if isinstance(clock, FileOffsetClock):
+        app.cleanup_ctx.append(_following(clock))
     served = [Served(app, host, port(settings))]
     extra: dict[str, object] = {"service": service, "port": port(settings)}
     if service == "booking":
@@ -85,6 +95,17 @@ async def cmd_serve(settings: Settings, service: str, host: str) -> int:
     await serve_until_signal(served)
     log.info("stopped", extra={"service": service})
     return 0
+
+
+def _following(clock: FileOffsetClock) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def follow(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(clock.follow())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return follow
 
 
 # Token commands are audited like the admin API's, under this name.

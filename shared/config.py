@@ -73,6 +73,10 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_NOTIFY_MERGE_MINUTES": "reminders due this close together merge into one (0: off)",
     "REGIMEN_NOTIFY_RECONCILE_GRACE_SECONDS": "wait before an unconfirmed SMS is sent again",
     "REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS": "days a staff API token works once created (0: no limit)",
+    "REGIMEN_DEV_CLOCK_FILE": (
+        "tests and demos only: `regimen serve` runs its clock ahead by the seconds in this file "
+        "and follows changes to it"
+    ),
 }
 
 
@@ -108,6 +112,8 @@ class Settings:
     dev_smtp_port: int
     state_dir: Path
     log_level: str
+    # A file moving the clock of `regimen serve` (tests and demos; see shared/clock.py).
+    dev_clock_file: Path | None
     db_pool_size: int
     public_reads_per_minute: int = 120
     public_writes_per_minute: int = 30
@@ -153,6 +159,11 @@ def _digits(raw: str) -> bool:
 def _text(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _text(env, name)
+    return None if raw is None else Path(raw).resolve()
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -334,6 +345,7 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         dev_smtp_port=_port(env, "REGIMEN_DEV_SMTP_PORT", 1025),
         state_dir=Path(_text(env, "REGIMEN_STATE_DIR") or ".regimen").resolve(),
         log_level=log_level.upper(),
+        dev_clock_file=_optional_path(env, "REGIMEN_DEV_CLOCK_FILE"),
         # At least 2: an exclusive sweep keeps one connection for its advisory lock while it
         # works on another.
         db_pool_size=_count_between(env, "REGIMEN_DB_POOL_SIZE", 10, 2, 500),

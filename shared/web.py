@@ -29,6 +29,10 @@ DATABASE_URL = web.AppKey("database_url", str)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 STOPPING = web.AppKey("stopping", dict[str, bool])
+# Parts of /readyz's answer (the sweeps' health): each returns keys to add to it. Shown only
+# where /metrics is too (an internal port), never on booking's public port.
+READY_DETAILS = web.AppKey("ready_details", list[Callable[[], dict[str, Any]]])
+_SHOW_DETAILS = web.AppKey("show_ready_details", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -137,30 +141,45 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "service": request.app[SERVICE]})
 
 
+def _ready_details(app: web.Application) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    if app[_SHOW_DETAILS]:
+        for part in app[READY_DETAILS]:
+            details.update(part())
+    return details
+
+
 async def readyz(request: web.Request) -> web.Response:
+    """200 when the database answers and its migrations are this release's; 503 otherwise.
+    Sweep health is detail only: a late sweep does not make the service unready."""
     app = request.app
+    details = _ready_details(app)
     if app[STOPPING]["value"]:
-        return problem(503, "Service Unavailable", detail="shutting down")
+        return problem(503, "Service Unavailable", detail="shutting down", **details)
     try:
         async with app[POOL].acquire(timeout=2) as conn:
             pending = await migrate.pending_migrations(cast(asyncpg.Connection, conn))
     except migrate.MigrationMismatch as exc:
         log.warning("not ready: migrations differ", extra={"error": str(exc)})
         return problem(
-            503, "Service Unavailable", detail="the database's migrations differ from this release"
+            503,
+            "Service Unavailable",
+            detail="the database's migrations differ from this release",
+            **details,
         )
     except Exception as exc:  # any failure to reach the database means "not ready"
         # The probe is public on the booking port: the reason (host names, server messages)
         # goes to the log, the caller learns only that the database is the problem.
         log.warning("not ready: database unreachable", extra={"error": _error_name(exc)})
-        return problem(503, "Service Unavailable", detail="database unreachable")
+        return problem(503, "Service Unavailable", detail="database unreachable", **details)
     if pending:
         return problem(
             503,
             "Service Unavailable",
             detail=f"{len(pending)} migration(s) not applied; run 'regimen migrate'",
+            **details,
         )
-    return web.json_response({"status": "ready", "service": app[SERVICE]})
+    return web.json_response({"status": "ready", "service": app[SERVICE], **details})
 
 
 def _error_name(exc: BaseException) -> str:
@@ -208,6 +227,8 @@ def create_base_app(
     app[DATABASE_URL] = database_url
     app[REGISTRY] = registry
     app[STOPPING] = {"value": False}
+    app[READY_DETAILS] = []
+    app[_SHOW_DETAILS] = public_metrics
     app[_HTTP_METRICS] = (
         Counter(
             "regimen_http_requests",

@@ -66,6 +66,10 @@ async def rescue_leases(pool: asyncpg.Pool, clock: Clock, *, liveness: timedelta
 
 
 async def expire_overdue(pool: asyncpg.Pool, clock: Clock) -> int:
+    """Scheduled rows past their expiry → expired; callback tokens past CALLBACK_MEMORY go.
+
+    Replicas: a row claim. Rows are taken `FOR NO KEY UPDATE SKIP LOCKED` and re-checked as
+    scheduled, so each expires once; deleting old tokens is idempotent."""
     total = 0
     while True:
         count = await notifications.sweeps.expire_overdue(pool, now=clock.now(), limit=BATCH)
@@ -175,6 +179,12 @@ def notifier_sweeps(
     """The sweeps, reading the app's clients when they run (they exist only once it started)."""
 
     async def recover(pool: asyncpg.Pool, clock: Clock) -> int:
+        """Rescue rows whose worker died, then reconcile the `unknown` ones.
+
+        Replicas: exclusive (one replica at a time, so Twilio is not asked twice about one
+        row), and correct without the lock as well: a rescue claims rows with SKIP LOCKED and
+        re-checks `status = 'sending'`; each reconciliation is an UPDATE re-checking
+        `status = 'unknown'`, so a row is settled once whichever replica decides first."""
         # Rescued rows are reconciled in the same run: a dead worker's message settles at once.
         rescued = await rescue_leases(
             pool, clock, liveness=timedelta(seconds=settings.notifier_lease_seconds)
@@ -185,6 +195,7 @@ def notifier_sweeps(
         return rescued + settled
 
     async def depth(pool: asyncpg.Pool, clock: Clock) -> int:
+        """Replicas: reads only; each replica sets its own gauges."""
         return await refresh_queue_depth(pool, clock, metrics(app))
 
     return [

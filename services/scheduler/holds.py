@@ -19,7 +19,12 @@ INTERVAL = timedelta(seconds=30)
 
 async def expire_holds(pool: asyncpg.Pool, clock: Clock) -> int:
     """Cancel every held appointment of an expired hold; returns how many. Their client hashes
-    (kept only for the cap on holds per address) are dropped too."""
+    (kept only for the cap on holds per address) are dropped too.
+
+    Replicas: a row claim. The UPDATE re-checks `status = 'held'` under each row's lock, so of
+    two replicas sweeping at once the second waits for the first and then finds the row
+    cancelled: each appointment is cancelled, and has its history event, once. The audit row
+    counts what this run released (none: no row). Dropping hashes is idempotent."""
     now = clock.now()
 
     async def work(conn: asyncpg.Connection) -> int:
@@ -30,6 +35,5 @@ async def expire_holds(pool: asyncpg.Pool, clock: Clock) -> int:
     return await in_transaction(pool, work)
 
 
-# Not exclusive: the UPDATE re-checks each row under its lock, so two replicas sweeping at once
-# cancel each row once.
+# Not exclusive: each row is claimed by its own UPDATE (see expire_holds).
 EXPIRE_HOLDS = Sweep("expire-holds", INTERVAL, expire_holds)

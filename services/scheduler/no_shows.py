@@ -22,7 +22,11 @@ REASON = "not checked in by the end of the appointment plus the clinic's no-show
 
 
 async def mark_no_shows(pool: asyncpg.Pool, clock: Clock) -> int:
-    """Mark every overdue appointment as a no-show; returns how many were marked."""
+    """Mark every overdue appointment as a no-show; returns how many were marked.
+
+    Replicas: a row claim. Rows are taken `FOR UPDATE SKIP LOCKED` and re-checked as booked or
+    confirmed, so a row is marked by one replica once; its audit row and the 2 h reminders it
+    plans are written by the transaction that marked it, so they happen once too."""
     now = clock.now()
     total = 0
 

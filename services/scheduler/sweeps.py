@@ -1,10 +1,12 @@
 """The scheduler's sweeps. Each one is a small function over the pool and the clock; every
-durable fact lives in our tables, so any number of scheduler replicas may run them."""
+durable fact lives in our tables, so any number of scheduler replicas may run them (each
+function's docstring says why, under "Replicas:")."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from services.scheduler.call_list import CALL_UNCONFIRMED
 from services.scheduler.holds import EXPIRE_HOLDS
 from services.scheduler.no_shows import mark_no_shows
 from shared.sweeps import Sweep
@@ -13,4 +15,5 @@ DEFAULT_SWEEPS: list[Sweep] = [
     EXPIRE_HOLDS,
     # No-shows are decided a grace period after the end; once a minute is plenty.
     Sweep("mark-no-shows", timedelta(seconds=60), mark_no_shows),
+    CALL_UNCONFIRMED,
 ]

@@ -132,3 +132,106 @@ async def open_for_appointment(db: Executor, appointment_id: int) -> list[CallTa
         appointment_id,
     )
     return [CallTask(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True)
+class FiledUnconfirmed:
+    task_id: int
+    clinic_id: int
+    patient_id: int
+    appointment_id: int
+
+
+async def file_unconfirmed(conn: Executor, *, now: datetime, limit: int) -> list[FiledUnconfirmed]:
+    """File a 'not_confirmed' task for each appointment, at most `limit`, that is still `booked`
+    (not confirmed), starts within its clinic's `unconfirmed_call_hours` from `now` (and has not
+    started), and whose patient was asked to confirm it for its current time: a sent or
+    delivered message that asks for confirmation (a 72 h reminder, or a merged reminder that
+    took one in: shared/messaging/render.py `_asks_confirmation`) covering the appointment
+    (as its own, or among `merged_appointment_ids`), sent since the appointment got its current
+    start (its latest move, else its creation). One booked too late for the 72 h reminder was
+    never asked, so it is never filed as "not confirmed".
+
+    Once per appointment time: nothing is filed while the appointment has an open task of any
+    reason (staff will call anyway), nor when any task of it was filed since its current start
+    (staff closing the task does not bring it back; a move to a new time, asked again, does).
+    Run it inside a transaction that holds the sweep's advisory lock (a statement after the
+    lock sees what an earlier holder committed); the partial unique index catches the rest."""
+    rows = await conn.fetch(
+        """
+        WITH due AS (
+            SELECT a.id, a.clinic_id, a.patient_id, lower(a.during) AS starts_at,
+                   c.unconfirmed_call_hours AS hours,
+                   coalesce((SELECT max(e.at) FROM appointment_event e
+                             WHERE e.appointment_id = a.id AND e.details ? 'moved'),
+                            a.created_at) AS timed_at
+            FROM appointment a JOIN clinic c ON c.id = a.clinic_id
+            WHERE a.status = 'booked' AND a.patient_id IS NOT NULL
+              AND lower(a.during) > $1
+              AND lower(a.during) <= $1 + make_interval(hours => c.unconfirmed_call_hours)
+        ), asked AS (
+            SELECT d.* FROM due d
+            WHERE EXISTS (
+                SELECT 1 FROM notification n
+                WHERE n.patient_id = d.patient_id
+                  AND n.status IN ('sent', 'delivered')
+                  AND n.sent_at >= d.timed_at AND n.sent_at <= $1
+                  AND (n.kind = 'reminder_72h' OR n.context -> 'merged_kinds' ? 'reminder_72h')
+                  AND (n.appointment_id = d.id
+                       OR n.context -> 'merged_appointment_ids' @> to_jsonb(d.id)))
+              AND NOT EXISTS (
+                SELECT 1 FROM call_task t
+                WHERE t.appointment_id = d.id
+                  AND (t.done_at IS NULL OR t.created_at >= d.timed_at))
+            ORDER BY d.starts_at, d.id
+            LIMIT $2
+        )
+        INSERT INTO call_task (clinic_id, patient_id, appointment_id, reason, detail, created_at)
+        SELECT clinic_id, patient_id, id, 'not_confirmed',
+               'asked to confirm; not confirmed ' || hours || ' h before the start', $1
+        FROM asked
+        ON CONFLICT (appointment_id, reason) WHERE done_at IS NULL DO NOTHING
+        RETURNING id, clinic_id, patient_id, appointment_id
+        """,
+        now,
+        limit,
+    )
+    return [
+        FiledUnconfirmed(r["id"], r["clinic_id"], r["patient_id"], r["appointment_id"])
+        for r in rows
+    ]
+
+
+async def close_settled_unconfirmed(conn: Executor, *, now: datetime) -> list[CallTask]:
+    """Close the open 'not_confirmed' tasks whose reason has gone: the session was confirmed
+    (or has since been checked in or completed), cancelled, has passed (no-show), or was
+    moved after the task was filed (its new time is asked about afresh). Done by 'regimen',
+    the outcome saying why; a task staff still need stays open."""
+    rows = await conn.fetch(
+        f"""
+        WITH settled AS (
+            SELECT t.id,
+                   CASE
+                     WHEN a.status IN ('confirmed', 'checked_in', 'completed')
+                       THEN 'closed by Regimen: the patient confirmed'
+                     WHEN a.status = 'cancelled'
+                       THEN 'closed by Regimen: the appointment was cancelled'
+                     WHEN a.status = 'no_show'
+                       THEN 'closed by Regimen: the appointment has passed'
+                     ELSE 'closed by Regimen: the appointment was moved'
+                   END AS outcome
+            FROM call_task t JOIN appointment a ON a.id = t.appointment_id
+            WHERE t.reason = 'not_confirmed' AND t.done_at IS NULL
+              AND (a.status <> 'booked'
+                   OR EXISTS (SELECT 1 FROM appointment_event e
+                              WHERE e.appointment_id = a.id AND e.details ? 'moved'
+                                AND e.at > t.created_at))
+            FOR UPDATE OF t SKIP LOCKED
+        )
+        UPDATE call_task t SET done_at = $1, done_by = 'regimen', outcome = settled.outcome
+        FROM settled WHERE t.id = settled.id AND t.done_at IS NULL
+        RETURNING {", ".join("t." + c.strip() for c in _COLUMNS.split(","))}
+        """,  # noqa: S608 - constant
+        now,
+    )
+    return [CallTask(**dict(r)) for r in rows]

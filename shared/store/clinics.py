@@ -38,13 +38,15 @@ class Clinic:
     no_show_grace_minutes: int
     slot_step_minutes: int
     sms_countries: list[str] | None
+    unconfirmed_call_hours: int
     version: int
     created_at: datetime
 
 
 _COLUMNS = """id, name, time_zone, phone, address, region, brand_colour, quiet_start, quiet_end,
     min_notice_minutes, horizon_days, cancellation_notice_hours, hold_minutes,
-    no_show_grace_minutes, slot_step_minutes, sms_countries, version, created_at"""
+    no_show_grace_minutes, slot_step_minutes, sms_countries, unconfirmed_call_hours, version,
+    created_at"""
 
 
 def _clinic(row: asyncpg.Record) -> Clinic:
@@ -57,7 +59,7 @@ def _clinic(row: asyncpg.Record) -> Clinic:
 @dataclass(frozen=True)
 class ClinicSettings:
     """Everything about a clinic that staff may set: the insert object, and the whole set an
-    update writes. The defaults are the schema's (migrations 0002 and 0003)."""
+    update writes. The defaults are the schema's (migrations 0002, 0003 and 0010)."""
 
     name: str
     time_zone: str
@@ -75,6 +77,9 @@ class ClinicSettings:
     slot_step_minutes: int = 15
     # None: the clinic texts only its own region (see sms_countries_of).
     sms_countries: Sequence[str] | None = None
+    # A session asked to confirm (72 h reminder) and not confirmed this many hours before its
+    # start goes on the call list (services/scheduler/call_list.py).
+    unconfirmed_call_hours: int = 48
 
 
 def settings_of(clinic: Clinic) -> ClinicSettings:
@@ -105,6 +110,7 @@ def _settings_values(s: ClinicSettings) -> tuple[Any, ...]:
         s.no_show_grace_minutes,
         s.slot_step_minutes,
         None if s.sms_countries is None else list(s.sms_countries),
+        s.unconfirmed_call_hours,
     )
 
 
@@ -170,8 +176,9 @@ async def insert(db: Executor, settings: ClinicSettings, *, now: datetime) -> Cl
         f"""
         INSERT INTO clinic (name, time_zone, phone, address, region, brand_colour, quiet_start,
             quiet_end, min_notice_minutes, horizon_days, cancellation_notice_hours, hold_minutes,
-            no_show_grace_minutes, slot_step_minutes, sms_countries, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+            no_show_grace_minutes, slot_step_minutes, sms_countries, unconfirmed_call_hours,
+            created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
         RETURNING {_COLUMNS}
         """,  # noqa: S608 - constant
         *_settings_values(settings),
@@ -192,7 +199,7 @@ async def update(
                brand_colour = $8, quiet_start = $9, quiet_end = $10, min_notice_minutes = $11,
                horizon_days = $12, cancellation_notice_hours = $13, hold_minutes = $14,
                no_show_grace_minutes = $15, slot_step_minutes = $16, sms_countries = $17,
-               version = version + 1
+               unconfirmed_call_hours = $18, version = version + 1
         WHERE id = $1 AND version = $2
         RETURNING {_COLUMNS}
         """,  # noqa: S608 - constant

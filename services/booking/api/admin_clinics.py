@@ -100,6 +100,17 @@ CancellationNotice = Annotated[int, Field(ge=0, le=24 * 30, description="hours")
 HoldMinutes = Annotated[int, Field(ge=1, le=120, description="minutes a hold keeps a slot")]
 NoShowGrace = Annotated[int, Field(ge=0, le=24 * 60, description="minutes after the end")]
 SlotStep = Annotated[int, Field(ge=5, le=120, description="minutes between offered starts")]
+UnconfirmedCall = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=71,
+        description=(
+            "hours before the start: a session whose patient was asked to confirm (the 72 h "
+            "reminder) and has not confirmed by then goes on the staff call list"
+        ),
+    ),
+]
 
 
 class Clinic(BaseModel):
@@ -118,6 +129,7 @@ class Clinic(BaseModel):
     hold_minutes: HoldMinutes
     no_show_grace_minutes: NoShowGrace
     slot_step_minutes: SlotStep
+    unconfirmed_call_hours: UnconfirmedCall
     sms_countries: list[str] = Field(
         description="the countries whose mobiles the clinic texts (its region unless set)"
     )
@@ -154,6 +166,7 @@ class ClinicCreate(Body):
     hold_minutes: HoldMinutes = 10
     no_show_grace_minutes: NoShowGrace = 30
     slot_step_minutes: SlotStep = 15
+    unconfirmed_call_hours: UnconfirmedCall = 48
     sms_countries: SmsCountries | None = None
 
     _quiet_end_after_start = field_validator("quiet_end")(later_than("quiet_start"))
@@ -176,6 +189,7 @@ class ClinicPatch(Body):
     hold_minutes: HoldMinutes = optional()
     no_show_grace_minutes: NoShowGrace = optional()
     slot_step_minutes: SlotStep = optional()
+    unconfirmed_call_hours: UnconfirmedCall = optional()
     sms_countries: SmsCountries | None = optional()
 
 

@@ -104,7 +104,10 @@ async def claim(
 
 
 async def purge_keys(pool: asyncpg.Pool, clock: Clock) -> int:
-    """Forget keys older than RETENTION (a sweep)."""
+    """Forget keys older than RETENTION (a sweep).
+
+    Replicas: a DELETE of rows past a cutoff is idempotent; two replicas delete each row once
+    between them."""
     return await idempotent_requests.purge_before(pool, clock.now() - RETENTION)
 
 

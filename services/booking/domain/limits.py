@@ -124,5 +124,8 @@ async def limit_holds(conn: asyncpg.Connection, client: bytes, *, now: datetime)
 
 
 async def purge_counters(pool: asyncpg.Pool, clock: Clock) -> int:
-    """Delete counters of windows long gone (a sweep)."""
+    """Delete counters of windows long gone (a sweep).
+
+    Replicas: a DELETE of rows past a cutoff is idempotent; two replicas delete each row once
+    between them."""
     return await rate_limits.purge_before(pool, clock.now() - KEEP_COUNTERS)
