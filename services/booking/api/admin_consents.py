@@ -26,6 +26,7 @@ from services.booking.api.common import ALL_STAFF, DESK
 from services.booking.api.fields import Body
 from services.booking.api.framework import Ctx
 from services.booking.api.pagination import Page, PageQuery
+from shared import outbox_plan
 from shared.db.transactions import in_transaction
 from shared.store import consents as consent_store
 from shared.store.consents import Consent, ConsentKind
@@ -96,7 +97,10 @@ def _consent_key(entry: tuple[int, Consent]) -> tuple[datetime, int]:
 async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
     """Appended with source `staff`; earlier entries never change. A withdrawal is always
     accepted; a grant for an erased patient is refused (409). With an Idempotency-Key a retry
-    gets the first answer instead of a second entry."""
+    gets the first answer instead of a second entry. A care consent moves the reminders already
+    planned to the channel now allowed (SMS first, else email, else none: scheduled ones on the
+    other channel are cancelled with the reason), in the same transaction; the audit row lists
+    the messages cancelled and planned. Booking confirmations and notices are not affected."""
     body: ConsentChange = ctx.body
     patient_id = ctx.path["patient_id"]
 
@@ -115,7 +119,11 @@ async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
             wording_version=body.wording_version,
             now=ctx.now,
         )
-        await audit_patient(conn, ctx, "patient.consent", patient_id, details=body.model_dump())
+        details: dict[str, Any] = body.model_dump()
+        if body.kind in consent_store.CARE_KINDS:
+            replanned = await outbox_plan.on_consents_changed(conn, patient_id, now=ctx.now)
+            details["reminders"] = replanned.summary()
+        await audit_patient(conn, ctx, "patient.consent", patient_id, details=details)
         return ConsentOut(
             kind=body.kind,
             granted=body.granted,
