@@ -139,7 +139,13 @@ async def reach_of(conn: asyncpg.Connection, patient_id: int) -> Reach | None:
     patient = await patients.get(conn, patient_id)
     if patient is None or patient.erased_at is not None:
         return None
-    consents = await consent_store.current(conn, patient_id)
+    return reach_from(patient, await consent_store.current(conn, patient_id))
+
+
+def reach_from(patient: Patient, consents: Mapping[ConsentKind, Consent]) -> Reach | None:
+    """`reach_of` for a patient and current consents already read (a page showing them)."""
+    if patient.erased_at is not None:
+        return None
 
     def granted(kind: ConsentKind) -> bool:
         consent = consents.get(kind)
@@ -363,7 +369,8 @@ async def on_consents_changed(
 ) -> Replanned:
     """The patient's care consents (or SMS opt-out, mobile, email) just changed: move the
     reminders already planned to the channel now allowed. Call in the transaction that records
-    the change, after recording it.
+    the change, after recording it; lock the patient (patients.lock) before recording it, so
+    that two changes at once queue rather than deadlock on the lock taken here.
 
     * scheduled reminders on a channel that is no longer the reminder channel are cancelled,
       with a reason naming the change (rows a worker has claimed are left to its send-time
@@ -381,8 +388,9 @@ async def on_consents_changed(
     changes nothing, and granting care SMS moves email reminders to SMS. With neither allowed,
     the reminders are cancelled and none planned; the reasons say so.
     """
-    # One re-plan per patient at a time: two changes committed at once must not leave reminders
-    # on both channels (each waits, then reads the consents the other committed).
+    # One re-plan per patient at a time: of two changes made at once, the one re-planning last
+    # must see the other's (it waits here, then reads what the other committed), or the
+    # reminders end on a channel the final consents do not allow, or on none.
     if await patients.lock(conn, patient_id) is None:
         return Replanned(None, [], [])
     reach = await reach_of(conn, patient_id)

@@ -336,7 +336,7 @@ async def test_booking_confirmations_and_notices_do_not_depend_on_care_consents(
     assert {r.appointment_id for r in reminders(after)} == set(ids) - {ids[3]}
 
 
-async def test_staff_can_replan_from_the_domain_with_no_http(demo: Demo) -> None:
+async def test_an_sms_opt_out_recorded_outside_http_moves_reminders_to_email(demo: Demo) -> None:
     # The SMS STOP/START handler calls the same function: an opt-out recorded directly moves the
     # reminders to email with the opt-out as the reason.
     ids = await booked_ids(await book_course(demo, consents=ALL_CONSENTS))

@@ -22,13 +22,14 @@ from services.booking.api.admin_patients import (
     erased_conflict,
     existing_patient,
 )
-from services.booking.api.common import ALL_STAFF, DESK
+from services.booking.api.common import ALL_STAFF, DESK, or_not_found
 from services.booking.api.fields import Body
 from services.booking.api.framework import Ctx
 from services.booking.api.pagination import Page, PageQuery
 from shared import outbox_plan
 from shared.db.transactions import in_transaction
 from shared.store import consents as consent_store
+from shared.store import patients
 from shared.store.consents import Consent, ConsentKind
 
 WordingVersion = Annotated[
@@ -105,7 +106,9 @@ async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
     patient_id = ctx.path["patient_id"]
 
     async def work(conn: asyncpg.Connection) -> ConsentOut:
-        patient = await existing_patient(conn, patient_id)
+        # Locked before the consent row is written: two changes at once queue here instead of
+        # deadlocking in the re-planning of reminders (which locks the patient too).
+        patient = or_not_found(await patients.lock(conn, patient_id), "patient", patient_id)
         if body.granted and patient.erased_at is not None:
             raise erased_conflict(
                 patient, "the patient's contact data was erased; nothing can be granted"

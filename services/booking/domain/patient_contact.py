@@ -74,6 +74,9 @@ async def set_consents(
 ) -> dict[ConsentKind, bool]:
     """Record the consents of `wanted` whose state differs from the current one; returns those
     (empty: nothing changed)."""
+    # Locked first: two saves at once compare with each other's result, and queue instead of
+    # deadlocking in the re-planning of reminders (which locks the patient too).
+    await patients.lock(conn, patient_id)
     current = await consent_store.current(conn, patient_id)
     changed = {
         kind: granted
