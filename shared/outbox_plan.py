@@ -21,7 +21,7 @@ a booking confirmation covering several sessions uses `booking:{channel}:{first 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +31,7 @@ import asyncpg
 from shared.store import appointments, notifications, patients
 from shared.store import consents as consent_store
 from shared.store.appointments import Appointment
-from shared.store.consents import ConsentKind
+from shared.store.consents import Consent, ConsentKind
 from shared.store.notifications.outbox import NewNotification
 from shared.store.notifications.rows import Channel
 from shared.store.patients import Patient
@@ -139,7 +139,13 @@ async def reach_of(conn: asyncpg.Connection, patient_id: int) -> Reach | None:
     patient = await patients.get(conn, patient_id)
     if patient is None or patient.erased_at is not None:
         return None
-    consents = await consent_store.current(conn, patient_id)
+    return reach_from(patient, await consent_store.current(conn, patient_id))
+
+
+def reach_from(patient: Patient, consents: Mapping[ConsentKind, Consent]) -> Reach | None:
+    """`reach_of` for a patient and current consents already read (a page showing them)."""
+    if patient.erased_at is not None:
+        return None
 
     def granted(kind: ConsentKind) -> bool:
         consent = consents.get(kind)
@@ -274,8 +280,15 @@ async def _plan_reminders(
     now: datetime,
     kinds: frozenset[str] | None,
     missed: bool | None = None,
+    replan: bool = False,
+    carried: frozenset[str] = frozenset(),
 ) -> list[int]:
-    """`missed`: whether the patient has a no-show before this appointment (None: look it up)."""
+    """`missed`: whether the patient has a no-show before this appointment (None: look it up).
+    `replan`: a kind may have been planned and cancelled before at this version (the patient's
+    consents changed back and forth): it then gets the next free key of its cause
+    (`...:v3:r1`, `...:v3:r2`), since the first one is spent. `carried`: kinds whose row on
+    another channel was still waiting and has just been cancelled: they keep their due time even
+    if it has passed (the patient was about to get that reminder, and still does)."""
     channel = reach.reminder_channel()
     if channel is None or appointment.status not in REMINDABLE:
         return []  # nothing the patient allows us to send, or nothing to remind of
@@ -290,20 +303,31 @@ async def _plan_reminders(
     planned = await notifications.outbox.planned_kinds(
         conn, appointment.id, starts_at=appointment.starts_at
     )
+    used = (
+        await notifications.outbox.dedupe_keys_for_appointment(conn, appointment.id)
+        if replan
+        else set()
+    )
     ids = []
     for kind in wanted:
         due_at = appointment.starts_at - REMINDER_LEADS[kind]
         # A reminder whose moment has passed is skipped, not sent late: a "3 days before"
         # message 10 hours before would be wrong, and the later reminders still come.
-        if due_at < now or kind in planned:
+        if (due_at < now and kind not in carried) or kind in planned:
             continue
+        key = _appointment_key(kind, channel, appointment)
+        key = next(
+            candidate
+            for candidate in (key, *(f"{key}:r{n}" for n in range(1, len(used) + 2)))
+            if candidate not in used
+        )
         written = await _enqueue(
             conn,
             reach,
             clinic_id=appointment.clinic_id,
             kind=kind,
             channel=channel,
-            dedupe_key=_appointment_key(kind, channel, appointment),
+            dedupe_key=key,
             due_at=due_at,
             expires_at=appointment.starts_at,
             appointment=appointment,
@@ -322,6 +346,103 @@ async def on_no_show(conn: asyncpg.Connection, patient_id: int, *, now: datetime
     for appointment in await appointments.upcoming_for_patient(conn, patient_id, now):
         ids += await plan_reminders(conn, appointment, now=now, kinds=NO_SHOW_ONLY)
     return ids
+
+
+# -- consent changes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replanned:
+    """What a change in how the patient may be reached did to their reminders."""
+
+    channel: Channel | None  # where reminders go from now on (None: nowhere)
+    cancelled: list[int]  # scheduled reminders cancelled (on the channel no longer allowed)
+    planned: list[int]  # reminders planned on `channel`
+
+    def summary(self) -> dict[str, Any]:
+        """For the audit row of the change (ids only, no patient data)."""
+        return {"channel": self.channel, "cancelled": self.cancelled, "planned": self.planned}
+
+
+async def on_consents_changed(
+    conn: asyncpg.Connection, patient_id: int, *, now: datetime
+) -> Replanned:
+    """The patient's care consents (or SMS opt-out, mobile, email) just changed: move the
+    reminders already planned to the channel now allowed. Call in the transaction that records
+    the change, after recording it; lock the patient (patients.lock) before recording it, so
+    that two changes at once queue rather than deadlock on the lock taken here.
+
+    * scheduled reminders on a channel that is no longer the reminder channel are cancelled,
+      with a reason naming the change (rows a worker has claimed are left to its send-time
+      check, which reads the consents again);
+    * every upcoming session gets the reminders it lacks on the reminder channel, by the same
+      planning as a booking (same due times; a kind already planned and not cancelled is never
+      planned twice), so calling this again, or after toggling back and forth, leaves one live
+      row per reminder. A reminder whose moment has passed is planned only to replace one that
+      was still waiting on the other channel (the patient was about to get it, late or held by
+      quiet hours); one never planned is skipped, as at booking;
+    * transactional messages (TRANSACTIONAL_KINDS, ACCOUNT_KINDS) are left alone: their email
+      needs no care consent, and their SMS is checked against care SMS consent when it is sent.
+
+    Reminders go on one channel (SMS first): granting care email to a patient who is texted
+    changes nothing, and granting care SMS moves email reminders to SMS. With neither allowed,
+    the reminders are cancelled and none planned; the reasons say so.
+    """
+    # One re-plan per patient at a time: of two changes made at once, the one re-planning last
+    # must see the other's (it waits here, then reads what the other committed), or the
+    # reminders end on a channel the final consents do not allow, or on none.
+    if await patients.lock(conn, patient_id) is None:
+        return Replanned(None, [], [])
+    reach = await reach_of(conn, patient_id)
+    if reach is None:
+        return Replanned(None, [], [])  # erased: the erasure cancelled everything
+    consents = await consent_store.current(conn, patient_id)
+    channel = reach.reminder_channel()
+    outcome = f"reminders now go by {channel}" if channel else "no channel left for reminders"
+    cancelled: list[notifications.outbox.CancelledRow] = []
+    channels: tuple[Channel, ...] = ("sms", "email")
+    for dropped in (c for c in channels if c != channel):
+        reason = f"consent change: {_why_not(dropped, reach, consents)}; {outcome}"
+        cancelled += await notifications.outbox.cancel_scheduled_for_patient(
+            conn, patient_id, kinds=REMINDER_LEADS, channel=dropped, reason=reason, now=now
+        )
+    planned: list[int] = []
+    upcoming = await appointments.upcoming_for_patient(conn, patient_id, now)
+    if channel is not None and upcoming:
+        # Every no-show is in the past, so before each upcoming session alike.
+        missed = await appointments.has_earlier_no_show(conn, patient_id, upcoming[0].starts_at)
+        for appointment in upcoming:
+            carried = frozenset(r.kind for r in cancelled if r.appointment_id == appointment.id)
+            planned += await _plan_reminders(
+                conn,
+                reach,
+                appointment,
+                now=now,
+                kinds=None,
+                missed=missed,
+                replan=True,
+                carried=carried,
+            )
+    return Replanned(channel, sorted(r.id for r in cancelled), planned)
+
+
+def _why_not(channel: Channel, reach: Reach, consents: Mapping[ConsentKind, Consent]) -> str:
+    """Why reminders no longer go on `channel` (it is not the reminder channel now)."""
+
+    def granted(kind: ConsentKind) -> bool:
+        return kind in consents and consents[kind].granted
+
+    if channel == "sms":
+        if not granted("care_sms"):
+            return "care SMS consent withdrawn"
+        if reach.patient.sms_opted_out_at is not None:
+            return "patient opted out of SMS"
+        return "no mobile on file"
+    if reach.sms:
+        return "texts allowed (care SMS consent), which reminders use first"
+    if not granted("care_email"):
+        return "care email consent withdrawn"
+    return "no email on file"
 
 
 # -- cancellations and moves -------------------------------------------------------------------

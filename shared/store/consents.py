@@ -22,6 +22,8 @@ CONSENT_KINDS: tuple[ConsentKind, ...] = (
     "marketing_email",
 )
 MARKETING_KINDS: tuple[ConsentKind, ...] = ("marketing_sms", "marketing_email")
+# The consents that decide the channel of reminders (shared/outbox_plan.py).
+CARE_KINDS: tuple[ConsentKind, ...] = ("care_sms", "care_email")
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from shared import outbox_plan
 from shared.config import Settings
 from shared.links import patient_link_token
+from shared.store import appointments, patients, series
 from shared.store import consents as consent_store
-from shared.store import patients, series
 from shared.store.consents import CONSENT_KINDS
 from tests import factories
 from tests.browser.conftest import DESKTOP, PHONE
@@ -481,6 +482,45 @@ async def test_change_consents(ada: Patient, phone: Page) -> None:
     assert not current["care_sms"].granted and current["care_email"].granted
     [audited] = await ada.audit("consent.record")
     assert audited["actor_kind"] == "patient"
+
+
+async def test_unticking_texts_moves_the_planned_reminders_and_the_page_says_where_they_go(
+    ada: Patient, phone: Page
+) -> None:
+    # Ada's four sessions each have their 72 h and 24 h reminders planned by text.
+    now = ada.api.clock.now()
+    async with ada.pool.acquire() as conn:
+        for session in ada.sessions:
+            appointment = await appointments.get(conn, session)
+            assert appointment is not None
+            await outbox_plan.plan_reminders(conn, appointment, now=now)
+
+    async def planned() -> list[tuple[int, str, str, datetime]]:
+        rows = await ada.pool.fetch(
+            "SELECT appointment_id, kind, channel, due_at FROM notification"
+            " WHERE patient_id = $1 AND status = 'scheduled' ORDER BY appointment_id, due_at",
+            ada.patient_id,
+        )
+        return [tuple(r) for r in rows]
+
+    texted = await planned()
+    assert len(texted) == 8 and {r[2] for r in texted} == {"sms"}
+    hint = phone.locator("#reminders-by")
+    await phone.goto(ada.link)
+    await expect(hint).to_have_text("Reminders before your sessions come by text.")
+
+    # Texts off, emails not allowed: the texts are called off and the page says so.
+    await phone.get_by_label("Texts: reminders").uncheck()
+    await phone.get_by_role("button", name="Save my choices").click()
+    await expect(phone.get_by_role("status")).to_contain_text("Your choices about messages")
+    await expect(hint).to_have_text("With these choices you get no reminders before your sessions.")
+    assert await planned() == []
+
+    # Emails on: the same reminders at the same moments, by email.
+    await phone.get_by_label("Emails: booking details").check()
+    await phone.get_by_role("button", name="Save my choices").click()
+    await expect(hint).to_have_text("Reminders before your sessions come by email.")
+    assert await planned() == [(a, kind, "email", due) for a, kind, _, due in texted]
 
 
 # -- refused links, CSRF, another patient's session -------------------------------------------

@@ -22,12 +22,14 @@ from services.booking.api.admin_patients import (
     erased_conflict,
     existing_patient,
 )
-from services.booking.api.common import ALL_STAFF, DESK
+from services.booking.api.common import ALL_STAFF, DESK, or_not_found
 from services.booking.api.fields import Body
 from services.booking.api.framework import Ctx
 from services.booking.api.pagination import Page, PageQuery
+from shared import outbox_plan
 from shared.db.transactions import in_transaction
 from shared.store import consents as consent_store
+from shared.store import patients
 from shared.store.consents import Consent, ConsentKind
 
 WordingVersion = Annotated[
@@ -96,12 +98,17 @@ def _consent_key(entry: tuple[int, Consent]) -> tuple[datetime, int]:
 async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
     """Appended with source `staff`; earlier entries never change. A withdrawal is always
     accepted; a grant for an erased patient is refused (409). With an Idempotency-Key a retry
-    gets the first answer instead of a second entry."""
+    gets the first answer instead of a second entry. A care consent moves the reminders already
+    planned to the channel now allowed (SMS first, else email, else none: scheduled ones on the
+    other channel are cancelled with the reason), in the same transaction; the audit row lists
+    the messages cancelled and planned. Booking confirmations and notices are not affected."""
     body: ConsentChange = ctx.body
     patient_id = ctx.path["patient_id"]
 
     async def work(conn: asyncpg.Connection) -> ConsentOut:
-        patient = await existing_patient(conn, patient_id)
+        # Locked before the consent row is written: two changes at once queue here instead of
+        # deadlocking in the re-planning of reminders (which locks the patient too).
+        patient = or_not_found(await patients.lock(conn, patient_id), "patient", patient_id)
         if body.granted and patient.erased_at is not None:
             raise erased_conflict(
                 patient, "the patient's contact data was erased; nothing can be granted"
@@ -115,7 +122,11 @@ async def record_consent(ctx: Ctx) -> BaseModel | web.Response:
             wording_version=body.wording_version,
             now=ctx.now,
         )
-        await audit_patient(conn, ctx, "patient.consent", patient_id, details=body.model_dump())
+        details: dict[str, Any] = body.model_dump()
+        if body.kind in consent_store.CARE_KINDS:
+            replanned = await outbox_plan.on_consents_changed(conn, patient_id, now=ctx.now)
+            details["reminders"] = replanned.summary()
+        await audit_patient(conn, ctx, "patient.consent", patient_id, details=details)
         return ConsentOut(
             kind=body.kind,
             granted=body.granted,

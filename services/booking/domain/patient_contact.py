@@ -74,6 +74,9 @@ async def set_consents(
 ) -> dict[ConsentKind, bool]:
     """Record the consents of `wanted` whose state differs from the current one; returns those
     (empty: nothing changed)."""
+    # Locked first: two saves at once compare with each other's result, and queue instead of
+    # deadlocking in the re-planning of reminders (which locks the patient too).
+    await patients.lock(conn, patient_id)
     current = await consent_store.current(conn, patient_id)
     changed = {
         kind: granted
@@ -90,6 +93,7 @@ async def set_consents(
             actor=actor,
             now=now,
             request_id=request_id,
+            replan=True,
         )
     return changed
 
@@ -104,8 +108,14 @@ async def record_consents(
     actor: Actor,
     now: datetime,
     request_id: str | None,
+    replan: bool = False,
 ) -> None:
-    """Record every answer given (append-only rows), and one audit row naming them all."""
+    """Record every answer given (append-only rows), and one audit row naming them all.
+
+    `replan`: the patient may have reminders planned already (not a new patient's first
+    answers, planned right after by the booking): a change of care consent moves them to the
+    channel now allowed (shared/outbox_plan.on_consents_changed), and the audit row says what
+    was cancelled and planned."""
     for kind, granted in answers.items():
         await consent_store.insert(
             conn,
@@ -121,6 +131,9 @@ async def record_consents(
         "source": source,
         "wording_version": wording_version,
     }
+    if replan and any(kind in consent_store.CARE_KINDS for kind in answers):
+        replanned = await outbox_plan.on_consents_changed(conn, patient_id, now=now)
+        details["reminders"] = replanned.summary()
     await audit.insert(
         conn,
         at=now,

@@ -26,6 +26,7 @@ from services.booking.web.self_visit import (
     own_appointment,
     render_private,
 )
+from shared import outbox_plan
 from shared.db.transactions import in_transaction
 from shared.domain import cancellations
 from shared.domain.appointment_states import IllegalTransition
@@ -199,6 +200,7 @@ async def render_overview(
     patient = visit.patient
     courses, others = await _courses(request, visit)
     consents = await consent_store.current(pool, patient.id)
+    reach = outbox_plan.reach_from(patient, consents)
     await audit_read(request, visit, "self_service")
     return render_private(
         request,
@@ -210,6 +212,8 @@ async def render_overview(
         courses=courses,
         others=others,
         consents={kind: c.granted for kind, c in consents.items()},
+        # Where reminders go with these choices (one channel, texts first), or None.
+        reminders_by=reach.reminder_channel() if reach else None,
         contact=contact or ContactForm.stored(patient),
         errors=errors or {},
         contact_stale=contact_stale,

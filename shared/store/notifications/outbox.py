@@ -9,6 +9,7 @@ reminder for an old time can leave after the change commits.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -147,3 +148,50 @@ async def planned_kinds(db: Executor, appointment_id: int, *, starts_at: datetim
         starts_at,
     )
     return {row["kind"] for row in rows}
+
+
+@dataclass(frozen=True)
+class CancelledRow:
+    id: int
+    appointment_id: int | None
+    kind: str
+
+
+async def cancel_scheduled_for_patient(
+    conn: Executor,
+    patient_id: int,
+    *,
+    kinds: Collection[str],
+    channel: Channel,
+    reason: str,
+    now: datetime,
+) -> list[CancelledRow]:
+    """Cancel the patient's messages of these kinds on this channel that are still waiting
+    (`scheduled`), in id order. A row a worker has already claimed is left to the worker's own
+    send-time check. Call inside the transaction that changes how the patient may be reached."""
+    rows = await conn.fetch(
+        """
+        UPDATE notification SET status = 'cancelled', status_reason = $4, updated_at = $5,
+               lease_until = NULL
+        WHERE patient_id = $1 AND kind = ANY($2::text[]) AND channel = $3
+          AND status = 'scheduled'
+        RETURNING id, appointment_id, kind
+        """,
+        patient_id,
+        sorted(kinds),
+        channel,
+        reason,
+        now,
+    )
+    for row in rows:
+        await insert_event(conn, row["id"], now, "scheduled", "cancelled", reason)
+    return sorted((CancelledRow(**dict(row)) for row in rows), key=lambda row: row.id)
+
+
+async def dedupe_keys_for_appointment(db: Executor, appointment_id: int) -> set[str]:
+    """Every dedupe key used so far for messages about an appointment, in any state: a planner
+    that re-plans a message cancelled earlier picks a key not among them."""
+    rows = await db.fetch(
+        "SELECT dedupe_key FROM notification WHERE appointment_id = $1", appointment_id
+    )
+    return {row["dedupe_key"] for row in rows}
