@@ -36,6 +36,7 @@ import phonenumbers
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.reply_answers import AnswerContext, compose, private_link, when_text
 from services.notifier.reply_words import Reading, read
+from shared import outbox_plan
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.transactions import in_transaction
@@ -269,10 +270,13 @@ class _Turn:
 
     async def opt_out(self) -> Handled:
         """Every patient on the number: opted out at once, SMS consent withdrawn (care and
-        marketing), queued SMS cancelled. Emails and staff follow-up go on; no appointment is
-        cancelled. No answer: Twilio confirms opt-outs itself."""
+        marketing), queued SMS cancelled and the reminders re-planned by email where the patient
+        allows it. Emails and staff follow-up go on; no appointment is cancelled. No answer:
+        Twilio confirms opt-outs itself."""
         word = self.reading.keyword or (self.message.opt_out_type or "STOP")
         for patient in self.senders:
+            # Locked first, as every consent change does (outbox_plan.on_consents_changed).
+            await patients.lock(self.conn, patient.id)
             await patients.record_sms_opt_out(self.conn, patient.id, now=self.now)
             for kind in ("care_sms", "marketing_sms"):
                 await consents.insert(
@@ -291,6 +295,8 @@ class _Turn:
                 now=self.now,
                 channel="sms",
             )
+            # The reminders move to email where the patient allows it.
+            await outbox_plan.on_consents_changed(self.conn, patient.id, now=self.now)
         return self._handled("opted_out", None)
 
     async def opt_in(self) -> Handled:
@@ -301,6 +307,7 @@ class _Turn:
             return self._handled("opted_in", None)
         word = self.reading.keyword or "START"
         for patient in self.senders:
+            await patients.lock(self.conn, patient.id)
             await patients.record_sms_opt_in(self.conn, patient.id, now=self.now)
             await consents.insert(
                 self.conn,
@@ -311,6 +318,8 @@ class _Turn:
                 wording_version=CONSENT_WORDING,
                 now=self.now,
             )
+            # The reminders come back by SMS.
+            await outbox_plan.on_consents_changed(self.conn, patient.id, now=self.now)
         clinic = await self._clinic()
         assert clinic is not None
         answer = compose("opt_in_confirmation", self._answers(clinic, self.senders[0]))

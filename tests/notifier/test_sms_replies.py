@@ -163,14 +163,25 @@ async def test_cancel_opts_out_of_sms_and_cancels_no_appointment(
     assert patient is not None and patient.sms_opted_out_at is not None
     current = await consents.current(world.pool, world.patient_id)
     assert not current["care_sms"].granted and current["care_email"].granted
+    assert await _waiting_reminders(world, session.id) == {("reminder_24h", "email")}
 
-    # START opts back in, and the opt-in confirmation goes back.
+    # START opts back in, the opt-in confirmation goes back, and reminders are texts again.
     welcome = await phone.send("START", opt_out="START")
     assert welcome is not None
     assert "STOP to opt out" in welcome and "HELP" in welcome
     patient = await patients.get(world.pool, world.patient_id)
     assert patient is not None and patient.sms_opted_out_at is None
     assert (await consents.current(world.pool, world.patient_id))["care_sms"].granted
+    assert await _waiting_reminders(world, session.id) == {("reminder_24h", "sms")}
+
+
+async def _waiting_reminders(world: World, appointment_id: int) -> set[tuple[str, str]]:
+    rows = await world.pool.fetch(
+        "SELECT kind, channel FROM notification WHERE appointment_id = $1 "
+        "AND status = 'scheduled' AND kind LIKE 'reminder_%'",
+        appointment_id,
+    )
+    return {(r["kind"], r["channel"]) for r in rows}
 
 
 async def test_yes_after_an_opt_out_opts_back_in_instead_of_confirming(
