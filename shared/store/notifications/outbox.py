@@ -139,3 +139,26 @@ async def planned_kinds(db: Executor, appointment_id: int, *, starts_at: datetim
         starts_at,
     )
     return {row["kind"] for row in rows}
+
+
+async def cancel_pending_kind_for_patient(
+    conn: Executor, patient_id: int, kind: str, *, reason: str, now: datetime
+) -> list[int]:
+    """Cancel the patient's scheduled messages of one kind (the no-show-only 2 h reminders, when
+    the no-show that earned them is undone); the ids. A row a worker has claimed is left to it:
+    it is on its way."""
+    rows = await conn.fetch(
+        """
+        UPDATE notification SET status = 'cancelled', status_reason = $3, updated_at = $4,
+               lease_until = NULL
+        WHERE patient_id = $1 AND kind = $2 AND status = 'scheduled'
+        RETURNING id
+        """,
+        patient_id,
+        kind,
+        reason,
+        now,
+    )
+    for row in rows:
+        await insert_event(conn, row["id"], now, "scheduled", "cancelled", reason)
+    return sorted(row["id"] for row in rows)
