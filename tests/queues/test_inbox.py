@@ -153,9 +153,7 @@ async def test_a_clinician_reads_the_inbox_but_does_not_close_or_answer_items(
     item = await queues.inbox_item()
     assert (await queues.call("GET", INBOX, role="clinician")).status == 200
     for action, body in (("handled", {"note": "x"}), ("reply", {"text": "hello"})):
-        reply = await queues.call(
-            "POST", f"{INBOX}/{item}/{action}", role="clinician", json=body
-        )
+        reply = await queues.call("POST", f"{INBOX}/{item}/{action}", role="clinician", json=body)
         assert reply.status == 403, (action, reply.body)
     assert (await queues.call("GET", INBOX, role=None)).status == 401
 
@@ -201,9 +199,7 @@ async def test_the_reply_renders_as_the_clinics_answer_with_the_staff_text(
         "hi", patient_id=None, from_number="+447700900777", reason="unknown_number"
     )
     for item_id, to in ((item, MOBILE), (stranger, "+447700900777")):
-        reply = await queues.call(
-            "POST", f"{INBOX}/{item_id}/reply", json={"text": "Yes & no <b>"}
-        )
+        reply = await queues.call("POST", f"{INBOX}/{item_id}/reply", json={"text": "Yes & no <b>"})
         assert reply.status == 201, reply.body
         row = await notifications.rows.get(queues.pool, reply.body["message"]["id"])
         assert row is not None
