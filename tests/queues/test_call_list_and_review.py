@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, timedelta
 
 from tests.queues.conftest import MOBILE, Queues, london
@@ -200,3 +201,30 @@ async def test_reviewing_an_unknown_course_is_a_404(queues: Queues) -> None:
         "POST", "/api/v1/series/99999/review", role="clinician", json={"note": "ok"}
     )
     assert reply.status == 404
+
+
+async def test_two_people_closing_one_call_close_it_once(queues: Queues) -> None:
+    task = await queues.call_task(await queues.appointment(london(date(2026, 3, 10))))
+    replies = await asyncio.gather(
+        *(
+            queues.call("POST", f"{CALLS}/{task}/done", role=role, json={"outcome": role})
+            for role in ("front_desk", "admin", "front_desk")
+        )
+    )
+    assert sorted(r.status for r in replies) == [200, 409, 409]
+    assert len(await queues.audit("call_task.done")) == 1
+
+
+async def test_two_clinicians_clearing_one_course_at_once_clear_it_once(queues: Queues) -> None:
+    day = date(2026, 3, 10)
+    series_id, _ = await queues.course(
+        [london(day + timedelta(weeks=w)) for w in range(3)], flagged=(1, 2, 3)
+    )
+    path = f"/api/v1/series/{series_id}/review"
+    replies = await asyncio.gather(
+        queues.call("POST", path, role="clinician", json={"note": "one"}),
+        queues.call("POST", path, role="admin", json={"note": "two"}),
+    )
+    assert sorted(r.status for r in replies) == [200, 409]
+    assert len(await queues.audit("appointment.review")) == 3
+    assert len(await queues.audit("series.review")) == 1

@@ -4,6 +4,7 @@ be texted)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from shared.config import Settings
@@ -300,6 +301,10 @@ async def test_an_unknown_number_no_clinic_has_needs_the_answering_clinic(queues
     assert refused.status == 422, refused.body
     assert [e["path"] for e in refused.body["errors"]] == ["clinic_id"]
 
+    nowhere = await queues.call("POST", path, json={"text": "Who?", "clinic_id": 99999})
+    assert nowhere.status == 422, nowhere.body
+    assert [e["path"] for e in nowhere.body["errors"]] == ["clinic_id"]
+
     sent = await queues.call("POST", path, json={"text": "Who?", "clinic_id": queues.clinic_id})
     assert sent.status == 201, sent.body
     assert (await queues.notification(sent.body["message"]["id"]))["clinic_id"] == queues.clinic_id
@@ -322,3 +327,31 @@ async def test_an_empty_or_overlong_reply_is_refused(queues: Queues) -> None:
         reply = await queues.call("POST", f"{INBOX}/{item}/reply", json={"text": text})
         assert reply.status == 422, reply.body
         assert [e["path"] for e in reply.body["errors"]] == ["text"]
+
+
+async def test_two_desks_closing_the_same_item_at_once_close_it_once(queues: Queues) -> None:
+    item = await queues.inbox_item()
+    path = f"{INBOX}/{item}/handled"
+    replies = await asyncio.gather(
+        *(
+            queues.call("POST", path, role=role, json={"note": f"done by {role}"})
+            for role in ("front_desk", "admin", "front_desk", "admin")
+        )
+    )
+    assert sorted(r.status for r in replies) == [200, 409, 409, 409]
+    assert len(await queues.audit("inbox.handled")) == 1
+
+
+async def test_two_desks_replying_at_once_both_send_and_the_item_is_closed_once(
+    queues: Queues,
+) -> None:
+    """Two answers are two messages (each person wrote one); the item closes once."""
+    item = await queues.inbox_item()
+    path = f"{INBOX}/{item}/reply"
+    replies = await asyncio.gather(
+        queues.call("POST", path, json={"text": "Yes."}),
+        queues.call("POST", path, role="admin", json={"text": "Yes, you can."}),
+    )
+    assert [r.status for r in replies] == [201, 201]
+    assert await queues.pool.fetchval("SELECT count(*) FROM notification") == 2
+    assert len(await queues.audit("inbox.handled")) == 1

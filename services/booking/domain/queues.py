@@ -14,9 +14,10 @@ from datetime import timedelta
 
 import asyncpg
 
-from shared.domain.appointment_changes import Change, audit_appointment, clinic_of
+from shared.domain.appointment_changes import Change, audit_appointment
 from shared.domain.contact import may_text
 from shared.domain.errors import Conflict, InvalidField, NotFound
+from shared.scheduling.loader import load_clinic
 from shared.store import appointments, audit, call_tasks, inbound_messages, inbox, patients
 from shared.store import series as series_store
 from shared.store.appointments import Appointment
@@ -115,7 +116,9 @@ async def reply(
         )
     if clinic_id is not None and clinic_id != clinic:
         raise InvalidField("clinic_id", f"the message is clinic {clinic}'s, not {clinic_id}'s")
-    info = await clinic_of(conn, clinic)
+    info = await load_clinic(conn, clinic)
+    if info is None:
+        raise InvalidField("clinic_id", f"no clinic with id {clinic}")
     recipient: str | None = None
     language = "en"
     if item.patient_id is not None:
