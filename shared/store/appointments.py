@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.domain.appointment_states import Status, check_transition
+from shared.domain.appointment_states import Status, check_transition, check_undo_no_show
 from shared.domain.errors import Stale
 from shared.store import Executor, affected
 
@@ -571,6 +571,9 @@ async def mark_overdue_no_shows(
             WHERE a.status IN ('booked', 'confirmed')
               AND lower(a.during) < $1
               AND upper(a.during) + make_interval(mins => c.no_show_grace_minutes) <= $1
+              -- staff undid a no-show here (the patient came): marking it again would undo them
+              AND NOT EXISTS (SELECT 1 FROM appointment_event e
+                              WHERE e.appointment_id = a.id AND e.from_status = 'no_show')
             ORDER BY lower(a.during)
             LIMIT $2
             FOR UPDATE OF a SKIP LOCKED
@@ -727,3 +730,150 @@ async def history_many(
         data = dict(row)
         found[data.pop("appointment_id")].append(AppointmentEvent(**data))
     return found
+
+
+# -- Staff work queues (queues branch): undoing a no-show, the review queue, the clinic's day ----
+
+
+async def undo_no_show(
+    conn: asyncpg.Connection,
+    appointment_id: int,
+    to_status: Status,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> Appointment | None:
+    """Take a locked no_show back to `to_status` (booked or confirmed: the status it had
+    before) with its history event; the only way out of no_show (check_undo_no_show). The
+    no-show sweep never marks such an appointment again (see mark_overdue_no_shows)."""
+    current = await lock(conn, appointment_id)
+    if current is None:
+        return None
+    check_undo_no_show(current.status, to_status)
+    await conn.execute(
+        """
+        UPDATE appointment SET status = $2, status_changed_at = $3, version = version + 1
+        WHERE id = $1
+        """,
+        appointment_id,
+        to_status,
+        now,
+    )
+    await _event(conn, appointment_id, now, "no_show", to_status, actor, reason, details or {})
+    return await get(conn, appointment_id)
+
+
+async def has_no_show_other_than(db: Executor, patient_id: int, appointment_id: int) -> bool:
+    """Whether the patient missed any appointment but this one."""
+    return bool(
+        await db.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM appointment
+                           WHERE patient_id = $1 AND status = 'no_show' AND id <> $2)
+            """,
+            patient_id,
+            appointment_id,
+        )
+    )
+
+
+# Flagged appointments still worth a clinician's look: a hold is a form being filled in.
+_REVIEWABLE = "a.needs_review AND a.status IN ('booked', 'confirmed', 'checked_in')"
+
+
+@dataclass(frozen=True)
+class ReviewGroup:
+    """A patient's flagged active sessions of one course (`series_id` None: outside a course),
+    keyed for the queue by its earliest flagged start."""
+
+    patient_id: int
+    series_id: int | None
+    first_start: datetime
+
+
+async def review_groups(
+    db: Executor,
+    *,
+    clinic_id: int | None,
+    after: tuple[datetime, int, int] | None,
+    limit: int,
+) -> list[ReviewGroup]:
+    """Groups of flagged active appointments by (patient, course), soonest first, after the
+    group whose (first start, patient id, series id or 0) is `after`."""
+    rows = await db.fetch(
+        f"""
+        SELECT a.patient_id, COALESCE(a.series_id, 0) AS series_key,
+               min(a.starts_at) AS first_start
+        FROM appointment_detail a
+        WHERE {_REVIEWABLE} AND a.patient_id IS NOT NULL
+          AND ($1::bigint IS NULL OR a.clinic_id = $1)
+        GROUP BY a.patient_id, COALESCE(a.series_id, 0)
+        HAVING $2::timestamptz IS NULL
+            OR (min(a.starts_at), a.patient_id, COALESCE(a.series_id, 0))
+               > ($2, $3::bigint, $4::bigint)
+        ORDER BY first_start, a.patient_id, series_key
+        LIMIT $5
+        """,  # noqa: S608 - constant
+        clinic_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        after[2] if after else None,
+        limit,
+    )
+    return [ReviewGroup(r["patient_id"], r["series_key"] or None, r["first_start"]) for r in rows]
+
+
+async def flagged_for_patients(db: Executor, patient_ids: Sequence[int]) -> list[Appointment]:
+    """The flagged active appointments of these patients, by start."""
+    rows = await db.fetch(
+        f"""
+        SELECT a.* FROM appointment_detail a
+        WHERE {_REVIEWABLE} AND a.patient_id = ANY($1::bigint[])
+        ORDER BY a.starts_at, a.id
+        """,  # noqa: S608 - constant
+        list(patient_ids),
+    )
+    return [_appointment(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class DayEntry:
+    """One appointment of a clinic's day with the names the front desk reads."""
+
+    appointment: Appointment
+    practitioner_name: str
+    patient_name: str | None
+    treatment_name: str
+
+
+async def clinic_day(
+    db: Executor, clinic_id: int, start: datetime, end: datetime
+) -> list[DayEntry]:
+    """Every appointment of the clinic starting in [start, end), any status but held, by
+    practitioner then start."""
+    rows = await db.fetch(
+        """
+        SELECT a.*, t.name AS treatment_name, pr.name AS practitioner_name,
+               CASE WHEN p.id IS NULL THEN NULL
+                    ELSE p.first_name || ' ' || p.last_name END AS patient_name
+        FROM appointment_detail a
+        JOIN treatment t ON t.id = a.treatment_id
+        JOIN practitioner pr ON pr.id = a.practitioner_id
+        LEFT JOIN patient p ON p.id = a.patient_id
+        WHERE a.clinic_id = $1 AND a.starts_at >= $2 AND a.starts_at < $3
+          AND a.status <> 'held'
+        ORDER BY a.practitioner_id, a.starts_at, a.id
+        """,
+        clinic_id,
+        start,
+        end,
+    )
+    entries = []
+    for row in rows:
+        data = dict(row)
+        practitioner, patient = data.pop("practitioner_name"), data.pop("patient_name")
+        treatment = data.pop("treatment_name")
+        entries.append(DayEntry(_appointment(data), practitioner, patient, treatment))
+    return entries

@@ -7,6 +7,7 @@ open until staff mark it done, with who did it and what came of it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -87,6 +88,7 @@ async def list_page(
     open_only: bool,
     after: tuple[datetime, int] | None,
     limit: int,
+    done_only: bool = False,
 ) -> list[CallTask]:
     """Tasks oldest first, after the task whose (created_at, id) is `after`."""
     rows = await db.fetch(
@@ -95,6 +97,7 @@ async def list_page(
         WHERE ($1::bigint IS NULL OR clinic_id = $1)
           AND (NOT $2 OR done_at IS NULL)
           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4::bigint))
+          AND (NOT $6 OR done_at IS NOT NULL)
         ORDER BY created_at, id
         LIMIT $5
         """,  # noqa: S608 - constant
@@ -103,6 +106,7 @@ async def list_page(
         after[0] if after else None,
         after[1] if after else None,
         limit,
+        done_only,
     )
     return [CallTask(**dict(r)) for r in rows]
 
@@ -235,3 +239,19 @@ async def close_settled_unconfirmed(conn: Executor, *, now: datetime) -> list[Ca
         now,
     )
     return [CallTask(**dict(r)) for r in rows]
+
+
+# -- Staff work queues (queues branch) -------------------------------------------------------------
+
+
+async def open_counts(db: Executor, patient_ids: Sequence[int]) -> dict[int, int]:
+    """patient id → open tasks, for those of `patient_ids` with any."""
+    rows = await db.fetch(
+        """
+        SELECT patient_id, count(*) AS open FROM call_task
+        WHERE patient_id = ANY($1::bigint[]) AND done_at IS NULL
+        GROUP BY patient_id
+        """,
+        list(patient_ids),
+    )
+    return {row["patient_id"]: int(row["open"]) for row in rows}

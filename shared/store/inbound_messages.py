@@ -273,3 +273,45 @@ async def scrub_for_patient(
             )
         )
     return ScrubbedInbound(affected(result), kept)
+
+
+# -- Conversation view (queues branch) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConversationReply:
+    """A patient's SMS as their conversation shows it: the text, what was made of it and the
+    answer given."""
+
+    id: int
+    body: str
+    received_at: datetime
+    handled_as: str | None
+    answer: str | None
+
+
+async def conversation_page(
+    db: Executor,
+    patient_id: int,
+    mobile: str | None,
+    *,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[ConversationReply]:
+    """The patient's messages (as `for_patient` finds them) by (received_at, id), after the
+    message whose (received_at, id) is `after`."""
+    rows = await db.fetch(
+        """
+        SELECT id, body, received_at, handled_as, answer FROM inbound_message
+        WHERE (patient_id = $1 OR (patient_id IS NULL AND from_number = $2))
+          AND ($3::timestamptz IS NULL OR (received_at, id) > ($3, $4::bigint))
+        ORDER BY received_at, id
+        LIMIT $5
+        """,
+        patient_id,
+        mobile,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [ConversationReply(**dict(row)) for row in rows]

@@ -106,6 +106,7 @@ async def list_page(
     urgent_only: bool,
     after: tuple[bool, datetime, int] | None,
     limit: int,
+    handled_only: bool = False,
 ) -> list[InboxItem]:
     """Items, urgent first, then oldest first (the order they should be read in), after the
     item whose (urgent, created_at, id) is `after`. With `clinic_id`, that clinic's items and
@@ -116,6 +117,7 @@ async def list_page(
         WHERE ($1::bigint IS NULL OR i.clinic_id = $1 OR i.clinic_id IS NULL)
           AND (NOT $2 OR i.handled_at IS NULL)
           AND (NOT $3 OR i.urgent)
+          AND (NOT $8 OR i.handled_at IS NOT NULL)
           AND ($4::boolean IS NULL
                OR (NOT i.urgent, i.created_at, i.id) > (NOT $4, $5::timestamptz, $6::bigint))
         ORDER BY NOT i.urgent, i.created_at, i.id
@@ -128,6 +130,7 @@ async def list_page(
         after[1] if after else None,
         after[2] if after else None,
         limit,
+        handled_only,
     )
     return [_item(r) for r in rows]
 
@@ -156,3 +159,40 @@ async def open_for_patient(db: Executor, patient_id: int) -> list[InboxItem]:
         patient_id,
     )
     return [_item(r) for r in rows]
+
+
+# -- Staff work queues (queues branch) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundContext:
+    """What a reply to an item needs of the message it files: where it came from and to, and
+    the clinic the reply handler matched it to (None when nobody's record has the number)."""
+
+    clinic_id: int | None
+    to_number: str
+
+
+async def inbound_context(db: Executor, item_id: int) -> InboundContext | None:
+    row = await db.fetchrow(
+        """
+        SELECT m.clinic_id, m.to_number
+        FROM inbox_item i JOIN inbound_message m ON m.id = i.inbound_message_id
+        WHERE i.id = $1
+        """,
+        item_id,
+    )
+    return None if row is None else InboundContext(row["clinic_id"], row["to_number"])
+
+
+async def open_counts(db: Executor, patient_ids: Sequence[int]) -> dict[int, int]:
+    """patient id → open items, for those of `patient_ids` with any."""
+    rows = await db.fetch(
+        """
+        SELECT patient_id, count(*) AS open FROM inbox_item
+        WHERE patient_id = ANY($1::bigint[]) AND handled_at IS NULL
+        GROUP BY patient_id
+        """,
+        list(patient_ids),
+    )
+    return {row["patient_id"]: int(row["open"]) for row in rows}

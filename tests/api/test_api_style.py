@@ -12,6 +12,7 @@ import json
 import pkgutil
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests import factories
 from tests.booking.conftest import CONSENTS, form
 from tests.conftest import BookingApi, Reply
 from tests.messages_api.conftest import Outbox
+from tests.queues.conftest import Queues
 
 for _module in pkgutil.iter_modules(api_package.__path__):
     importlib.import_module(f"{api_package.__name__}.{_module.name}")
@@ -243,6 +245,47 @@ async def _form_differences(api: BookingApi) -> str:
     return "/api/v1/form-differences"
 
 
+async def _queues(api: BookingApi) -> Queues:
+    patient_id = await factories.patient(
+        api.pool,
+        clinic_id=api.clinic_id,
+        first_name="Ada",
+        last_name="Lovelace",
+        mobile="+447700900456",
+        now=api.clock.now(),
+    )
+    return Queues(api, patient_id)
+
+
+async def _inbox(api: BookingApi) -> str:
+    queues = await _queues(api)
+    await queues.inbox_item("one")
+    await queues.inbox_item("two", danger_words=("fever",))
+    return "/api/v1/inbox"
+
+
+async def _call_list(api: BookingApi) -> str:
+    queues = await _queues(api)
+    for start in (SLOT, LATER):
+        await queues.call_task(await queues.appointment(datetime.fromisoformat(start)))
+    return "/api/v1/call-list"
+
+
+async def _review_queue(api: BookingApi) -> str:
+    queues = await _queues(api)
+    await queues.course([datetime.fromisoformat(SLOT)], flagged=(1,))
+    grace = await queues.new_patient("Grace")
+    await queues.course([datetime.fromisoformat(LATER)], patient_id=grace, flagged=(1,))
+    return "/api/v1/review-queue"
+
+
+async def _conversation(api: BookingApi) -> str:
+    queues = await _queues(api)
+    await queues.sms("one", received_at=api.clock.now() - timedelta(hours=1))
+    await queues.sms("two")
+    return f"/api/v1/patients/{queues.patient_id}/conversation"
+
+
 def _seeded(path: str) -> Builder:
     """The demo data already holds at least two: practitioners, treatments, tokens."""
 
@@ -257,6 +300,10 @@ LISTS: dict[str, Builder] = {
     "/api/v1/appointments": _appointments,
     "/api/v1/appointments/{appointment_id}/messages": _appointment_messages,
     "/api/v1/audit": _audit,
+    "/api/v1/call-list": _call_list,
+    "/api/v1/inbox": _inbox,
+    "/api/v1/patients/{patient_id}/conversation": _conversation,
+    "/api/v1/review-queue": _review_queue,
     "/api/v1/clinics": _clinics,
     "/api/v1/form-differences": _form_differences,
     "/api/v1/patients": _patients,

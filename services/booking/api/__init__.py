@@ -30,6 +30,10 @@ so the order shows only in the order of the OpenAPI document's paths.
 | `admin_consents`, `admin_erasure`, `admin_export` | a patient's consents; erasure; export |
 | `admin_patient_links`, `admin_form_differences` | new private links; booking-form differences |
 | `admin_messages` | a patient's or an appointment's messages, resending, cancelling |
+| `admin_conversation` | a patient's conversation: outbound and inbound in one time order |
+| `admin_inbox`, `admin_call_list` | the staff inbox and replies; the call list |
+| `admin_review_queue` | flagged sessions by patient and course; clearing a course |
+| `admin_clinic_day` | every practitioner's appointments for one local day |
 | `admin_audit`, `admin_tokens` | the audit log; staff API tokens |
 """
 

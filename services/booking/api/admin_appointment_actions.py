@@ -14,9 +14,11 @@ Roles, by what each job needs:
 | review (clear needs_review, with a note)   | yes   | no         | yes       |
 | reschedule                                 | yes   | yes        | yes       |
 | reschedule below the hard minimum gap      | yes   | no (403)   | yes       |
+| undo a no-show recorded by mistake         | yes   | yes        | no        |
 
 Every action needs `If-Match` with the version last read (428 without, 412 when stale), so two
-front-desk screens cannot overwrite each other. Every change is written to the audit log in the
+front-desk screens cannot overwrite each other; undoing a no-show takes the version in its body
+(`expected_version`) instead. Every change is written to the audit log in the
 change's own transaction; each answers the appointment as the caller's role reads it.
 """
 
@@ -109,6 +111,11 @@ class CancelBody(Body):
 
 class ReviewBody(Body):
     note: ReviewNote
+
+
+class UndoNoShowBody(Body):
+    reason: Reason = Field(description="why the no-show was wrong, for the audit log")
+    expected_version: Id = Field(description="the appointment's version as last read (ETag)")
 
 
 class RescheduleBody(Body):
@@ -310,3 +317,35 @@ async def _reschedule_result(ctx: Ctx, outcome: reschedule.RescheduleOutcome) ->
         shift_failure=outcome.shift_failure,
         flagged_for_review=outcome.flagged_for_review,
     )
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/undo-no-show",
+    summary="Undo a no-show recorded by mistake",
+    tag=TAG,
+    roles=DESK,
+    body=UndoNoShowBody,
+    response=AppointmentDetail,
+    views=DESK_DETAIL,
+    errors=(409, 412),
+)
+async def undo_no_show(ctx: Ctx) -> AppointmentDetail:
+    """no_show → the status it had before (booked or confirmed, from its history), with the
+    reason in the audit log (`appointment.undo_no_show`); the no-show sweep leaves it alone from
+    then on. The 2 h reminders the no-show added to the patient's later sessions are cancelled
+    unless another no-show of theirs still calls for them. 409 `not-a-no-show` for any other
+    status; 412 when `expected_version` is not the current one."""
+    body: UndoNoShowBody = ctx.body
+    change = change_of(ctx)
+
+    async def work(conn: asyncpg.Connection) -> Any:
+        return await actions.undo_no_show(
+            conn,
+            ctx.path["appointment_id"],
+            reason=body.reason,
+            expected_version=body.expected_version,
+            change=change,
+        )
+
+    return await appointment_detail(ctx, await in_transaction(ctx.pool, work))

@@ -13,10 +13,11 @@ place. Nothing here imports aiohttp or the API (a test enforces it).
 | `holds` | times held while the patient types |
 | `intake` | the patient a public booking is for, and what the form said |
 | `bookings` | a hold turned into a booking; staff booking a known patient |
-| `actions` | confirm, check in, complete, no-show, review |
+| `actions` | confirm, check in, complete, no-show (and undoing a wrong one), review |
 | `reschedule` | move a session under the course's gap rules |
 | `courses` | a course's plan notes and status |
 | `limits` | per client, per mobile and per address limits |
+| `queues` | the staff's work queues: inbox items and replies, call tasks, a course's review |
 | `errors` | the booking domain's own refusals |
 
 What every change of an appointment is made of (lock, transition, audit) and cancelling are in

@@ -1,7 +1,7 @@
-"""State actions on a booked appointment: confirm, check in, complete, no-show, and a
-clinician's review. Each takes the caller's connection and the version the caller last read;
-the transaction helper owns the transaction (shared/domain/appointment_changes for what every
-change is made of)."""
+"""State actions on a booked appointment: confirm, check in, complete, no-show (and undoing a
+no-show recorded by mistake), and a clinician's review. Each takes the caller's connection and
+the version the caller last read; the transaction helper owns the transaction
+(shared/domain/appointment_changes for what every change is made of)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,16 @@ from shared.domain.appointment_changes import (
     locked,
     transition_audited,
 )
-from shared.domain.appointment_states import TERMINAL, Status, check_transition
+from shared.domain.appointment_states import (
+    TERMINAL,
+    UNDO_NO_SHOW_TO,
+    Status,
+    check_transition,
+)
 from shared.domain.errors import Conflict
 from shared.scheduling.availability import format_local
 from shared.scheduling.loader import ClinicInfo
-from shared.store import appointments
+from shared.store import appointments, notifications
 from shared.store.appointments import Appointment
 
 # Check-in opens this long before the start (the patient is early); it closes at end + grace.
@@ -153,5 +158,71 @@ async def review(
         updated,
         reason=note,
         details={"cleared_reasons": current.review_reasons},
+    )
+    return updated
+
+
+async def undo_no_show(
+    conn: asyncpg.Connection,
+    appointment_id: int,
+    *,
+    reason: str,
+    expected_version: int,
+    change: Change,
+) -> Appointment:
+    """Staff recorded a no-show by mistake (the patient came): the appointment goes back to the
+    status it had before, read from its history (booked or confirmed), audited with the reason.
+    The 2 h reminders the no-show earned the patient's later sessions (outbox_plan.on_no_show)
+    are cancelled, unless another no-show of theirs still earns them."""
+    current = await locked(conn, appointment_id, expected_version)
+    if current.status != "no_show":
+        raise Conflict(
+            f"the appointment is {current.status}, not a no-show",
+            code="not-a-no-show",
+            current_status=current.status,
+        )
+    events = await appointments.history(conn, appointment_id)
+    before = next((e.from_status for e in reversed(events) if e.to_status == "no_show"), None)
+    if before not in UNDO_NO_SHOW_TO:
+        raise Conflict(
+            "the appointment's history does not say what it was before the no-show",
+            code="no-show-origin-unknown",
+        )
+    back: Status = "confirmed" if before == "confirmed" else "booked"
+    updated = await appointments.undo_no_show(
+        conn,
+        appointment_id,
+        back,
+        actor=change.actor.label,
+        now=change.now,
+        reason=reason,
+        details={"undo": "no_show"},
+    )
+    assert updated is not None  # locked above
+    cancelled: list[int] = []
+    patient_id = updated.patient_id
+    if patient_id is not None and not await appointments.has_no_show_other_than(
+        conn, patient_id, appointment_id
+    ):
+        rows = await notifications.outbox.cancel_scheduled_for_patient(
+            conn,
+            patient_id,
+            kinds={outbox_plan.REMINDER_2H},
+            channel=None,
+            reason="the no-show that called for it was undone",
+            now=change.now,
+        )
+        cancelled = [row.id for row in rows]
+    await audit_appointment(
+        conn,
+        change,
+        "appointment.undo_no_show",
+        updated,
+        reason=reason,
+        details={
+            "from_status": "no_show",
+            "to_status": back,
+            "cancelled_notification_ids": cancelled,
+        },
     )
     return updated

@@ -162,18 +162,19 @@ async def cancel_scheduled_for_patient(
     patient_id: int,
     *,
     kinds: Collection[str],
-    channel: Channel,
+    channel: Channel | None,
     reason: str,
     now: datetime,
 ) -> list[CancelledRow]:
-    """Cancel the patient's messages of these kinds on this channel that are still waiting
-    (`scheduled`), in id order. A row a worker has already claimed is left to the worker's own
-    send-time check. Call inside the transaction that changes how the patient may be reached."""
+    """Cancel the patient's messages of these kinds on this channel (or on any, for None) that
+    are still waiting (`scheduled`), in id order. A row a worker has already claimed is left
+    to the worker's own send-time check. Call inside the transaction that changes how the
+    patient may be reached (or undoes what planned them)."""
     rows = await conn.fetch(
         """
         UPDATE notification SET status = 'cancelled', status_reason = $4, updated_at = $5,
                lease_until = NULL
-        WHERE patient_id = $1 AND kind = ANY($2::text[]) AND channel = $3
+        WHERE patient_id = $1 AND kind = ANY($2::text[]) AND ($3::text IS NULL OR channel = $3)
           AND status = 'scheduled'
         RETURNING id, appointment_id, kind
         """,

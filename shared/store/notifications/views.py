@@ -344,3 +344,47 @@ async def held_for_patient(db: Executor, patient_id: int) -> list[HeldMessage]:
         HeldMessage(**dict(row), history=events[row["id"]], attempt_log=attempts[row["id"]])
         for row in rows
     ]
+
+
+# -- Staff work queues (queues branch): a patient's conversation, the clinic's day -----------------
+
+
+def conversation_time(view: MessageView) -> datetime:
+    """Where an outbound message stands in a conversation: when it went, or, until it goes,
+    when it is due (which quiet hours may still move)."""
+    return view.sent_at or view.due_at
+
+
+async def conversation_page(
+    db: Executor, patient_id: int, *, after: tuple[datetime, int] | None, limit: int
+) -> list[MessageView]:
+    """A patient's messages in conversation order (`conversation_time`, then id), after the
+    message whose (time, id) is `after`."""
+    rows = await db.fetch(
+        f"""{_VIEW}
+        WHERE n.patient_id = $1
+          AND ($2::timestamptz IS NULL
+               OR (COALESCE(n.sent_at, n.due_at), n.id) > ($2, $3::bigint))
+        ORDER BY COALESCE(n.sent_at, n.due_at), n.id
+        LIMIT $4
+        """,
+        patient_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [MessageView(**dict(row)) for row in rows]
+
+
+async def confirmation_asked(db: Executor, appointment_ids: list[int]) -> set[int]:
+    """Those of the appointments whose confirmation request (the 72 h reminder, alone or
+    merged into another reminder) has gone out."""
+    rows = await db.fetch(
+        """
+        SELECT DISTINCT appointment_id FROM notification
+        WHERE appointment_id = ANY($1::bigint[]) AND status IN ('sent', 'delivered')
+          AND (kind = 'reminder_72h' OR context -> 'merged_kinds' ? 'reminder_72h')
+        """,
+        appointment_ids,
+    )
+    return {row["appointment_id"] for row in rows}
