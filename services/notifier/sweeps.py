@@ -28,6 +28,7 @@ from services.notifier import outcomes
 from services.notifier.metrics import NotifierMetrics
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db.transactions import in_transaction
 from shared.providers.sms import SentSms, SmsClient
 from shared.store import notifications
 from shared.store.notifications.rows import Notification
@@ -111,10 +112,13 @@ async def reconcile_unknown(
 
 async def _resend_email(pool: asyncpg.Pool, notification: Notification, now: datetime) -> int:
     decided = outcomes.reconcile_email(notification, now)
-    done = await notifications.sweeps.reconcile_as_not_sent(
-        pool, notification.id, now=now, reason=decided.reason, status=decided.status
-    )
-    return int(done)
+
+    async def move(conn: asyncpg.Connection) -> bool:
+        return await notifications.sweeps.reconcile_as_not_sent(
+            conn, notification.id, now=now, reason=decided.reason, status=decided.status
+        )
+
+    return int(await in_transaction(pool, move))
 
 
 async def _reconcile_sms(
@@ -153,20 +157,27 @@ async def _reconcile_sms(
     )
     if isinstance(decided, outcomes.AskLater):
         return 0
-    if isinstance(decided, outcomes.FoundSent):
-        done = await notifications.sweeps.reconcile_as_sent(
-            pool,
-            notification.id,
-            provider_id=decided.provider_id,
-            segments=decided.segments,
-            now=now,
-            reason=decided.reason,
+    found_sent = decided if isinstance(decided, outcomes.FoundSent) else None
+    not_sent = decided if not isinstance(decided, outcomes.FoundSent) else None
+
+    # The move and its history event commit together (two statements: one transaction), so
+    # nobody ever reads a status without the event that explains it.
+    async def move(conn: asyncpg.Connection) -> bool:
+        if found_sent is not None:
+            return await notifications.sweeps.reconcile_as_sent(
+                conn,
+                notification.id,
+                provider_id=found_sent.provider_id,
+                segments=found_sent.segments,
+                now=now,
+                reason=found_sent.reason,
+            )
+        assert not_sent is not None
+        return await notifications.sweeps.reconcile_as_not_sent(
+            conn, notification.id, now=now, reason=not_sent.reason, status=not_sent.status
         )
-    else:
-        done = await notifications.sweeps.reconcile_as_not_sent(
-            pool, notification.id, now=now, reason=decided.reason, status=decided.status
-        )
-    return int(done)
+
+    return int(await in_transaction(pool, move))
 
 
 def notifier_sweeps(
