@@ -50,12 +50,15 @@ def check_transition(current: Status, wanted: Status) -> None:
 
 
 # Undoing a no-show that staff recorded by mistake takes the appointment back to the status it
-# had before (booked or confirmed). It is not in TRANSITIONS: no ordinary change may leave
-# no_show; only the undo action (services/booking/domain/actions.py `undo_no_show`) checks this.
-UNDO_NO_SHOW_TO: frozenset[Status] = frozenset({"booked", "confirmed"})
+# had before (booked or confirmed), or to checked_in when staff say the patient did come (the
+# check-in window has closed by then, and the session must still be completed and recorded).
+# It is not in TRANSITIONS: no ordinary change may leave no_show; only the undo action
+# (services/booking/domain/actions.py `undo_no_show`) checks this.
+UNDO_NO_SHOW_TO: frozenset[Status] = frozenset({"booked", "confirmed", "checked_in"})
 
 
 def check_undo_no_show(current: Status, wanted: Status) -> None:
-    """The one way out of no_show: back to booked or confirmed, by the undo action alone."""
+    """The one way out of no_show: back to booked or confirmed (or checked in: the patient
+    came), by the undo action alone."""
     if current != "no_show" or wanted not in UNDO_NO_SHOW_TO:
         raise IllegalTransition(current, wanted)

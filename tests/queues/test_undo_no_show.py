@@ -130,3 +130,26 @@ async def test_undo_needs_a_reason_and_the_desk(queues: Queues) -> None:
     blank = await _undo(queues, missed, reason=" ")
     assert blank.status == 422 and [e["path"] for e in blank.body["errors"]] == ["reason"]
     assert (await _undo(queues, missed, role="admin")).status == 200
+
+
+async def test_a_patient_who_came_is_checked_in_by_the_undo_and_the_session_completed(
+    queues: Queues,
+) -> None:
+    missed = await queues.appointment(queues.now - timedelta(hours=3))
+    await _no_show(queues, missed)
+
+    reply = await _undo(queues, missed, attended=True)
+
+    assert reply.status == 200, reply.body
+    assert reply.body["status"] == "checked_in"
+    version = await _version(queues, missed)
+    completed = await queues.call(
+        "POST",
+        f"/api/v1/appointments/{missed}/complete",
+        role="clinician",
+        headers={"If-Match": f'"{version}"'},
+    )
+    assert completed.status == 200, completed.body
+    assert completed.body["status"] == "completed"
+    [audit] = await queues.audit("appointment.undo_no_show")
+    assert audit["details"]["to_status"] == "checked_in"

@@ -45,11 +45,11 @@ def test_every_active_state_can_be_cancelled() -> None:
 
 
 @pytest.mark.parametrize(("current", "wanted"), list(itertools.product(STATUSES, STATUSES)))
-def test_only_the_undo_leaves_no_show_and_only_for_booked_or_confirmed(
+def test_only_the_undo_leaves_no_show_and_only_for_booked_confirmed_or_checked_in(
     current: str, wanted: str
 ) -> None:
     """The undo of a wrong no-show is its own rule, not a hole in the state machine."""
-    if current == "no_show" and wanted in ("booked", "confirmed"):
+    if current == "no_show" and wanted in ("booked", "confirmed", "checked_in"):
         check_undo_no_show(current, wanted)  # type: ignore[arg-type]
         with pytest.raises(IllegalTransition):
             check_transition(current, wanted)  # type: ignore[arg-type]

@@ -116,6 +116,11 @@ class ReviewBody(Body):
 class UndoNoShowBody(Body):
     reason: Reason = Field(description="why the no-show was wrong, for the audit log")
     expected_version: Id = Field(description="the appointment's version as last read (ETag)")
+    attended: StrictBool = Field(
+        False,
+        description="the patient came and was seen: the appointment becomes checked in (the "
+        "check-in window has closed), ready to be completed",
+    )
 
 
 class RescheduleBody(Body):
@@ -331,7 +336,8 @@ async def _reschedule_result(ctx: Ctx, outcome: reschedule.RescheduleOutcome) ->
     errors=(409, 412),
 )
 async def undo_no_show(ctx: Ctx) -> AppointmentDetail:
-    """no_show → the status it had before (booked or confirmed, from its history), with the
+    """no_show → the status it had before (booked or confirmed, from its history), or
+    checked_in with `attended: true` (the patient came: complete the session next), with the
     reason in the audit log (`appointment.undo_no_show`); the no-show sweep leaves it alone from
     then on. The 2 h reminders the no-show added to the patient's later sessions are cancelled
     unless another no-show of theirs still calls for them. 409 `not-a-no-show` for any other
@@ -346,6 +352,7 @@ async def undo_no_show(ctx: Ctx) -> AppointmentDetail:
             reason=body.reason,
             expected_version=body.expected_version,
             change=change,
+            attended=body.attended,
         )
 
     return await appointment_detail(ctx, await in_transaction(ctx.pool, work))

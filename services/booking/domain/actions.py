@@ -23,7 +23,6 @@ from shared.domain.appointment_changes import (
 )
 from shared.domain.appointment_states import (
     TERMINAL,
-    UNDO_NO_SHOW_TO,
     Status,
     check_transition,
 )
@@ -169,9 +168,12 @@ async def undo_no_show(
     reason: str,
     expected_version: int,
     change: Change,
+    attended: bool = False,
 ) -> Appointment:
-    """Staff recorded a no-show by mistake (the patient came): the appointment goes back to the
-    status it had before, read from its history (booked or confirmed), audited with the reason.
+    """Staff recorded a no-show by mistake: the appointment goes back to the status it had
+    before, read from its history (booked or confirmed), audited with the reason; with
+    `attended` (the patient came and was seen) it goes to checked_in, so that the session can
+    be completed although the check-in window has closed.
     The 2 h reminders the no-show earned the patient's later sessions (outbox_plan.on_no_show)
     are cancelled, unless another no-show of theirs still earns them."""
     current = await locked(conn, appointment_id, expected_version)
@@ -183,12 +185,14 @@ async def undo_no_show(
         )
     events = await appointments.history(conn, appointment_id)
     before = next((e.from_status for e in reversed(events) if e.to_status == "no_show"), None)
-    if before not in UNDO_NO_SHOW_TO:
+    if before not in ("booked", "confirmed"):
         raise Conflict(
             "the appointment's history does not say what it was before the no-show",
             code="no-show-origin-unknown",
         )
-    back: Status = "confirmed" if before == "confirmed" else "booked"
+    back: Status = (
+        "checked_in" if attended else ("confirmed" if before == "confirmed" else "booked")
+    )
     updated = await appointments.undo_no_show(
         conn,
         appointment_id,
@@ -196,7 +200,7 @@ async def undo_no_show(
         actor=change.actor.label,
         now=change.now,
         reason=reason,
-        details={"undo": "no_show"},
+        details={"undo": "no_show", "attended": attended},
     )
     assert updated is not None  # locked above
     cancelled: list[int] = []
