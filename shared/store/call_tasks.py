@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from shared.store import Executor
+from shared.store import Executor, affected
 
 CallReason = Literal["not_confirmed", "reschedule_requested", "cancel_inside_notice"]
 CALL_REASONS: tuple[CallReason, ...] = (
@@ -255,3 +255,28 @@ async def open_counts(db: Executor, patient_ids: Sequence[int]) -> dict[int, int
         list(patient_ids),
     )
     return {row["patient_id"]: int(row["open"]) for row in rows}
+
+
+async def scrub_for_patient(db: Executor, patient_id: int, *, now: datetime) -> int:
+    """Erasure: the patient's tasks lose their detail and outcome (staff text that may quote
+    the patient); open ones are closed as erased (there is nobody to call); how many tasks."""
+    result = await db.execute(
+        """
+        UPDATE call_task
+        SET detail = '', outcome = 'patient erased', done_at = coalesce(done_at, $2),
+            done_by = coalesce(done_by, 'regimen (erasure)')
+        WHERE patient_id = $1
+        """,
+        patient_id,
+        now,
+    )
+    return affected(result)
+
+
+async def for_patient(db: Executor, patient_id: int) -> list[CallTask]:
+    """Every task about the patient, open or done, oldest first (access requests)."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM call_task WHERE patient_id = $1 ORDER BY created_at, id",  # noqa: S608
+        patient_id,
+    )
+    return [CallTask(**dict(r)) for r in rows]

@@ -14,7 +14,7 @@ from typing import Literal
 
 import asyncpg
 
-from shared.store import Executor
+from shared.store import Executor, affected
 
 InboxReason = Literal["free_text", "unknown_number", "several_patients", "nothing_asked"]
 INBOX_REASONS: tuple[InboxReason, ...] = (
@@ -196,3 +196,30 @@ async def open_counts(db: Executor, patient_ids: Sequence[int]) -> dict[int, int
         list(patient_ids),
     )
     return {row["patient_id"]: int(row["open"]) for row in rows}
+
+
+async def scrub_for_patient(db: Executor, patient_id: int, *, now: datetime) -> int:
+    """Erasure: staff notes on the patient's items are blanked (they may quote the patient)
+    and open items are closed as erased; how many items. The items stay, as the record that a
+    message came and was dealt with (its text is blanked with the inbound message)."""
+    result = await db.execute(
+        """
+        UPDATE inbox_item
+        SET note = CASE WHEN note IS NULL AND handled_at IS NOT NULL THEN NULL
+                        ELSE 'patient erased' END,
+            handled_at = coalesce(handled_at, $2),
+            handled_by = coalesce(handled_by, 'regimen (erasure)')
+        WHERE patient_id = $1
+        """,
+        patient_id,
+        now,
+    )
+    return affected(result)
+
+
+async def for_patient(db: Executor, patient_id: int) -> list[InboxItem]:
+    """Every item linked to the patient, open or handled, oldest first (access requests)."""
+    rows = await db.fetch(
+        _SELECT + " WHERE i.patient_id = $1 ORDER BY i.created_at, i.id", patient_id
+    )
+    return [_item(r) for r in rows]

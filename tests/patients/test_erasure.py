@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.clock import FrozenClock
-from shared.store import form_differences, inbound_messages, notifications, patients
+from shared.store import (
+    call_tasks,
+    form_differences,
+    inbound_messages,
+    inbox,
+    notifications,
+    patients,
+)
 from shared.store.notifications.dispatch import AttemptStart, LaneKey, SendCandidate, SendOutcome
 from shared.store.notifications.outbox import NewNotification
 from tests.conftest import BookingApi, SmtpSink, StandIn
@@ -102,7 +109,7 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
     course = await book(api, ada, "hair-mesotherapy", SESSIONS, 1)
     session_ids = [a["id"] for a in course["appointments"]]
     await book(api, grace, "consultation", [datetime(2026, 3, 6, 11, tzinfo=UTC)], 2)
-    await inbound_messages.insert(
+    late = await inbound_messages.insert(
         api.pool,
         message_sid="SM" + "a" * 32,
         from_number=MOBILE,
@@ -130,6 +137,30 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
         now=clock.now(),
     )
 
+    # Staff filed her text and noted what they did; the desk has a call to make about her.
+    assert late is not None
+    filed = await inbox.insert(
+        api.pool,
+        clinic_id=api.clinic_id,
+        patient_id=ada,
+        inbound_message_id=late,
+        reason="free_text",
+        danger_words=[],
+        now=clock.now(),
+    )
+    await inbox.mark_handled(
+        api.pool, filed, by="desk", note="Rang Mrs Lovelace back", now=clock.now()
+    )
+    await call_tasks.file(
+        api.pool,
+        clinic_id=api.clinic_id,
+        patient_id=ada,
+        appointment_id=session_ids[0],
+        reason="reschedule_requested",
+        detail="asked for the Byron Street branch",
+        now=clock.now(),
+    )
+
     # The booking confirmations go out: Ada's rows now say where they went.
     notifier = await start_notifier()
 
@@ -147,6 +178,8 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
     assert len(before.body["appointments"]) == 3 and len(before.body["courses"]) == 1
     assert before.body["inbound_messages"][0]["body"] == "Running late, sorry"
     assert before.body["form_differences"][0]["submitted"] == {"last_name": "Byron"}
+    assert before.body["inbox_items"][0]["note"] == "Rang Mrs Lovelace back"
+    assert before.body["call_tasks"][0]["detail"] == "asked for the Byron Street branch"
     assert before.body["patient"]["allergies"] == "lidocaine"
     assert {m["kind"] for m in before.body["messages"]} >= {"booking_confirmation", "reminder_72h"}
     assert before.body["messages"][0]["history"] and before.body["messages"][0]["attempt_log"]
@@ -219,6 +252,10 @@ async def test_erasing_a_patient_with_three_future_sessions_ends_everything_plan
     )
     assert inbound[1]["body"] == "See you Friday"  # Grace's, untouched
     assert await form_differences.for_patient(api.pool, ada) == []
+    (item,) = await inbox.for_patient(api.pool, ada)
+    (task,) = await call_tasks.for_patient(api.pool, ada)
+    assert (item.note, task.detail, task.outcome) == ("patient erased", "", "patient erased")
+    assert task.done_at is not None  # nobody to call any more
     erased = await patients.get(api.pool, ada)
     assert erased is not None and erased.link_version == 2  # every link sent so far is dead
 

@@ -34,8 +34,15 @@ from services.booking.api.fields import Body, Reason
 from services.booking.api.framework import Ctx, not_found
 from shared.domain import cancellations
 from shared.domain.appointment_changes import Change
+from shared.store import (
+    call_tasks,
+    form_differences,
+    inbound_messages,
+    inbox,
+    notifications,
+    patients,
+)
 from shared.store import consents as consent_store
-from shared.store import form_differences, inbound_messages, notifications, patients
 
 
 class Erasure(Body):
@@ -73,7 +80,8 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
     cancels the patient's future sessions and active courses (no cancellation notice: there is
     nobody to write to) and every queued message; removes the addresses and texts their messages
     hold and the addresses providers quoted; blanks the text and number of their inbound SMS
-    (keeping when they came and any STOP); deletes what booking forms said about them; withdraws
+    (keeping when they came and any STOP); deletes what booking forms said about them; closes
+    their staff inbox items and call-list tasks and blanks the staff notes on them; withdraws
     marketing consents. Medical fields, date of birth, appointments as history, consents,
     message history and the audit log stay. Audited as `patient.erase` with the reason, what was
     removed and what was kept and why. Once only: a second request is 409, unless it repeats the
@@ -99,6 +107,8 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
             conn, patient_id, before.mobile, clinic_id=before.clinic_id
         )
         differences = await form_differences.delete_for_patient(conn, patient_id)
+        inbox_items = await inbox.scrub_for_patient(conn, patient_id, now=ctx.now)
+        calls = await call_tasks.scrub_for_patient(conn, patient_id, now=ctx.now)
         for kind in consent_store.MARKETING_KINDS:
             await consent_store.insert(
                 conn,
@@ -132,6 +142,8 @@ async def erase_patient(ctx: Ctx) -> BaseModel | web.Response:
                 "messages_scrubbed": len(scrubbed.scrubbed_ids),
                 "inbound_sms_scrubbed": inbound.scrubbed,
                 "form_differences_deleted": differences,
+                "inbox_items_closed_and_notes_blanked": inbox_items,
+                "call_tasks_closed_and_notes_blanked": calls,
             },
             "kept": kept,
         }

@@ -29,8 +29,10 @@ from services.booking.api.framework import Ctx
 from shared.store import (
     appointments,
     audit,
+    call_tasks,
     form_differences,
     inbound_messages,
+    inbox,
     notifications,
     patients,
 )
@@ -121,6 +123,29 @@ class ExportedFormDifference(BaseModel):
     review_note: str
 
 
+class ExportedInboxItem(BaseModel):
+    id: int
+    inbound_message_id: int
+    reason: str
+    urgent: bool
+    danger_words: list[str]
+    created_at: datetime
+    handled_at: datetime | None
+    handled_by: str | None
+    note: str | None = Field(description="what staff wrote when they handled it")
+
+
+class ExportedCallTask(BaseModel):
+    id: int
+    appointment_id: int | None
+    reason: str
+    detail: str
+    created_at: datetime
+    done_at: datetime | None
+    done_by: str | None
+    outcome: str | None = Field(description="what staff wrote when they made the call")
+
+
 class PatientExport(BaseModel):
     exported_at: datetime
     patient: PatientOut
@@ -130,6 +155,8 @@ class PatientExport(BaseModel):
     messages: list[ExportedMessage] = Field(description="to or about the patient, oldest first")
     inbound_messages: list[ExportedInboundMessage] = Field(description="SMS the patient sent")
     form_differences: list[ExportedFormDifference]
+    inbox_items: list[ExportedInboxItem] = Field(description="their SMS filed for staff")
+    call_tasks: list[ExportedCallTask] = Field(description="the staff call list about them")
     audit_entries: list[AuditEntry] = Field(description="every entry about the patient")
     not_included: list[str] = Field(description="what is held elsewhere or not at all, and why")
 
@@ -145,7 +172,8 @@ class PatientExport(BaseModel):
 async def export_patient(ctx: Ctx) -> PatientExport:
     """The record with its clinical fields, consent history, courses, appointments with their
     state history, messages with their status history and provider attempts, inbound SMS, what
-    booking forms said, and the audit entries about the patient; `not_included` says what is not
+    booking forms said, their SMS filed in the staff inbox and the call list about them (with
+    what staff noted), and the audit entries about the patient; `not_included` says what is not
     in it and why. Audited as `patient.export`."""
     patient_id = ctx.path["patient_id"]
     zones = Zones(ctx)
@@ -159,6 +187,8 @@ async def export_patient(ctx: Ctx) -> PatientExport:
         messages = await notifications.views.held_for_patient(conn, patient_id)
         inbound = await inbound_messages.for_patient(conn, patient_id, patient.mobile)
         differences = await form_differences.for_patient(conn, patient_id)
+        filed = await inbox.for_patient(conn, patient_id)
+        calls = await call_tasks.for_patient(conn, patient_id)
         entries = await audit.for_patient(conn, patient_id)
         document = PatientExport(
             exported_at=ctx.now,
@@ -179,6 +209,8 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             form_differences=[
                 ExportedFormDifference.model_validate(asdict(d)) for d in differences
             ],
+            inbox_items=[ExportedInboxItem.model_validate(asdict(i)) for i in filed],
+            call_tasks=[ExportedCallTask.model_validate(asdict(t)) for t in calls],
             audit_entries=[AuditEntry.model_validate(asdict(entry)) for entry in entries],
             not_included=NOT_INCLUDED,
         )
@@ -189,6 +221,8 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             "messages": len(messages),
             "inbound_messages": len(inbound),
             "form_differences": len(differences),
+            "inbox_items": len(filed),
+            "call_tasks": len(calls),
             "audit_entries": len(entries),
         }
         await record(
