@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -44,6 +45,10 @@ CANCELLATION_NOTICE = "cancellation_notice"
 RESCHEDULE_NOTICE = "reschedule_notice"
 NEW_LINK = "new_link"
 CONTACT_CHANGED = "contact_changed"
+MAINTENANCE_REMINDER = "maintenance_reminder"
+# A maintenance reminder still makes sense a while after its day (the notifier was down, quiet
+# hours, the daily cap), not months later.
+MAINTENANCE_LIFETIME = timedelta(days=30)
 
 # How long before the start each reminder is due. The 72 h one carries the confirmation request.
 REMINDER_LEADS: dict[str, timedelta] = {
@@ -322,6 +327,64 @@ async def on_no_show(conn: asyncpg.Connection, patient_id: int, *, now: datetime
     for appointment in await appointments.upcoming_for_patient(conn, patient_id, now):
         ids += await plan_reminders(conn, appointment, now=now, kinds=NO_SHOW_ONLY)
     return ids
+
+
+# -- the end of a course ------------------------------------------------------------------------
+
+
+def maintenance_due(last_start: datetime, interval_days: int, zone: ZoneInfo) -> datetime:
+    """`interval_days` local calendar days after the last session, at its local wall time (a
+    time the clinic was open, so inside the usual quiet-hours window; the notifier still waits
+    for the window if it is not)."""
+    local = last_start.astimezone(zone)
+    day = local.date() + timedelta(days=interval_days)
+    return datetime.combine(day, local.timetz().replace(tzinfo=None), tzinfo=zone).astimezone(UTC)
+
+
+async def plan_maintenance_reminder(
+    conn: asyncpg.Connection,
+    *,
+    series_id: int,
+    last_session: Appointment,
+    interval_days: int,
+    zone: ZoneInfo,
+    now: datetime,
+) -> list[int]:
+    """The maintenance reminder of a completed course, `interval_days` after its last session:
+    a care message on one channel, like the reminders (SMS with care SMS consent, else email
+    with care email consent, else none). Keyed on the course, so it is planned once whatever
+    calls this again. Call in the transaction that completes the course."""
+    if last_session.patient_id is None:
+        return []
+    reach = await reach_of(conn, last_session.patient_id)
+    if reach is None:
+        return []
+    channel = reach.reminder_channel()
+    if channel is None:
+        return []
+    due_at = max(maintenance_due(last_session.starts_at, interval_days, zone), now)
+    written = await notifications.outbox.insert(
+        conn,
+        NewNotification(
+            clinic_id=last_session.clinic_id,
+            kind=MAINTENANCE_REMINDER,
+            channel=channel,
+            template=MAINTENANCE_REMINDER,
+            due_at=due_at,
+            # One per course, whatever the channel: planned once even if consent changes between
+            # two calls.
+            dedupe_key=f"{MAINTENANCE_REMINDER}:series{series_id}",
+            patient_id=reach.patient.id,
+            # The session it follows, for the record; the message does not talk about it.
+            appointment_id=last_session.id,
+            appointment_version=last_session.version,
+            context={"series_id": series_id, "interval_days": interval_days},
+            expires_at=due_at + MAINTENANCE_LIFETIME,
+            language=reach.patient.language,
+        ),
+        now=now,
+    )
+    return [] if written is None else [written]
 
 
 # -- cancellations and moves -------------------------------------------------------------------

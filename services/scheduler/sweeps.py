@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from services.scheduler.courses import COMPLETE_COURSES, FILE_OVERDUE_GAPS
 from services.scheduler.holds import EXPIRE_HOLDS
 from services.scheduler.no_shows import mark_no_shows
 from shared.sweeps import Sweep
@@ -13,4 +14,8 @@ DEFAULT_SWEEPS: list[Sweep] = [
     EXPIRE_HOLDS,
     # No-shows are decided a grace period after the end; once a minute is plenty.
     Sweep("mark-no-shows", timedelta(seconds=60), mark_no_shows),
+    # Course progression: a finished course completes (and plans its maintenance reminder);
+    # an overdue next session goes on the call list.
+    COMPLETE_COURSES,
+    FILE_OVERDUE_GAPS,
 ]

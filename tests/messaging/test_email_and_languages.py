@@ -39,6 +39,7 @@ EMAIL_KINDS = (
     ("cancellation_notice", SESSIONS[:1]),
     ("reschedule_notice", SESSIONS[:2]),
     ("reply", []),
+    ("maintenance_reminder", SESSIONS[-1:]),
 )
 
 
