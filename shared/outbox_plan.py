@@ -46,6 +46,10 @@ RESCHEDULE_NOTICE = "reschedule_notice"
 NEW_LINK = "new_link"
 CONTACT_CHANGED = "contact_changed"
 MAINTENANCE_REMINDER = "maintenance_reminder"
+SESSION_PROPOSAL = "session_proposal"
+PROPOSAL_RELEASED = "proposal_released"
+# The message saying that an unanswered proposal was let go is pointless days later.
+RELEASE_NOTICE_LIFETIME = timedelta(days=3)
 # A maintenance reminder still makes sense a while after its day (the notifier was down, quiet
 # hours, the daily cap), not months later.
 MAINTENANCE_LIFETIME = timedelta(days=30)
@@ -100,6 +104,11 @@ def stale_reason(
         if appointment.status == "cancelled":
             return None
         return f"appointment is {appointment.status}, not cancelled"
+    if kind == SESSION_PROPOSAL:
+        # The question is worth sending only while its time is still held for the patient.
+        if appointment.status == "held":
+            return None
+        return f"the proposed time is no longer held (appointment is {appointment.status})"
     if appointment.status not in REMINDABLE:
         return f"appointment is {appointment.status}"
     if planned_version == appointment.version:
@@ -382,6 +391,69 @@ async def plan_maintenance_reminder(
             expires_at=due_at + MAINTENANCE_LIFETIME,
             language=reach.patient.language,
         ),
+        now=now,
+    )
+    return [] if written is None else [written]
+
+
+# -- next-session proposals ----------------------------------------------------------------------
+
+
+async def plan_proposal(
+    conn: asyncpg.Connection, held: Appointment, *, answer_by: datetime, now: datetime
+) -> list[int]:
+    """Ask the patient about the next session held for them ("Reply C to accept, R for other
+    times"): by SMS (the answer comes by SMS, so the caller holds nothing without it) and by
+    email with care email consent. Scheduled messages (quiet hours and the daily cap apply),
+    pointless once the proposal is released at `answer_by`."""
+    if held.patient_id is None:
+        return []
+    reach = await reach_of(conn, held.patient_id)
+    if reach is None or not reach.sms:
+        return []
+    channels: list[Channel] = ["sms", "email"] if reach.care_email else ["sms"]
+    ids = []
+    for channel in channels:
+        written = await _enqueue(
+            conn,
+            reach,
+            clinic_id=held.clinic_id,
+            kind=SESSION_PROPOSAL,
+            channel=channel,
+            dedupe_key=f"{SESSION_PROPOSAL}:{channel}:appt{held.id}",
+            due_at=now,
+            expires_at=answer_by,
+            appointment=held,
+            context={"answer_by": iso(answer_by)},
+            now=now,
+        )
+        if written is not None:
+            ids.append(written)
+    return ids
+
+
+async def plan_proposal_released(
+    conn: asyncpg.Connection, released: Appointment, *, now: datetime
+) -> list[int]:
+    """Tell the patient that the time proposed to them was let go unanswered and how to book
+    (the clinic will call): one channel, like a reminder."""
+    if released.patient_id is None:
+        return []
+    reach = await reach_of(conn, released.patient_id)
+    channel = None if reach is None else reach.reminder_channel()
+    if reach is None or channel is None:
+        return []
+    written = await _enqueue(
+        conn,
+        reach,
+        clinic_id=released.clinic_id,
+        kind=PROPOSAL_RELEASED,
+        channel=channel,
+        dedupe_key=f"{PROPOSAL_RELEASED}:{channel}:appt{released.id}",
+        due_at=now,
+        expires_at=now + RELEASE_NOTICE_LIFETIME,
+        appointment=released,
+        context={},
         now=now,
     )
     return [] if written is None else [written]

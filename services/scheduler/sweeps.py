@@ -8,6 +8,8 @@ from datetime import timedelta
 from services.scheduler.courses import COMPLETE_COURSES, FILE_OVERDUE_GAPS
 from services.scheduler.holds import EXPIRE_HOLDS
 from services.scheduler.no_shows import mark_no_shows
+from services.scheduler.proposals import proposal_sweeps
+from shared.config import Settings
 from shared.sweeps import Sweep
 
 DEFAULT_SWEEPS: list[Sweep] = [
@@ -19,3 +21,9 @@ DEFAULT_SWEEPS: list[Sweep] = [
     COMPLETE_COURSES,
     FILE_OVERDUE_GAPS,
 ]
+
+
+def default_sweeps(settings: Settings) -> list[Sweep]:
+    """Every sweep the scheduler runs, with those that take settings (next-session proposals:
+    how long a proposed time is held)."""
+    return [*DEFAULT_SWEEPS, *proposal_sweeps(settings.proposal_hold)]

@@ -13,7 +13,13 @@ from typing import Literal
 
 from shared.store import Executor
 
-CallReason = Literal["not_confirmed", "reschedule_requested", "cancel_inside_notice", "gap_overdue"]
+CallReason = Literal[
+    "not_confirmed",
+    "reschedule_requested",
+    "cancel_inside_notice",
+    "gap_overdue",
+    "proposal_unanswered",
+]
 CALL_REASONS: tuple[CallReason, ...] = (
     "not_confirmed",
     "reschedule_requested",
@@ -21,6 +27,8 @@ CALL_REASONS: tuple[CallReason, ...] = (
     # a course's next session is not booked and the gap since the last completed one is past
     # its soft maximum (appointment_id: that last completed session)
     "gap_overdue",
+    # a proposed next session nobody answered was released (appointment_id: the released one)
+    "proposal_unanswered",
 )
 
 

@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 
 from services.scheduler.courses import complete_finished_courses, file_overdue_gaps
-from shared.store import call_tasks
+from services.scheduler.proposals import proposal_sweeps
+from shared.store import call_tasks, proposals
 from tests import factories
 from tests.appointments.conftest import HART, PATEL, Desk, iso, london
 
@@ -349,17 +350,25 @@ async def test_two_replicas_over_three_weeks_complete_remind_and_call_once(
             )
             finishing.append((patient_id, series_id, ids[3]))
         else:
-            # Session 1 done n days before the start: overdue on day 11 - n.
+            # Session 1 done n days before the start with Dr Hart: proposed (and held) at
+            # once while the gap window still has room, released unanswered two days later,
+            # overdue on day 11 - n.
             series_id, _ = await desk.course(
                 [start - timedelta(days=n)],
                 code="hair-mesotherapy",
                 statuses=["completed"],
-                practitioner_id=practitioner,
+                practitioner_id=HART,
             )
             waiting.append(series_id)
 
+    sweeps = [
+        complete_finished_courses,
+        file_overdue_gaps,
+        *(sweep.run for sweep in proposal_sweeps(timedelta(hours=48))),
+    ]
+
     async def both_replicas() -> None:
-        for sweep in (complete_finished_courses, file_overdue_gaps):
+        for sweep in sweeps:
             await asyncio.gather(sweep(desk.pool, clock), sweep(second_pool, clock))
 
     for _ in range(21 * 6):  # every 4 hours
@@ -389,3 +398,30 @@ async def test_two_replicas_over_three_weeks_complete_remind_and_call_once(
     )
     for series_id in waiting:
         assert await series_status(desk, series_id) == "active"
+        # One proposal per completed session; each one held was released (unanswered) once,
+        # with one call and one message to the patient.
+        (proposal,) = await proposals.for_series(desk.pool, series_id)
+        assert proposal.status in ("released", "skipped")
+        if proposal.status == "released":
+            released_calls = await desk.pool.fetchval(
+                "SELECT count(*) FROM call_task WHERE reason = 'proposal_unanswered' "
+                "AND appointment_id = $1",
+                proposal.appointment_id,
+            )
+            assert released_calls == 1
+            told = await desk.pool.fetchval(
+                "SELECT count(*) FROM notification WHERE kind = 'proposal_released' "
+                "AND appointment_id = $1",
+                proposal.appointment_id,
+            )
+            assert told == 1
+    asked = await desk.pool.fetchval(
+        "SELECT count(*) FROM session_proposal WHERE status = 'released'"
+    )
+    assert asked == 5  # all but the one whose window had closed (n = 11)
+    assert (
+        await desk.pool.fetchval(
+            "SELECT count(*) FROM notification WHERE kind = 'session_proposal' AND channel = 'sms'"
+        )
+        == asked
+    )

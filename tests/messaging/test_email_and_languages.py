@@ -40,6 +40,8 @@ EMAIL_KINDS = (
     ("reschedule_notice", SESSIONS[:2]),
     ("reply", []),
     ("maintenance_reminder", SESSIONS[-1:]),
+    ("session_proposal", SESSIONS[1:2]),
+    ("proposal_released", SESSIONS[1:2]),
 )
 
 

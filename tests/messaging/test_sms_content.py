@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from services.notifier.reply_answers import AnswerContext, compose, when_text
 from shared.messaging import RenderError, TemplateMissing, render
 from shared.messaging.render import TEMPLATES_DIR
 from shared.sms_segments import is_gsm7, segment_count
@@ -18,6 +19,7 @@ from tests.conftest import make_settings
 from tests.messaging.factories import (
     LONG_CLINIC,
     LONG_FIRST_NAME,
+    LONG_LINK,
     TREATMENT_CODE,
     TREATMENT_NAME,
     Row,
@@ -78,6 +80,15 @@ def scenarios(sessions: list[Appointment]) -> list[tuple[str, Row, list[Appointm
         # after the course's last session (which it follows and does not talk about)
         ("maintenance_reminder", Row(kind="maintenance_reminder", context=LEAKY_CONTEXT), one),
         (
+            "session_proposal",
+            Row(
+                kind="session_proposal",
+                context={**LEAKY_CONTEXT, "answer_by": (FIRST - timedelta(days=3)).isoformat()},
+            ),
+            one,
+        ),
+        ("proposal_released", Row(kind="proposal_released", context=LEAKY_CONTEXT), one),
+        (
             "contact_changed",
             Row(
                 kind="contact_changed",
@@ -115,8 +126,38 @@ def render_sms(row: Row, sessions: list[Appointment], **world: Any) -> str:
 
 
 def test_every_default_sms_template_has_a_worst_case_below() -> None:
-    stems = {p.name.split(".sms.")[0] for p in TEMPLATES_DIR.glob("*.sms.en.j2")}
+    # Answers to a patient's reply are composed from other variables: the test after this one.
+    stems = {
+        p.name.split(".sms.")[0]
+        for p in TEMPLATES_DIR.glob("*.sms.en.j2")
+        if not p.name.startswith("answer_")
+    }
     assert stems == {stem for stem, _, _ in scenarios(course(FIRST))}
+
+
+@pytest.mark.parametrize(
+    "template", sorted(p.name.split(".sms.")[0] for p in TEMPLATES_DIR.glob("answer_*.sms.en.j2"))
+)
+def test_every_answer_to_a_reply_fits_two_gsm7_segments_with_worst_case_data(
+    template: str,
+) -> None:
+    ctx = AnswerContext(clinic(), "+447911123456", patient(), SETTINGS, FIRST)
+    sessions = course(FIRST)[:2]
+    body = compose(
+        template,
+        ctx,
+        when=when_text(sessions, ctx),
+        several=True,
+        link=LONG_LINK,
+        notice_hours=48,
+        options=f"1 {LONG_FIRST_NAME} ({when_text(sessions[:1], ctx)}), 2 Ada (Tue 3 Mar 10:00)",
+        numbers="1 or 2",
+    )
+    assert is_gsm7(body), body
+    assert segment_count(body) <= 2, (template, len(body), body)
+    assert LONG_CLINIC in body, body
+    for secret in (TREATMENT_NAME, "mesotherapy", TREATMENT_CODE):
+        assert secret.lower() not in body.lower(), body
 
 
 @pytest.mark.parametrize("world", sorted(WORLDS))
