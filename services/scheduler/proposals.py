@@ -81,6 +81,10 @@ async def _propose(
         return False
     zone = clinic.zone
     previous_day = candidate.after_starts_at.astimezone(zone).date()
+    last_day = previous_day + timedelta(days=rule.max_days)
+    if now.astimezone(zone).date() > last_day:
+        await proposals.mark_skipped(conn, proposal_id, note="the gap window has passed")
+        return False
     practitioner_ids = await practitioners.active_ids(conn, clinic.id, None)
     # Read the calendars under their locks (as a booking inserts under them): a proposal being
     # made by another replica at the same moment is then seen, not collided with.
@@ -90,7 +94,7 @@ async def _propose(
         clinic.id,
         practitioner_ids=practitioner_ids,
         first_day=previous_day + timedelta(days=rule.min_days),
-        last_day=previous_day + timedelta(days=rule.max_days),
+        last_day=last_day,
         zone=zone,
         now=now,
     )
