@@ -25,6 +25,7 @@ from shared.store.proposals import Proposal
 RELEASE_BEFORE_HOLD_ENDS = timedelta(hours=1)
 DECLINED_REASON = "the patient asked for other times than the proposed one"
 UNANSWERED_REASON = "the proposed next session was not answered in time"
+WITHDRAWN_REASON = "staff booked the course's next session themselves"
 # What the hold-expiry sweep writes on the appointments of expired holds.
 HOLD_EXPIRED = "hold expired"
 
@@ -138,3 +139,30 @@ async def release(
     if not declined:
         await outbox_plan.plan_proposal_released(conn, released, now=change.now)
     return Settled(proposal, released)
+
+
+async def withdraw_for_series(conn: asyncpg.Connection, series_id: int, change: Change) -> int:
+    """Staff are booking the course's next session themselves: any proposal still waiting for
+    the patient's answer is withdrawn first (its held time cancelled, the proposal settled as
+    released, nobody told or called: staff are arranging it), so the course never has both.
+    Returns how many."""
+    withdrawn = 0
+    for proposal in await proposals.lock_open_for_series(conn, series_id):
+        assert proposal.appointment_id is not None
+        current = await appointments.lock(conn, proposal.appointment_id)
+        if current is not None and current.status == "held":
+            await transition_audited(
+                conn,
+                current,
+                "cancelled",
+                "release_proposal",
+                change,
+                reason=WITHDRAWN_REASON,
+                details={"proposal_id": proposal.id},
+                audit_details={"proposal_id": proposal.id, "to_status": "cancelled"},
+            )
+        if proposal.hold_id is not None:
+            await holds.end(conn, proposal.hold_id, now=change.now)
+        await proposals.settle(conn, proposal.id, "released", now=change.now)
+        withdrawn += 1
+    return withdrawn

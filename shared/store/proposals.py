@@ -210,3 +210,13 @@ async def for_series(db: Executor, series_id: int) -> list[Proposal]:
         series_id,
     )
     return [Proposal(**dict(r)) for r in rows]
+
+
+async def lock_open_for_series(conn: asyncpg.Connection, series_id: int) -> list[Proposal]:
+    """The series' 'asked' proposals, locked for the caller's transaction (id order)."""
+    rows = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM session_proposal
+        WHERE series_id = $1 AND status = 'asked' ORDER BY id FOR UPDATE""",  # noqa: S608
+        series_id,
+    )
+    return [Proposal(**dict(r)) for r in rows]

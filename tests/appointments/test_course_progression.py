@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from services.scheduler.courses import complete_finished_courses, file_overdue_gaps
-from services.scheduler.proposals import proposal_sweeps
+from services.scheduler.proposals import proposal_sweeps, propose_next_sessions
 from shared.store import call_tasks, proposals
 from tests import factories
 from tests.appointments.conftest import HART, PATEL, Desk, iso, london
@@ -426,4 +426,47 @@ async def test_two_replicas_over_three_weeks_complete_remind_and_call_once(
             "SELECT count(*) FROM notification WHERE kind = 'session_proposal' AND channel = 'sms'"
         )
         == asked
+    )
+
+
+async def test_staff_booking_the_next_session_takes_the_place_of_a_held_proposal(
+    desk: Desk,
+) -> None:
+    await consent(desk)
+    series_id, _ = await mesotherapy_after_first_session(desk)
+    assert await propose_next_sessions(desk.pool, desk.api.clock, hold=timedelta(hours=48)) == 1
+    (proposal,) = await proposals.for_series(desk.pool, series_id)
+    assert proposal.appointment_id is not None
+    held = await desk.pool.fetchrow(
+        "SELECT lower(during) AS starts_at, practitioner_id FROM appointment WHERE id = $1",
+        proposal.appointment_id,
+    )
+
+    # The patient phoned and takes that very time: staff book it as the next session.
+    reply = await desk.api.call(
+        "POST",
+        "/api/v1/bookings",
+        role="front_desk",
+        json={
+            "patient_id": desk.patient_id,
+            "treatment_id": await desk.treatment_id("hair-mesotherapy"),
+            "series_id": series_id,
+            "practitioner_id": held["practitioner_id"],
+            "start": iso(held["starts_at"]),
+        },
+    )
+
+    assert reply.status == 201, reply.body
+    (session,) = reply.body["appointments"]
+    assert session["position"] == 2  # the session after the completed one, not after the hold
+    assert await desk.status(proposal.appointment_id) == "cancelled"
+    (settled,) = await proposals.for_series(desk.pool, series_id)
+    assert settled.status == "released"
+    # Staff are arranging it: no call task, no "we released your time" message.
+    assert await desk.pool.fetchval("SELECT count(*) FROM call_task") == 0
+    assert (
+        await desk.pool.fetchval(
+            "SELECT count(*) FROM notification WHERE kind = 'proposal_released'"
+        )
+        == 0
     )
