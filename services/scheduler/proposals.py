@@ -122,6 +122,17 @@ async def _propose(
         return False
     spec = treatment.spec
     occupied = spec.occupied(slot.start)
+    gap = gaps.gap_days(candidate.after_starts_at, slot.start, zone)
+    # A clinic may allow a soft maximum beyond twice the target: such a session needs clinician
+    # review, as when staff book it (services/booking/domain/sessions.py says it the same way).
+    review = (
+        [
+            f"session {position} is {gap} days after session {candidate.after_position}, more "
+            f"than twice the target of {rule.target_days}: clinician review"
+        ]
+        if gap > 2 * rule.target_days
+        else []
+    )
     await hold_expiry.release_expired(
         conn,
         now=now,
@@ -157,6 +168,8 @@ async def _propose(
                     series_id=candidate.series_id,
                     position=position,
                     hold_id=hold_id,
+                    needs_review=bool(review),
+                    review_reasons=review,
                     source=SOURCE,
                 ),
                 actor=audit.SYSTEM.label,

@@ -18,7 +18,7 @@ from services.scheduler.proposals import propose_next_sessions, release_unanswer
 from shared.config import Settings
 from shared.db.pool import create_pool
 from shared.outbox_plan import stale_reason
-from shared.store import appointments, proposals, series
+from shared.store import appointments, proposals, series, time_off
 from shared.store.proposals import Proposal
 from tests import factories
 from tests.conftest import StandIn
@@ -305,3 +305,35 @@ async def test_a_held_time_staff_cancelled_is_settled_without_a_call_or_a_messag
         )
         == 0
     )
+
+
+async def test_a_proposal_beyond_twice_the_target_is_held_for_clinician_review(
+    world: World,
+) -> None:
+    """A clinic whose soft maximum is beyond twice the target: with everyone away until then,
+    the proposed session is flagged for review like a staff booking would be."""
+    await world.pool.execute(
+        "UPDATE treatment_gap SET target_days = 4, min_days = 3, max_days = 12 "
+        "WHERE position = 2 AND treatment_id = "
+        "(SELECT id FROM treatment WHERE code = 'hair-mesotherapy')"
+    )
+    for practitioner_id in await world.pool.fetch("SELECT id FROM practitioner"):
+        await time_off.insert(
+            world.pool,
+            practitioner_id["id"],
+            starts_at=london(date(2026, 3, 1), 0),
+            ends_at=london(date(2026, 3, 8), 0),  # away until Sunday: Monday 9 March is day 10
+            reason="conference",
+            now=world.clock.now(),
+        )
+    series_id = await course_after_first_session(world)
+    assert await propose_next_sessions(world.pool, world.clock, hold=HOLD) == 1
+    proposal = await the_proposal(world, series_id)
+    assert proposal.appointment_id is not None
+    held = await appointments.get(world.pool, proposal.appointment_id)
+    assert held is not None
+    assert held.starts_at.astimezone(LONDON).date() == date(2026, 3, 9)
+    assert held.needs_review
+    assert held.review_reasons == [
+        "session 2 is 10 days after session 1, more than twice the target of 4: clinician review"
+    ]
