@@ -432,6 +432,39 @@ async def plan_proposal(
     return ids
 
 
+async def plan_accepted_proposal(
+    conn: asyncpg.Connection, booked: Appointment, *, now: datetime
+) -> list[int]:
+    """The patient took a proposed session by SMS: the booking confirmation by email (it
+    carries the .ics; the SMS answer already said it is booked, so no second text) and the
+    session's reminders."""
+    if booked.patient_id is None:
+        return []
+    reach = await reach_of(conn, booked.patient_id)
+    if reach is None:
+        return []
+    ids: list[int] = []
+    if reach.has_email:
+        written = await _enqueue(
+            conn,
+            reach,
+            clinic_id=booked.clinic_id,
+            kind=BOOKING_CONFIRMATION,
+            channel="email",
+            dedupe_key=f"booking:email:{booked.id}",
+            due_at=now,
+            expires_at=booked.starts_at,
+            appointment=booked,
+            context={"appointment_ids": [booked.id]},
+            now=now,
+            # It answers the patient's own reply this very moment, like the public form's.
+            urgent=True,
+        )
+        if written is not None:
+            ids.append(written)
+    return ids + await _plan_reminders(conn, reach, booked, now=now, kinds=None)
+
+
 async def plan_proposal_released(
     conn: asyncpg.Connection, released: Appointment, *, now: datetime
 ) -> list[int]:

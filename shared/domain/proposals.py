@@ -55,8 +55,8 @@ async def accept(
     *,
     inbound_message_id: int | None = None,
 ) -> Settled | None:
-    """Book the held session of a locked open proposal, and plan its reminders; None when the
-    session is no longer held (released meanwhile)."""
+    """Book the held session of a locked open proposal, and plan its confirmation email and
+    reminders; None when the session is no longer held (released meanwhile)."""
     assert proposal.appointment_id is not None
     current = await appointments.lock(conn, proposal.appointment_id)
     if current is None or current.status != "held" or not still_held(proposal, change):
@@ -76,7 +76,7 @@ async def accept(
     await proposals.settle(
         conn, proposal.id, "accepted", now=change.now, inbound_message_id=inbound_message_id
     )
-    await outbox_plan.plan_reminders(conn, booked, now=change.now)
+    await outbox_plan.plan_accepted_proposal(conn, booked, now=change.now)
     return Settled(proposal, booked)
 
 

@@ -136,7 +136,9 @@ async def test_the_next_session_is_held_with_the_same_practitioner_at_the_target
     assert await propose_next_sessions(world.pool, world.clock, hold=HOLD) == 0
 
 
-async def test_c_books_the_held_session_and_plans_its_reminders(world: World, phone: Phone) -> None:
+async def test_c_books_the_held_session_and_plans_its_confirmation_and_reminders(
+    world: World, phone: Phone
+) -> None:
     series_id = await course_after_first_session(world)
     proposal = await asked(world, series_id)
     assert proposal.appointment_id is not None
@@ -152,6 +154,13 @@ async def test_c_books_the_held_session_and_plans_its_reminders(world: World, ph
         proposal.appointment_id,
     )
     assert {r["kind"] for r in kinds} == {"reminder_72h", "reminder_24h"}
+    # The booking confirmation (with its calendar file) by email; no second text.
+    confirmations = await world.pool.fetch(
+        "SELECT channel FROM notification WHERE appointment_id = $1 "
+        "AND kind = 'booking_confirmation'",
+        proposal.appointment_id,
+    )
+    assert [r["channel"] for r in confirmations] == ["email"]
     # Booked: the hold ended, so the hold-expiry sweep cannot cancel it later.
     ended = await world.pool.fetchval(
         "SELECT released_at FROM booking_hold WHERE id = $1", proposal.hold_id
