@@ -63,6 +63,7 @@ KNOWN_VARIABLES: dict[str, str] = {
     "REGIMEN_TRUSTED_PROXY_HOPS": "proxies in front of booking that append X-Forwarded-For (0-10)",
     "REGIMEN_HOLDS_PER_ADDRESS": "unexpired public holds one client address may have (0: off)",
     "REGIMEN_LINK_LIFETIME_DAYS": "days a patient's private link stays valid after it is sent",
+    "REGIMEN_PROPOSAL_HOLD_HOURS": "hours a proposed next session of a course is held (4-168)",
     "REGIMEN_NOTIFIER_CONCURRENCY": "messages one notifier process sends at once",
     "REGIMEN_NOTIFIER_POLL_SECONDS": "how often notifier workers look for due messages unprompted",
     "REGIMEN_NOTIFIER_LEASE_SECONDS": "how long a claimed message is a worker's before rescue",
@@ -130,6 +131,8 @@ class Settings:
     notify_merge_minutes: int = 720
     notify_reconcile_grace_seconds: int = 120
     link_lifetime: timedelta = timedelta(days=30)
+    # How long the next session proposed after a completed one is held for the patient's answer.
+    proposal_hold: timedelta = timedelta(hours=48)
     migration_database_url: str | None = None
     staff_token_max_age_days: int = 365
     # Unset (None) follows public_url / notifier_port, also through with_overrides.
@@ -370,6 +373,9 @@ def load_settings(env: Mapping[str, str] | None = None, mode: Mode = "dev") -> S
         # Every message mints a fresh link, so a month covers the gap between a course's
         # sessions; a long-lived link is a long-lived credential in old messages.
         link_lifetime=timedelta(days=_count_between(env, "REGIMEN_LINK_LIFETIME_DAYS", 30, 1, 180)),
+        proposal_hold=timedelta(
+            hours=_count_between(env, "REGIMEN_PROPOSAL_HOLD_HOURS", 48, 4, 168)
+        ),
         migration_database_url=_migration_database_url(env, database_url),
         staff_token_max_age_days=_count_between(
             env, "REGIMEN_STAFF_TOKEN_MAX_AGE_DAYS", 365, 0, 36500

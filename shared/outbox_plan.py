@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
@@ -44,6 +45,14 @@ CANCELLATION_NOTICE = "cancellation_notice"
 RESCHEDULE_NOTICE = "reschedule_notice"
 NEW_LINK = "new_link"
 CONTACT_CHANGED = "contact_changed"
+MAINTENANCE_REMINDER = "maintenance_reminder"
+SESSION_PROPOSAL = "session_proposal"
+PROPOSAL_RELEASED = "proposal_released"
+# The message saying that an unanswered proposal was let go is pointless days later.
+RELEASE_NOTICE_LIFETIME = timedelta(days=3)
+# A maintenance reminder still makes sense a while after its day (the notifier was down, quiet
+# hours, the daily cap), not months later.
+MAINTENANCE_LIFETIME = timedelta(days=30)
 
 # How long before the start each reminder is due. The 72 h one carries the confirmation request.
 REMINDER_LEADS: dict[str, timedelta] = {
@@ -95,6 +104,11 @@ def stale_reason(
         if appointment.status == "cancelled":
             return None
         return f"appointment is {appointment.status}, not cancelled"
+    if kind == SESSION_PROPOSAL:
+        # The question is worth sending only while its time is still held for the patient.
+        if appointment.status == "held":
+            return None
+        return f"the proposed time is no longer held (appointment is {appointment.status})"
     if appointment.status not in REMINDABLE:
         return f"appointment is {appointment.status}"
     if planned_version == appointment.version:
@@ -443,6 +457,160 @@ def _why_not(channel: Channel, reach: Reach, consents: Mapping[ConsentKind, Cons
     if not granted("care_email"):
         return "care email consent withdrawn"
     return "no email on file"
+
+
+# -- the end of a course ------------------------------------------------------------------------
+
+
+def maintenance_due(last_start: datetime, interval_days: int, zone: ZoneInfo) -> datetime:
+    """`interval_days` local calendar days after the last session, at its local wall time (a
+    time the clinic was open, so inside the usual quiet-hours window; the notifier still waits
+    for the window if it is not)."""
+    local = last_start.astimezone(zone)
+    day = local.date() + timedelta(days=interval_days)
+    return datetime.combine(day, local.timetz().replace(tzinfo=None), tzinfo=zone).astimezone(UTC)
+
+
+async def plan_maintenance_reminder(
+    conn: asyncpg.Connection,
+    *,
+    series_id: int,
+    last_session: Appointment,
+    interval_days: int,
+    zone: ZoneInfo,
+    now: datetime,
+) -> list[int]:
+    """The maintenance reminder of a completed course, `interval_days` after its last session:
+    a care message on one channel, like the reminders (SMS with care SMS consent, else email
+    with care email consent, else none). Keyed on the course, so it is planned once whatever
+    calls this again. Call in the transaction that completes the course."""
+    if last_session.patient_id is None:
+        return []
+    reach = await reach_of(conn, last_session.patient_id)
+    if reach is None:
+        return []
+    channel = reach.reminder_channel()
+    if channel is None:
+        return []
+    due_at = max(maintenance_due(last_session.starts_at, interval_days, zone), now)
+    written = await notifications.outbox.insert(
+        conn,
+        NewNotification(
+            clinic_id=last_session.clinic_id,
+            kind=MAINTENANCE_REMINDER,
+            channel=channel,
+            template=MAINTENANCE_REMINDER,
+            due_at=due_at,
+            # One per course, whatever the channel: planned once even if consent changes between
+            # two calls.
+            dedupe_key=f"{MAINTENANCE_REMINDER}:series{series_id}",
+            patient_id=reach.patient.id,
+            # The session it follows, for the record; the message does not talk about it.
+            appointment_id=last_session.id,
+            appointment_version=last_session.version,
+            context={"series_id": series_id, "interval_days": interval_days},
+            expires_at=due_at + MAINTENANCE_LIFETIME,
+            language=reach.patient.language,
+        ),
+        now=now,
+    )
+    return [] if written is None else [written]
+
+
+# -- next-session proposals ----------------------------------------------------------------------
+
+
+async def plan_proposal(
+    conn: asyncpg.Connection, held: Appointment, *, answer_by: datetime, now: datetime
+) -> list[int]:
+    """Ask the patient about the next session held for them ("Reply C to accept, R for other
+    times"): by SMS (the answer comes by SMS, so the caller holds nothing without it) and by
+    email with care email consent. Scheduled messages (quiet hours and the daily cap apply),
+    pointless once the proposal is released at `answer_by`."""
+    if held.patient_id is None:
+        return []
+    reach = await reach_of(conn, held.patient_id)
+    if reach is None or not reach.sms:
+        return []
+    channels: list[Channel] = ["sms", "email"] if reach.care_email else ["sms"]
+    ids = []
+    for channel in channels:
+        written = await _enqueue(
+            conn,
+            reach,
+            clinic_id=held.clinic_id,
+            kind=SESSION_PROPOSAL,
+            channel=channel,
+            dedupe_key=f"{SESSION_PROPOSAL}:{channel}:appt{held.id}",
+            due_at=now,
+            expires_at=answer_by,
+            appointment=held,
+            context={"answer_by": iso(answer_by)},
+            now=now,
+        )
+        if written is not None:
+            ids.append(written)
+    return ids
+
+
+async def plan_accepted_proposal(
+    conn: asyncpg.Connection, booked: Appointment, *, now: datetime
+) -> list[int]:
+    """The patient took a proposed session by SMS: the booking confirmation by email (it
+    carries the .ics; the SMS answer already said it is booked, so no second text) and the
+    session's reminders."""
+    if booked.patient_id is None:
+        return []
+    reach = await reach_of(conn, booked.patient_id)
+    if reach is None:
+        return []
+    ids: list[int] = []
+    if reach.has_email:
+        written = await _enqueue(
+            conn,
+            reach,
+            clinic_id=booked.clinic_id,
+            kind=BOOKING_CONFIRMATION,
+            channel="email",
+            dedupe_key=f"booking:email:{booked.id}",
+            due_at=now,
+            expires_at=booked.starts_at,
+            appointment=booked,
+            context={"appointment_ids": [booked.id]},
+            now=now,
+            # It answers the patient's own reply this very moment, like the public form's.
+            urgent=True,
+        )
+        if written is not None:
+            ids.append(written)
+    return ids + await _plan_reminders(conn, reach, booked, now=now, kinds=None)
+
+
+async def plan_proposal_released(
+    conn: asyncpg.Connection, released: Appointment, *, now: datetime
+) -> list[int]:
+    """Tell the patient that the time proposed to them was let go unanswered and how to book
+    (the clinic will call): one channel, like a reminder."""
+    if released.patient_id is None:
+        return []
+    reach = await reach_of(conn, released.patient_id)
+    channel = None if reach is None else reach.reminder_channel()
+    if reach is None or channel is None:
+        return []
+    written = await _enqueue(
+        conn,
+        reach,
+        clinic_id=released.clinic_id,
+        kind=PROPOSAL_RELEASED,
+        channel=channel,
+        dedupe_key=f"{PROPOSAL_RELEASED}:{channel}:appt{released.id}",
+        due_at=now,
+        expires_at=now + RELEASE_NOTICE_LIFETIME,
+        appointment=released,
+        context={},
+        now=now,
+    )
+    return [] if written is None else [written]
 
 
 # -- cancellations and moves -------------------------------------------------------------------

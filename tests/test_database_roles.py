@@ -62,6 +62,7 @@ EXPECTED = {
     "schema_migration": READ_ONLY,
     "sender_pace": ORDINARY,
     "series": ORDINARY,
+    "session_proposal": ORDINARY,
     "staff_token": ORDINARY,
     "time_off": ORDINARY,
     "treatment": ORDINARY,

@@ -41,6 +41,7 @@ from shared.clock import Clock
 from shared.config import Settings
 from shared.db.transactions import in_transaction
 from shared.domain import cancellations
+from shared.domain import proposals as proposal_domain
 from shared.domain.appointment_changes import Change, clinic_of, transition_audited
 from shared.domain.danger_words import danger_signs
 from shared.domain.errors import Conflict
@@ -405,6 +406,8 @@ class _Turn:
 
     async def _answer(self, question: OpenQuestion) -> Handled:
         """The reply (C, R or X) applied to one patient's open question."""
+        if question.kind == "proposal":
+            return await self._answer_proposal(question)
         patient = next(p for p in self.senders if p.id == question.patient_id)
         clinic = await clinic_of(self.conn, patient.clinic_id)
         sessions = [
@@ -421,6 +424,38 @@ class _Turn:
         if self.reading.intent == "reschedule":
             return await self._reschedule(patient, question, sessions, answers)
         return await self._cancel(patient, question, sessions, answers, change)
+
+    async def _answer_proposal(self, question: OpenQuestion) -> Handled:
+        """A proposed next session (shared/domain/proposals.py): C books it; R or X lets it go
+        and puts the patient on the call list. A proposal settled meanwhile (released by the
+        sweep a moment ago) leaves the reply to a person."""
+        patient = next(p for p in self.senders if p.id == question.patient_id)
+        proposal = await proposal_domain.lock_open(self.conn, question.appointment_ids[0])
+        if proposal is None:
+            return await self.to_inbox("nothing_asked")
+        answers = self._answers(await clinic_of(self.conn, patient.clinic_id), patient)
+        change = Change(Actor("patient", patient.id, "SMS reply"), self.now)
+        handled_as: inbound_messages.HandledAs
+        if self.reading.intent == "confirm":
+            settled = await proposal_domain.accept(
+                self.conn, proposal, change, inbound_message_id=self.message.id
+            )
+            template, handled_as = "answer_proposal_booked", "confirmed"
+        else:
+            settled = await proposal_domain.release(
+                self.conn, proposal, change, declined=True, inbound_message_id=self.message.id
+            )
+            template, handled_as = "answer_proposal_released", "reschedule_requested"
+        if settled is None:
+            return await self.to_inbox("nothing_asked")
+        answer = compose(template, answers, when=when_text([settled.appointment], answers))
+        return self._handled(
+            handled_as,
+            answer,
+            patient=patient,
+            appointment_ids=[settled.appointment.id],
+            question=question,
+        )
 
     async def _confirm(
         self,

@@ -21,7 +21,13 @@ import asyncpg
 from shared.domain.contact import may_text
 from shared.messaging import MessageContext
 from shared.messaging.context import STAFF_KINDS
-from shared.outbox_plan import ACCOUNT_KINDS, TRANSACTIONAL_KINDS, needs_consent, stale_reason
+from shared.outbox_plan import (
+    ACCOUNT_KINDS,
+    SESSION_PROPOSAL,
+    TRANSACTIONAL_KINDS,
+    needs_consent,
+    stale_reason,
+)
 from shared.store import appointments, notifications
 from shared.store.appointments import Appointment
 from shared.store.notifications.dispatch import SettledStatus
@@ -38,7 +44,7 @@ UNCAPPED_KINDS = (
 )
 # Messages about an upcoming (or, for the notice, a cancelled) appointment: they must match it.
 # Other kinds may name an appointment (an alert about a session) without depending on its state.
-APPOINTMENT_KINDS = REMINDER_KINDS | TRANSACTIONAL_KINDS
+APPOINTMENT_KINDS = REMINDER_KINDS | TRANSACTIONAL_KINDS | {SESSION_PROPOSAL}
 # Written to staff, or answering the patient's own message: no care consent is involved.
 CONSENT_FREE_KINDS = frozenset({"staff_alert", "reply"})
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from services.scheduler.sweeps import DEFAULT_SWEEPS
+from services.scheduler.sweeps import default_sweeps
 from shared.clock import Clock
 from shared.config import Settings
 from shared.sweeps import Sweep, install_sweeps
@@ -17,8 +17,9 @@ def create_app(
     settings: Settings,
     clock: Clock,
     database_url: str,
-    sweeps: Sequence[Sweep] = DEFAULT_SWEEPS,
+    sweeps: Sequence[Sweep] | None = None,
 ) -> web.Application:
+    """`sweeps`: the scheduler's own (default_sweeps) unless given."""
     app = create_base_app("scheduler", settings, clock, database_url)
-    install_sweeps(app, sweeps)
+    install_sweeps(app, default_sweeps(settings) if sweeps is None else sweeps)
     return app

@@ -7,8 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.scheduler.call_list import CALL_UNCONFIRMED
+from services.scheduler.courses import COMPLETE_COURSES, FILE_OVERDUE_GAPS
 from services.scheduler.holds import EXPIRE_HOLDS
 from services.scheduler.no_shows import mark_no_shows
+from services.scheduler.proposals import proposal_sweeps
+from shared.config import Settings
 from shared.sweeps import Sweep
 
 DEFAULT_SWEEPS: list[Sweep] = [
@@ -16,4 +19,14 @@ DEFAULT_SWEEPS: list[Sweep] = [
     # No-shows are decided a grace period after the end; once a minute is plenty.
     Sweep("mark-no-shows", timedelta(seconds=60), mark_no_shows),
     CALL_UNCONFIRMED,
+    # Course progression: a finished course completes (and plans its maintenance reminder);
+    # an overdue next session goes on the call list.
+    COMPLETE_COURSES,
+    FILE_OVERDUE_GAPS,
 ]
+
+
+def default_sweeps(settings: Settings) -> list[Sweep]:
+    """Every sweep the scheduler runs, with those that take settings (next-session proposals:
+    how long a proposed time is held)."""
+    return [*DEFAULT_SWEEPS, *proposal_sweeps(settings.proposal_hold)]

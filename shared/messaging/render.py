@@ -63,6 +63,8 @@ APPOINTMENT_KINDS = REMINDER_KINDS | {
     "booking_confirmation",
     "cancellation_notice",
     "reschedule_notice",
+    "session_proposal",
+    "proposal_released",
 }
 # Messages that change what the patient's calendar should hold carry an .ics; reminders do not
 # (a METHOD:REQUEST in every reminder would ask some mail clients to accept the event again).
@@ -217,6 +219,23 @@ def _previous(
     return local_view(view_id, starts, None, zone, style, show_zone)
 
 
+def _moment(
+    notification: NotificationRow, key: str, zone: ZoneInfo, style: DateStyle, show_zone: bool
+) -> SessionView | None:
+    """An instant named in the row's context (`answer_by` of a proposal), as the reader reads
+    times; None when absent or malformed."""
+    raw = (notification.context or {}).get(key)
+    if not isinstance(raw, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return local_view(0, moment, None, zone, style, show_zone)
+
+
 def _asks_confirmation(notification: NotificationRow) -> bool:
     merged_kinds = (notification.context or {}).get("merged_kinds") or []
     return notification.kind == "reminder_72h" or (
@@ -285,6 +304,9 @@ def template_variables(
         "clinic_address": ctx.clinic.address,
         "brand_colour": colour if _COLOUR_RE.match(colour or "") else _DEFAULT_COLOUR,
         "link": ctx.self_service_url or settings.public_url + "/",
+        # The public booking form: where a new visit is booked (the private link shows and
+        # changes the patient's sessions but books no new ones).
+        "book_url": settings.public_url + "/",
         # Staff have no private link; a former contact must not get the patient's.
         "show_link": notification.kind not in STAFF_KINDS | FORMER_CONTACT_KINDS,
         "changed_what": changed_what,
@@ -294,6 +316,8 @@ def template_variables(
         "count": len(views),
         "dates_grouped": grouped_dates(views, style),
         "previous": _previous(notification, main, zone, style, show_zone),
+        # until when a proposed session is held for the patient's answer
+        "answer_by": _moment(notification, "answer_by", zone, style, show_zone),
         "asks_confirmation": _asks_confirmation(notification),
         "has_email": _has_email(ctx),
         "text": _text(notification, "text"),

@@ -413,3 +413,29 @@ def _day_rank(day: date, target_day: date) -> int:
     """0 for the target day, then +1, -1, +2, -2, ... days: 1, 2, 3, 4, ..."""
     offset = (day - target_day).days
     return 2 * offset - 1 if offset > 0 else -2 * offset
+
+
+# -- proposing the next session ----------------------------------------------------------------
+
+
+def propose_next(
+    treatment: TreatmentSpec,
+    rule: GapRule,
+    previous: Session,
+    position: int,
+    schedules: Sequence[PractitionerSchedule],
+    clinic_rules: ClinicRules,
+    *,
+    now: datetime,
+    step: timedelta = DEFAULT_STEP,
+) -> FreeStart | None:
+    """A free start for session `position` inside its gap window after `previous` (the last
+    completed session), preferring `previous`'s practitioner, then its local time of day, then
+    the target gap (as a shifted session does); None when the window has no free start left.
+
+    `schedules` are the clinic's practitioners in preference order after the first."""
+    order = {schedule.practitioner_id: rank for rank, schedule in enumerate(schedules)}
+    wanted = Session(0, position, previous.start, previous.practitioner_id, "booked")
+    return _place(
+        wanted, previous, rule, treatment, schedules, clinic_rules, order, now=now, step=step
+    )

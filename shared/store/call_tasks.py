@@ -14,11 +14,22 @@ from typing import Literal
 
 from shared.store import Executor, affected
 
-CallReason = Literal["not_confirmed", "reschedule_requested", "cancel_inside_notice"]
+CallReason = Literal[
+    "not_confirmed",
+    "reschedule_requested",
+    "cancel_inside_notice",
+    "gap_overdue",
+    "proposal_unanswered",
+]
 CALL_REASONS: tuple[CallReason, ...] = (
     "not_confirmed",
     "reschedule_requested",
     "cancel_inside_notice",
+    # a course's next session is not booked and the gap since the last completed one is past
+    # its soft maximum (appointment_id: that last completed session)
+    "gap_overdue",
+    # a proposed next session nobody answered was released (appointment_id: the released one)
+    "proposal_unanswered",
 )
 
 
@@ -280,3 +291,37 @@ async def for_patient(db: Executor, patient_id: int) -> list[CallTask]:
         patient_id,
     )
     return [CallTask(**dict(r)) for r in rows]
+
+
+async def file_once(
+    db: Executor,
+    *,
+    clinic_id: int,
+    patient_id: int,
+    appointment_id: int,
+    reason: CallReason,
+    detail: str = "",
+    now: datetime,
+) -> int | None:
+    """Put a call on the list unless one for this appointment and reason was ever filed (open
+    or done): for causes a sweep finds again on every run (a course's overdue gap) and that
+    staff should hear about once. None when it was filed before.
+
+    Safe with concurrent sweeps: the second of two simultaneous inserts waits on the first's
+    entry in the open-task unique index and then does nothing."""
+    value = await db.fetchval(
+        """
+        INSERT INTO call_task (clinic_id, patient_id, appointment_id, reason, detail, created_at)
+        SELECT $1, $2, $3, $4, $5, $6
+        WHERE NOT EXISTS (SELECT 1 FROM call_task WHERE appointment_id = $3 AND reason = $4)
+        ON CONFLICT (appointment_id, reason) WHERE done_at IS NULL DO NOTHING
+        RETURNING id
+        """,
+        clinic_id,
+        patient_id,
+        appointment_id,
+        reason,
+        detail,
+        now,
+    )
+    return None if value is None else int(value)

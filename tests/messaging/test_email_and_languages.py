@@ -39,6 +39,9 @@ EMAIL_KINDS = (
     ("cancellation_notice", SESSIONS[:1]),
     ("reschedule_notice", SESSIONS[:2]),
     ("reply", []),
+    ("maintenance_reminder", SESSIONS[-1:]),
+    ("session_proposal", SESSIONS[1:2]),
+    ("proposal_released", SESSIONS[1:2]),
 )
 
 

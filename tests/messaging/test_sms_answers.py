@@ -48,13 +48,15 @@ def worst_cases(ctx: AnswerContext) -> list[tuple[str, dict[str, Any]]]:
         ("answer_acknowledged", {}),
         ("answer_emergency", {}),
         ("answer_which", {"options": four, "names": four_names, "numbers": "1, 2, 3 or 4"}),
+        ("answer_proposal_booked", {"when": one}),
+        ("answer_proposal_released", {"when": one}),
         ("opt_in_confirmation", {}),
     ]
 
 
 def test_every_answer_template_has_a_worst_case_here() -> None:
     stems = {p.name.split(".sms.")[0] for p in TEMPLATES_DIR.glob("answer_*.sms.en.j2")}
-    assert stems <= {stem for stem, _ in worst_cases(_answers())}
+    assert stems <= {stem for stem, _ in worst_cases(_answers())}, stems
 
 
 @pytest.mark.parametrize("zone", [None, "America/Los_Angeles"])

@@ -75,6 +75,17 @@ def scenarios(sessions: list[Appointment]) -> list[tuple[str, Row, list[Appointm
         ("reply", Row(kind="reply", appointment_id=None, context={"text": REPLY_TEXT}), []),
         ("opt_in_confirmation", Row(kind="opt_in_confirmation", appointment_id=None), []),
         ("new_link", Row(kind="new_link", appointment_id=None), []),
+        # after the course's last session (which it follows and does not talk about)
+        ("maintenance_reminder", Row(kind="maintenance_reminder", context=LEAKY_CONTEXT), one),
+        (
+            "session_proposal",
+            Row(
+                kind="session_proposal",
+                context={**LEAKY_CONTEXT, "answer_by": (FIRST - timedelta(days=3)).isoformat()},
+            ),
+            one,
+        ),
+        ("proposal_released", Row(kind="proposal_released", context=LEAKY_CONTEXT), one),
         (
             "contact_changed",
             Row(
@@ -195,6 +206,17 @@ def test_reschedule_notice_says_the_new_and_old_time() -> None:
     row = Row(kind="reschedule_notice", context={"previous_starts_at": {"101": old.isoformat()}})
     body = render_sms(row, course(FIRST)[:1], the_clinic=clinic(name="Hair Clinic"))
     assert "on Sun 1 Mar 10:00 has moved to Tue 3 Mar 10:00" in body
+
+
+def test_maintenance_reminder_says_to_book_with_the_booking_form_and_phone() -> None:
+    row = Row(kind="maintenance_reminder", context=LEAKY_CONTEXT)
+    body = render_sms(row, course(FIRST)[-1:], **WORLDS["london"])
+    assert body.startswith(f"Hi {LONG_FIRST_NAME}, it is time to book your follow-up visit at")
+    # The booking form books a new visit; the private link cannot, so it is not offered for it.
+    assert f"Book online at {SETTINGS.public_url}/ or call 020 7946 0000" in body
+    assert "/s/" not in body
+    # The session it follows is history: no date of it, no "see you".
+    assert "May" not in body
 
 
 def test_opt_in_confirmation_carries_the_required_wording() -> None:

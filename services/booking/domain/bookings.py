@@ -39,6 +39,8 @@ from services.booking.domain.sessions import (
     plan_sessions,
 )
 from shared import outbox_plan
+from shared.domain import proposals
+from shared.domain.appointment_changes import Change
 from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import InvalidField
 from shared.store import appointments, audit, form_differences, holds, patients, series
@@ -305,6 +307,10 @@ async def book_for_patient(
     patient = await patients.get(conn, request.patient_id)
     if patient is None or patient.clinic_id != offer.clinic.id or patient.erased_at is not None:
         raise InvalidField("patient_id", f"no patient {request.patient_id} at this clinic")
+    if request.series_id is not None:
+        # A time proposed to the patient and held for their answer gives way to staff booking
+        # the next session themselves (else the course would get both).
+        await proposals.withdraw_for_series(conn, request.series_id, Change(actor, now, request_id))
     existing, previous = await _series_so_far(conn, offer, request)
     requests, planned_total = await _staff_requests(conn, offer, request, existing, now)
     first_position = 1 if previous is None else 1 + (previous.position or 0)
