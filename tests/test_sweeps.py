@@ -240,8 +240,10 @@ def test_every_registered_sweep_states_why_it_is_safe_with_several_replicas() ->
     # Each sweep's docstring carries its "Replicas:" argument (shared/sweeps.py says what
     # counts); a new sweep without one fails here.
     from services.booking.app import BOOKING_SWEEPS
+    from services.scheduler.sweeps import default_sweeps
+    from tests.conftest import make_settings
 
-    for sweep in [*DEFAULT_SWEEPS, *BOOKING_SWEEPS]:
+    for sweep in [*DEFAULT_SWEEPS, *default_sweeps(make_settings()), *BOOKING_SWEEPS]:
         assert "Replicas:" in (sweep.run.__doc__ or ""), sweep.name
 
 

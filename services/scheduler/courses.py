@@ -40,7 +40,10 @@ COMPLETED_REASON = "the last planned session was completed"
 
 async def complete_finished_courses(pool: asyncpg.Pool, clock: Clock) -> int:
     """Complete every active course whose last planned session is completed and which has
-    nothing left on the books; plan each one's maintenance reminder. Returns how many."""
+    nothing left on the books; plan each one's maintenance reminder. Returns how many.
+
+    Replicas: courses are claimed FOR UPDATE SKIP LOCKED and completed only if still active
+    under the lock (see the module docstring)."""
     now = clock.now()
 
     async def batch(conn: asyncpg.Connection) -> int:
@@ -109,7 +112,10 @@ def gap_detail(course: WaitingCourse, days: int) -> str:
 async def file_overdue_gaps(pool: asyncpg.Pool, clock: Clock) -> int:
     """Put every course whose next session is overdue (past the gap's soft maximum, nothing
     booked) on the call list, once per gap; the course stays active. Returns how many calls
-    were filed."""
+    were filed.
+
+    Replicas: the only write is call_tasks.file_once, which files a session's call once ever
+    (see the module docstring)."""
     now = clock.now()
     filed = 0
     after = 0

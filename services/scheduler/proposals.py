@@ -44,7 +44,10 @@ SOURCE = "proposal"
 
 async def propose_next_sessions(pool: asyncpg.Pool, clock: Clock, *, hold: timedelta) -> int:
     """Propose (and hold for `hold`) the next session of every course that waits for one;
-    returns how many were proposed."""
+    returns how many were proposed.
+
+    Replicas: each proposal is claimed by inserting its row, unique per completed session (see
+    the module docstring)."""
     proposed = 0
     after = 0
     while True:
@@ -208,7 +211,10 @@ async def _propose(
 
 
 async def release_unanswered(pool: asyncpg.Pool, clock: Clock) -> int:
-    """Release every open proposal whose answer time has come; returns how many."""
+    """Release every open proposal whose answer time has come; returns how many.
+
+    Replicas: open proposals are claimed FOR UPDATE SKIP LOCKED and released only if still
+    open under the lock (see the module docstring)."""
     now = clock.now()
     change = Change(audit.SYSTEM, now)
 
@@ -229,6 +235,7 @@ async def release_unanswered(pool: asyncpg.Pool, clock: Clock) -> int:
 
 def proposal_sweeps(hold: timedelta) -> list[Sweep]:
     async def propose(pool: asyncpg.Pool, clock: Clock) -> int:
+        """Replicas: see propose_next_sessions."""
         return await propose_next_sessions(pool, clock, hold=hold)
 
     return [
