@@ -223,14 +223,17 @@ async def test_readyz_and_metrics_show_when_each_sweep_last_ran_and_how_long_it_
 async def test_the_scheduler_starts_its_sweeps_and_shows_them_all_in_readyz(
     settings: Settings, clock: FrozenClock, db_url: str
 ) -> None:
+    from services.scheduler.sweeps import default_sweeps
+
     app = create_scheduler(settings, clock, db_url)
     runner, base = await serve_app(app)
+    every = default_sweeps(settings)
     try:
-        for sweep in DEFAULT_SWEEPS:
+        for sweep in every:
             await _runner(app).wait_for_runs(sweep.name, 1)
         status, ready = await _get_json(base + "/readyz")
         assert status == 200
-        assert set(ready["sweeps"]) == {s.name for s in DEFAULT_SWEEPS}
+        assert set(ready["sweeps"]) == {s.name for s in every}
         assert {d["last_outcome"] for d in ready["sweeps"].values()} <= {"ok", "skipped"}
     finally:
         await runner.cleanup()
