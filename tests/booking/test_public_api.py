@@ -336,7 +336,9 @@ async def test_bad_input_is_422_naming_the_path_never_500(demo: Demo) -> None:
     assert await hold_paths(
         {"treatment_id": demo.consultation, "sessions": [{**one, "practitioner_id": 99}]}
     ) == ["sessions.0.practitioner_id"]
-    assert await hold_paths({"treatment_id": demo.mesotherapy, "sessions": [one]}) == ["sessions"]
+    # Three sessions of an eight-session course: neither the course nor its first session alone.
+    three = [{"practitioner_id": 1, "start": f"2026-03-{day:02d}T10:00:00Z"} for day in (3, 10, 17)]
+    assert await hold_paths({"treatment_id": demo.mesotherapy, "sessions": three}) == ["sessions"]
     weekly = [
         {"practitioner_id": 1, "start": f"2026-03-{day:02d}T10:00:00Z"} for day in (3, 8, 17, 24)
     ]  # 5 days between the first two: under the hard minimum of 6
@@ -391,3 +393,39 @@ async def test_bad_input_is_422_naming_the_path_never_500(demo: Demo) -> None:
     beyond = await demo.propose(demo.mesotherapy, "2999-12-31T10:00:00Z")
     assert beyond.status == 200 and beyond.body["failed_position"] == 1
     assert "horizon" in beyond.body["failure"]
+
+
+async def test_a_course_can_be_booked_one_session_at_a_time(demo: Demo) -> None:
+    """The first session alone: a course of the treatment's length with one session booked, so
+    the scheduler proposes each next one after the session before it is completed."""
+    proposal = await demo.call(
+        "GET",
+        "/api/v1/public/course-proposal",
+        params={
+            "treatment_id": demo.prp,
+            "practitioner_id": 1,
+            "first_start": FIRST,
+            "sessions": 1,
+        },
+    )
+    assert proposal.status == 200, proposal.body
+    assert [s["position"] for s in proposal.body["sessions"]] == [1]
+
+    hold = await demo.hold(demo.prp, sessions_of(proposal.body))
+    assert hold.status == 201, hold.body
+    booked = await demo.book(hold.body["token"])
+
+    assert booked.status == 201, booked.body
+    assert [a["position"] for a in booked.body["appointments"]] == [1]
+    planned = await demo.pool.fetchval(
+        "SELECT planned_sessions FROM series WHERE id = $1", booked.body["series_id"]
+    )
+    assert planned == 4  # PRP: four sessions, three still to book
+    # Two sessions of a four-session course is neither the course nor its first session.
+    second = "2026-03-31T09:00:00Z"
+    two = [
+        {"practitioner_id": 1, "start": "2026-03-10T10:00:00Z"},
+        {"practitioner_id": 1, "start": second},
+    ]
+    refused = await demo.hold(demo.prp, two)
+    assert refused.status == 422 and refused.body["errors"][0]["path"] == "sessions"

@@ -263,3 +263,33 @@ async def test_a_name_with_hidden_characters_is_refused_kindly_keeping_the_typin
     assert 'id="mobile" value="07911 123456"' in form  # the rest of the typing is kept
     assert 'id="first_name" value="Ada\u202e"' in form  # and so is the name, to be retyped
     assert await counts(api) == {"holds": 1, "patients": 0, "booked": 0}
+
+
+async def test_the_form_offers_a_course_s_first_session_alone_and_says_what_follows(
+    booking_api: BookingApi, http: aiohttp.ClientSession
+) -> None:
+    api = booking_api
+    prp = int(await api.pool.fetchval("SELECT id FROM treatment WHERE code = 'prp-hair'"))
+    base = {"treatment": str(prp), "consulted": "1"}
+    async with http.get(api.base + "/book/practitioner", params=base) as reply:
+        assert reply.status == 200
+        page = await reply.text()
+    assert '<option value="1">Only the first session for now</option>' in page
+    assert "we text you a time kept for the next one" in page
+    params = {**base, "practitioner": "1", "sessions": "1"}
+    async with http.get(api.base + "/book/times", params=params) as reply:
+        assert reply.status == 200
+        times = await reply.text()
+    assert "You are booking the first session only" in times
+    slot = re.search(r'name="first" id="[^"]+" value="([^"]+)"', times)
+    assert slot
+    async with http.get(
+        api.base + "/book/schedule", params={**params, "first": slot.group(1)}
+    ) as reply:
+        assert reply.status == 200
+        schedule = await reply.text()
+    assert "your first session" in schedule
+    assert schedule.count('name="s"') == 1  # one session to hold
+    # Two sessions of a four-session course is not on offer.
+    async with http.get(api.base + "/book/times", params={**params, "sessions": "2"}) as reply:
+        assert reply.status == 400

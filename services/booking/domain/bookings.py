@@ -111,7 +111,10 @@ async def book_hold(
             + ", ".join(sorted(differs))
             + "): compare the form's answers with the patient"
         )
-    series_id = await _new_series(conn, offer, patient.id, len(planned), now=now)
+    # A course booked one session at a time still plans the course's sessions: the scheduler
+    # proposes each next one, and completes the course after its last.
+    course_length = max(offer.treatment.sessions_min, len(planned))
+    series_id = await _new_series(conn, offer, patient.id, course_length, now=now)
     held = list(view.sessions)
     if view.state == "expired":
         # Re-take the times under the same hold, then book them like a live hold's.

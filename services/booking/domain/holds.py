@@ -68,11 +68,12 @@ async def create_hold(
     request_id: str | None,
     client: bytes | None = None,
 ) -> HoldCreated:
-    """Hold one slot or a whole course (all sessions re-checked here, whatever the form said).
+    """Hold one slot, a whole course, or a course's first session alone (all sessions
+    re-checked here, whatever the form said).
 
     `client` (the client address's keyed hash) is recorded on the hold and caps the holds one
     client address may have running (TooMany beyond REGIMEN_HOLDS_PER_ADDRESS)."""
-    check_session_count(offer.treatment, len(requests), "sessions")
+    check_session_count(offer.treatment, len(requests), "sessions", first_only=True)
     if client is not None:
         await limits.limit_holds(conn, client, now=now)
     plan = plan_sessions(

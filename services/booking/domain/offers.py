@@ -58,9 +58,15 @@ def missing_gap_rules(treatment: TreatmentInfo, count: int) -> list[int]:
     return [k for k in range(2, count + 1) if k not in treatment.gaps]
 
 
-def check_session_count(treatment: TreatmentInfo, count: int, path: str) -> None:
-    """A course has sessions_min..sessions_max sessions; a single visit exactly one."""
+def check_session_count(
+    treatment: TreatmentInfo, count: int, path: str, *, first_only: bool = False
+) -> None:
+    """A course has sessions_min..sessions_max sessions; a single visit exactly one. With
+    `first_only`, a course may also be booked one session at a time (its first session now:
+    the scheduler proposes each next one after the session before it is completed)."""
     low, high = treatment.sessions_min, treatment.sessions_max
+    if first_only and treatment.is_course and count == 1:
+        return
     if not low <= count <= high:
         wanted = f"{low}" if low == high else f"{low} to {high}"
         raise InvalidField(path, f"{treatment.name} has {wanted} session(s), not {count}")
@@ -186,11 +192,11 @@ async def propose(
     practitioner_path: str = "practitioner_id",
     count_path: str = "sessions",
 ) -> CourseProposal:
-    """Every session of the course from `first_start`, any practitioner allowed for later ones
-    (the preferred one first); raises InvalidField for an unknown practitioner or a number of
-    sessions the course does not have."""
+    """Every session of the course from `first_start` (or its first alone, `sessions=1`), any
+    practitioner allowed for later ones (the preferred one first); raises InvalidField for an
+    unknown practitioner or a number of sessions the course does not have."""
     treatment, zone = offer.treatment, offer.clinic.zone
-    check_session_count(treatment, sessions, count_path)
+    check_session_count(treatment, sessions, count_path, first_only=True)
     first_day = first_start.astimezone(zone).date()
     span = sum(treatment.gaps[k].max_days for k in range(2, sessions + 1))
     # Outside notice and horizon the engine answers without looking at schedules; load a

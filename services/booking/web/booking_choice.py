@@ -89,8 +89,10 @@ async def read_choice(
     count_text = form_text(params, "sessions")
     sessions = treatment.sessions_min
     if count_text:
-        parsed = parse_int(count_text, low=treatment.sessions_min, high=treatment.sessions_max)
-        if parsed is None:
+        # A course may be booked one session at a time: 1 is its first session alone.
+        low = 1 if treatment.is_course else treatment.sessions_min
+        parsed = parse_int(count_text, low=low, high=treatment.sessions_max)
+        if parsed is None or (treatment.is_course and 1 < parsed < treatment.sessions_min):
             raise PageError(400)
         sessions = parsed
     consulted = form_text(params, "consulted") == "1"
@@ -235,9 +237,16 @@ async def practitioner_page(request: web.Request) -> web.StreamResponse:
         treatment=offer.treatment,
         choice=choice,
         practitioners=active.items(),
-        session_counts=list(range(offer.treatment.sessions_min, offer.treatment.sessions_max + 1)),
+        session_counts=_session_counts(offer),
         back_url="/?" + urlencode({"treatment": str(offer.treatment.id)}),
     )
+
+
+def _session_counts(offer: Offer) -> list[int]:
+    """What the form offers: the course's numbers of sessions, then its first session alone."""
+    treatment = offer.treatment
+    counts = list(range(treatment.sessions_min, treatment.sessions_max + 1))
+    return [*counts, 1] if treatment.is_course else counts
 
 
 def see_other(location: str) -> web.Response:
