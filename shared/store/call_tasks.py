@@ -218,17 +218,21 @@ async def file_unconfirmed(conn: Executor, *, now: datetime, limit: int) -> list
 
 
 async def close_settled_unconfirmed(conn: Executor, *, now: datetime) -> list[CallTask]:
-    """Close the open 'not_confirmed' tasks whose reason has gone: the session was confirmed
-    (or has since been checked in or completed), cancelled, has passed (no-show), or was
-    moved after the task was filed (its new time is asked about afresh). Done by 'regimen',
-    the outcome saying why; a task staff still need stays open."""
+    """Close the open 'not_confirmed' tasks whose reason has gone: the session was confirmed,
+    checked in or completed (the patient came), cancelled, has passed (no-show), or was moved
+    after the task was filed (its new time is asked about afresh). Done by 'regimen', the
+    outcome saying why, truly (a patient who came without answering did not confirm); a task
+    staff still need stays open."""
     rows = await conn.fetch(
         f"""
         WITH settled AS (
             SELECT t.id,
                    CASE
-                     WHEN a.status IN ('confirmed', 'checked_in', 'completed')
+                     WHEN a.status = 'confirmed'
                        THEN 'closed by Regimen: the patient confirmed'
+                     -- not "confirmed": the patient may have come without ever answering
+                     WHEN a.status IN ('checked_in', 'completed')
+                       THEN 'closed by Regimen: the patient came (checked in)'
                      WHEN a.status = 'cancelled'
                        THEN 'closed by Regimen: the appointment was cancelled'
                      WHEN a.status = 'no_show'

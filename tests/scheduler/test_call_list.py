@@ -102,6 +102,40 @@ async def test_a_task_whose_reason_has_gone_is_closed_by_the_next_sweep(
     assert len(await not_confirmed_tasks(pool)) == 3
 
 
+async def test_a_task_closed_because_the_patient_came_does_not_say_they_confirmed(
+    pool: asyncpg.Pool, clock: FrozenClock
+) -> None:
+    # The patient never answered the reminder and simply turned up: the desk reading the done
+    # tasks must not be told that they confirmed.
+    start = clock.now() + timedelta(days=5, hours=1)
+    came, _ = await book(pool, starts_at=start, now=clock.now(), mobile="+447700900021")
+    finished, _ = await book(
+        pool, starts_at=start + hours(1), now=clock.now(), mobile="+447700900022"
+    )
+    clock.set(start + hours(1) - hours(72))
+    assert await send_due(pool, clock.now()) == 2
+    clock.set(start + hours(1) - hours(48))
+    assert await file_unconfirmed(pool, clock) == 2
+
+    clock.set(start - hours(1))
+
+    async def check_in(conn: asyncpg.Connection) -> None:
+        for appointment_id in (came, finished):
+            await appointments.transition(
+                conn, appointment_id, "checked_in", actor="test", now=clock.now()
+            )
+        await appointments.transition(conn, finished, "completed", actor="test", now=clock.now())
+
+    await in_transaction(pool, check_in)
+    assert await file_unconfirmed(pool, clock) == 0
+    tasks = {t["appointment_id"]: t for t in await not_confirmed_tasks(pool)}
+    for appointment_id in (came, finished):
+        assert tasks[appointment_id]["done_by"] == "regimen"
+        assert tasks[appointment_id]["outcome"] == (
+            "closed by Regimen: the patient came (checked in)"
+        )
+
+
 async def test_a_session_moved_to_a_new_time_is_asked_and_called_about_afresh(
     pool: asyncpg.Pool, clock: FrozenClock
 ) -> None:

@@ -6,64 +6,29 @@ sending reminders when due, is played by the test (tests/scheduler/world.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import subprocess
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
 from shared.store import call_tasks
-from tests.processes import clean_env, free_port, start_regimen
+from tests.scheduler.replicas import (
+    items_by_sweep,
+    ready,
+    start_replicas,
+    stop_all,
+    wait_until_swept,
+    wait_until_up,
+)
 from tests.scheduler.world import book, confirm, hours, not_confirmed_tasks, send_due
-from tests.test_processes import PRODUCTION
 
 pytestmark = pytest.mark.slow
 
 STEP = timedelta(hours=2)
 WEEKS = 3
-
-
-async def _ready(http: aiohttp.ClientSession, base: str) -> dict[str, Any] | None:
-    try:
-        async with http.get(base + "/readyz") as response:
-            if response.status != 200:
-                return None
-            body: dict[str, Any] = await response.json()
-            return body
-    except aiohttp.ClientConnectionError:
-        return None
-
-
-async def _swept_at(http: aiohttp.ClientSession, base: str, moment: datetime) -> bool:
-    """Whether every sweep of the process has finished a run that began at `moment` or later."""
-    ready = await _ready(http, base)
-    if ready is None:
-        return False
-    for detail in ready["sweeps"].values():
-        started = detail["last_started_at"]
-        if detail["running"] or started is None or datetime.fromisoformat(started) < moment:
-            return False
-    return True
-
-
-async def _until(check: Any, what: str, within: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not seen within {within}s")
-        await asyncio.sleep(0.02)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
 
 
 async def test_two_scheduler_processes_file_each_call_list_entry_once_over_three_weeks(
@@ -95,30 +60,10 @@ async def test_two_scheduler_processes_file_each_call_list_entry_once_over_three
 
     clock_file = tmp_path / "clock-offset"
     clock_file.write_text("0")
-    processes: list[subprocess.Popen[bytes]] = []
-    bases: list[str] = []
-    for replica in range(2):
-        port = free_port()
-        env = clean_env(
-            DATABASE_URL=db_url,
-            **PRODUCTION,
-            REGIMEN_SCHEDULER_PORT=str(port),
-            REGIMEN_DEV_CLOCK_FILE=str(clock_file),
-        )
-        processes.append(
-            start_regimen(
-                ["serve", "scheduler", "--host", "127.0.0.1"], env, tmp_path / f"s{replica}.log"
-            )
-        )
-        bases.append(f"http://127.0.0.1:{port}")
+    replicas = start_replicas(db_url, [clock_file, clock_file], tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
-            for base in bases:
-
-                async def up(base: str = base) -> bool:
-                    return await _ready(http, base) is not None
-
-                await _until(up, f"{base}/readyz answering")
+            await wait_until_up(http, replicas)
 
             end = t0 + timedelta(weeks=WEEKS)
             closed = False
@@ -139,12 +84,7 @@ async def test_two_scheduler_processes_file_each_call_list_entry_once_over_three
                     ):
                         await confirm(pool, ids["confirmed"], moment)  # the patient's C
                 clock_file.write_text(str(offset.total_seconds()))
-                for base in bases:
-
-                    async def swept(base: str = base, moment: datetime = moment) -> bool:
-                        return await _swept_at(http, base, moment)
-
-                    await _until(swept, f"{base} sweeping at {moment}")
+                await wait_until_swept(http, replicas, moment)
                 if not closed:
                     open_tasks = [
                         t
@@ -162,19 +102,15 @@ async def test_two_scheduler_processes_file_each_call_list_entry_once_over_three
                         closed = True
 
             items = 0.0
-            for base in bases:
-                async with http.get(base + "/metrics") as response:
-                    for line in (await response.text()).splitlines():
-                        if line.startswith('regimen_sweep_items_total{sweep="call-unconfirmed"}'):
-                            items += float(line.split()[-1])
-                ready = await _ready(http, base)
-                assert ready is not None and ready["late_sweeps"] == []
+            for replica in replicas:
+                items += (await items_by_sweep(http, replica)).get("call-unconfirmed", 0.0)
+                body = await ready(http, replica.base)
+                assert body is not None and body["late_sweeps"] == []
     finally:
-        for process in processes:
-            await asyncio.to_thread(_stop, process)
-    for number, process in enumerate(processes):
-        log = (tmp_path / f"s{number}.log").read_text()
-        assert process.returncode == 0, log
+        await stop_all(replicas)
+    for replica in replicas:
+        log = replica.log.read_text()
+        assert replica.process.returncode == 0, log
         assert '"sweep failed"' not in log, log
 
     tasks = await not_confirmed_tasks(pool)
