@@ -58,7 +58,10 @@ class CallTaskOut(BaseModel):
     mobile: str | None = Field(description="masked; null when none is on file")
     appointment: CallAppointment | None
     reason: CallReason = Field(
-        description="not_confirmed, reschedule_requested or cancel_inside_notice"
+        description="not_confirmed (asked, not confirmed in time), reschedule_requested (replied "
+        "R, or R to a proposal), cancel_inside_notice (replied X too late), gap_overdue (a "
+        "course's next session is overdue; the appointment is the last completed session) or "
+        "proposal_unanswered (a proposed next session was released unanswered)"
     )
     detail: str
     inbound_message_id: int | None = Field(description="the SMS that asked for the call")
