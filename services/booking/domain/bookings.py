@@ -302,8 +302,13 @@ async def book_for_patient(
     now: datetime,
     actor: Actor,
     request_id: str | None,
+    strict: bool = False,
+    source: str = "staff",
 ) -> BookingResult:
-    """Book directly (no hold) for a known patient, every session or none."""
+    """Book directly (no hold) for a known patient, every session or none.
+
+    strict (the patient booking their own next session, next_session.py): gaps outside the
+    window [hard minimum, soft maximum] are refused instead of warned about."""
     patient = await patients.get(conn, request.patient_id)
     if patient is None or patient.clinic_id != offer.clinic.id or patient.erased_at is not None:
         raise InvalidField("patient_id", f"no patient {request.patient_id} at this clinic")
@@ -319,7 +324,7 @@ async def book_for_patient(
         requests,
         first_position=first_position,
         previous=previous,
-        strict=False,
+        strict=strict,
         override_reason=request.override_reason,
     )
     if offer.treatment.is_course and plan.sessions[-1].position > offer.treatment.sessions_max:
@@ -343,7 +348,7 @@ async def book_for_patient(
         hold_id=None,
         needs_review=bool(plan.review_reasons),
         review_reasons=plan.review_reasons,
-        source="staff",
+        source=source,
         actor=actor,
         now=now,
         request_id=request_id,

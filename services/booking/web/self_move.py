@@ -108,7 +108,7 @@ class MoveProblem:
     offered: Sequence[Choice] = ()  # taken: the next free times
 
 
-def _choices(
+def choices_by_day(
     visit: Visit, slots: Sequence[FreeStart], names: Names, prefer: int
 ) -> dict[date, list[Choice]]:
     """Free starts by local day, one per time: the session's own practitioner when free."""
@@ -131,7 +131,7 @@ def _choices(
     return days
 
 
-def _to_choices(visit: Visit, slots: Sequence[FreeStart], names: Names) -> list[Choice]:
+def choices_of(visit: Visit, slots: Sequence[FreeStart], names: Names) -> list[Choice]:
     return [
         Choice(
             Slot(s.start, s.practitioner_id),
@@ -140,6 +140,30 @@ def _to_choices(visit: Visit, slots: Sequence[FreeStart], names: Names) -> list[
         )
         for s in slots
     ]
+
+
+async def free_choices(
+    request: web.Request,
+    visit: Visit,
+    treatment: TreatmentInfo,
+    names: Names,
+    who: str,
+    prefer: int,
+    first: date,
+    last: date,
+) -> dict[date, list[Choice]]:
+    """Free times on local days first..last by day: with `prefer` only ('same'), or with anyone
+    ('any'), `prefer` chosen where several are free at the same time."""
+    offer = Offer(visit.clinic, treatment)
+    only = prefer if who == "same" else None
+    slots = await free_slots(request.app[POOL], offer, only, first, last, visit.now)
+    return choices_by_day(visit, slots, names, prefer)
+
+
+def pick_day(days: Mapping[date, Sequence[Choice]], *wanted: date | None) -> date | None:
+    """The day the picker opens on: the first of `wanted` that has free times, else the first
+    day that has any."""
+    return next((d for d in wanted if d in days), next(iter(days), None))
 
 
 async def _context(
@@ -174,7 +198,6 @@ async def _picker(
     status: int = 200,
 ) -> web.Response:
     """The day-by-day picker of free times around the session (same practitioner or any)."""
-    pool = request.app[POOL]
     names = await names_of(request, visit.clinic, {appointment.treatment_id})
     treatment = names.treatments.get(appointment.treatment_id)
     today = visit.local(visit.now).date()
@@ -185,14 +208,10 @@ async def _picker(
     last = first + timedelta(days=PICKER_DAYS - 1)
     days: dict[date, list[Choice]] = {}
     if treatment is not None:
-        offer = Offer(visit.clinic, treatment)
-        only = appointment.practitioner_id if where.who == "same" else None
-        slots = await free_slots(pool, offer, only, first, last, visit.now)
-        days = _choices(visit, slots, names, appointment.practitioner_id)
-    day = next(
-        (d for d in (where.day, chosen and visit.local(chosen.start).date(), own_day) if d in days),
-        next(iter(days), None),
-    )
+        days = await free_choices(
+            request, visit, treatment, names, where.who, appointment.practitioner_id, first, last
+        )
+    day = pick_day(days, where.day, visit.local(chosen.start).date() if chosen else None, own_day)
     return render_private(
         request,
         "self/move.html",
@@ -379,7 +398,7 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
         )
     except SlotUnavailable as taken:
         names = await names_of(request, visit.clinic, set())
-        problem = MoveProblem("taken", offered=_to_choices(visit, taken.alternatives, names))
+        problem = MoveProblem("taken", offered=choices_of(visit, taken.alternatives, names))
         return await _picker(
             request, visit, appointment, where, chosen=slot, problem=problem, status=409
         )
