@@ -22,9 +22,12 @@ import pytest
 from services.booking.domain import limits
 from services.booking.web import csrf
 from services.booking.web.self_visit import Slot
+from services.scheduler import proposals as scheduler_proposals
 from services.scheduler.proposals import propose_next_sessions
 from shared.config import Settings
+from shared.db.transactions import in_transaction
 from shared.links import patient_link_token
+from shared.store import proposals as proposal_store
 from shared.store import series
 from shared.store.consents import CONSENT_KINDS
 from tests import factories
@@ -435,3 +438,24 @@ async def test_booking_over_and_over_hits_the_write_limit_and_books_nothing_more
     status, _, body = await ada.post(slot_at(date(2026, 3, 6), 10), token=token)
     assert status == 429 and "Too many attempts" in body
     assert await ada.active() == []
+
+
+async def test_a_proposal_the_scheduler_was_about_to_make_is_not_made_once_the_patient_booked(
+    ada: Course, booking_api: BookingApi
+) -> None:
+    # The sweep read the course as waiting, then the patient booked before it held a time.
+    [candidate] = await proposal_store.candidates(ada.pool, after_id=0, limit=10)
+    status, _, _ = await ada.post(slot_at(date(2026, 3, 9), 11))
+    assert status == 303
+
+    async def propose(conn: asyncpg.Connection) -> bool:
+        return await scheduler_proposals._propose(
+            conn, candidate, hold=timedelta(hours=48), now=booking_api.clock.now()
+        )
+
+    assert await in_transaction(ada.pool, propose) is False
+    assert [r["status"] for r in await ada.sessions()] == ["completed", "booked"]
+    note = await ada.pool.fetchval(
+        "SELECT note FROM session_proposal WHERE series_id = $1", ada.series_id
+    )
+    assert note == "the next session was booked meanwhile"

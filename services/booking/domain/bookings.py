@@ -313,6 +313,9 @@ async def book_for_patient(
     if patient is None or patient.clinic_id != offer.clinic.id or patient.erased_at is not None:
         raise InvalidField("patient_id", f"no patient {request.patient_id} at this clinic")
     if request.series_id is not None:
+        # The series first (the store's lock order): bookings of the next session run one at a
+        # time per course, and the scheduler's proposal sweep re-reads the course under it.
+        await series.lock(conn, request.series_id)
         # A time proposed to the patient and held for their answer gives way to staff booking
         # the next session themselves (else the course would get both).
         await proposals.withdraw_for_series(conn, request.series_id, Change(actor, now, request_id))
