@@ -23,7 +23,7 @@ from services.booking.domain import limits
 from services.booking.web import csrf
 from services.booking.web.self_visit import Slot
 from services.scheduler import proposals as scheduler_proposals
-from services.scheduler.proposals import propose_next_sessions
+from services.scheduler.proposals import propose_next_sessions, release_unanswered
 from shared.config import Settings
 from shared.db.transactions import in_transaction
 from shared.links import patient_link_token
@@ -459,3 +459,21 @@ async def test_a_proposal_the_scheduler_was_about_to_make_is_not_made_once_the_p
         "SELECT note FROM session_proposal WHERE series_id = $1", ada.series_id
     )
     assert note == "the next session was booked meanwhile"
+
+
+async def test_after_an_unanswered_proposal_the_patient_books_and_the_desk_need_not_call(
+    ada: Course, booking_api: BookingApi
+) -> None:
+    assert await propose_next_sessions(ada.pool, booking_api.clock, hold=timedelta(hours=48)) == 1
+    booking_api.clock.advance(timedelta(hours=47))
+    assert await release_unanswered(ada.pool, booking_api.clock) == 1
+    [task] = await ada.pool.fetch("SELECT reason, done_at FROM call_task")
+    assert (task["reason"], task["done_at"]) == ("proposal_unanswered", None)
+    # The released message's link opens the page that now offers the next session.
+    _, page = await ada.get(ada.home)
+    assert "Book your next session" in page
+    status, location, _ = await ada.post(slot_at(date(2026, 3, 9), 11))
+    assert status == 303 and "done=next-booked" in location
+    [task] = await ada.pool.fetch("SELECT done_by, outcome FROM call_task")
+    assert task["done_by"] == "regimen"
+    assert task["outcome"] == "closed by Regimen: the patient booked session 2 online"

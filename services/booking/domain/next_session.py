@@ -2,7 +2,9 @@
 for one (`waiting`), and booking it (`book_next_session`) with the checks staff get when they
 book it (bookings.book_for_patient: numbered after the last session that counts, free, a held
 proposal withdrawn first, confirmation and reminders planned, audited), except that the patient
-stays inside the gap window: never below the hard minimum, never past the soft maximum.
+stays inside the gap window: never below the hard minimum, never past the soft maximum. The
+calls on the staff list about the missing session (overdue, an unanswered or declined proposal)
+are closed, since the patient booked it.
 
 A course waits for its next session when it is active, nothing of it is held, booked, confirmed
 or checked in, its last completed session is not the last planned one, and the clinic has a gap
@@ -25,7 +27,7 @@ from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import Conflict, InvalidField
 from shared.scheduling.course import GapRule
 from shared.scheduling.loader import TreatmentInfo
-from shared.store import appointments, series
+from shared.store import appointments, call_tasks, series
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
 from shared.store.series import Series
@@ -141,4 +143,6 @@ async def book_next_session(
         source=SOURCE,
     )
     assert [a.position for a in result.appointments] == [wanted.position]
+    # The front desk need not call about the missing session any more.
+    await call_tasks.close_for_next_booked(conn, series_id, position=wanted.position, now=now)
     return result
