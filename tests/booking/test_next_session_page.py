@@ -182,6 +182,10 @@ async def test_the_overview_offers_the_next_session_of_a_course_that_waits_for_i
     assert "Session 2 of 8 is not booked yet" in page
     assert "between Thursday 5 March 2026 and Monday 9 March 2026" in page
     assert f'href="{ada.picker}"' in page
+    # The first free times, the last practitioner's, bookable from the overview itself.
+    assert slots(page) == [
+        Slot(london(date(2026, 3, 5), 9, minute), HART) for minute in (0, 15, 30, 45)
+    ]
 
 
 async def test_the_picker_offers_only_times_inside_the_gap_window_with_the_same_practitioner(
@@ -255,7 +259,9 @@ async def test_the_window_over_says_to_call_the_clinic(
 
 async def test_choosing_a_time_books_the_course_s_next_session(ada: Course) -> None:
     wanted = slot_at(date(2026, 3, 6), 10)
-    status, location, _ = await ada.post(wanted)
+    _, overview = await ada.get(ada.home)  # the overview's form posts to the same place
+    assert f'action="{ada.picker}"' in overview
+    status, location, _ = await ada.post(wanted, token=csrf_token(overview))
     assert status == 303
     [booked] = await ada.active()
     assert location == f"{ada.home}?done=next-booked&at=s{booked['id']}#s{booked['id']}"

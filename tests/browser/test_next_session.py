@@ -41,7 +41,13 @@ async def test_book_the_next_session_from_the_private_page(
     await expect(section.get_by_role("heading", name="Book your next session")).to_be_visible()
     await expect(section).to_contain_text("Session 2 of 8 is not booked yet")
     await expect(section).to_contain_text("between Thursday 5 March 2026 and Monday 9 March 2026")
-    await section.get_by_role("link", name="Choose a time").click()
+    await phone.screenshot(
+        path=str(screenshots / "self-next-00-overview-phone.png"), full_page=True
+    )
+    # The first free times are on the overview itself; the picker has them all.
+    await expect(section.get_by_role("radio")).to_have_count(4)
+    await expect(section.get_by_label("Thu 5 Mar 09:00 · Dr Amelia Hart")).to_be_visible()
+    await section.get_by_role("link", name="More times").click()
 
     await expect(phone.get_by_role("heading", level=1)).to_have_text("Book your next session")
     await expect(phone.locator(".ss-course-context")).to_contain_text(

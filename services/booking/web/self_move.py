@@ -4,23 +4,28 @@ agrees; the patient may never go below the hard minimum gap."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 
 from services.booking.domain import reschedule
 from services.booking.domain.errors import GapRefused, NotActive, SlotUnavailable
-from services.booking.domain.offers import Offer, free_slots
 from services.booking.web.self_overview import Names, audit_read, names_of, view_of_session
+from services.booking.web.self_picker import (
+    PICKER_DAYS,
+    Choice,
+    PickerQuery,
+    choices_of,
+    free_choices,
+    pick_day,
+)
 from services.booking.web.self_visit import (
     Slot,
     Visit,
     allowed,
     back_to_overview,
-    field_day,
     field_int,
     field_text,
     link_page,
@@ -31,7 +36,6 @@ from shared.db.transactions import in_transaction
 from shared.domain.appointment_states import IllegalTransition
 from shared.domain.errors import Conflict, InvalidField
 from shared.scheduling import gaps
-from shared.scheduling.availability import FreeStart
 from shared.scheduling.course import GapRule
 from shared.scheduling.loader import TreatmentInfo
 from shared.store import appointments
@@ -40,35 +44,9 @@ from shared.web import POOL
 
 MOVE_REASON = "moved by the patient (self-service link)"
 
-PICKER_DAYS = 14  # days of free times offered at once
 PICKER_LEAD = timedelta(days=7)  # the picker opens this long before the session's own day
 
 # -- reschedule: the time picker --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    slot: Slot
-    starts: datetime  # clinic time
-    practitioner: str
-
-
-@dataclass(frozen=True)
-class PickerQuery:
-    """Where the picker is: whose diary ('same' or 'any'), the first day shown, the chosen day."""
-
-    who: str
-    first: date | None
-    day: date | None
-
-    @classmethod
-    def read(cls, values: Mapping[str, Any]) -> PickerQuery:
-        who = values.get("who")
-        return cls(
-            who if who in ("same", "any") else "same",
-            field_day(values.get("from")),
-            field_day(values.get("day")),
-        )
 
 
 @dataclass(frozen=True)
@@ -106,64 +84,6 @@ class MoveProblem:
     earliest: date | None = None  # gap-before: the first local day the session may move to
     shifts: Sequence[ShiftView] = ()  # gap-after: moving the later sessions too would work
     offered: Sequence[Choice] = ()  # taken: the next free times
-
-
-def choices_by_day(
-    visit: Visit, slots: Sequence[FreeStart], names: Names, prefer: int
-) -> dict[date, list[Choice]]:
-    """Free starts by local day, one per time: the session's own practitioner when free."""
-    best: dict[datetime, FreeStart] = {}
-    for slot in slots:
-        kept = best.get(slot.start)
-        if kept is None or (slot.practitioner_id == prefer and kept.practitioner_id != prefer):
-            best[slot.start] = slot
-    days: dict[date, list[Choice]] = {}
-    for start in sorted(best):
-        slot = best[start]
-        local = visit.local(start)
-        days.setdefault(local.date(), []).append(
-            Choice(
-                Slot(start, slot.practitioner_id),
-                local,
-                names.practitioner(slot.practitioner_id),
-            )
-        )
-    return days
-
-
-def choices_of(visit: Visit, slots: Sequence[FreeStart], names: Names) -> list[Choice]:
-    return [
-        Choice(
-            Slot(s.start, s.practitioner_id),
-            visit.local(s.start),
-            names.practitioner(s.practitioner_id),
-        )
-        for s in slots
-    ]
-
-
-async def free_choices(
-    request: web.Request,
-    visit: Visit,
-    treatment: TreatmentInfo,
-    names: Names,
-    who: str,
-    prefer: int,
-    first: date,
-    last: date,
-) -> dict[date, list[Choice]]:
-    """Free times on local days first..last by day: with `prefer` only ('same'), or with anyone
-    ('any'), `prefer` chosen where several are free at the same time."""
-    offer = Offer(visit.clinic, treatment)
-    only = prefer if who == "same" else None
-    slots = await free_slots(request.app[POOL], offer, only, first, last, visit.now)
-    return choices_by_day(visit, slots, names, prefer)
-
-
-def pick_day(days: Mapping[date, Sequence[Choice]], *wanted: date | None) -> date | None:
-    """The day the picker opens on: the first of `wanted` that has free times, else the first
-    day that has any."""
-    return next((d for d in wanted if d in days), next(iter(days), None))
 
 
 async def _context(

@@ -16,7 +16,8 @@ from services.booking.domain import next_session
 from services.booking.domain.errors import SlotsTaken
 from services.booking.domain.next_session import NextSession, NextSessionNotOpen
 from services.booking.domain.offers import load_offer
-from services.booking.web.self_move import (
+from services.booking.web.self_overview import Names, audit_read, names_of, view_of_next
+from services.booking.web.self_picker import (
     PICKER_DAYS,
     Choice,
     PickerQuery,
@@ -24,7 +25,6 @@ from services.booking.web.self_move import (
     free_choices,
     pick_day,
 )
-from services.booking.web.self_overview import Names, audit_read, names_of, view_of_next
 from services.booking.web.self_visit import (
     Slot,
     Visit,

@@ -15,6 +15,7 @@ from aiohttp import web
 from services.booking.domain import actions, next_session
 from services.booking.domain.errors import NotActive
 from services.booking.domain.next_session import NextSession
+from services.booking.web.self_picker import Choice, free_choices
 from services.booking.web.self_visit import (
     MAX_APPOINTMENTS,
     Allowed,
@@ -42,6 +43,7 @@ from shared.store.patients import Patient
 from shared.web import POOL
 
 CANCEL_REASON = "cancelled by the patient (self-service link)"
+SOONEST = 4  # free times offered for a course's next session on the overview itself
 
 # -- the overview ------------------------------------------------------------------------------
 
@@ -78,6 +80,8 @@ class NextView:
     last_day: date
     review_from: date | None  # from this day on, a clinician reviews the session first
     passed: bool  # the window is over: only the clinic can book it now
+    # the first free times of the window (the last practitioner's, else anyone's)
+    soonest: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,26 @@ def view_of_next(visit: Visit, wanted: NextSession, names: Names) -> NextView:
     )
 
 
+async def _next_with_times(
+    request: web.Request, visit: Visit, wanted: NextSession, names: Names
+) -> NextView:
+    """The course's next session with its first few free times, to book from the overview."""
+    view = view_of_next(visit, wanted, names)
+    treatment = names.treatments.get(wanted.after.treatment_id)
+    today = visit.local(visit.now).date()
+    opens = max(wanted.first_day, today)
+    closes = min(wanted.last_day, visit.local(visit.now + visit.clinic.rules.horizon).date())
+    if view.passed or treatment is None or closes < opens:
+        return view
+    prefer = wanted.after.practitioner_id
+    for who in ("same", "any"):
+        days = await free_choices(request, visit, treatment, names, who, prefer, opens, closes)
+        soonest = tuple(c for day in days.values() for c in day)[:SOONEST]
+        if soonest:
+            return replace(view, soonest=soonest)
+    return view
+
+
 async def _courses(
     request: web.Request, visit: Visit
 ) -> tuple[list[CourseView], list[SessionView]]:
@@ -201,7 +225,7 @@ async def _courses(
                 next=(
                     None
                     if (wanted := waiting.get(course.id)) is None
-                    else view_of_next(visit, wanted, names)
+                    else await _next_with_times(request, visit, wanted, names)
                 ),
             )
         )
