@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -17,8 +17,12 @@ from shared.scheduling.availability import FreeStart
 from shared.scheduling.loader import TreatmentInfo
 from shared.web import POOL
 
-if TYPE_CHECKING:  # self_overview shows the first free times: imported for the type only
-    from services.booking.web.self_overview import Names
+
+class Names(Protocol):
+    """Practitioners' display names (self_overview.Names, which imports this module)."""
+
+    def practitioner(self, practitioner_id: int) -> str: ...
+
 
 PICKER_DAYS = 14  # days of free times offered at once
 
