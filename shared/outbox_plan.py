@@ -235,9 +235,10 @@ async def plan_booking(
     if reach is None or not booked:
         return []
     first, last = booked[0], booked[-1]
-    # Booked from the public form, the confirmation answers the patient's own action this very
-    # moment, like a reply to their message: exempt from quiet hours and the daily cap.
-    urgent = first.source == "public"
+    # Booked from the public form (or the patient's private page), the confirmation answers the
+    # patient's own action this very moment, like a reply to their message: exempt from quiet
+    # hours and the daily cap.
+    urgent = first.source in ("public", "self_service")
     written: list[int | None] = []
     for channel in reach.transactional_channels():
         written.append(

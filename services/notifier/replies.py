@@ -448,7 +448,10 @@ class _Turn:
             template, handled_as = "answer_proposal_released", "reschedule_requested"
         if settled is None:
             return await self.to_inbox("nothing_asked")
-        answer = compose(template, answers, when=when_text([settled.appointment], answers))
+        # Released, the course waits for its next session: the private link's page books it
+        # (the booked answer has no link).
+        when = when_text([settled.appointment], answers)
+        answer = compose(template, answers, when=when, link=LINK_PLACEHOLDER)
         return self._handled(
             handled_as,
             answer,

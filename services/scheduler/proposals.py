@@ -8,7 +8,9 @@ run out, the patient is told to call, and the front desk gets a call task.
 Safe with any number of scheduler replicas:
 * proposing: each proposal is claimed first by inserting its row, unique per completed
   session; a second replica's insert waits for the first's transaction and then does nothing,
-  so one replica holds a time and plans the question, once. The held appointment, the
+  so one replica holds a time and plans the question, once. The course is then re-read under
+  its series lock, which a booking of the next session (staff, the patient's page) takes
+  first, so a course booked meanwhile is not proposed to as well. The held appointment, the
   proposal, its messages and the audit row commit together.
 * releasing: open proposals whose answer time has come are claimed `FOR UPDATE SKIP LOCKED`
   and settled only if still open under that lock (a "C" being handled holds the same lock), so
@@ -28,9 +30,10 @@ from shared.db.transactions import in_transaction
 from shared.domain import hold_expiry
 from shared.domain import proposals as proposal_domain
 from shared.domain.appointment_changes import Change
+from shared.domain.appointment_states import ACTIVE
 from shared.scheduling import gaps
 from shared.scheduling.loader import load_clinic, load_schedules, load_treatment
-from shared.store import appointments, audit, holds, practitioners, proposals
+from shared.store import appointments, audit, holds, practitioners, proposals, series
 from shared.store.appointments import NewAppointment
 from shared.store.holds import NewHold
 from shared.store.proposals import Candidate
@@ -71,6 +74,18 @@ async def _propose(
     proposal_id = await proposals.claim(conn, candidate, position=position, now=now)
     if proposal_id is None:
         return False  # another replica has it
+    # The next session may have been booked since the candidate was read (by the patient on
+    # their page, or staff): those bookings lock the series first, so under its lock the
+    # course is seen as it is, and a course that no longer waits gets no proposal.
+    course = await series.lock(conn, candidate.series_id)
+    ahead = [
+        a for a in await appointments.for_series(conn, candidate.series_id) if a.status in ACTIVE
+    ]
+    if course is None or course.status != "active" or ahead:
+        await proposals.mark_skipped(
+            conn, proposal_id, note="the next session was booked meanwhile"
+        )
+        return False
     treatment = await load_treatment(conn, candidate.treatment_id)
     clinic = await load_clinic(conn, candidate.clinic_id)
     rule = None if treatment is None else treatment.gaps.get(position)

@@ -304,8 +304,9 @@ def template_variables(
         "clinic_address": ctx.clinic.address,
         "brand_colour": colour if _COLOUR_RE.match(colour or "") else _DEFAULT_COLOUR,
         "link": ctx.self_service_url or settings.public_url + "/",
-        # The public booking form: where a new visit is booked (the private link shows and
-        # changes the patient's sessions but books no new ones).
+        # The public booking form: where a new visit or course is booked (the private link
+        # shows and changes the patient's sessions and books a course's next session, nothing
+        # else: after a completed course, a follow-up is a new visit).
         "book_url": settings.public_url + "/",
         # Staff have no private link; a former contact must not get the patient's.
         "show_link": notification.kind not in STAFF_KINDS | FORMER_CONTACT_KINDS,

@@ -256,6 +256,30 @@ async def close_settled_unconfirmed(conn: Executor, *, now: datetime) -> list[Ca
     return [CallTask(**dict(r)) for r in rows]
 
 
+async def close_for_next_booked(
+    conn: Executor, series_id: int, *, position: int, now: datetime
+) -> list[CallTask]:
+    """Close the open calls about a course's missing next session (overdue, a proposal not
+    answered or declined) once the patient booked it themselves: tasks of those reasons on the
+    course's sessions that are over (completed, cancelled, missed). Done by 'regimen', the
+    outcome saying why; a call about a session still ahead stays open."""
+    rows = await conn.fetch(
+        f"""
+        UPDATE call_task t SET done_at = $3, done_by = 'regimen',
+               outcome = 'closed by Regimen: the patient booked session ' || $2 || ' online'
+        FROM appointment a
+        WHERE a.id = t.appointment_id AND a.series_id = $1 AND t.done_at IS NULL
+          AND t.reason IN ('gap_overdue', 'proposal_unanswered', 'reschedule_requested')
+          AND a.status IN ('completed', 'cancelled', 'no_show')
+        RETURNING {", ".join("t." + c.strip() for c in _COLUMNS.split(","))}
+        """,  # noqa: S608 - constant
+        series_id,
+        str(position),
+        now,
+    )
+    return [CallTask(**dict(r)) for r in rows]
+
+
 # -- Staff work queues (queues branch) -------------------------------------------------------------
 
 

@@ -49,7 +49,7 @@ def worst_cases(ctx: AnswerContext) -> list[tuple[str, dict[str, Any]]]:
         ("answer_emergency", {}),
         ("answer_which", {"options": four, "names": four_names, "numbers": "1, 2, 3 or 4"}),
         ("answer_proposal_booked", {"when": one}),
-        ("answer_proposal_released", {"when": one}),
+        ("answer_proposal_released", {"when": one, "link": LONG_LINK}),
         ("opt_in_confirmation", {}),
     ]
 

@@ -219,6 +219,15 @@ def test_maintenance_reminder_says_to_book_with_the_booking_form_and_phone() -> 
     assert "May" not in body
 
 
+def test_a_released_proposal_gives_the_private_link_to_book_and_the_phone() -> None:
+    # The private page books the course's next session once the held time is let go.
+    row = Row(kind="proposal_released", context=LEAKY_CONTEXT)
+    body = render_sms(row, course(FIRST)[1:2], **WORLDS["london"])
+    assert "we have released" in body and "the time we kept for your next session" in body
+    assert "https://appointments.regimen-demo-clinic.co.uk/s/Kx9fQ2mZ7pLwR4tY" in body
+    assert "020 7946 0000" in body
+
+
 def test_opt_in_confirmation_carries_the_required_wording() -> None:
     body = render_sms(Row(kind="opt_in_confirmation", appointment_id=None), [])
     assert body.startswith(LONG_CLINIC)

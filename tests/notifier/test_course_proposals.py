@@ -17,6 +17,7 @@ import pytest
 from services.scheduler.proposals import propose_next_sessions, release_unanswered
 from shared.config import Settings
 from shared.db.pool import create_pool
+from shared.links import open_patient_link
 from shared.outbox_plan import stale_reason
 from shared.store import appointments, proposals, series, time_off
 from shared.store.proposals import Proposal
@@ -176,7 +177,7 @@ async def test_c_books_the_held_session_and_plans_its_confirmation_and_reminders
 
 
 async def test_r_releases_the_time_and_puts_the_patient_on_the_call_list(
-    world: World, phone: Phone
+    world: World, phone: Phone, settings: Settings
 ) -> None:
     series_id = await course_after_first_session(world)
     proposal = await asked(world, series_id)
@@ -185,7 +186,18 @@ async def test_r_releases_the_time_and_puts_the_patient_on_the_call_list(
     answer = await phone.send("R")
 
     assert answer is not None
-    assert "we have released Fri 6 Mar 10:00. We will call you to find another time" in answer
+    assert "we have released Fri 6 Mar 10:00. To choose another time, use https://" in answer
+    assert "We will also call you." in answer
+    # The link is the patient's own private link, minted for this answer and never stored.
+    link = next(word for word in answer.split() if word.startswith("https://")).rstrip(".")
+    assert link.startswith(settings.public_url + "/s/")
+    assert settings.secret_key
+    opened = open_patient_link(
+        settings.secret_key, link.rpartition("/s/")[2], now=world.clock.now(), current_version=1
+    )
+    assert opened.patient_id == world.patient_id
+    stored = await world.pool.fetchval("SELECT answer FROM inbound_message")
+    assert link not in stored and "{private-link}" in stored
     assert await status(world, proposal.appointment_id) == "cancelled"
     assert (await the_proposal(world, series_id)).status == "declined"
     assert await calls(world) == [(proposal.appointment_id, "reschedule_requested")]

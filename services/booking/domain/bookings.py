@@ -305,12 +305,20 @@ async def book_for_patient(
     now: datetime,
     actor: Actor,
     request_id: str | None,
+    strict: bool = False,
+    source: str = "staff",
 ) -> BookingResult:
-    """Book directly (no hold) for a known patient, every session or none."""
+    """Book directly (no hold) for a known patient, every session or none.
+
+    strict (the patient booking their own next session, next_session.py): gaps outside the
+    window [hard minimum, soft maximum] are refused instead of warned about."""
     patient = await patients.get(conn, request.patient_id)
     if patient is None or patient.clinic_id != offer.clinic.id or patient.erased_at is not None:
         raise InvalidField("patient_id", f"no patient {request.patient_id} at this clinic")
     if request.series_id is not None:
+        # The series first (the store's lock order): bookings of the next session run one at a
+        # time per course, and the scheduler's proposal sweep re-reads the course under it.
+        await series.lock(conn, request.series_id)
         # A time proposed to the patient and held for their answer gives way to staff booking
         # the next session themselves (else the course would get both).
         await proposals.withdraw_for_series(conn, request.series_id, Change(actor, now, request_id))
@@ -322,7 +330,7 @@ async def book_for_patient(
         requests,
         first_position=first_position,
         previous=previous,
-        strict=False,
+        strict=strict,
         override_reason=request.override_reason,
     )
     if offer.treatment.is_course and plan.sessions[-1].position > offer.treatment.sessions_max:
@@ -346,7 +354,7 @@ async def book_for_patient(
         hold_id=None,
         needs_review=bool(plan.review_reasons),
         review_reasons=plan.review_reasons,
-        source="staff",
+        source=source,
         actor=actor,
         now=now,
         request_id=request_id,

@@ -4,23 +4,28 @@ agrees; the patient may never go below the hard minimum gap."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 
 from services.booking.domain import reschedule
 from services.booking.domain.errors import GapRefused, NotActive, SlotUnavailable
-from services.booking.domain.offers import Offer, free_slots
 from services.booking.web.self_overview import Names, audit_read, names_of, view_of_session
+from services.booking.web.self_picker import (
+    PICKER_DAYS,
+    Choice,
+    PickerQuery,
+    choices_of,
+    free_choices,
+    pick_day,
+)
 from services.booking.web.self_visit import (
     Slot,
     Visit,
     allowed,
     back_to_overview,
-    field_day,
     field_int,
     field_text,
     link_page,
@@ -31,7 +36,6 @@ from shared.db.transactions import in_transaction
 from shared.domain.appointment_states import IllegalTransition
 from shared.domain.errors import Conflict, InvalidField
 from shared.scheduling import gaps
-from shared.scheduling.availability import FreeStart
 from shared.scheduling.course import GapRule
 from shared.scheduling.loader import TreatmentInfo
 from shared.store import appointments
@@ -40,35 +44,9 @@ from shared.web import POOL
 
 MOVE_REASON = "moved by the patient (self-service link)"
 
-PICKER_DAYS = 14  # days of free times offered at once
 PICKER_LEAD = timedelta(days=7)  # the picker opens this long before the session's own day
 
 # -- reschedule: the time picker --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Choice:
-    slot: Slot
-    starts: datetime  # clinic time
-    practitioner: str
-
-
-@dataclass(frozen=True)
-class PickerQuery:
-    """Where the picker is: whose diary ('same' or 'any'), the first day shown, the chosen day."""
-
-    who: str
-    first: date | None
-    day: date | None
-
-    @classmethod
-    def read(cls, values: Mapping[str, Any]) -> PickerQuery:
-        who = values.get("who")
-        return cls(
-            who if who in ("same", "any") else "same",
-            field_day(values.get("from")),
-            field_day(values.get("day")),
-        )
 
 
 @dataclass(frozen=True)
@@ -108,40 +86,6 @@ class MoveProblem:
     offered: Sequence[Choice] = ()  # taken: the next free times
 
 
-def _choices(
-    visit: Visit, slots: Sequence[FreeStart], names: Names, prefer: int
-) -> dict[date, list[Choice]]:
-    """Free starts by local day, one per time: the session's own practitioner when free."""
-    best: dict[datetime, FreeStart] = {}
-    for slot in slots:
-        kept = best.get(slot.start)
-        if kept is None or (slot.practitioner_id == prefer and kept.practitioner_id != prefer):
-            best[slot.start] = slot
-    days: dict[date, list[Choice]] = {}
-    for start in sorted(best):
-        slot = best[start]
-        local = visit.local(start)
-        days.setdefault(local.date(), []).append(
-            Choice(
-                Slot(start, slot.practitioner_id),
-                local,
-                names.practitioner(slot.practitioner_id),
-            )
-        )
-    return days
-
-
-def _to_choices(visit: Visit, slots: Sequence[FreeStart], names: Names) -> list[Choice]:
-    return [
-        Choice(
-            Slot(s.start, s.practitioner_id),
-            visit.local(s.start),
-            names.practitioner(s.practitioner_id),
-        )
-        for s in slots
-    ]
-
-
 async def _context(
     request: web.Request, visit: Visit, appointment: Appointment, treatment: TreatmentInfo | None
 ) -> CourseContext | None:
@@ -174,7 +118,6 @@ async def _picker(
     status: int = 200,
 ) -> web.Response:
     """The day-by-day picker of free times around the session (same practitioner or any)."""
-    pool = request.app[POOL]
     names = await names_of(request, visit.clinic, {appointment.treatment_id})
     treatment = names.treatments.get(appointment.treatment_id)
     today = visit.local(visit.now).date()
@@ -185,14 +128,10 @@ async def _picker(
     last = first + timedelta(days=PICKER_DAYS - 1)
     days: dict[date, list[Choice]] = {}
     if treatment is not None:
-        offer = Offer(visit.clinic, treatment)
-        only = appointment.practitioner_id if where.who == "same" else None
-        slots = await free_slots(pool, offer, only, first, last, visit.now)
-        days = _choices(visit, slots, names, appointment.practitioner_id)
-    day = next(
-        (d for d in (where.day, chosen and visit.local(chosen.start).date(), own_day) if d in days),
-        next(iter(days), None),
-    )
+        days = await free_choices(
+            request, visit, treatment, names, where.who, appointment.practitioner_id, first, last
+        )
+    day = pick_day(days, where.day, visit.local(chosen.start).date() if chosen else None, own_day)
     return render_private(
         request,
         "self/move.html",
@@ -379,7 +318,7 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
         )
     except SlotUnavailable as taken:
         names = await names_of(request, visit.clinic, set())
-        problem = MoveProblem("taken", offered=_to_choices(visit, taken.alternatives, names))
+        problem = MoveProblem("taken", offered=choices_of(visit, taken.alternatives, names))
         return await _picker(
             request, visit, appointment, where, chosen=slot, problem=problem, status=409
         )

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from services.booking.domain import actions
+from services.booking.domain import actions, next_session
 from services.booking.domain.errors import NotActive
+from services.booking.domain.next_session import NextSession
+from services.booking.web.self_picker import Choice, free_choices
 from services.booking.web.self_visit import (
     MAX_APPOINTMENTS,
     Allowed,
@@ -41,6 +43,7 @@ from shared.store.patients import Patient
 from shared.web import POOL
 
 CANCEL_REASON = "cancelled by the patient (self-service link)"
+SOONEST = 4  # free times offered for a course's next session on the overview itself
 
 # -- the overview ------------------------------------------------------------------------------
 
@@ -61,12 +64,34 @@ class SessionView:
 
 
 @dataclass(frozen=True)
+class NextView:
+    """What the overview and the picker say about the session a course waits for."""
+
+    series_id: int
+    position: int
+    planned: int
+    after_position: int | None
+    after: datetime  # clinic time of the last completed session
+    practitioner: str  # of the last completed session
+    min_days: int
+    max_days: int
+    target_days: int
+    first_day: date
+    last_day: date
+    review_from: date | None  # from this day on, a clinician reviews the session first
+    passed: bool  # the window is over: only the clinic can book it now
+    # the first free times of the window (the last practitioner's, else anyone's)
+    soonest: tuple[Choice, ...] = ()
+
+
+@dataclass(frozen=True)
 class CourseView:
     id: int
     treatment: str
     status: str
     planned: int
     sessions: list[SessionView]
+    next: NextView | None  # the session the course waits for, which the patient may book
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,45 @@ def view_of_session(
     )
 
 
+def view_of_next(visit: Visit, wanted: NextSession, names: Names) -> NextView:
+    today = visit.local(visit.now).date()
+    return NextView(
+        wanted.series_id,
+        wanted.position,
+        wanted.planned,
+        wanted.after.position,
+        visit.local(wanted.after.starts_at),
+        names.practitioner(wanted.after.practitioner_id),
+        wanted.rule.min_days,
+        wanted.rule.max_days,
+        wanted.rule.target_days,
+        wanted.first_day,
+        wanted.last_day,
+        wanted.review_from(),
+        today > wanted.last_day,
+    )
+
+
+async def _next_with_times(
+    request: web.Request, visit: Visit, wanted: NextSession, names: Names
+) -> NextView:
+    """The course's next session with its first few free times, to book from the overview."""
+    view = view_of_next(visit, wanted, names)
+    treatment = names.treatments.get(wanted.after.treatment_id)
+    today = visit.local(visit.now).date()
+    opens = max(wanted.first_day, today)
+    closes = min(wanted.last_day, visit.local(visit.now + visit.clinic.rules.horizon).date())
+    if view.passed or treatment is None or closes < opens:
+        return view
+    prefer = wanted.after.practitioner_id
+    for who in ("same", "any"):
+        days = await free_choices(request, visit, treatment, names, who, prefer, opens, closes)
+        soonest = tuple(c for day in days.values() for c in day)[:SOONEST]
+        if soonest:
+            return replace(view, soonest=soonest)
+    return view
+
+
 async def _courses(
     request: web.Request, visit: Visit
 ) -> tuple[list[CourseView], list[SessionView]]:
@@ -131,11 +195,19 @@ async def _courses(
         after=None,
         limit=MAX_APPOINTMENTS,
     )
-    rows = [a for a in rows if a.status != "held"]  # a hold is a form still being filled in
     courses = await series_store.for_patient(pool, visit.patient.id)
     names = await names_of(
         request, visit.clinic, {a.treatment_id for a in rows} | {c.treatment_id for c in courses}
     )
+    # Whether a course waits for its next session counts held times too (a proposal).
+    waiting: dict[int, NextSession | None] = {
+        c.id: next_session.waiting(
+            c, [a for a in rows if a.series_id == c.id], treatment, visit.clinic.zone
+        )
+        for c in courses
+        if (treatment := names.treatments.get(c.treatment_id)) is not None
+    }
+    rows = [a for a in rows if a.status != "held"]  # a hold is a form still being filled in
     views = []
     for course in courses:
         own = sorted(
@@ -150,6 +222,11 @@ async def _courses(
                 course.status,
                 course.planned_sessions,
                 sessions,
+                next=(
+                    None
+                    if (wanted := waiting.get(course.id)) is None
+                    else await _next_with_times(request, visit, wanted, names)
+                ),
             )
         )
     others = [view_of_session(visit, a, names, None) for a in rows if a.series_id is None]
@@ -243,6 +320,7 @@ def _message_place(at: str, courses: Sequence[CourseView], others: Sequence[Sess
     """Where the page shows the message: beside the card or form it is about, if that is on the
     page; at the top otherwise."""
     places = {"contact", "consents", *(f"s{s.id}" for s in others)}
+    places.update(f"course-{course.id}" for course in courses)
     places.update(f"s{s.id}" for course in courses for s in course.sessions)
     return at if at in places else ""
 

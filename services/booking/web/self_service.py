@@ -1,5 +1,6 @@
 """The patient's self-service pages behind the private link `/s/{token}`: their courses and
-sessions; confirm, reschedule or cancel one session; change mobile, email and consents.
+sessions; confirm, reschedule or cancel one session; book a course's next session; change
+mobile, email and consents.
 
 The link (shared.links) is the only credential: it names the patient and expires. Every action
 loads the appointment and checks that it belongs to the link's patient, so another id shows
@@ -13,7 +14,8 @@ is sent (303) back to the overview with a message code in the query string, neve
 Every wording shown to the patient lives in templates/self/; this module passes data.
 
 Modules: self_visit (the link, shared pieces), self_overview (overview, confirm, cancel),
-self_move (the time picker and the move), self_contact (contact details, consents); this one
+self_move (the time picker and the move), self_next (booking a course's next session),
+self_contact (contact details, consents); this one
 adds the per-address limit and the routes.
 """
 
@@ -27,6 +29,7 @@ from services.booking.clients import hit_client
 from services.booking.web import PageError, error_page
 from services.booking.web.self_contact import consents, contact
 from services.booking.web.self_move import move, move_form
+from services.booking.web.self_next import book_next, next_form
 from services.booking.web.self_overview import cancel, cancel_form, confirm, overview
 from services.booking.web.self_visit import PRIVATE, renew
 from shared.web import CLOCK, POOL
@@ -66,6 +69,8 @@ def install_self_service(app: web.Application) -> None:
     app.router.add_post(session + "/move", move)
     app.router.add_get(session + "/cancel", cancel_form)
     app.router.add_post(session + "/cancel", cancel)
+    app.router.add_get("/s/{token}/courses/{series_id}/next", next_form)
+    app.router.add_post("/s/{token}/courses/{series_id}/next", book_next)
     app.router.add_post("/s/{token}/contact", contact)
     app.router.add_post("/s/{token}/consents", consents)
     app.router.add_post("/s/{token}/renew", renew)
