@@ -361,3 +361,16 @@ def test_serve_with_a_bad_webhook_url_exits_2_naming_it(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"regimen: {name}: ")
     assert says in lines[0]
+
+
+@pytest.mark.parametrize("value", ["3", "169", "two days", "-48", "4.5"])
+def test_a_proposal_hold_outside_4_to_168_hours_stops_the_start_naming_it(value: str) -> None:
+    with pytest.raises(ConfigError, match="^REGIMEN_PROPOSAL_HOLD_HOURS: .* from 4 to 168$"):
+        load_settings({"REGIMEN_PROPOSAL_HOLD_HOURS": value})
+
+
+def test_a_proposal_hold_in_range_is_taken_in_hours() -> None:
+    from datetime import timedelta
+
+    assert load_settings({"REGIMEN_PROPOSAL_HOLD_HOURS": "24"}).proposal_hold == timedelta(hours=24)
+    assert load_settings({}).proposal_hold == timedelta(hours=48)
