@@ -14,6 +14,7 @@ import asyncpg
 
 from services.booking.domain.errors import NotActive
 from shared import outbox_plan
+from shared.domain import after_session
 from shared.domain.appointment_changes import (
     Change,
     audit_appointment,
@@ -76,6 +77,8 @@ async def act(
     if state.to_status == "no_show" and updated.patient_id is not None:
         # After a missed session the patient's later ones get the 2-hour reminder too.
         await outbox_plan.on_no_show(conn, updated.patient_id, now=change.now)
+    if state.to_status == "completed":
+        await after_session.on_completed(conn, updated, change)
     return updated
 
 

@@ -1,0 +1,17 @@
+"""What completing a session sets going, in the completing transaction: the session record's
+follow-up (aftercare, check-ins). Every path that completes a session (the admin API's
+complete action) calls `on_completed` once, after the transition is written, so what it plans
+commits with the completion or not at all (the outbox is written in the causing transaction)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from shared.domain.appointment_changes import Change
+from shared.store.appointments import Appointment
+
+
+async def on_completed(conn: asyncpg.Connection, appointment: Appointment, change: Change) -> None:
+    """Plan what follows a completed session. Nothing is planned yet: aftercare and check-ins
+    are added here as they are built."""
+    del conn, appointment, change
