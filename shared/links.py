@@ -172,3 +172,39 @@ def open_patient_link(
 
 def patient_link_url(public_url: str, token: str) -> str:
     return f"{public_url}/s/{token}"
+
+
+# -- aftercare links ---------------------------------------------------------------------------
+
+# Signed under its own derived key: an aftercare token never opens the patient's private pages
+# (nor a patient link the aftercare page), and it names one appointment, nothing else.
+_AFTERCARE_PURPOSE = "aftercare"
+AFTERCARE_LIFETIME = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class AftercareLink:
+    """What a genuine aftercare token says: the completed appointment and the link version of
+    its patient when it was issued (so a new link, a changed contact or erasure revokes it)."""
+
+    appointment_id: int
+    version: int
+    expires_at: datetime
+
+
+def aftercare_link_token(
+    secret: str, appointment_id: int, link_version: int, *, expires_at: datetime
+) -> str:
+    """The token of an appointment's aftercare page; `expires_at` is counted from the
+    completion, so every message about one session carries the same link."""
+    return sign(secret, _AFTERCARE_PURPOSE, (appointment_id, link_version), expires_at)
+
+
+def read_aftercare_link(secret: str, token: str) -> AftercareLink:
+    """What a genuine token says, without checking expiry or version; raises LinkInvalid."""
+    (appointment_id, version), expires_at = verify(secret, _AFTERCARE_PURPOSE, token, 2)
+    return AftercareLink(appointment_id, version, expires_at)
+
+
+def aftercare_link_url(public_url: str, token: str) -> str:
+    return f"{public_url}/aftercare/{token}"

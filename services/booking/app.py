@@ -17,6 +17,7 @@ from services.booking.domain import limits
 from services.booking.domain.limits import purge_counters
 from services.booking.twilio_forwarding import install_twilio_forwarding
 from services.booking.web import install_templates
+from services.booking.web.aftercare_page import install_aftercare_page
 from services.booking.web.booking_pages import install_booking_pages
 from services.booking.web.page_headers import install_page_security_headers
 from services.booking.web.self_service import install_self_service
@@ -49,6 +50,7 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
     install_page_security_headers(app)
     install_booking_pages(app)
     install_self_service(app)
+    install_aftercare_page(app)
     app.router.add_static("/static", Path(__file__).parent / "static", append_version=True)
     _load_api_modules()
     API.install(app)

@@ -1,5 +1,6 @@
 """Demo data for `regimen dev` on an empty database: a clinic in London, two practitioners, and
-the treatments of the clinical defaults (course templates as the handout gives them)."""
+the treatments of the clinical defaults (course templates as the handout gives them, and each
+procedure's aftercare template)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from datetime import time
 import asyncpg
 
 from shared.clock import SystemClock
-from shared.store import clinics, practitioners, treatments, working_hours
+from shared.domain.aftercare_defaults import DEMO_TEMPLATES
+from shared.store import aftercare_templates, clinics, practitioners, treatments, working_hours
 from shared.store.clinics import ClinicSettings
 from shared.store.practitioners import PractitionerFields
 from shared.store.treatments import GapSpec, TreatmentFields
@@ -38,6 +40,7 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
         await clinics.lock_table(conn)
         if await clinics.count(conn):
             return False
+        now = SystemClock().now()
         clinic = await clinics.insert(
             conn,
             ClinicSettings(
@@ -49,7 +52,7 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
                 # The UK and the Crown Dependencies, whose mobiles share +44 and its numbering.
                 sms_countries=("GB", "GG", "JE", "IM"),
             ),
-            now=SystemClock().now(),
+            now=now,
         )
         clinic_id = clinic.id
         for name, email, days in (
@@ -110,4 +113,16 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=[GapSpec(p, 28, 21, 56) for p in (2, 3, 4, 5, 6)],
         )
+        # The clinical defaults' aftercare for each procedure (the consultation has none).
+        for code, content in DEMO_TEMPLATES.items():
+            treatment = await treatments.by_code(conn, clinic_id, code)
+            assert treatment is not None
+            await aftercare_templates.put(
+                conn,
+                treatment_id=treatment.id,
+                clinic_id=clinic_id,
+                content=content(),
+                by="demo data",
+                now=now,
+            )
     return True

@@ -39,11 +39,16 @@ REMINDER_KINDS = frozenset({"reminder_72h", "reminder_24h", "reminder_2h"})
 MERGEABLE_KINDS = frozenset({"reminder_72h", "reminder_24h"})
 # Messages answering something the patient or staff just did: the daily limit is for the ones
 # we send on our own schedule. (Urgent rows are exempt from it and from quiet hours anyway.)
+# Aftercare follows the session the patient just had: a reminder sent earlier that day must not
+# push it to tomorrow (it still waits for quiet hours).
 UNCAPPED_KINDS = (
-    TRANSACTIONAL_KINDS | ACCOUNT_KINDS | {"reply", "opt_in_confirmation", "staff_alert"}
+    TRANSACTIONAL_KINDS
+    | ACCOUNT_KINDS
+    | {"reply", "opt_in_confirmation", "staff_alert", "aftercare"}
 )
 # Messages about an upcoming (or, for the notice, a cancelled) appointment: they must match it.
-# Other kinds may name an appointment (an alert about a session) without depending on its state.
+# Other kinds may name an appointment (an alert about a session) without depending on its state:
+# aftercare is about a completed session, so a completed appointment must never cancel it.
 APPOINTMENT_KINDS = REMINDER_KINDS | TRANSACTIONAL_KINDS | {SESSION_PROPOSAL}
 # Written to staff, or answering the patient's own message: no care consent is involved.
 CONSENT_FREE_KINDS = frozenset({"staff_alert", "reply"})

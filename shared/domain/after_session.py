@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared.domain import aftercare
 from shared.domain.appointment_changes import Change
 from shared.store.appointments import Appointment
 
 
 async def on_completed(conn: asyncpg.Connection, appointment: Appointment, change: Change) -> None:
-    """Plan what follows a completed session. Nothing is planned yet: aftercare and check-ins
-    are added here as they are built."""
-    del conn, appointment, change
+    """Plan what follows a completed session: the treatment's aftercare message (none for a
+    treatment without an aftercare template). Check-ins are added here as they are built."""
+    await aftercare.plan_aftercare(conn, appointment, now=change.now)

@@ -13,7 +13,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from shared.config import Settings
-from shared.links import patient_link_token, patient_link_url
+from shared.links import (
+    AFTERCARE_LIFETIME,
+    aftercare_link_token,
+    aftercare_link_url,
+    patient_link_token,
+    patient_link_url,
+)
 from shared.scheduling.loader import ClinicInfo, load_clinics
 from shared.store import appointments, patients
 from shared.store import consents as consent_store
@@ -70,6 +76,10 @@ class MessageContext:
     # id → version of every appointment the row names (its own and those listed), as read:
     # what the message was composed from, checked again under lock before it is sent.
     appointment_versions: dict[int, int] = field(default_factory=dict)
+    # An aftercare message's link to the session's aftercare page (empty for other kinds).
+    aftercare_url: str = ""
+    # When the message is composed (None when read without a clock): "today's session".
+    composed_at: datetime | None = None
 
     @property
     def sessions(self) -> list[Appointment]:
@@ -132,6 +142,8 @@ async def load_contexts(
             recipient=resolve_recipient(n, patient),
             patient_zone=patient_zone(patient, clinic),
             appointment_versions={i: found[i].version for i in _named_ids(n) if i in found},
+            aftercare_url=aftercare_url(n, patient, settings),
+            composed_at=now,
         )
     return loaded
 
@@ -188,6 +200,40 @@ def self_service_url(
         lifetime=settings.link_lifetime,
     )
     return patient_link_url(settings.public_url, token)
+
+
+AFTERCARE_KINDS = frozenset({"aftercare"})
+
+
+def aftercare_url(
+    notification: NotificationRow, patient: Patient | None, settings: Settings | None
+) -> str:
+    """The aftercare page of the row's appointment, valid AFTERCARE_LIFETIME from the
+    completion (`completed_at` in the row's context), so each message about one session carries
+    the same link; it is tied to the patient's current link version (revoked with their other
+    links). Empty for other kinds, an erased patient, or without a key."""
+    completed = (notification.context or {}).get("completed_at")
+    if (
+        notification.kind not in AFTERCARE_KINDS
+        or settings is None
+        or not settings.secret_key
+        or patient is None
+        or patient.erased_at is not None
+        or notification.appointment_id is None
+        or not isinstance(completed, str)
+    ):
+        return ""
+    try:
+        completed_at = datetime.fromisoformat(completed)
+    except ValueError:
+        return ""
+    token = aftercare_link_token(
+        settings.secret_key,
+        notification.appointment_id,
+        patient.link_version,
+        expires_at=completed_at + AFTERCARE_LIFETIME,
+    )
+    return aftercare_link_url(settings.public_url, token)
 
 
 def _named_ids(notification: NotificationRow) -> list[int]:

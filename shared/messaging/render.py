@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 
 from shared.config import Settings
+from shared.domain.emergency import emergency_number
 from shared.messaging.context import (
     FORMER_CONTACT_KINDS,
     STAFF_KINDS,
@@ -65,6 +66,7 @@ APPOINTMENT_KINDS = REMINDER_KINDS | {
     "reschedule_notice",
     "session_proposal",
     "proposal_released",
+    "aftercare",
 }
 # Messages that change what the patient's calendar should hold carry an .ics; reminders do not
 # (a METHOD:REQUEST in every reminder would ask some mail clients to accept the event again).
@@ -274,6 +276,49 @@ def _changed(notification: NotificationRow, zone: ZoneInfo, style: DateStyle) ->
     return what, when
 
 
+def _aftercare(notification: NotificationRow) -> dict[str, Any]:
+    """The aftercare template's content as the planner copied it into the row (lists of lines,
+    texts); empty lists and texts when absent, so a template can test what it has."""
+    raw = (notification.context or {}).get("aftercare")
+    raw = raw if isinstance(raw, dict) else {}
+
+    def lines(key: str) -> list[str]:
+        value = raw.get(key)
+        return (
+            [v.strip() for v in value if isinstance(v, str) and v.strip()]
+            if isinstance(value, list)
+            else []
+        )
+
+    days = raw.get("normal_days")
+    return {
+        "instructions": lines("instructions"),
+        "normal_course": raw.get("normal_course", "").strip()
+        if isinstance(raw.get("normal_course"), str)
+        else "",
+        "normal_days": days if isinstance(days, int) and not isinstance(days, bool) else None,
+        "call_when": lines("call_when"),
+        "emergency_signs": lines("emergency_signs"),
+    }
+
+
+def _session_phrase(
+    appointment: Appointment | None, composed_at: datetime | None, zone: ZoneInfo, style: DateStyle
+) -> str:
+    """ "today's session", "yesterday's session" or "your session on Tue 3 Mar", as true when
+    the message is composed (an evening completion's aftercare goes the next morning)."""
+    if appointment is None:
+        return "your session"
+    day = appointment.starts_at.astimezone(zone)
+    if composed_at is not None:
+        lag = (composed_at.astimezone(zone).date() - day.date()).days
+        if lag == 0:
+            return "today's session"
+        if lag == 1:
+            return "yesterday's session"
+    return f"your session on {day_text(day, style)}"
+
+
 def template_variables(
     notification: NotificationRow, ctx: MessageContext, *, settings: Settings, language: str
 ) -> dict[str, Any]:
@@ -322,6 +367,10 @@ def template_variables(
         "asks_confirmation": _asks_confirmation(notification),
         "has_email": _has_email(ctx),
         "text": _text(notification, "text"),
+        "aftercare": _aftercare(notification),
+        "aftercare_link": ctx.aftercare_url or settings.public_url + "/",
+        "emergency_number": emergency_number(ctx.clinic.region),
+        "session_phrase": _session_phrase(main, ctx.composed_at, zone, style),
         "title": _text(notification, "title"),
         "compact": 0,
         "greet": True,

@@ -8,6 +8,10 @@ session in local calendar days: the target, the hard minimum and the soft maximu
 (min_days <= target_days <= max_days). Every position must be present, so a course can never be
 half-specified. PATCH may change sessions_max only together with a gap list that covers it.
 
+A treatment created with `needs_consultation` (a procedure) starts with the clinical defaults'
+aftercare template (shared/domain/aftercare_defaults.py), edited at
+/api/v1/treatments/{id}/aftercare; any other starts without one (nothing sent after it).
+
 Removing a treatment that appointments, series or holds refer to deactivates it instead
 (`active: false`): it is no longer offered, and the history keeps it.
 """
@@ -38,7 +42,8 @@ from services.booking.api.common import (
 from services.booking.api.fields import Body, Id, LongText, Name, StoredName, optional
 from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
-from shared.store import treatments
+from shared.domain.aftercare_defaults import default_for_new_treatment
+from shared.store import aftercare_templates, treatments
 from shared.store.treatments import GapSpec, TreatmentFields
 
 Code = Annotated[
@@ -220,6 +225,17 @@ async def create_treatment(ctx: Ctx) -> Treatment:
         )
         created = _treatment(row)
         await record_item(conn, ctx, "create", "treatment", created.id, created)
+        # A procedure starts with the clinical defaults' aftercare (editable at .../aftercare).
+        aftercare = default_for_new_treatment(needs_consultation=body.needs_consultation)
+        if aftercare is not None:
+            await aftercare_templates.put(
+                conn,
+                treatment_id=row.id,
+                clinic_id=body.clinic_id,
+                content=aftercare,
+                by=ctx.actor.name,
+                now=ctx.now,
+            )
         return created
 
     created = await write(ctx, work, UNIQUE_CODE)
