@@ -68,7 +68,7 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             clinic_id=clinic_id,
             fields=TreatmentFields(code="consultation", name="Consultation", duration_minutes=30),
         )
-        await treatments.insert(
+        inserted = await treatments.insert(
             conn,
             clinic_id=clinic_id,
             fields=TreatmentFields(
@@ -83,7 +83,8 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=_weekly_then_fortnightly(),
         )
-        await treatments.insert(
+        ids = {inserted.code: inserted.id}
+        inserted = await treatments.insert(
             conn,
             clinic_id=clinic_id,
             fields=TreatmentFields(
@@ -98,7 +99,8 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=[GapSpec(p, 28, 14, 42) for p in (2, 3, 4)],
         )
-        await treatments.insert(
+        ids[inserted.code] = inserted.id
+        inserted = await treatments.insert(
             conn,
             clinic_id=clinic_id,
             fields=TreatmentFields(
@@ -113,13 +115,12 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=[GapSpec(p, 28, 21, 56) for p in (2, 3, 4, 5, 6)],
         )
+        ids[inserted.code] = inserted.id
         # The clinical defaults' aftercare for each procedure (the consultation has none).
         for code, content in DEMO_TEMPLATES.items():
-            treatment = await treatments.by_code(conn, clinic_id, code)
-            assert treatment is not None
             await aftercare_templates.put(
                 conn,
-                treatment_id=treatment.id,
+                treatment_id=ids[code],
                 clinic_id=clinic_id,
                 content=content(),
                 by="demo data",

@@ -9,6 +9,7 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     time_off            time_off
     schedule_overrides  schedule_override
     treatments          treatment, treatment_gap (a treatment's series template)
+    aftercare_templates aftercare_template (a treatment's aftercare)
     patients            patient
     consents            patient_consent
     series              series

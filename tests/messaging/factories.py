@@ -20,6 +20,10 @@ LONG_FIRST_NAME = "Maximiliano-Alessandro"
 # A real link's token is about 24 characters; 28 covers ids past 250 million and versions past
 # 16,000 (shared/links.py).
 LONG_LINK = "https://appointments.regimen-demo-clinic.co.uk/s/Kx9fQ2mZ7pLwR4tYb3Nc8VdHs0Qe"
+# The aftercare page's link: the same token length, under /aftercare/.
+LONG_AFTERCARE_LINK = (
+    "https://appointments.regimen-demo-clinic.co.uk/aftercare/Kx9fQ2mZ7pLwR4tYb3Nc8VdHs0Qe"
+)
 TREATMENT_NAME = "Hair mesotherapy course"
 TREATMENT_CODE = "hair-mesotherapy"
 PLANNED = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -166,6 +170,7 @@ def context(
     the_clinic: ClinicInfo | None = None,
     the_patient: Patient | None = None,
     link: str = LONG_LINK,
+    composed_at: datetime | None = None,
 ) -> MessageContext:
     the_clinic = the_clinic or clinic()
     the_patient = the_patient or patient()
@@ -184,6 +189,8 @@ def context(
         self_service_url=link,
         recipient=recipient,
         patient_zone=zone,
+        aftercare_url=LONG_AFTERCARE_LINK if row.kind == "aftercare" else "",
+        composed_at=composed_at,
     )
 
 

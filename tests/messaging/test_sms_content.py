@@ -40,6 +40,17 @@ ALERT_TEXT = (
 ) * 3
 # Treatment details a caller might leave in a row's context: templates must not print them.
 LEAKY_CONTEXT = {"treatment": TREATMENT_NAME, "treatment_code": TREATMENT_CODE}
+AFTERCARE_CONTEXT = {
+    **LEAKY_CONTEXT,
+    "completed_at": FIRST.isoformat(),
+    "aftercare": {
+        "instructions": ["After mesotherapy, no hair dye for 7 days.", "No lidocaine cream."],
+        "normal_course": "Forehead swelling for 1 to 4 days after mesotherapy.",
+        "normal_days": 5,
+        "call_when": ["A fever."],
+        "emergency_signs": ["Trouble breathing."],
+    },
+}
 
 
 def scattered_course() -> list[Appointment]:
@@ -86,6 +97,8 @@ def scenarios(sessions: list[Appointment]) -> list[tuple[str, Row, list[Appointm
             one,
         ),
         ("proposal_released", Row(kind="proposal_released", context=LEAKY_CONTEXT), one),
+        # after the completed session; the instructions (and the treatment) are for the page
+        ("aftercare", Row(kind="aftercare", context=AFTERCARE_CONTEXT), one),
         (
             "contact_changed",
             Row(
