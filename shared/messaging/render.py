@@ -368,7 +368,8 @@ def template_variables(
         "has_email": _has_email(ctx),
         "text": _text(notification, "text"),
         "aftercare": _aftercare(notification),
-        "aftercare_link": ctx.aftercare_url or settings.public_url + "/",
+        # empty without a key: the email then has the full text alone (the SMS is not sent)
+        "aftercare_link": ctx.aftercare_url,
         "emergency_number": emergency_number(ctx.clinic.region),
         "session_phrase": _session_phrase(main, ctx.composed_at, zone, style),
         "title": _text(notification, "title"),
@@ -456,6 +457,9 @@ def _check(notification: NotificationRow, ctx: MessageContext) -> None:
         raise RenderError(f"unknown channel {notification.channel!r}")
     if notification.kind in APPOINTMENT_KINDS and ctx.appointment is None:
         raise RenderError(f"{notification.kind} needs an appointment")
+    if notification.kind == "aftercare" and notification.channel == "sms" and not ctx.aftercare_url:
+        # The SMS has no instructions of its own: any other link would promise what it lacks.
+        raise RenderError("aftercare SMS without its aftercare link (no key or completion time)")
     if notification.kind in STAFF_KINDS and ctx.patient is not None and ctx.recipient:
         # Staff alerts name the patient and quote what they said: never to the patient.
         own = {ctx.patient.mobile, (ctx.patient.email or "").lower()}

@@ -4,10 +4,13 @@ template's full text, word for word; "today's" only when it is still the session
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.messaging import Composed, render
+import pytest
+
+from shared.messaging import Composed, RenderError, render
 from tests.conftest import make_settings
 from tests.messaging.factories import (
     LONG_AFTERCARE_LINK,
@@ -92,3 +95,16 @@ def test_the_email_carries_every_line_of_the_template_and_no_treatment_in_its_su
         assert TREATMENT_NAME not in part
     assert "If it lasts longer than 5 days, call us." in email.body
     assert email.attachments == []  # no calendar invitation for a session that is over
+
+
+def test_without_its_link_the_sms_is_not_composed_and_the_email_promises_no_page() -> None:
+    row = aftercare_row("sms")
+    session = appointment(100, SESSION)
+    ctx = dataclasses.replace(context(row, [session]), aftercare_url="")
+    with pytest.raises(RenderError):
+        render(row, ctx, settings=SETTINGS)
+    email_row = aftercare_row("email")
+    email_ctx = dataclasses.replace(context(email_row, [session]), aftercare_url="")
+    email = render(email_row, email_ctx, settings=SETTINGS)
+    assert TEMPLATE["instructions"][0] in email.body
+    assert "/aftercare/" not in email.body and "aftercare page" not in (email.html or "")
