@@ -39,6 +39,7 @@ ORDINARY = {"SELECT", "INSERT", "UPDATE", "DELETE"}
 HISTORY = {"SELECT", "INSERT"}
 READ_ONLY = {"SELECT"}
 EXPECTED = {
+    "aftercare_template": ORDINARY,
     "appointment": ORDINARY,
     "appointment_detail": ORDINARY,  # a view of appointment; FOR UPDATE on it needs UPDATE
     "appointment_event": HISTORY,
