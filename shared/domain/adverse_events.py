@@ -105,9 +105,14 @@ async def _audit(
     )
 
 
+def _plain(value: Any) -> Any:
+    """A value as the history's and the audit log's JSON holds it."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
 def _diff(before: AdverseEvent, values: dict[str, Any]) -> list[dict[str, Any]]:
     return [
-        {"field": name, "from": getattr(before, name), "to": value}
+        {"field": name, "from": _plain(getattr(before, name)), "to": _plain(value)}
         for name, value in sorted(values.items())
         if getattr(before, name) != value
     ]
@@ -262,9 +267,7 @@ async def acknowledge(
         "acknowledged_at": change.now,
         "acknowledged_by": change.actor.label,
     }
-    return await _change(
-        conn, current, values, action="acknowledge", reason=note, change=change
-    )
+    return await _change(conn, current, values, action="acknowledge", reason=note, change=change)
 
 
 async def assess(
@@ -385,7 +388,7 @@ async def _start_hold(
         at=change.now,
         actor=change.actor.label,
         action="hold",
-        changes=[{"field": "hold_started_at", "from": event.hold_started_at, "to": change.now}]
+        changes=[{"field": "hold_started_at", "from": None, "to": _plain(change.now)}]
         if values
         else [],
         reason="holds the next session until a clinician clears it",

@@ -70,9 +70,7 @@ class AdverseEvent:
             return False
         if self.tier == "emergency":
             return True
-        return (
-            self.grade is not None and self.grade >= HOLDING_GRADE and self.status != "resolved"
-        )
+        return self.grade is not None and self.grade >= HOLDING_GRADE and self.status != "resolved"
 
 
 @dataclass(frozen=True)
