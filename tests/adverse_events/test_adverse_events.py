@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from services.scheduler.courses import file_overdue_gaps
+from services.scheduler.proposals import propose_next_sessions
 from shared.db.transactions import in_transaction
 from shared.domain import adverse_events as domain
 from shared.domain.appointment_changes import Change
@@ -276,6 +277,18 @@ async def test_a_delay_caused_by_an_event_hold_is_clinician_approved(desk: Desk)
     assert (await desk.read(new_id, role="clinician")).body["needs_review"] is False
     logged = await desk.audit("booking.create")
     assert any(f"adverse event {event.id}" in w for w in logged[-1]["details"]["warnings"])
+
+
+async def test_no_next_session_is_proposed_to_a_patient_an_event_holds(desk: Desk) -> None:
+    await with_care_sms(desk)
+    _, (done,) = await desk.course(
+        [desk.api.clock.now() - timedelta(hours=1)], statuses=["completed"]
+    )
+    await report(desk, tier="emergency", appointment_id=done)
+    assert await propose_next_sessions(desk.pool, desk.api.clock, hold=timedelta(hours=48)) == 0
+    note = await desk.pool.fetchval("SELECT note FROM session_proposal WHERE status = 'skipped'")
+    assert note == "an adverse event holds the next session"
+    assert await messages(desk, "session_proposal") == []
 
 
 async def test_an_overdue_course_without_an_event_still_goes_on_the_call_list(desk: Desk) -> None:
