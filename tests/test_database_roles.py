@@ -39,6 +39,8 @@ ORDINARY = {"SELECT", "INSERT", "UPDATE", "DELETE"}
 HISTORY = {"SELECT", "INSERT"}
 READ_ONLY = {"SELECT"}
 EXPECTED = {
+    "adverse_event": ORDINARY,
+    "adverse_event_history": HISTORY,
     "aftercare_template": ORDINARY,
     "appointment": ORDINARY,
     "appointment_detail": ORDINARY,  # a view of appointment; FOR UPDATE on it needs UPDATE

@@ -28,7 +28,7 @@ from shared.clock import Clock
 from shared.db.transactions import in_transaction
 from shared.scheduling import gaps
 from shared.scheduling.loader import load_clinic, load_treatment
-from shared.store import appointments, audit, call_tasks, series
+from shared.store import adverse_events, appointments, audit, call_tasks, series
 from shared.store.series import WaitingCourse
 from shared.sweeps import Sweep
 
@@ -112,7 +112,9 @@ def gap_detail(course: WaitingCourse, days: int) -> str:
 async def file_overdue_gaps(pool: asyncpg.Pool, clock: Clock) -> int:
     """Put every course whose next session is overdue (past the gap's soft maximum, nothing
     booked) on the call list, once per gap; the course stays active. Returns how many calls
-    were filed.
+    were filed. A course whose delay is an adverse-event hold (an event of the patient holds
+    their next session, or one that started after the last session held it and a clinician has
+    cleared it) is left alone: the delay is the clinician's, not an overdue gap.
 
     Replicas: the only write is call_tasks.file_once, which files a session's call once ever
     (see the module docstring)."""
@@ -121,7 +123,12 @@ async def file_overdue_gaps(pool: asyncpg.Pool, clock: Clock) -> int:
     after = 0
     while True:
         waiting = await series.waiting_past(pool, now=now, after_id=after, limit=BATCH)
+        held = await adverse_events.held_patients(
+            pool, [c.patient_id for c in waiting], since=[c.last_starts_at for c in waiting]
+        )
         for course in waiting:
+            if course.patient_id in held:
+                continue
             days = gaps.gap_days(course.last_starts_at, now, ZoneInfo(course.time_zone))
             task = await call_tasks.file_once(
                 pool,

@@ -33,7 +33,15 @@ from shared.domain.appointment_changes import Change
 from shared.domain.appointment_states import ACTIVE
 from shared.scheduling import gaps
 from shared.scheduling.loader import load_clinic, load_schedules, load_treatment
-from shared.store import appointments, audit, holds, practitioners, proposals, series
+from shared.store import (
+    adverse_events,
+    appointments,
+    audit,
+    holds,
+    practitioners,
+    proposals,
+    series,
+)
 from shared.store.appointments import NewAppointment
 from shared.store.holds import NewHold
 from shared.store.proposals import Candidate
@@ -91,6 +99,13 @@ async def _propose(
     rule = None if treatment is None else treatment.gaps.get(position)
     if treatment is None or clinic is None or rule is None:
         await proposals.mark_skipped(conn, proposal_id, note=f"no gap rule for session {position}")
+        return False
+    if await adverse_events.holding_for_patient(conn, candidate.patient_id):
+        # The patient was asked to call the clinic before their next session: no time is
+        # proposed until a clinician clears the event (staff book it then).
+        await proposals.mark_skipped(
+            conn, proposal_id, note="an adverse event holds the next session"
+        )
         return False
     reach = await outbox_plan.reach_of(conn, candidate.patient_id)
     if reach is None or not reach.sms:

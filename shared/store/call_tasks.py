@@ -20,6 +20,8 @@ CallReason = Literal[
     "cancel_inside_notice",
     "gap_overdue",
     "proposal_unanswered",
+    "adverse_event_routine",
+    "adverse_event_hold",
 ]
 CALL_REASONS: tuple[CallReason, ...] = (
     "not_confirmed",
@@ -30,6 +32,11 @@ CALL_REASONS: tuple[CallReason, ...] = (
     "gap_overdue",
     # a proposed next session nobody answered was released (appointment_id: the released one)
     "proposal_unanswered",
+    # a routine-tier adverse event: call the patient the next business day (due_at)
+    "adverse_event_routine",
+    # an adverse event holds the patient's next session and no message could reach them: phone
+    # them before that session
+    "adverse_event_hold",
 )
 
 
@@ -46,10 +53,13 @@ class CallTask:
     done_at: datetime | None
     done_by: str | None
     outcome: str | None
+    # when the call is due (None: as soon as filed); the adverse event it is about
+    due_at: datetime | None = None
+    adverse_event_id: int | None = None
 
 
 _COLUMNS = """id, clinic_id, patient_id, appointment_id, reason, detail, inbound_message_id,
-    created_at, done_at, done_by, outcome"""
+    created_at, done_at, done_by, outcome, due_at, adverse_event_id"""
 
 
 async def file(
@@ -276,6 +286,49 @@ async def close_for_next_booked(
         series_id,
         str(position),
         now,
+    )
+    return [CallTask(**dict(r)) for r in rows]
+
+
+async def file_for_event(
+    db: Executor,
+    *,
+    clinic_id: int,
+    patient_id: int,
+    appointment_id: int | None,
+    adverse_event_id: int,
+    reason: CallReason,
+    detail: str,
+    due_at: datetime | None,
+    now: datetime,
+) -> int | None:
+    """A call about an adverse event, due at `due_at`; None when one is already open for the
+    event and reason, or for the session and reason (staff are calling about it anyway)."""
+    value = await db.fetchval(
+        """
+        INSERT INTO call_task (clinic_id, patient_id, appointment_id, reason, detail,
+                               created_at, due_at, adverse_event_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT DO NOTHING
+        RETURNING id
+        """,
+        clinic_id,
+        patient_id,
+        appointment_id,
+        reason,
+        detail,
+        now,
+        due_at,
+        adverse_event_id,
+    )
+    return None if value is None else int(value)
+
+
+async def for_event(db: Executor, adverse_event_id: int) -> list[CallTask]:
+    rows = await db.fetch(
+        f"""SELECT {_COLUMNS} FROM call_task WHERE adverse_event_id = $1
+        ORDER BY created_at, id""",  # noqa: S608 - constant
+        adverse_event_id,
     )
     return [CallTask(**dict(r)) for r in rows]
 

@@ -286,6 +286,20 @@ async def _conversation(api: BookingApi) -> str:
     return f"/api/v1/patients/{queues.patient_id}/conversation"
 
 
+async def _adverse_events(api: BookingApi) -> str:
+    patient_id = await _patient(api)
+    for tier in ("routine", "urgent"):
+        body = {
+            "clinic_id": api.clinic_id,
+            "patient_id": patient_id,
+            "symptoms": "itch",
+            "tier": tier,
+        }
+        opened = await api.call("POST", "/api/v1/adverse-events", role="front_desk", json=body)
+        assert opened.status == 201, opened.body
+    return "/api/v1/adverse-events"
+
+
 def _seeded(path: str) -> Builder:
     """The demo data already holds at least two: practitioners, treatments, tokens."""
 
@@ -297,6 +311,7 @@ def _seeded(path: str) -> Builder:
 
 # How each list gets at least two items; a new list needs an entry here.
 LISTS: dict[str, Builder] = {
+    "/api/v1/adverse-events": _adverse_events,
     "/api/v1/appointments": _appointments,
     "/api/v1/appointments/{appointment_id}/messages": _appointment_messages,
     "/api/v1/audit": _audit,

@@ -42,6 +42,7 @@ EMAIL_KINDS = (
     ("maintenance_reminder", SESSIONS[-1:]),
     ("session_proposal", SESSIONS[1:2]),
     ("proposal_released", SESSIONS[1:2]),
+    ("call_before_next_visit", []),
 )
 
 

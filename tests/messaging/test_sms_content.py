@@ -86,6 +86,12 @@ def scenarios(sessions: list[Appointment]) -> list[tuple[str, Row, list[Appointm
         ("reply", Row(kind="reply", appointment_id=None, context={"text": REPLY_TEXT}), []),
         ("opt_in_confirmation", Row(kind="opt_in_confirmation", appointment_id=None), []),
         ("new_link", Row(kind="new_link", appointment_id=None), []),
+        # an adverse event holds the next session: call the clinic (no treatment, no symptoms)
+        (
+            "call_before_next_visit",
+            Row(kind="call_before_next_visit", appointment_id=None, context=LEAKY_CONTEXT),
+            [],
+        ),
         # after the course's last session (which it follows and does not talk about)
         ("maintenance_reminder", Row(kind="maintenance_reminder", context=LEAKY_CONTEXT), one),
         (

@@ -198,8 +198,9 @@ check_in_appointment = _state_action(
     roles=DESK,
     action=actions.CHECK_IN,
     description="booked or confirmed → checked_in, from 2 h before the start until the end "
-    "plus the clinic's no-show grace. Refused (409 needs-review) while a clinician review is "
-    "pending.",
+    "plus the clinic's no-show grace. Refused (409 adverse-event-hold, naming the events in "
+    "`adverse_event_ids`) while an adverse event of the patient holds their next session, and "
+    "(409 needs-review) while a clinician review is pending.",
 )
 complete_appointment = _state_action(
     "complete_appointment",

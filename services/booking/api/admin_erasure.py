@@ -62,6 +62,8 @@ ERASURE_KEEPS = {
     "message_history": "each message's kind, channel, times, status history and provider ids: "
     "the record of what was sent",
     "audit_log": "who read and changed the record, including this erasure: accountability",
+    "adverse_events": "reported reactions with their grades, outcomes and append-only history: "
+    "medical records kept at least 6 years, for safety reviews and product recalls",
 }
 
 

@@ -27,6 +27,7 @@ from services.booking.api.admin_series import SeriesOut, series_out
 from services.booking.api.common import ADMIN, or_not_found, record
 from services.booking.api.framework import Ctx
 from shared.store import (
+    adverse_events,
     appointments,
     audit,
     call_tasks,
@@ -146,6 +147,31 @@ class ExportedCallTask(BaseModel):
     outcome: str | None = Field(description="what staff wrote when they made the call")
 
 
+class ExportedAdverseEventChange(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    changes: list[dict[str, Any]]
+    reason: str
+
+
+class ExportedAdverseEvent(BaseModel):
+    id: int
+    appointment_id: int | None
+    lot_number: str | None
+    symptoms: str
+    source: str
+    tier: str
+    grade: int | None
+    seriousness: str
+    status: str
+    resolution_notes: str | None
+    cleared_at: datetime | None
+    clearance_reason: str | None
+    created_at: datetime
+    history: list[ExportedAdverseEventChange] = Field(description="every change, oldest first")
+
+
 class PatientExport(BaseModel):
     exported_at: datetime
     patient: PatientOut
@@ -157,6 +183,9 @@ class PatientExport(BaseModel):
     form_differences: list[ExportedFormDifference]
     inbox_items: list[ExportedInboxItem] = Field(description="their SMS filed for staff")
     call_tasks: list[ExportedCallTask] = Field(description="the staff call list about them")
+    adverse_events: list[ExportedAdverseEvent] = Field(
+        description="reactions reported after their sessions, with every change"
+    )
     audit_entries: list[AuditEntry] = Field(description="every entry about the patient")
     not_included: list[str] = Field(description="what is held elsewhere or not at all, and why")
 
@@ -173,8 +202,8 @@ async def export_patient(ctx: Ctx) -> PatientExport:
     """The record with its clinical fields, consent history, courses, appointments with their
     state history, messages with their status history and provider attempts, inbound SMS, what
     booking forms said, their SMS filed in the staff inbox and the call list about them (with
-    what staff noted), and the audit entries about the patient; `not_included` says what is not
-    in it and why. Audited as `patient.export`."""
+    what staff noted), adverse events with their history, and the audit entries about the
+    patient; `not_included` says what is not in it and why. Audited as `patient.export`."""
     patient_id = ctx.path["patient_id"]
     zones = Zones(ctx)
     async with ctx.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
@@ -189,6 +218,8 @@ async def export_patient(ctx: Ctx) -> PatientExport:
         differences = await form_differences.for_patient(conn, patient_id)
         filed = await inbox.for_patient(conn, patient_id)
         calls = await call_tasks.for_patient(conn, patient_id)
+        events = await adverse_events.for_patient(conn, patient_id)
+        event_history = await adverse_events.history_many(conn, [e.id for e in events])
         entries = await audit.for_patient(conn, patient_id)
         document = PatientExport(
             exported_at=ctx.now,
@@ -211,6 +242,15 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             ],
             inbox_items=[ExportedInboxItem.model_validate(asdict(i)) for i in filed],
             call_tasks=[ExportedCallTask.model_validate(asdict(t)) for t in calls],
+            adverse_events=[
+                ExportedAdverseEvent.model_validate(
+                    {
+                        **asdict(e),
+                        "history": [asdict(h) for h in event_history.get(e.id, [])],
+                    }
+                )
+                for e in events
+            ],
             audit_entries=[AuditEntry.model_validate(asdict(entry)) for entry in entries],
             not_included=NOT_INCLUDED,
         )
@@ -223,6 +263,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             "form_differences": len(differences),
             "inbox_items": len(filed),
             "call_tasks": len(calls),
+            "adverse_events": len(events),
             "audit_entries": len(entries),
         }
         await record(

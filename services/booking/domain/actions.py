@@ -5,7 +5,7 @@ the version the caller last read; the transaction helper owns the transaction
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +14,7 @@ import asyncpg
 
 from services.booking.domain.errors import NotActive
 from shared import outbox_plan
-from shared.domain import after_session
+from shared.domain import adverse_events, after_session
 from shared.domain.appointment_changes import (
     Change,
     audit_appointment,
@@ -38,6 +38,8 @@ CHECK_IN_OPENS_BEFORE = timedelta(hours=2)
 
 
 Guard = Callable[[Appointment, ClinicInfo, datetime], None]
+# A rule that needs the database (another record holds the change back), run before `guard`.
+DbGuard = Callable[[asyncpg.Connection, Appointment], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class StateAction:
     to_status: Status
     guard: Guard | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    db_guard: DbGuard | None = None
 
 
 async def act(
@@ -62,6 +65,8 @@ async def act(
     """One state transition: version, legality, then the action's own rule (`guard`)."""
     current = await locked(conn, appointment_id, expected_version)
     check_transition(current.status, state.to_status)
+    if state.db_guard is not None:
+        await state.db_guard(conn, current)
     if state.guard is not None:
         state.guard(current, await clinic_of(conn, current.clinic_id), change.now)
     details = dict(state.details)
@@ -121,10 +126,16 @@ def _no_show_guard(current: Appointment, clinic: ClinicInfo, now: datetime) -> N
 
 
 # Confirm on the patient's behalf (they phoned or told the desk); check in from 2 h before the
-# start until the end plus the no-show grace, never while a clinician review is pending;
+# start until the end plus the no-show grace, never while a clinician review is pending nor
+# while an adverse event of the patient holds their next session (refused naming the event);
 # complete; record a no-show once the end plus the grace has passed.
 CONFIRM = StateAction("confirm", "confirmed", details={"on_behalf_of": "patient"})
-CHECK_IN = StateAction("check_in", "checked_in", guard=_check_in_guard)
+CHECK_IN = StateAction(
+    "check_in",
+    "checked_in",
+    guard=_check_in_guard,
+    db_guard=adverse_events.check_in_hold,
+)
 COMPLETE = StateAction("complete", "completed")
 NO_SHOW = StateAction("no_show", "no_show", guard=_no_show_guard)
 

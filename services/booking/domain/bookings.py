@@ -39,7 +39,7 @@ from services.booking.domain.sessions import (
     plan_sessions,
 )
 from shared import outbox_plan
-from shared.domain import proposals
+from shared.domain import adverse_events, proposals
 from shared.domain.appointment_changes import Change
 from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import InvalidField
@@ -325,6 +325,12 @@ async def book_for_patient(
     existing, previous = await _series_so_far(conn, offer, request)
     requests, planned_total = await _staff_requests(conn, offer, request, existing, now)
     first_position = 1 if previous is None else 1 + (previous.position or 0)
+    # A delay an adverse-event hold caused, once a clinician cleared it, is approved.
+    approved = (
+        None
+        if previous is None
+        else await adverse_events.delay_approval(conn, patient.id, previous.starts_at)
+    )
     plan = plan_sessions(
         offer,
         requests,
@@ -332,6 +338,7 @@ async def book_for_patient(
         previous=previous,
         strict=strict,
         override_reason=request.override_reason,
+        approved_delay=approved,
     )
     if offer.treatment.is_course and plan.sessions[-1].position > offer.treatment.sessions_max:
         raise InvalidField(

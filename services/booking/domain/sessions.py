@@ -66,12 +66,18 @@ def plan_sessions(
     previous: Appointment | None,
     strict: bool,
     override_reason: str | None,
+    approved_delay: str | None = None,
 ) -> Plan:
     """Number the sessions and check their order and gaps (local calendar days).
 
     strict (the public form): a gap outside [hard minimum, soft maximum] is refused. Otherwise
     (staff): the hard minimum is refused unless an override reason is given; the soft maximum
     only warns, and a gap beyond twice the target flags the session for clinician review.
+
+    `approved_delay` (a clinician cleared an adverse-event hold after `previous`: why, from
+    shared.domain.adverse_events.delay_approval): the first session's gap after `previous` is
+    neither refused past the soft maximum nor flagged for review; the approval is a warning,
+    so it is in the booking's audit row. The hard minimum still applies.
     """
     zone, spec = offer.clinic.zone, offer.treatment.spec
     plan = Plan(sessions=[])
@@ -89,7 +95,8 @@ def plan_sessions(
             request.path,
         )
         if before is not None:
-            gap = _check_gap(offer, plan, session, before, strict, override_reason)
+            approved = approved_delay if offset == 0 else None
+            gap = _check_gap(offer, plan, session, before, strict, override_reason, approved)
             session = replace(session, gap_days=gap)
         plan.sessions.append(session)
         before = (position, session.start.astimezone(zone).date(), session.end)
@@ -103,6 +110,7 @@ def _check_gap(
     before: tuple[int, date, datetime],
     strict: bool,
     override_reason: str | None,
+    approved_delay: str | None = None,
 ) -> int:
     position = session.position
     previous_position, previous_day, previous_end = before
@@ -124,13 +132,17 @@ def _check_gap(
                 session.path_of("start"), f"{said}; the minimum is {rule.min_days} days"
             )
         plan.warnings.append(f"{said}, under the minimum of {rule.min_days}: {override_reason}")
+    elif gap > rule.max_days and approved_delay is not None:
+        plan.warnings.append(
+            f"{said}, beyond the usual maximum of {rule.max_days}: {approved_delay}"
+        )
     elif gap > rule.max_days:
         if strict:
             raise InvalidField(
                 session.path_of("start"), f"{said}; the maximum is {rule.max_days} days"
             )
         plan.warnings.append(f"{said}, beyond the usual maximum of {rule.max_days}")
-    if gap > 2 * rule.target_days:
+    if gap > 2 * rule.target_days and approved_delay is None:
         plan.review_reasons.append(
             f"{said}, more than twice the target of {rule.target_days}: clinician review"
         )
