@@ -8,6 +8,7 @@ from datetime import time
 import asyncpg
 
 from shared.clock import SystemClock
+from shared.domain import screening
 from shared.store import clinics, practitioners, treatments, working_hours
 from shared.store.clinics import ClinicSettings
 from shared.store.practitioners import PractitionerFields
@@ -52,6 +53,7 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             now=SystemClock().now(),
         )
         clinic_id = clinic.id
+        await screening.seed_defaults(conn, clinic_id, now=SystemClock().now())
         for name, email, days in (
             ("Dr Amelia Hart", "amelia.hart@regimen.localhost", (1, 2, 3, 4, 5)),
             ("Dr Samir Patel", "samir.patel@regimen.localhost", (2, 3, 4, 5, 6)),

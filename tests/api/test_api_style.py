@@ -131,6 +131,7 @@ async def _treatment(api: BookingApi, code: str) -> int:
 
 
 async def _book(api: BookingApi, patient_id: int, code: str, start: str) -> Reply:
+    await factories.courses_without_consultation(api.pool)  # lists, not the consultation gate
     body = {
         "patient_id": patient_id,
         "treatment_id": await _treatment(api, code),
