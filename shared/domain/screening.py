@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from shared.store import appointments
+from shared.store import appointments, patients
 from shared.store import screening as store
 from shared.store.appointments import Appointment
 from shared.store.screening import AnswerSource, NewAnswer, Question, QuestionFields
@@ -115,9 +115,12 @@ async def record(
     source: AnswerSource,
     actor: str,
     now: datetime,
+    sync_record: bool = True,
 ) -> list[str]:
     """Store the answers (codes the clinic asks; the caller checked them) and return the review
-    reasons of the NEW positive ones (see the module doc), in question order."""
+    reasons of the NEW positive ones (see the module doc), in question order. With
+    `sync_record`, the patient record's `screening` (what the admin API shows and the booking
+    form compares with) gets the same yes/no values."""
     if not answers:
         return []
     previous = await store.latest_by_question(conn, patient_id)
@@ -132,6 +135,10 @@ async def record(
         actor=actor,
         now=now,
     )
+    if sync_record:
+        await patients.merge_screening(
+            conn, patient_id, {code: given.answer for code, given in answers.items()}, now=now
+        )
     new_positive = [
         code
         for code, given in answers.items()

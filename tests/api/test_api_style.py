@@ -297,6 +297,20 @@ def _seeded(path: str) -> Builder:
 
 
 # How each list gets at least two items; a new list needs an entry here.
+async def _screening_answers(api: BookingApi) -> str:
+    patient_id = await _patient(api)
+    answers = await factories.screening_all_no(api.pool, api.clinic_id)
+    body = {
+        "patient_id": patient_id,
+        "treatment_id": await _treatment(api, "consultation"),
+        "practitioner_id": 1,
+        "start": SLOT,
+        "screening": answers,
+    }
+    assert (await api.call("POST", "/api/v1/bookings", role="front_desk", json=body)).status == 201
+    return f"/api/v1/patients/{patient_id}/screening-answers"
+
+
 LISTS: dict[str, Builder] = {
     "/api/v1/appointments": _appointments,
     "/api/v1/appointments/{appointment_id}/messages": _appointment_messages,
@@ -317,6 +331,10 @@ LISTS: dict[str, Builder] = {
         "/api/v1/public/clinics/{clinic_id}/treatments"
     ),
     "/api/v1/series": _series,
+    "/api/v1/clinics/{clinic_id}/screening-questions": _seeded(
+        "/api/v1/clinics/{clinic_id}/screening-questions"
+    ),
+    "/api/v1/patients/{patient_id}/screening-answers": _screening_answers,
     "/api/v1/tokens": _seeded("/api/v1/tokens"),
     "/api/v1/treatments": _seeded("/api/v1/treatments"),
 }

@@ -95,22 +95,47 @@ def _question(row: screening.Question) -> Question:
     )
 
 
+def _asked_order(row: screening.Question) -> tuple[int, int]:
+    return (row.position, row.id)
+
+
 @API.route(
     "GET",
     "/api/v1/clinics/{clinic_id}/screening-questions",
     summary="The clinic's screening questions, in the order they are asked",
     tag=TAG,
     roles=ALL_STAFF,
+    query=PageQuery,
     response=Page[Question],
     errors=(404,),
 )
 async def list_screening_questions(ctx: Ctx) -> Page[Question]:
-    """Every question (inactive ones too); a clinic has at most a few dozen, so one page."""
+    """Every question (inactive ones too), by position."""
+    query: PageQuery = ctx.query
     clinic_id = ctx.path["clinic_id"]
+    after = query.after(int, int)
     async with ctx.pool.acquire() as conn:
         await require_clinic(conn, clinic_id)
-        rows = await screening.questions(conn, clinic_id)
-    return Page[Question](items=[_question(r) for r in rows], next_cursor=None)
+        # A clinic has a few dozen questions at most: paged here, in the order they are asked.
+        rows = sorted(await screening.questions(conn, clinic_id), key=_asked_order)
+    if after is not None:
+        rows = [r for r in rows if _asked_order(r) > (after[0], after[1])]
+    return Page[Question].of(rows[: query.fetch], query.limit, _question, key=_asked_order)
+
+
+@API.route(
+    "GET",
+    "/api/v1/screening-questions/{question_id}",
+    summary="One screening question",
+    tag=TAG,
+    roles=ALL_STAFF,
+    response=Question,
+    errors=(404,),
+)
+async def get_screening_question(ctx: Ctx) -> Question:
+    question_id = ctx.path["question_id"]
+    row = await screening.get_question(ctx.pool, question_id)
+    return _question(or_not_found(row, "screening question", question_id))
 
 
 @API.route(
@@ -123,6 +148,7 @@ async def list_screening_questions(ctx: Ctx) -> Page[Question]:
     response=Question,
     status=201,
     errors=(404, 409),
+    location="/api/v1/screening-questions/{id}",
 )
 async def create_screening_question(ctx: Ctx) -> Question:
     """A code the clinic has already is a 409 (deactivate or reword that one instead)."""
@@ -188,24 +214,20 @@ async def update_screening_question(ctx: Ctx) -> Question:
     return await write(ctx, work)
 
 
-class AnswerQuery(PageQuery):
-    pass
-
-
 @API.route(
     "GET",
     "/api/v1/patients/{patient_id}/screening-answers",
     summary="A patient's screening answers, newest first",
     tag=TAG,
     roles=CLINICAL,
-    query=AnswerQuery,
+    query=PageQuery,
     response=Page[Answer],
     errors=(404,),
 )
 async def list_screening_answers(ctx: Ctx) -> Page[Answer]:
     """Every answer given (from the booking form, staff, check-in), with who recorded it and
     for which appointment. Audited as `patient.read`."""
-    query: AnswerQuery = ctx.query
+    query: PageQuery = ctx.query
     patient_id = ctx.path["patient_id"]
 
     async def work(conn: asyncpg.Connection) -> list[screening.Answer]:

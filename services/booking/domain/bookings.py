@@ -419,6 +419,7 @@ async def book_for_patient(
             patient_id=patient.id,
             treatment_code=offer.treatment.code,
             change=Change(actor, now, request_id),
+            adds_to_course=existing is not None,
         )
     details: dict[str, Any] = {"warnings": plan.warnings} if plan.warnings else {}
     if gate is not None and gate.basis != "not_needed":

@@ -4,7 +4,8 @@
   for the first session booked (a matched patient's record is never changed by a form: what it
   said differently waits in `form_difference`, and check-in asks again);
 * a staff booking carries the answers for every question that applies, or none: without them
-  (and with no complete answers on file) the sessions are flagged "screening not answered";
+  (and with no complete answers on file) a single visit or a new course is flagged "screening
+  not answered" (sessions added to a booked course are not: check-in re-confirms);
 * check-in re-confirms the answers for that appointment (`check_in`): without a recent answer to
   every question that applies it is refused naming them; a new positive answer flags the
   session and check-in is refused until a clinician reviews it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -25,6 +27,7 @@ from shared.domain.errors import Conflict, InvalidField
 from shared.domain.screening import Given
 from shared.store import screening as store
 from shared.store.appointments import Appointment
+from shared.store.patients import Patient
 from shared.store.screening import AnswerSource, Question
 
 
@@ -81,7 +84,8 @@ def form_answers(form: PatientForm, questions: Sequence[Question]) -> dict[str, 
         else:
             out[key] = Given(is_positive(value), value.strip() if is_positive(value) else "")
     if "allergy" in codes and "allergy" not in out:
-        out["allergy"] = Given(is_positive(form.allergies), form.allergies.strip()[:2000])
+        allergic = is_positive(form.allergies)
+        out["allergy"] = Given(allergic, form.allergies.strip()[:2000] if allergic else "")
     return out
 
 
@@ -107,6 +111,38 @@ async def record_form(
         source=source,
         actor=actor,
         now=now,
+        sync_record=False,  # the new record holds the form's answers already
+    )
+
+
+async def record_patient_edit(
+    conn: asyncpg.Connection,
+    patient: Patient,
+    values: Mapping[str, Any],
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    """A clinician's edit of the record's screening (PATCH /patients/{id}): each yes/no given
+    for a question the clinic asks becomes an answer (source staff, for no appointment), the
+    edit's `details` with each yes. No flag: the clinician is the reviewer."""
+    codes = {q.code for q in await store.questions(conn, patient.clinic_id) if q.active}
+    details = str(values.get("details") or "")
+    answers = {
+        code: Given(value, details if value else "")
+        for code, value in values.items()
+        if code in codes and isinstance(value, bool)
+    }
+    await screening.record(
+        conn,
+        answers,
+        clinic_id=patient.clinic_id,
+        patient_id=patient.id,
+        appointment_id=None,
+        source="staff",
+        actor=actor,
+        now=now,
+        sync_record=False,
     )
 
 
@@ -137,10 +173,12 @@ async def after_staff_booking(
     patient_id: int,
     treatment_code: str,
     change: Change,
+    adds_to_course: bool = False,
 ) -> list[Appointment]:
     """Record the answers (for the first session) and flag the sessions: a new positive answer
     names its question; no answers, while the patient's answers on file do not cover every
-    question that applies, is "screening not answered"."""
+    question that applies, is "screening not answered" — except for sessions added to a course
+    already booked (its first booking was screened or flagged, and every check-in re-confirms)."""
     first = min(booked, key=lambda a: a.starts_at)
     actor = change.actor.label
     if answers:
@@ -158,7 +196,7 @@ async def after_staff_booking(
         on_file = await store.latest_by_question(conn, patient_id)
         questions = await store.questions(conn, first.clinic_id)
         complete = all(q.code in on_file for q in questions if q.applies(treatment_code))
-        reasons = [] if complete else [screening.NOT_ANSWERED]
+        reasons = [] if complete or adds_to_course else [screening.NOT_ANSWERED]
     if not reasons:
         return list(booked)
     return [
