@@ -4,8 +4,12 @@ clinician's logged override; later sessions of a course are not gated again."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+from services.booking.domain import bookings, holds, intake, offers
+from services.booking.domain.consultation_gate import CONSULTATION_CLAIMED
+from services.booking.domain.sessions import SessionRequest
+from shared.store.audit import Actor
 from tests import factories
 from tests.safety.conftest import FORM_MOBILE, Clinic
 
@@ -152,3 +156,60 @@ async def test_later_sessions_of_a_course_are_not_gated_again(clinic: Clinic) ->
     )
     assert second.status == 201, second.body
     assert second.body["appointments"][0]["position"] == 2
+
+
+async def _form_booking(clinic: Clinic, *, mobile: str, start: datetime) -> list[str]:
+    """The booking form's last step for a mesotherapy course (the patient said they had the
+    consultation: `consultation_declared`), through the booking domain; the review reasons."""
+    offer = await offers.load_offer(
+        clinic.pool, await clinic.treatment("hair-mesotherapy"), public=True
+    )
+    assert offer is not None
+    requests = [SessionRequest(1, start)]
+    actor = Actor("patient", None, "booking form")
+    async with clinic.pool.acquire() as conn, conn.transaction():
+        held = await holds.create_hold(
+            conn,
+            offer,
+            requests,
+            token_for=lambda hold_id: holds.hold_token("secret", hold_id),
+            now=clinic.now,
+            actor=actor,
+            request_id=None,
+        )
+        result = await bookings.book_hold(
+            conn,
+            held.token,
+            intake.PatientForm(
+                first_name="Ada",
+                last_name="Lovelace",
+                mobile=mobile,
+                email=None,
+                date_of_birth=date(1985, 12, 10),
+                allergies="",
+                medications="",
+                screening={},
+            ),
+            intake.ConsentAnswers(True, True, False, False),
+            now=clinic.now,
+            actor=actor,
+            request_id=None,
+            consultation_declared=True,
+            screening_source="public_form",
+        )
+    return list(result.appointments[0].review_reasons)
+
+
+async def test_the_forms_declared_consultation_is_flagged_unless_one_is_on_file(
+    clinic: Clinic,
+) -> None:
+    # A new patient's word: booked, and a clinician checks before session 1.
+    assert CONSULTATION_CLAIMED in await _form_booking(clinic, mobile="07911 000001", start=TUESDAY)
+    # A patient with a consultation on file: nothing to check.
+    ada = await clinic.patient(mobile="+447911000002")
+    await factories.completed_consultation(
+        clinic.pool, clinic_id=clinic.api.clinic_id, patient_id=ada, now=clinic.now
+    )
+    assert CONSULTATION_CLAIMED not in await _form_booking(
+        clinic, mobile="07911 000002", start=TUESDAY + timedelta(hours=1)
+    )

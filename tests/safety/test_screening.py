@@ -188,7 +188,12 @@ async def test_a_new_yes_at_check_in_flags_the_session_until_a_clinician_reviews
     )
     assert row["status"] == "booked" and row["needs_review"]
     assert any("blood_thinners_or_nsaids" in r for r in row["review_reasons"])
-    # The answer was kept although check-in was refused; the review queue shows the session.
+    # The clinician's review queue shows the session.
+    queue = await clinic.api.call("GET", "/api/v1/review-queue", role="clinician")
+    assert queue.status == 200, queue.body
+    queued = [a["id"] for group in queue.body["items"] for a in group["appointments"]]
+    assert queued == [appointment_id]
+    # The answer was kept although check-in was refused.
     yes = [a for a in await _answers(clinic, grace) if a["answer"]]
     assert yes == [
         {
