@@ -133,6 +133,10 @@ async def test_a_clinician_override_books_the_course_and_the_reason_is_logged_an
     shown = await clinic.api.call("GET", f"/api/v1/appointments/{appointment_id}", role="clinician")
     assert shown.status == 200
     assert reason in [event["reason"] for event in shown.body["history"]]
+    # The front desk sees the booking, not the clinician's reason.
+    desk = await clinic.api.call("GET", f"/api/v1/appointments/{appointment_id}", role="front_desk")
+    assert desk.status == 200
+    assert reason not in str(desk.body)
 
 
 async def test_later_sessions_of_a_course_are_not_gated_again(clinic: Clinic) -> None:
