@@ -239,3 +239,37 @@ async def test_clinicians_read_a_patients_answers_and_the_front_desk_cannot(
     assert read.status == 200, read.body
     assert {a["question_code"] for a in read.body["items"]} == set(DEFAULT_CODES)
     assert all(a["answer"] is False and a["source"] == "staff" for a in read.body["items"])
+
+
+async def test_a_clinicians_edit_of_the_record_is_an_answer_and_check_in_answers_update_it(
+    clinic: Clinic,
+) -> None:
+    grace = await clinic.patient("Grace")
+    path = f"/api/v1/patients/{grace}"
+    read = await clinic.api.call("GET", path, role="clinician")
+    edited = await clinic.api.call(
+        "PATCH",
+        path,
+        role="clinician",
+        json={"screening": {"allergy": True, "details": "penicillin"}},
+        headers={"If-Match": read.headers["ETag"]},
+    )
+    assert edited.status == 200, edited.body
+    assert await _answers(clinic, grace) == [
+        {
+            "appointment_id": None,
+            "question_code": "allergy",
+            "answer": True,
+            "details": "penicillin",
+            "source": "staff",
+        }
+    ]
+    # Known and entered by a clinician: a yes at check-in is not new, and does not flag.
+    answers = {**await clinic.all_no(), "allergy": True, "isotretinoin": False}
+    booked = await clinic.staff_book(grace, "consultation", SOON, screening=answers)
+    assert booked.status == 201, booked.body
+    assert booked.body["needs_review"] is False
+    # The record shows the newest answers.
+    record = await clinic.api.call("GET", path, role="clinician")
+    assert record.body["screening"]["allergy"] is True
+    assert record.body["screening"]["isotretinoin"] is False
