@@ -32,6 +32,12 @@ CREATE TABLE screening_answer (
                        'public_form', 'public_api', 'staff', 'check_in', 'pre_visit')),
     actor          text    NOT NULL
 );
+-- History: written once, never changed (as 0006_app_role.sql asks of every append-only table).
+REVOKE UPDATE, DELETE ON screening_answer FROM regimen_app;
+CREATE TRIGGER screening_answer_append_only BEFORE UPDATE OR DELETE ON screening_answer
+    FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER screening_answer_no_truncate BEFORE TRUNCATE ON screening_answer
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
 CREATE INDEX screening_answer_patient_idx
     ON screening_answer (patient_id, question_code, answered_at DESC);
 CREATE INDEX screening_answer_appointment_idx
