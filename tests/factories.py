@@ -105,3 +105,47 @@ async def consent(
             wording_version=wording_version,
             now=now,
         )
+
+
+async def completed_consultation(
+    db: Db,
+    *,
+    clinic_id: int,
+    patient_id: int,
+    now: datetime,
+    practitioner_id: int = 1,
+    days_ago: int = 14,
+) -> int:
+    """A consultation the patient had `days_ago` days before `now` (status completed), so that
+    the consultation gate lets a course be booked for them."""
+    async with _connection(db) as conn:
+        treatment_id = await conn.fetchval(
+            "SELECT id FROM treatment WHERE clinic_id = $1 AND code = 'consultation'", clinic_id
+        )
+        return await appointment(
+            conn,
+            clinic_id=clinic_id,
+            practitioner_id=practitioner_id,
+            treatment_id=int(treatment_id),
+            patient_id=patient_id,
+            starts_at=now - timedelta(days=days_ago),
+            now=now,
+            status="completed",
+        )
+
+
+async def courses_without_consultation(db: Db) -> None:
+    """Let every treatment be booked without a consultation first: for tests of booking itself
+    (holds, gaps, messages), not of the consultation gate (tests/safety has those)."""
+    async with _connection(db) as conn:
+        await conn.execute("UPDATE treatment SET needs_consultation = false")
+
+
+async def screening_all_no(db: Db, clinic_id: int) -> dict[str, bool]:
+    """A "no" to every active screening question of the clinic: the re-confirmation check-in
+    needs, for tests of check-in itself."""
+    async with _connection(db) as conn:
+        codes = await conn.fetch(
+            "SELECT code FROM screening_question WHERE clinic_id = $1 AND active", clinic_id
+        )
+    return {row["code"]: False for row in codes}

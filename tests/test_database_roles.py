@@ -63,6 +63,8 @@ EXPECTED = {
     "rate_limit_counter": ORDINARY,
     "schedule_override": ORDINARY,
     "schema_migration": READ_ONLY,
+    "screening_answer": HISTORY,
+    "screening_question": ORDINARY,
     "sender_pace": ORDINARY,
     "series": ORDINARY,
     "session_proposal": ORDINARY,

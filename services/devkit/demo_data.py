@@ -9,6 +9,7 @@ from datetime import time
 import asyncpg
 
 from shared.clock import SystemClock
+from shared.domain import screening
 from shared.domain.aftercare_defaults import DEMO_TEMPLATES
 from shared.store import aftercare_templates, clinics, practitioners, treatments, working_hours
 from shared.store.clinics import ClinicSettings
@@ -55,6 +56,7 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             now=now,
         )
         clinic_id = clinic.id
+        await screening.seed_defaults(conn, clinic_id, now=SystemClock().now())
         for name, email, days in (
             ("Dr Amelia Hart", "amelia.hart@regimen.localhost", (1, 2, 3, 4, 5)),
             ("Dr Samir Patel", "samir.patel@regimen.localhost", (2, 3, 4, 5, 6)),

@@ -877,3 +877,45 @@ async def clinic_day(
         treatment = data.pop("treatment_name")
         entries.append(DayEntry(_appointment(data), practitioner, patient, treatment))
     return entries
+
+
+async def consultation_before(
+    db: Executor, *, patient_id: int, clinic_id: int, before: datetime
+) -> Appointment | None:
+    """The patient's consultation at this clinic that counts before a course starting at
+    `before`: completed (at any earlier time), else booked, confirmed or checked in and ending
+    by `before`. A consultation is a single-visit treatment that needs none itself and whose code
+    names it (`consult...`): the same definition the booking form offers one by."""
+    row = await db.fetchrow(
+        """
+        SELECT a.* FROM appointment_detail a JOIN treatment t ON t.id = a.treatment_id
+        WHERE a.patient_id = $1 AND a.clinic_id = $2
+          AND t.sessions_max = 1 AND NOT t.needs_consultation
+          AND t.code ILIKE '%consult%'
+          AND ((a.status = 'completed' AND a.starts_at < $3)
+               OR (a.status IN ('booked', 'confirmed', 'checked_in') AND a.ends_at <= $3))
+        ORDER BY (a.status = 'completed') DESC, a.starts_at DESC
+        LIMIT 1
+        """,
+        patient_id,
+        clinic_id,
+        before,
+    )
+    return None if row is None else _appointment(row)
+
+
+async def add_note_event(
+    conn: asyncpg.Connection,
+    appointment_id: int,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str,
+    details: dict[str, Any],
+) -> None:
+    """A history event that changes nothing but records why (e.g. a clinician's override), so
+    that it shows in the appointment's history; the status stays as it is."""
+    current = await lock(conn, appointment_id)
+    if current is None:
+        return
+    await _event(conn, appointment_id, now, current.status, current.status, actor, reason, details)

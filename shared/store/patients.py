@@ -362,3 +362,20 @@ async def record_sms_opt_in(conn: Executor, patient_id: int, *, now: datetime) -
         now,
     )
     return affected(result) == 1
+
+
+async def merge_screening(
+    conn: Executor, patient_id: int, values: dict[str, bool], *, now: datetime
+) -> None:
+    """Set these keys of the record's screening answers (the others stay): the record follows
+    the newest real answers (shared/domain/screening.py). A new version, like any change."""
+    await conn.execute(
+        """
+        UPDATE patient SET screening = screening || $2::jsonb, version = version + 1,
+            updated_at = $3
+        WHERE id = $1
+        """,
+        patient_id,
+        values,
+        now,
+    )

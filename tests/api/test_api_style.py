@@ -131,6 +131,7 @@ async def _treatment(api: BookingApi, code: str) -> int:
 
 
 async def _book(api: BookingApi, patient_id: int, code: str, start: str) -> Reply:
+    await factories.courses_without_consultation(api.pool)  # lists, not the consultation gate
     body = {
         "patient_id": patient_id,
         "treatment_id": await _treatment(api, code),
@@ -310,6 +311,20 @@ def _seeded(path: str) -> Builder:
 
 
 # How each list gets at least two items; a new list needs an entry here.
+async def _screening_answers(api: BookingApi) -> str:
+    patient_id = await _patient(api)
+    answers = await factories.screening_all_no(api.pool, api.clinic_id)
+    body = {
+        "patient_id": patient_id,
+        "treatment_id": await _treatment(api, "consultation"),
+        "practitioner_id": 1,
+        "start": SLOT,
+        "screening": answers,
+    }
+    assert (await api.call("POST", "/api/v1/bookings", role="front_desk", json=body)).status == 201
+    return f"/api/v1/patients/{patient_id}/screening-answers"
+
+
 LISTS: dict[str, Builder] = {
     "/api/v1/adverse-events": _adverse_events,
     "/api/v1/appointments": _appointments,
@@ -331,6 +346,10 @@ LISTS: dict[str, Builder] = {
         "/api/v1/public/clinics/{clinic_id}/treatments"
     ),
     "/api/v1/series": _series,
+    "/api/v1/clinics/{clinic_id}/screening-questions": _seeded(
+        "/api/v1/clinics/{clinic_id}/screening-questions"
+    ),
+    "/api/v1/patients/{patient_id}/screening-answers": _screening_answers,
     "/api/v1/tokens": _seeded("/api/v1/tokens"),
     "/api/v1/treatments": _seeded("/api/v1/treatments"),
 }

@@ -155,7 +155,11 @@ class Desk:
         version: int | None = None,
         if_match: str | None = None,
     ) -> Reply:
-        """POST an action with If-Match set to the current version (or the one given)."""
+        """POST an action with If-Match set to the current version (or the one given). A
+        check-in without a body re-confirms "no" to every screening question (tests/safety
+        tests the re-confirmation itself)."""
+        if action == "check-in" and json is None:
+            json = {"screening": await factories.screening_all_no(self.pool, self.api.clinic_id)}
         if if_match is None:
             if_match = f'"{version if version is not None else await self.version(appointment_id)}"'
         return await self.api.call(

@@ -106,6 +106,8 @@ def form(**overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 async def demo(booking_api: BookingApi) -> Demo:
     pool = booking_api.pool
+    # Booking mechanics, not the consultation gate (tests/safety): courses need none here.
+    await factories.courses_without_consultation(pool)
     codes = dict(await pool.fetch("SELECT code, id FROM treatment"))
     return Demo(
         booking_api,

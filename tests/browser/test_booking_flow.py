@@ -273,6 +273,8 @@ async def book_for_someone_else(api: BookingApi, held: list[asyncpg.Record]) -> 
             now=now,
             actor=actor,
             request_id=None,
+            # As the form books it: the other patient also said they had the consultation.
+            consultation_declared=True,
         )
 
 

@@ -30,6 +30,8 @@ NO_CONSENTS = dict.fromkeys(ALL_CONSENTS, False)
 @pytest.fixture
 async def demo(booking_api: BookingApi) -> Demo:
     """The booking tests' demo clinic (the same as their `demo` fixture)."""
+    # Booking mechanics, not the consultation gate (tests/safety): courses need none here.
+    await factories.courses_without_consultation(booking_api.pool)
     codes = dict(await booking_api.pool.fetch("SELECT code, id FROM treatment"))
     return Demo(
         booking_api,

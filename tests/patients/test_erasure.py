@@ -21,6 +21,7 @@ from shared.store import (
 )
 from shared.store.notifications.dispatch import AttemptStart, LaneKey, SendCandidate, SendOutcome
 from shared.store.notifications.outbox import NewNotification
+from tests import factories
 from tests.conftest import BookingApi, SmtpSink, StandIn
 from tests.notifier.conftest import StartNotifier, eventually, start_notifier  # noqa: F401
 
@@ -57,6 +58,7 @@ async def patient(api: BookingApi, first: str, last: str, mobile: str, email: st
 async def book(
     api: BookingApi, patient_id: int, treatment: str, starts: list[datetime], practitioner_id: int
 ) -> dict[str, Any]:
+    await factories.courses_without_consultation(api.pool)  # erasure, not the consultation gate
     treatment_id = await api.pool.fetchval("SELECT id FROM treatment WHERE code = $1", treatment)
     sessions = [{"practitioner_id": practitioner_id, "start": s.isoformat()} for s in starts]
     reply = await api.call(

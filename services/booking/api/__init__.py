@@ -34,6 +34,7 @@ so the order shows only in the order of the OpenAPI document's paths.
 | `admin_inbox`, `admin_call_list` | the staff inbox and replies; the call list |
 | `admin_review_queue` | flagged sessions by patient and course; clearing a course |
 | `admin_clinic_day` | every practitioner's appointments for one local day |
+| `admin_screening` | a clinic's screening questions; a patient's screening answers |
 | `admin_audit`, `admin_tokens` | the audit log; staff API tokens |
 | `admin_adverse_events` | adverse events: list, CSV, history, phone reports, grading, clearance |
 """

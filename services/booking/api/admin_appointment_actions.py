@@ -40,13 +40,15 @@ from services.booking.api.admin_appointments import (
     appointment_detail,
     change_of,
 )
+from services.booking.api.admin_bookings import ScreeningAnswers, ScreeningDetails, given_answers
 from services.booking.api.common import ALL_STAFF, CLINICAL, DESK
 from services.booking.api.fields import Body, Id, Instant, OverrideReason, Reason, ShortText, text
 from services.booking.api.framework import Ctx, Handler, invalid
 from services.booking.api.move_views import GapOut, ShiftOut, gap_out, shift_out
-from services.booking.domain import actions, reschedule
+from services.booking.domain import actions, reschedule, screening_checks
 from shared.db.transactions import in_transaction
 from shared.domain import cancellations
+from shared.store.appointments import Appointment
 from shared.store.series import SeriesStatus
 from shared.store.staff_tokens import Role
 
@@ -191,17 +193,65 @@ confirm_appointment = _state_action(
     action=actions.CONFIRM,
     description="booked → confirmed, when the patient confirms by phone or at the desk.",
 )
-check_in_appointment = _state_action(
-    "check_in_appointment",
-    "check-in",
+
+
+class CheckInBody(Body):
+    screening: ScreeningAnswers | None = Field(
+        None,
+        max_length=50,
+        description="the patient's yes/no re-confirmation of every screening question that "
+        "applies; may be left out only when they were answered for this appointment within the "
+        "last 7 days",
+    )
+    screening_details: ScreeningDetails | None = Field(
+        None, max_length=50, description="what the patient said about an answer, by code"
+    )
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/check-in",
     summary="Check the patient in",
+    tag=TAG,
     roles=DESK,
-    action=actions.CHECK_IN,
-    description="booked or confirmed → checked_in, from 2 h before the start until the end "
-    "plus the clinic's no-show grace. Refused (409 adverse-event-hold, naming the events in "
-    "`adverse_event_ids`) while an adverse event of the patient holds their next session, and "
-    "(409 needs-review) while a clinician review is pending.",
+    body=CheckInBody,
+    body_optional=True,
+    response=AppointmentDetail,
+    views={role: view for role, view in DESK_DETAIL.items() if role in DESK},
+    errors=(*ACTION_ERRORS, 422),
 )
+async def check_in_appointment(ctx: Ctx) -> AppointmentDetail:
+    """booked or confirmed → checked_in, from 2 h before the start until the end plus the
+    clinic's no-show grace. The screening answers are re-confirmed first: without a recent answer
+    for this appointment to every question that applies, 409 screening-not-confirmed names the
+    missing ones (`missing`). A new yes (where the last answer was no, or a first yes) is stored,
+    flags the appointment for clinician review with the question named, and the check-in is
+    refused (409 needs-review) until a clinician reviews it, as for any pending review.
+    Refused too (409 adverse-event-hold, naming the events in `adverse_event_ids`) while an
+    adverse event of the patient holds their next session, until a clinician clears it."""
+    body: CheckInBody = ctx.body
+    answers = given_answers(body.screening, body.screening_details, "screening")
+    version = ctx.if_match()
+    change = change_of(ctx)
+    appointment_id = ctx.path["appointment_id"]
+
+    async def work(conn: asyncpg.Connection) -> Appointment | screening_checks.CheckInScreening:
+        screened = await screening_checks.check_in(
+            conn, appointment_id, answers, expected_version=version, change=change
+        )
+        if screened.flagged is not None:
+            return screened  # committed: the answers and the flag stay
+        return await actions.act(
+            conn, appointment_id, state=actions.CHECK_IN, expected_version=version, change=change
+        )
+
+    done = await in_transaction(ctx.pool, work)
+    if isinstance(done, screening_checks.CheckInScreening):
+        assert done.flagged is not None
+        raise screening_checks.ScreeningFlagged(done.flagged)
+    return await appointment_detail(ctx, done)
+
+
 complete_appointment = _state_action(
     "complete_appointment",
     "complete",

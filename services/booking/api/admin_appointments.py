@@ -73,7 +73,8 @@ class DeskHistoryEvent(HistoryEvent):
         details = data.get("details") or {}
         shown = {key: value for key, value in details.items() if key in DESK_EVENT_DETAILS}
         reason = data.get("reason", "")
-        if "review" in details and reason:
+        # A review note, or a clinician's reason to book without a consultation: clinical.
+        if ("review" in details or "consultation" in details) and reason:
             reason = WITHHELD_NOTE
         return {**data, "details": shown, "reason": reason}
 

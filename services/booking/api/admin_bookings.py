@@ -4,24 +4,49 @@ sessions or none."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 from services.booking.api import API, idempotency
 from services.booking.api.common import ALL_STAFF, CLINICAL
-from services.booking.api.fields import Body, Id, Instant, OverrideReason
+from services.booking.api.fields import Body, Id, Instant, OverrideReason, text
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.public_booking import BookedSession, booked_out
 from services.booking.api.public_holds import session_requests
 from services.booking.domain import bookings, offers
 from services.booking.domain.sessions import SessionRequest
+from shared.domain.screening import Given
 
 
 class StaffSession(Body):
     practitioner_id: Id
     start: Instant
+
+
+class ConsultationOverride(Body):
+    reason: OverrideReason
+
+
+ScreeningCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,49}$")]
+ScreeningAnswers = dict[ScreeningCode, StrictBool]
+DetailText = text(2000)
+ScreeningDetails = dict[ScreeningCode, DetailText]
+
+
+def given_answers(
+    answers: ScreeningAnswers | None, details: ScreeningDetails | None, path: str
+) -> dict[str, Given] | None:
+    """The yes/no answers with what the patient said (details only for an answered code)."""
+    if answers is None:
+        if details:
+            raise invalid(path + "_details", "give the answers in " + path)
+        return None
+    for code in details or {}:
+        if code not in answers:
+            raise invalid(f"{path}_details.{code}", f"no answer to {code} in {path}")
+    return {code: Given(yes, (details or {}).get(code, "")) for code, yes in answers.items()}
 
 
 class StaffBookingRequest(Body):
@@ -41,6 +66,22 @@ class StaffBookingRequest(Body):
     override_reason: OverrideReason | None = Field(
         None,
         description="book under a gap's hard minimum (clinician or admin only); logged",
+    )
+    consultation_override: ConsultationOverride | None = Field(
+        None,
+        description="book a course that needs a consultation although the patient has none on "
+        "file (clinician or admin only); the reason is logged and shown in each session's history",
+    )
+    screening: ScreeningAnswers | None = Field(
+        None,
+        max_length=50,
+        description="the patient's yes/no answer to every screening question that applies "
+        "(GET /api/v1/clinics/{clinic_id}/screening-questions); without them the sessions are "
+        "flagged 'screening not answered' unless complete answers are on file; a new yes flags "
+        "them for clinician review",
+    )
+    screening_details: ScreeningDetails | None = Field(
+        None, max_length=50, description="what the patient said about an answer, by code"
     )
 
 
@@ -80,6 +121,10 @@ def _staff_booking(body: StaffBookingRequest) -> bookings.StaffBooking:
         session_count=body.session_count,
         series_id=body.series_id,
         override_reason=body.override_reason,
+        screening=given_answers(body.screening, body.screening_details, "screening"),
+        consultation_override_reason=(
+            body.consultation_override.reason if body.consultation_override is not None else None
+        ),
     )
 
 
@@ -100,12 +145,22 @@ def _staff_booking(body: StaffBookingRequest) -> bookings.StaffBooking:
 async def create_booking(ctx: Ctx) -> Any:
     """Every session is checked (free, gaps) and booked in one transaction, or none is. A
     conflict answers 409 naming the session(s) and the next free `alternatives` (same
-    practitioner first, then any); a course that cannot be placed names the failing position."""
+    practitioner first, then any); a course that cannot be placed names the failing position.
+    The first session of a course that needs a consultation is refused (409
+    consultation-required) unless the patient has one on file (completed, or booked to end
+    before the course starts) or a clinician or admin gives `consultation_override`."""
     body: StaffBookingRequest = ctx.body
     assert ctx.staff is not None
     # The hard minimum gap protects the patient: only a clinician (or an admin) may go below it.
     if body.override_reason is not None and ctx.staff.role not in CLINICAL:
         raise ApiError(403, "Forbidden", "only a clinician or an admin may override a minimum gap")
+    # So is the consultation a course needs: skipping it is a clinical decision.
+    if body.consultation_override is not None and ctx.staff.role not in CLINICAL:
+        raise ApiError(
+            403,
+            "Forbidden",
+            "only a clinician or an admin may book a course without a consultation",
+        )
     request = _staff_booking(body)
     offer = await offers.load_offer(ctx.pool, body.treatment_id, public=False)
     if offer is None:

@@ -48,6 +48,7 @@ from services.booking.api.fields import (
 )
 from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
+from shared.domain import screening
 from shared.domain.contact import is_sms_country
 from shared.store import clinics
 from shared.store.clinics import ClinicSettings, sms_countries_of
@@ -233,6 +234,8 @@ async def create_clinic(ctx: Ctx) -> Clinic:
     async def work(conn: asyncpg.Connection) -> Any:
         settings = fields_of(ClinicSettings, body.model_dump())
         created = _clinic_out(await clinics.insert(conn, settings, now=ctx.now))
+        # The screening questions of clinical-defaults.md, ready to edit.
+        await screening.seed_defaults(conn, created.id, now=ctx.now)
         await record_item(conn, ctx, "create", "clinic", created.id, created)
         return created
 

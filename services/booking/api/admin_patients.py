@@ -76,6 +76,7 @@ from services.booking.api.fields import (
 )
 from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
+from services.booking.domain import screening_checks
 from shared.db.transactions import in_transaction
 from shared.domain.contact import (
     ContactError,
@@ -564,6 +565,11 @@ async def update_patient(ctx: Ctx) -> PatientOut:
             ) from None
         assert updated is not None  # it existed above, and patients are never deleted
         changed = sorted(name for name in changes if getattr(current, name) != changes[name])
+        if "screening" in changed:
+            # The clinician's answers are real answers too (shared/domain/screening.py).
+            await screening_checks.record_patient_edit(
+                conn, updated, changes["screening"], actor=ctx.actor.label, now=ctx.now
+            )
         await audit_patient(conn, ctx, "patient.update", patient_id, details={"fields": changed})
         return await patient_record(conn, updated)
 

@@ -159,6 +159,8 @@ class Endpoint:
     views: Mapping[Role, type[BaseModel]] = field(default_factory=dict)
     # A 201's `Location`: the new resource's path, from the answer's JSON (see `Location`).
     location: Location | None = None
+    # The body may be left out (no body at all): the handler gets the model's defaults.
+    body_optional: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -285,6 +287,7 @@ class Api:
         idempotent: bool = False,
         views: Mapping[Role, type[BaseModel]] | None = None,
         location: Location | None = None,
+        body_optional: bool = False,
     ) -> Callable[[Handler], Handler]:
         views = dict(views or {})
         if views and (roles is None or idempotent or not set(views) <= set(roles)):
@@ -313,6 +316,7 @@ class Api:
                     idempotent=idempotent,
                     views=views,
                     location=location,
+                    body_optional=body_optional,
                 )
             )
             return handler
@@ -343,7 +347,9 @@ def _wrap(
                 ctx.query = _parse_query(request, endpoint.query)
             if endpoint.header is not None:
                 ctx.header = _parse_headers(request, endpoint.header)
-            if endpoint.body is not None:
+            if endpoint.body is not None and endpoint.body_optional and not request.body_exists:
+                ctx.body = endpoint.body()
+            elif endpoint.body is not None:
                 ctx.body = await _parse_body(request, endpoint.body)
             result = await endpoint.handler(ctx)
         except ApiError as error:

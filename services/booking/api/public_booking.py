@@ -98,7 +98,10 @@ async def public_book(ctx: Ctx) -> Any:
     screening answer flags the sessions for clinician review; it does not stop the booking.
     A patient already on file (same mobile, else same email) is booked without any change to
     their record: what the request says differently waits for staff, and the patient's private
-    link goes to the contacts on file with the confirmation. The API never returns a link."""
+    link goes to the contacts on file with the confirmation. The API never returns a link.
+    A course that needs a consultation is refused (409 consultation-required, nothing booked)
+    unless the patient has one with the clinic: completed, or booked to end before the course's
+    first session. A new patient books the consultation first, then the course."""
     body: PublicBookingRequest = ctx.body
     p = body.patient
     form = intake.PatientForm(

@@ -13,6 +13,8 @@ place. Nothing here imports aiohttp or the API (a test enforces it).
 | `holds` | times held while the patient types |
 | `intake` | the patient a public booking is for, and what the form said |
 | `bookings` | a hold turned into a booking; staff booking a known patient |
+| `consultation_gate` | may a course be booked: a consultation on file, an override, or refused |
+| `screening_checks` | screening answers when booking, and their re-confirmation at check-in |
 | `next_session` | the patient booking their course's next session (self-service page) |
 | `actions` | confirm, check in, complete, no-show (and undoing a wrong one), review |
 | `reschedule` | move a session under the course's gap rules |

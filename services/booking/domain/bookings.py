@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from services.booking.domain import consultation_gate, screening_checks
 from services.booking.domain.errors import (
     CourseNotPlaceable,
     HoldFinished,
@@ -43,9 +44,11 @@ from shared.domain import adverse_events, proposals
 from shared.domain.appointment_changes import Change
 from shared.domain.appointment_states import ACTIVE
 from shared.domain.errors import InvalidField
+from shared.domain.screening import Given
 from shared.store import appointments, audit, form_differences, holds, patients, series
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
+from shared.store.screening import AnswerSource
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,14 @@ async def book_hold(
     now: datetime,
     actor: Actor,
     request_id: str | None,
+    consultation_declared: bool = False,
+    screening_source: AnswerSource = "public_api",
 ) -> BookingResult:
     """Turn a hold into a booking: patient, consents, series, every session `booked`.
+
+    A course that needs a consultation passes the consultation gate first
+    (consultation_gate.check; `consultation_declared`: the form's "I have had one", which
+    flags the sessions for review); refused, nothing is booked (not even a new patient).
 
     An expired hold whose times are still free is re-taken (its rows may already have been
     swept); if a time was taken meanwhile, nothing is booked and the answer is a 409 with
@@ -103,8 +112,17 @@ async def book_hold(
         changed = await consents_differing(conn, patient.id, consents)
         if changed:
             differs["consents"] = changed
+    gate = await consultation_gate.check(
+        conn,
+        offer.treatment,
+        clinic_id=offer.clinic.id,
+        patient_id=patient.id,
+        first_start=min(p.start for p in planned),
+        declared=consultation_declared,
+    )
     reasons = screening_reasons(form)
     answers_need_review = bool(reasons)
+    reasons.extend(gate.review_reasons)
     if differs:
         reasons.append(
             "booking form differs from the patient record ("
@@ -136,6 +154,18 @@ async def book_hold(
         held = [await _get(conn, i) for i in ids]
     booked = await _book_held_rows(conn, held, patient, series_id, reasons, now=now, actor=actor)
     await holds.end(conn, view.hold.id, now=now)
+    if patient.created:
+        # A new patient's answers become real answers; a matched patient's record is not
+        # changed by a form (what differs waits in form_difference, and check-in asks again).
+        await screening_checks.record_form(
+            conn,
+            form,
+            min(booked, key=lambda a: a.starts_at),
+            patient_id=patient.id,
+            source=screening_source,
+            actor=actor.label,
+            now=now,
+        )
     if differs:
         # Not in the appointment's history or the audit log: those are append-only, and these
         # values (maybe a stranger's) must go when the patient is erased.
@@ -161,6 +191,7 @@ async def book_hold(
             "hold_id": view.hold.id,
             "retaken": view.state == "expired",
             "patient_created": patient.created,
+            **({"consultation": gate.audit_details()} if gate.basis != "not_needed" else {}),
             # Which fields differed, never their values (the log is append-only).
             **({"form_differs": sorted(differs)} if differs else {}),
         },
@@ -295,6 +326,11 @@ class StaffBooking:
     session_count: int | None
     series_id: int | None
     override_reason: str | None
+    # A clinician's (or admin's) reason to book a course without a consultation on file; the
+    # caller checked the role.
+    consultation_override_reason: str | None = None
+    # The patient's screening answers by question code (staff bookings); None: not asked.
+    screening: dict[str, Given] | None = None
 
 
 async def book_for_patient(
@@ -345,6 +381,21 @@ async def book_for_patient(
             "sessions" if request.sessions else "start",
             f"{offer.treatment.name} has at most {offer.treatment.sessions_max} sessions",
         )
+    if request.screening and source == "staff":
+        await screening_checks.check_staff_answers(
+            conn, offer.clinic.id, offer.treatment.code, request.screening
+        )
+    gate = None
+    if existing is None:
+        # The first session of a course (a later one passed the gate with the first).
+        gate = await consultation_gate.check(
+            conn,
+            offer.treatment,
+            clinic_id=offer.clinic.id,
+            patient_id=patient.id,
+            first_start=min(s.start for s in plan.sessions),
+            override_reason=request.consultation_override_reason,
+        )
     conflicts = await find_conflicts(conn, offer, plan.sessions, now)
     if conflicts:
         raise SlotsTaken(offer, conflicts, now)
@@ -367,6 +418,19 @@ async def book_for_patient(
         request_id=request_id,
     )
     booked = [await _get(conn, i) for i in ids]
+    if source == "staff":
+        booked = await screening_checks.after_staff_booking(
+            conn,
+            booked,
+            request.screening,
+            patient_id=patient.id,
+            treatment_code=offer.treatment.code,
+            change=Change(actor, now, request_id),
+            adds_to_course=existing is not None,
+        )
+    details: dict[str, Any] = {"warnings": plan.warnings} if plan.warnings else {}
+    if gate is not None and gate.basis != "not_needed":
+        details["consultation"] = gate.audit_details()
     await _audit_booking(
         conn,
         offer,
@@ -377,8 +441,19 @@ async def book_for_patient(
         actor=actor,
         request_id=request_id,
         reason=request.override_reason or "",
-        details={"warnings": plan.warnings} if plan.warnings else None,
+        details=details or None,
     )
+    if gate is not None and gate.basis == "override":
+        await consultation_gate.record_override(
+            conn,
+            gate,
+            patient_id=patient.id,
+            series_id=series_id,
+            booked=booked,
+            now=now,
+            actor=actor,
+            request_id=request_id,
+        )
     # The confirmation and reminders commit with the booking or not at all.
     await outbox_plan.plan_booking(
         conn,

@@ -64,10 +64,14 @@ class ResolvedPatient:
     differs: dict[str, Any]  # submitted values that differ from the stored record
 
 
-def _is_positive(answer: bool | str) -> bool:
+def is_positive(answer: bool | str) -> bool:
+    """True, or a text that is not one of the ways of saying no."""
     if isinstance(answer, bool):
         return answer
     return answer.strip().casefold() not in NEGATIVE_ANSWERS
+
+
+_is_positive = is_positive
 
 
 def screening_reasons(form: PatientForm) -> list[str]:

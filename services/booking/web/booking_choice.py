@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from services.booking.domain import offers
+from services.booking.domain import consultation_gate, offers
 from services.booking.domain.offers import Offer
 from services.booking.domain.sessions import SessionRequest
 from services.booking.web import (
@@ -196,17 +196,11 @@ async def render_start(request: web.Request, *, error: str = "") -> web.Response
     )
 
 
-def _consultation_for(on_offer: list[Offer], course: Offer) -> Offer | None:
-    """The clinic's consultation: a single visit that needs none itself, by code if possible."""
-    singles = [
-        o
-        for o in on_offer
-        if not o.treatment.is_course
-        and not o.treatment.needs_consultation
-        and o.treatment.id != course.treatment.id
-    ]
-    named = [o for o in singles if "consult" in o.treatment.code.casefold()]
-    return (named or singles or [None])[0]
+def _consultation_for(on_offer: list[Offer]) -> Offer | None:
+    """The clinic's consultation, as the consultation gate counts one (so that booking it
+    satisfies the gate for the course)."""
+    found = [o for o in on_offer if consultation_gate.is_consultation(o.treatment)]
+    return (found or [None])[0]
 
 
 # -- 2. practitioner (or the consultation offer first) --------------------------------------------
@@ -226,7 +220,7 @@ async def practitioner_page(request: web.Request) -> web.StreamResponse:
             "book/consultation.html",
             clinic=clinic,
             treatment=offer.treatment,
-            consultation=_consultation_for(on_offer, offer),
+            consultation=_consultation_for(on_offer),
             continue_url=choice.url("/book/practitioner", consulted="1"),
         )
     active = await practitioner_names(request, clinic.id, active=True)

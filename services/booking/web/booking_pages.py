@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import asyncpg
 from aiohttp import web
 
-from services.booking.domain import bookings, holds, intake
+from services.booking.domain import bookings, consultation_gate, holds, intake
 from services.booking.domain.errors import HoldFinished, HoldNotFound, SlotsTaken
 from services.booking.web import (
     PageError,
@@ -76,11 +76,8 @@ from shared.store import appointments, audit, patients
 from shared.store.audit import Actor
 from shared.web import POOL, SETTINGS
 
-# Review reason (staff-facing, stored on the appointments) when the patient skips the offered
-# consultation because they say they already had one.
-CONSULTATION_CLAIMED = (
-    "patient says they already had the consultation this course needs: check before session 1"
-)
+# The review reason of a course booked on the patient's word that they had the consultation.
+CONSULTATION_CLAIMED = consultation_gate.CONSULTATION_CLAIMED
 
 # -- 7. book -------------------------------------------------------------------------------------
 
@@ -114,7 +111,9 @@ async def _book(
     now = clock_now(request)
 
     async def work(conn: asyncpg.Connection) -> bookings.BookingResult:
-        result = await bookings.book_hold(
+        # The form books a course that needs a consultation only after offering one first: the
+        # patient who gets this far said they already had it (consultation_gate: "declared").
+        return await bookings.book_hold(
             conn,
             token,
             patient,
@@ -122,21 +121,9 @@ async def _book(
             now=now,
             actor=ACTOR,
             request_id=request_id_var.get(),
+            consultation_declared=True,
+            screening_source="public_form",
         )
-        # Only a patient who said they already had the consultation gets this far with a
-        # treatment that needs one (the form offers the consultation first).
-        if result.offer.treatment.needs_consultation:
-            for row in result.appointments:
-                await appointments.set_review(
-                    conn,
-                    row.id,
-                    needs_review=True,
-                    reasons=[*row.review_reasons, CONSULTATION_CLAIMED],
-                    actor=ACTOR.label,
-                    now=now,
-                    note="consultation not booked through the form",
-                )
-        return result
 
     return await in_transaction(request.app[POOL], work)
 
