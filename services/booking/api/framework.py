@@ -159,6 +159,8 @@ class Endpoint:
     views: Mapping[Role, type[BaseModel]] = field(default_factory=dict)
     # A 201's `Location`: the new resource's path, from the answer's JSON (see `Location`).
     location: Location | None = None
+    # The body may be left out altogether (the handler then gets the model's defaults).
+    body_optional: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -285,6 +287,7 @@ class Api:
         idempotent: bool = False,
         views: Mapping[Role, type[BaseModel]] | None = None,
         location: Location | None = None,
+        body_optional: bool = False,
     ) -> Callable[[Handler], Handler]:
         views = dict(views or {})
         if views and (roles is None or idempotent or not set(views) <= set(roles)):
@@ -313,6 +316,7 @@ class Api:
                     idempotent=idempotent,
                     views=views,
                     location=location,
+                    body_optional=body_optional,
                 )
             )
             return handler
@@ -343,7 +347,9 @@ def _wrap(
                 ctx.query = _parse_query(request, endpoint.query)
             if endpoint.header is not None:
                 ctx.header = _parse_headers(request, endpoint.header)
-            if endpoint.body is not None:
+            if endpoint.body is not None and endpoint.body_optional and not request.body_exists:
+                ctx.body = _defaults(endpoint.body)
+            elif endpoint.body is not None:
                 ctx.body = await _parse_body(request, endpoint.body)
             result = await endpoint.handler(ctx)
         except ApiError as error:
@@ -463,6 +469,15 @@ async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel
         raise validation_problem(error, "body", model) from None
     except RecursionError:
         raise _too_deep() from None
+
+
+def _defaults(model: type[BaseModel]) -> BaseModel:
+    """An optional body left out: the model with its defaults (a 422 if it has required
+    fields, which would make the body not optional after all)."""
+    try:
+        return model.model_validate({})
+    except ValidationError as error:
+        raise validation_problem(error, "body", model) from None
 
 
 def _too_deep() -> ApiError:

@@ -182,7 +182,7 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
             operation["parameters"] = parameters
         if endpoint.body is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": not endpoint.body_optional,
                 "content": {"application/json": {"schema": refs[(endpoint.body, "validation")]}},
             }
         if endpoint.roles is not None:
