@@ -30,7 +30,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from services.booking.api import API
 from services.booking.api.common import CLINICAL, record
-from services.booking.api.fields import Day, Id, Query, one_line
+from services.booking.api.fields import Day, Id, Query, one_line, optional
 from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery, next_cursor
 from shared.db.transactions import in_transaction
@@ -49,8 +49,10 @@ SearchText = Annotated[
 
 
 class RecallFilters(Query):
-    lot_number: Annotated[str, StringConstraints(max_length=100)] = Field(
-        description="exact after trimming, any case"
+    # Required (a 422 without it), checked by the handler so that an unknown parameter is
+    # reported alone, as on every list.
+    lot_number: Annotated[str, StringConstraints(max_length=100)] = optional(
+        description="required: the lot number, exact after trimming, any case"
     )
     product: SearchText | None = Field(None, description="exact, any case")
     clinic_id: Id | None = None
@@ -112,7 +114,7 @@ def _item(hit: RecallHit) -> RecallItem:
 
 
 def _lot(filters: RecallFilters) -> str:
-    lot = filters.lot_number.strip()
+    lot = (filters.lot_number or "").strip()
     if not lot:
         raise invalid("lot_number", "give the lot number to search for", where="query")
     if filters.from_ and filters.to and filters.to < filters.from_:
@@ -232,6 +234,7 @@ def _cell(value: object) -> str:
     tag=TAG,
     roles=CLINICAL,
     query=RecallFilters,
+    produces="text/csv",
 )
 async def recall_csv(ctx: Ctx) -> web.Response:
     """The same sessions as `/api/v1/recall`, all of them (up to 20,000: narrow by dates past

@@ -161,6 +161,8 @@ class Endpoint:
     location: Location | None = None
     # The body may be left out altogether (the handler then gets the model's defaults).
     body_optional: bool = False
+    # A ready-made answer of another media type (e.g. "text/csv") with no response model.
+    produces: str | None = None
 
     @property
     def operation_id(self) -> str:
@@ -288,6 +290,7 @@ class Api:
         views: Mapping[Role, type[BaseModel]] | None = None,
         location: Location | None = None,
         body_optional: bool = False,
+        produces: str | None = None,
     ) -> Callable[[Handler], Handler]:
         views = dict(views or {})
         if views and (roles is None or idempotent or not set(views) <= set(roles)):
@@ -317,6 +320,7 @@ class Api:
                     views=views,
                     location=location,
                     body_optional=body_optional,
+                    produces=produces,
                 )
             )
             return handler

@@ -43,9 +43,14 @@ class RecordIn(Body):
     lot_number: LotNumber | None = None
     lot_expiry: Day | None = Field(None, description="the lot's expiry date, YYYY-MM-DD")
     injection_areas: list[Area] = Field(default_factory=list, max_length=20)
-    depth_mm: float | None = Field(None, gt=0, le=20, description="injection depth in mm")
-    needle_length_mm: float | None = Field(None, gt=0, le=50)
-    volume_ml: float | None = Field(None, gt=0, le=100, description="total volume in ml")
+    # Kept to 0.01 (the columns' scale): finer is no measurement anyone makes.
+    depth_mm: float | None = Field(
+        None, ge=0.01, le=20, description="injection depth in mm (kept to 0.01)"
+    )
+    needle_length_mm: float | None = Field(None, ge=0.01, le=50, description="kept to 0.01")
+    volume_ml: float | None = Field(
+        None, ge=0.01, le=100, description="total volume in ml (kept to 0.01)"
+    )
     anaesthetic: Anaesthetic | None = Field(None, description="none given: leave it out")
     notes: LongText = ""
     performed_by: Id | None = Field(
