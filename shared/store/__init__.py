@@ -22,6 +22,7 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     inbound_messages    inbound_message
     inbox               inbox_item (the staff inbox)
     call_tasks          call_task (the staff call list)
+    session_records     session_record, session_record_history (a session's record, versions)
     notifications       notification, notification_attempt, notification_event,
                         provider_callback, sender_pace
     (shared/db/migrate.py owns schema_migration.)
