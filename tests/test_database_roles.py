@@ -68,6 +68,8 @@ EXPECTED = {
     "sender_pace": ORDINARY,
     "series": ORDINARY,
     "session_proposal": ORDINARY,
+    "session_record": ORDINARY,
+    "session_record_history": HISTORY,
     "staff_token": ORDINARY,
     "time_off": ORDINARY,
     "treatment": ORDINARY,
@@ -194,6 +196,9 @@ async def _one_audit_row(pool: asyncpg.Pool) -> None:
         "UPDATE patient_consent SET granted = true",
         "DELETE FROM patient_consent",
         "TRUNCATE patient_consent",
+        "UPDATE session_record_history SET reason = 'rewritten'",
+        "DELETE FROM session_record_history",
+        "TRUNCATE session_record_history",
         "TRUNCATE staff_token",
     ],
 )

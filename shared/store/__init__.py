@@ -24,6 +24,7 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     inbox               inbox_item (the staff inbox)
     call_tasks          call_task (the staff call list)
     adverse_events      adverse_event, adverse_event_history (append-only)
+    session_records     session_record, session_record_history (a session's record, versions)
     notifications       notification, notification_attempt, notification_event,
                         provider_callback, sender_pace
     (shared/db/migrate.py owns schema_migration.)

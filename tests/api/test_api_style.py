@@ -42,7 +42,7 @@ def _refs(schema: dict[str, Any]) -> list[str]:
 
 def _success(operation: dict[str, Any]) -> dict[str, Any] | None:
     for code, response in operation["responses"].items():
-        if code.startswith("2") and "content" in response:
+        if code.startswith("2") and "application/json" in response.get("content", {}):
             return response["content"]["application/json"]["schema"]
     return None
 
@@ -310,6 +310,26 @@ def _seeded(path: str) -> Builder:
     return build
 
 
+async def _recall(api: BookingApi) -> str:
+    """Two completed sessions whose records name the same lot."""
+    prp = await _treatment(api, "prp-hair")
+    for name, start in (("Ada", SLOT), ("Grace", LATER)):
+        appointment_id = await factories.appointment(
+            api.pool,
+            clinic_id=api.clinic_id,
+            practitioner_id=1,
+            treatment_id=prp,
+            patient_id=await _patient(api, name),
+            starts_at=datetime.fromisoformat(start),
+            now=api.clock.now(),
+            status="completed",
+        )
+        record = {"product": "PRP kit", "lot_number": "LOT-1", "reason": "from paper"}
+        path = f"/api/v1/appointments/{appointment_id}/session-record"
+        assert (await api.call("PUT", path, role="clinician", json=record)).status == 200
+    return "/api/v1/recall?lot_number=LOT-1"
+
+
 # How each list gets at least two items; a new list needs an entry here.
 async def _screening_answers(api: BookingApi) -> str:
     patient_id = await _patient(api)
@@ -340,6 +360,7 @@ LISTS: dict[str, Builder] = {
     "/api/v1/patients/{patient_id}/consents": _consents,
     "/api/v1/patients/{patient_id}/messages": _patient_messages,
     "/api/v1/practitioners": _seeded("/api/v1/practitioners"),
+    "/api/v1/recall": _recall,
     "/api/v1/practitioners/{practitioner_id}/overrides": _overrides,
     "/api/v1/practitioners/{practitioner_id}/time-off": _time_off,
     "/api/v1/public/clinics/{clinic_id}/treatments": _seeded(

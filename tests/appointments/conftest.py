@@ -19,6 +19,8 @@ from tests.conftest import BookingApi, Reply
 
 LONDON = ZoneInfo("Europe/London")
 HART, PATEL = 1, 2  # demo practitioners: Hart works Monday-Friday, Patel Tuesday-Saturday
+# The body of completing a course session: a procedure needs its record (product and lot).
+COMPLETION = {"record": {"product": "Dermaheal HL", "lot_number": "TEST-LOT-1"}}
 
 
 def london(day: date, hour: int = 10, minute: int = 0) -> datetime:

@@ -16,7 +16,7 @@ from services.scheduler.courses import complete_finished_courses, file_overdue_g
 from services.scheduler.proposals import proposal_sweeps, propose_next_sessions
 from shared.store import call_tasks, proposals
 from tests import factories
-from tests.appointments.conftest import HART, PATEL, Desk, iso, london
+from tests.appointments.conftest import COMPLETION, HART, PATEL, Desk, iso, london
 
 
 async def consent(desk: Desk, patient_id: int | None = None, **granted: bool) -> None:
@@ -71,7 +71,7 @@ async def test_completing_the_last_session_completes_the_course_and_plans_one_re
     series_id, ids = await prp_course_at_its_last_session(desk)
     assert await complete_finished_courses(desk.pool, desk.api.clock) == 0  # still checked in
 
-    reply = await desk.act(ids[3], "complete", role="clinician")
+    reply = await desk.act(ids[3], "complete", role="clinician", json=COMPLETION)
     assert reply.status == 200, reply.body
     assert await complete_finished_courses(desk.pool, desk.api.clock) == 1
 
@@ -172,7 +172,7 @@ async def test_a_treatment_without_a_maintenance_interval_completes_without_a_re
         "UPDATE treatment SET maintenance_interval_days = NULL WHERE code = 'prp-hair'"
     )
     series_id, ids = await prp_course_at_its_last_session(desk)
-    assert (await desk.act(ids[3], "complete", role="clinician")).status == 200
+    assert (await desk.act(ids[3], "complete", role="clinician", json=COMPLETION)).status == 200
     assert await complete_finished_courses(desk.pool, desk.api.clock) == 1
     assert await series_status(desk, series_id) == "completed"
     assert await maintenance_rows(desk) == []
@@ -381,7 +381,9 @@ async def test_two_replicas_over_three_weeks_complete_remind_and_call_once(
             )
             if due:
                 desk.patient_id = patient_id
-                assert (await desk.act(last, "complete", role="clinician")).status == 200
+                assert (
+                    await desk.act(last, "complete", role="clinician", json=COMPLETION)
+                ).status == 200
         await both_replicas()
         clock.advance(timedelta(hours=4))
 

@@ -38,7 +38,7 @@ from shared.domain.appointment_changes import Change
 from shared.store import appointments, call_tasks, proposals, series
 from shared.store.audit import Actor
 from tests import factories
-from tests.appointments.conftest import Desk
+from tests.appointments.conftest import COMPLETION, Desk
 from tests.conftest import BookingApi
 from tests.scheduler.replicas import (
     Replica,
@@ -248,7 +248,7 @@ async def play(desk: Desk, courses: list[Course], now: datetime) -> None:
                 reply = await desk.act(session.id, "check-in")
                 assert reply.status == 200, reply.body
             if now >= session.ends_at:
-                reply = await desk.act(session.id, "complete", role="clinician")
+                reply = await desk.act(session.id, "complete", role="clinician", json=COMPLETION)
                 assert reply.status == 200, reply.body
 
 

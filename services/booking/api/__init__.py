@@ -25,6 +25,9 @@ so the order shows only in the order of the OpenAPI document's paths.
 | `admin_time_off` | a practitioner's time off and one-off day overrides |
 | `admin_appointments` | appointment lists, a practitioner's day or week, one appointment |
 | `admin_appointment_actions` | state changes, clinician review, cancelling, rescheduling |
+| `session_record_views`, `admin_session_records` | a session's record: shapes; read, add, correct |
+| `admin_recall` | who received a lot, with contact status (JSON and CSV) |
+| `admin_safety_timeline` | a patient's safety timeline of typed entries |
 | `admin_bookings`, `admin_series` | staff booking; courses (series) |
 | `admin_patients` | patient search, records and edits, and what the patient modules share |
 | `admin_consents`, `admin_erasure`, `admin_export` | a patient's consents; erasure; export |

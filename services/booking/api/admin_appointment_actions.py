@@ -10,7 +10,7 @@ Roles, by what each job needs:
 | check-in                                   | yes   | yes        | no        |
 | no-show                                    | yes   | yes        | no        |
 | cancel (also inside the notice, with reason) | yes | yes        | no        |
-| complete                                   | yes   | no         | yes       |
+| complete (with the session record)         | yes   | no         | yes       |
 | review (clear needs_review, with a note)   | yes   | no         | yes       |
 | reschedule                                 | yes   | yes        | yes       |
 | reschedule below the hard minimum gap      | yes   | no (403)   | yes       |
@@ -45,7 +45,8 @@ from services.booking.api.common import ALL_STAFF, CLINICAL, DESK
 from services.booking.api.fields import Body, Id, Instant, OverrideReason, Reason, ShortText, text
 from services.booking.api.framework import Ctx, Handler, invalid
 from services.booking.api.move_views import GapOut, ShiftOut, gap_out, shift_out
-from services.booking.domain import actions, reschedule, screening_checks
+from services.booking.api.session_record_views import RecordIn
+from services.booking.domain import actions, reschedule, screening_checks, session_records
 from shared.db.transactions import in_transaction
 from shared.domain import cancellations
 from shared.store.appointments import Appointment
@@ -252,14 +253,6 @@ async def check_in_appointment(ctx: Ctx) -> AppointmentDetail:
     return await appointment_detail(ctx, done)
 
 
-complete_appointment = _state_action(
-    "complete_appointment",
-    "complete",
-    summary="Record the session as done",
-    roles=CLINICAL,
-    action=actions.COMPLETE,
-    description="checked_in → completed.",
-)
 no_show_appointment = _state_action(
     "no_show_appointment",
     "no-show",
@@ -269,6 +262,36 @@ no_show_appointment = _state_action(
     description="booked or confirmed → no_show, only once the end plus the clinic's grace has "
     "passed.",
 )
+
+
+class CompleteBody(Body):
+    record: RecordIn | None = Field(
+        None,
+        description="what was done: required (product and lot_number at least) for a course "
+        "treatment's session, optional for a consultation",
+    )
+
+
+@API.route(
+    "POST",
+    "/api/v1/appointments/{appointment_id}/complete",
+    summary="Record the session as done, with its session record",
+    tag=TAG,
+    roles=CLINICAL,
+    body=CompleteBody,
+    body_optional=True,
+    response=AppointmentDetail,
+    errors=ACTION_ERRORS,
+)
+async def complete_appointment(ctx: Ctx) -> AppointmentDetail:
+    """checked_in → completed, with the session's `record` in the same transaction: a record
+    that is refused (422 naming the field, e.g. `record.lot_expiry` for a lot past its expiry
+    on the session's date) completes nothing. A course treatment's session needs a record with
+    `product` and `lot_number`; a consultation may be completed with no body. The answer shows
+    the record under `session_record`."""
+    body: CompleteBody = ctx.body
+    record = body.record.fields() if body.record is not None else None
+    return await appointment_detail(ctx, await _act(ctx, session_records.complete, record=record))
 
 
 @API.route(

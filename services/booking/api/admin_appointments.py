@@ -6,10 +6,10 @@ Every staff role reads (admin, front_desk, clinician); who may change what is in
 `admin_appointment_actions`.
 
 Reads by role: the front desk gets each appointment without `review_reasons` (they quote
-screening answers and what a booking form said) and its history without clinical details (review
-notes, review reasons, form differences, gap overrides); `needs_review` tells it a review is
-pending. Clinicians and admins get everything. A check-in refused for a pending review tells the
-desk only that.
+screening answers and what a booking form said) or its session record (clinical), and its
+history without clinical details (review notes, review reasons, form differences, gap
+overrides); `needs_review` tells it a review is pending. Clinicians and admins get everything. A
+check-in refused for a pending review tells the desk only that.
 
 Every read that returns a patient's appointment is written to the audit log
 (`appointment.read`).
@@ -30,10 +30,11 @@ from services.booking.api.common import ALL_STAFF, Read, or_not_found, record_re
 from services.booking.api.fields import Day, Id, Query
 from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery, next_cursor
+from services.booking.api.session_record_views import SessionRecordOut, record_out
 from shared.domain.appointment_changes import Change
 from shared.domain.appointment_states import Status
 from shared.scheduling.loader import load_clinic
-from shared.store import appointments, practitioners
+from shared.store import appointments, practitioners, session_records
 from shared.store.appointments import Appointment, ScheduleEntry
 from shared.store.staff_tokens import Role
 
@@ -121,6 +122,9 @@ class AppointmentDeskDetail(AppointmentDeskOut):
 
 class AppointmentDetail(AppointmentOut):
     history: list[HistoryEvent]
+    session_record: SessionRecordOut | None = Field(
+        description="what was done at the session (completed sessions; clinical)"
+    )
 
 
 class ScheduleItem(BaseModel):
@@ -234,9 +238,11 @@ def appointment_out(appointment: Appointment, zone: ZoneInfo) -> AppointmentOut:
 async def appointment_detail(ctx: Ctx, appointment: Appointment) -> AppointmentDetail:
     zone = await Zones(ctx).of(appointment.clinic_id)
     events = await appointments.history(ctx.pool, appointment.id)
+    saved = await session_records.for_appointment(ctx.pool, appointment.id)
     return AppointmentDetail(
         **appointment_out(appointment, zone).model_dump(),
         history=[HistoryEvent(**asdict(event)) for event in events],
+        session_record=record_out(saved) if saved is not None else None,
     )
 
 

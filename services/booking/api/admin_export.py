@@ -26,6 +26,7 @@ from services.booking.api.admin_patients import BASE, TAG, ConsentOut, PatientOu
 from services.booking.api.admin_series import SeriesOut, series_out
 from services.booking.api.common import ADMIN, or_not_found, record
 from services.booking.api.framework import Ctx
+from services.booking.api.session_record_views import record_out
 from shared.store import (
     adverse_events,
     appointments,
@@ -36,6 +37,7 @@ from shared.store import (
     inbox,
     notifications,
     patients,
+    session_records,
 )
 from shared.store import consents as consent_store
 from shared.store import series as series_store
@@ -213,6 +215,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
         courses = await series_store.for_patient(conn, patient_id)
         booked = await appointments.for_patient(conn, patient_id)
         histories = await appointments.history_many(conn, [a.id for a in booked])
+        records = await session_records.for_appointments(conn, [a.id for a in booked])
         messages = await notifications.views.held_for_patient(conn, patient_id)
         inbound = await inbound_messages.for_patient(conn, patient_id, patient.mobile)
         differences = await form_differences.for_patient(conn, patient_id)
@@ -232,6 +235,7 @@ async def export_patient(ctx: Ctx) -> PatientExport:
                 AppointmentDetail(
                     **appointment_out(a, await zones.of(a.clinic_id)).model_dump(),
                     history=[HistoryEvent(**asdict(event)) for event in histories[a.id]],
+                    session_record=record_out(records[a.id]) if a.id in records else None,
                 )
                 for a in booked
             ],

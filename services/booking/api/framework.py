@@ -159,8 +159,10 @@ class Endpoint:
     views: Mapping[Role, type[BaseModel]] = field(default_factory=dict)
     # A 201's `Location`: the new resource's path, from the answer's JSON (see `Location`).
     location: Location | None = None
-    # The body may be left out (no body at all): the handler gets the model's defaults.
+    # The body may be left out altogether (the handler then gets the model's defaults).
     body_optional: bool = False
+    # A ready-made answer of another media type (e.g. "text/csv") with no response model.
+    produces: str | None = None
 
     @property
     def operation_id(self) -> str:
@@ -288,6 +290,7 @@ class Api:
         views: Mapping[Role, type[BaseModel]] | None = None,
         location: Location | None = None,
         body_optional: bool = False,
+        produces: str | None = None,
     ) -> Callable[[Handler], Handler]:
         views = dict(views or {})
         if views and (roles is None or idempotent or not set(views) <= set(roles)):
@@ -317,6 +320,7 @@ class Api:
                     views=views,
                     location=location,
                     body_optional=body_optional,
+                    produces=produces,
                 )
             )
             return handler
@@ -348,7 +352,7 @@ def _wrap(
             if endpoint.header is not None:
                 ctx.header = _parse_headers(request, endpoint.header)
             if endpoint.body is not None and endpoint.body_optional and not request.body_exists:
-                ctx.body = endpoint.body()
+                ctx.body = _defaults(endpoint.body)
             elif endpoint.body is not None:
                 ctx.body = await _parse_body(request, endpoint.body)
             result = await endpoint.handler(ctx)
@@ -469,6 +473,15 @@ async def _parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel
         raise validation_problem(error, "body", model) from None
     except RecursionError:
         raise _too_deep() from None
+
+
+def _defaults(model: type[BaseModel]) -> BaseModel:
+    """An optional body left out: the model with its defaults (a 422 if it has required
+    fields, which would make the body not optional after all)."""
+    try:
+        return model.model_validate({})
+    except ValidationError as error:
+        raise validation_problem(error, "body", model) from None
 
 
 def _too_deep() -> ApiError:

@@ -188,7 +188,12 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
         if endpoint.roles is not None:
             operation["x-roles"] = list(endpoint.roles)
         response_model, is_list = _model_of(endpoint.response)
-        if response_model is None:
+        if response_model is None and endpoint.produces is not None:
+            operation["responses"][str(endpoint.status)] = {
+                "description": "success",
+                "content": {endpoint.produces: {"schema": {"type": "string"}}},
+            }
+        elif response_model is None:
             operation["responses"][str(endpoint.status)] = {"description": "done"}
         else:
             ref = refs[(response_model, "serialization")]

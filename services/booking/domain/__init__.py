@@ -17,6 +17,7 @@ place. Nothing here imports aiohttp or the API (a test enforces it).
 | `screening_checks` | screening answers when booking, and their re-confirmation at check-in |
 | `next_session` | the patient booking their course's next session (self-service page) |
 | `actions` | confirm, check in, complete, no-show (and undoing a wrong one), review |
+| `session_records` | a completed session's record: taken with the completion, added, corrected |
 | `reschedule` | move a session under the course's gap rules |
 | `courses` | a course's plan notes and status |
 | `limits` | per client, per mobile and per address limits |

@@ -40,6 +40,8 @@ CHECK_IN_OPENS_BEFORE = timedelta(hours=2)
 Guard = Callable[[Appointment, ClinicInfo, datetime], None]
 # A rule that needs the database (another record holds the change back), run before `guard`.
 DbGuard = Callable[[asyncpg.Connection, Appointment], Awaitable[None]]
+# What an action writes with the transition, before its follow-up is planned (the session record).
+Then = Callable[[asyncpg.Connection, Appointment], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,11 @@ async def act(
     state: StateAction,
     expected_version: int,
     change: Change,
+    then: Then | None = None,
 ) -> Appointment:
-    """One state transition: version, legality, then the action's own rule (`guard`)."""
+    """One state transition: version, legality, then the action's own rule (`guard`); `then`
+    writes what belongs with the transition (a completed session's record) before the
+    follow-ups that may read it are planned."""
     current = await locked(conn, appointment_id, expected_version)
     check_transition(current.status, state.to_status)
     if state.db_guard is not None:
@@ -79,6 +84,8 @@ async def act(
         details=details or None,
         audit_details={"to_status": state.to_status, **details},
     )
+    if then is not None:
+        await then(conn, updated)
     if state.to_status == "no_show" and updated.patient_id is not None:
         # After a missed session the patient's later ones get the 2-hour reminder too.
         await outbox_plan.on_no_show(conn, updated.patient_id, now=change.now)
