@@ -22,6 +22,8 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     inbound_messages    inbound_message
     inbox               inbox_item (the staff inbox)
     call_tasks          call_task (the staff call list)
+    care_team           care_team_member, on_call_shift, escalation_step, alert_settings
+    staff_alerts        staff_alert, staff_alert_notification
     notifications       notification, notification_attempt, notification_event,
                         provider_callback, sender_pace
     (shared/db/migrate.py owns schema_migration.)
