@@ -51,6 +51,7 @@ def tier_of_signs(signs: list[str]) -> Literal["emergency", "urgent"]:
     """An SMS naming any emergency sign is an emergency; other danger signs are urgent."""
     return "emergency" if EMERGENCY_SIGNS.intersection(signs) else "urgent"
 
+
 ACKNOWLEDGE_PATH = "POST /api/v1/alerts/{id}/acknowledge"
 
 
