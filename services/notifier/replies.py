@@ -40,10 +40,9 @@ from shared import outbox_plan
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.transactions import in_transaction
-from shared.domain import cancellations
+from shared.domain import alerts, cancellations
 from shared.domain import proposals as proposal_domain
 from shared.domain.appointment_changes import Change, clinic_of, transition_audited
-from shared.domain import alerts
 from shared.domain.danger_words import danger_signs
 from shared.domain.errors import Conflict
 from shared.scheduling.loader import ClinicInfo

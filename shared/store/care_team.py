@@ -145,10 +145,19 @@ async def get_members(db: Executor, member_ids: Sequence[int]) -> dict[int, Memb
     return {row["id"]: _member(row) for row in rows}
 
 
-async def members_of(db: Executor, clinic_id: int) -> list[Member]:
+async def members_of(
+    db: Executor, clinic_id: int, *, after_id: int | None = None, limit: int | None = None
+) -> list[Member]:
+    """The clinic's members by id (keyset: after `after_id`, at most `limit`)."""
     rows = await db.fetch(
-        f"SELECT {_MEMBER} FROM care_team_member WHERE clinic_id = $1 ORDER BY id",  # noqa: S608
+        f"""
+        SELECT {_MEMBER} FROM care_team_member
+        WHERE clinic_id = $1 AND ($2::bigint IS NULL OR id > $2)
+        ORDER BY id LIMIT $3
+        """,  # noqa: S608 - constant
         clinic_id,
+        after_id,
+        limit,
     )
     return [_member(row) for row in rows]
 
@@ -206,14 +215,25 @@ async def insert_shift(
     return Shift(**dict(row))
 
 
-async def shifts_of(db: Executor, clinic_id: int, *, ending_after: datetime) -> list[Shift]:
+async def shifts_of(
+    db: Executor,
+    clinic_id: int,
+    *,
+    ending_after: datetime,
+    after_id: int | None = None,
+    limit: int | None = None,
+) -> list[Shift]:
+    """Shifts ending after `ending_after`, by id (keyset: after `after_id`, at most `limit`)."""
     rows = await db.fetch(
         f"""
-        SELECT {_SHIFT} FROM on_call_shift WHERE clinic_id = $1 AND ends_at > $2
-        ORDER BY starts_at, id
+        SELECT {_SHIFT} FROM on_call_shift
+        WHERE clinic_id = $1 AND ends_at > $2 AND ($3::bigint IS NULL OR id > $3)
+        ORDER BY id LIMIT $4
         """,  # noqa: S608 - constant
         clinic_id,
         ending_after,
+        after_id,
+        limit,
     )
     return [Shift(**dict(row)) for row in rows]
 

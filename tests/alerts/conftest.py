@@ -18,9 +18,16 @@ from shared.domain import alerts
 from shared.store import care_team, staff_alerts
 from shared.store.care_team import Member
 from shared.store.staff_alerts import StaffAlert
-from tests.notifier.conftest import start_notifier, twilio, world  # noqa: F401 - fixtures
+from tests.notifier import conftest as notifier_fixtures
+from tests.notifier import test_sms_replies
 from tests.notifier.conftest import World
-from tests.notifier.test_sms_replies import phone  # noqa: F401 - fixture
+
+# The notifier tests' fixtures, shared: the demo world, notifier apps, the Twilio stand-in, and a
+# patient's phone posting signed webhooks.
+world = notifier_fixtures.world
+start_notifier = notifier_fixtures.start_notifier
+twilio = notifier_fixtures.twilio
+phone = test_sms_replies.phone
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from services.booking.api.common import (
 )
 from services.booking.api.fields import Body, Id, Instant, Name, Phone, Query, StoredName
 from services.booking.api.framework import ApiError, Ctx
+from services.booking.api.pagination import Page, PageQuery
 from shared.store import care_team
 
 TAG = "care-team"
@@ -103,7 +104,7 @@ class ShiftBody(Body):
     _ends = field_validator("ends_at")(later_than("starts_at"))
 
 
-class ShiftQuery(Query):
+class ShiftQuery(PageQuery):
     ending_after: Instant | None = Field(
         None, description="shifts ending after this instant (default: now)"
     )
@@ -185,14 +186,19 @@ async def _escalation_out(db: Any, clinic_id: int) -> EscalationOut:
     summary="The clinic's care team: who receives alerts",
     tag=TAG,
     roles=ALL_STAFF,
-    response=list[Member],
+    query=PageQuery,
+    response=Page[Member],
     errors=(404,),
 )
-async def list_members(ctx: Ctx) -> list[Member]:
+async def list_members(ctx: Ctx) -> Page[Member]:
+    query: PageQuery = ctx.query
     clinic_id = ctx.path["clinic_id"]
     async with ctx.pool.acquire() as conn:
         await require_clinic(conn, clinic_id)
-        return [_member_out(m) for m in await care_team.members_of(conn, clinic_id)]
+        rows = await care_team.members_of(
+            conn, clinic_id, after_id=query.after_id(), limit=query.fetch
+        )
+    return Page[Member].of(rows, query.limit, _member_out)
 
 
 @API.route(
@@ -316,18 +322,22 @@ async def delete_member(ctx: Ctx) -> None:
     tag=TAG,
     roles=ALL_STAFF,
     query=ShiftQuery,
-    response=list[ShiftOut],
+    response=Page[ShiftOut],
     errors=(404,),
 )
-async def list_shifts(ctx: Ctx) -> list[ShiftOut]:
+async def list_shifts(ctx: Ctx) -> Page[ShiftOut]:
     query: ShiftQuery = ctx.query
     clinic_id = ctx.path["clinic_id"]
     async with ctx.pool.acquire() as conn:
         await require_clinic(conn, clinic_id)
         rows = await care_team.shifts_of(
-            conn, clinic_id, ending_after=query.ending_after or ctx.now
+            conn,
+            clinic_id,
+            ending_after=query.ending_after or ctx.now,
+            after_id=query.after_id(),
+            limit=query.fetch,
         )
-    return [_shift_out(r) for r in rows[:500]]
+    return Page[ShiftOut].of(rows, query.limit, _shift_out)
 
 
 @API.route(
