@@ -135,7 +135,7 @@ async def run(server: object) -> None:
                     child.send_signal(signal.SIGTERM)
                     await asyncio.to_thread(child.wait, 15)
         print(
-            f"# {alerts} alerts; reminders handed over before each alert: "
+            f"# {alerts} alerts; reminders handed over by the time each alert was: "
             f"{sent_before[0]} .. {sent_before[-1]}; still waiting at the end: {waiting}"
         )
         report("triage_to_alert_p99_ms", percentile(latencies, 0.99), "ms")

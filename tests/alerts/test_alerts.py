@@ -11,15 +11,19 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from services.scheduler.app import create_app as create_scheduler
+from services.scheduler.escalations import ESCALATE_ALERTS
 from shared.config import Settings
 from shared.db.pool import APP_ROLE, create_pool
 from shared.db.transactions import in_transaction
 from shared.domain import alerts
 from shared.store import audit, care_team, staff_alerts
+from shared.web import REGISTRY
 from tests.alerts.conftest import Team, due_reminders, messages_of, raise_one, sweep
-from tests.conftest import SmtpSink, StandIn
+from tests.conftest import SmtpSink, StandIn, serve_app
 from tests.notifier.conftest import StartNotifier, World, eventually
 from tests.notifier.test_sms_replies import Phone
+from tests.test_sweeps import _get_json, _runner
 
 BOTH = ["sms", "email"]
 
@@ -252,3 +256,21 @@ async def test_with_nobody_to_alert_the_alert_still_exists_and_is_counted_unrout
     found = await staff_alerts.get(world.pool, alert.id)
     assert found is not None and found.status == "exhausted"
     assert await staff_alerts.count_unrouted(world.pool) == 1
+
+
+async def test_the_scheduler_warns_in_readyz_and_metrics_about_an_alert_that_reached_nobody(
+    world: World, team: Team, settings: Settings, db_url: str
+) -> None:
+    await world.pool.execute("DELETE FROM on_call_shift")
+    await world.pool.execute("DELETE FROM escalation_step")
+    await world.pool.execute("UPDATE care_team_member SET active = false")
+    await raise_one(world, "emergency")
+    app = create_scheduler(settings, world.clock, db_url, sweeps=[ESCALATE_ALERTS])
+    runner, base = await serve_app(app)
+    try:
+        await _runner(app).wait_for_runs("escalate-alerts", 1)
+        status, ready = await _get_json(base + "/readyz")
+        assert status == 200 and ready["staff_alerts_unrouted"] == 1
+        assert app[REGISTRY].get_sample_value("regimen_staff_alerts_unrouted") == 1
+    finally:
+        await runner.cleanup()
