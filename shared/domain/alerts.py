@@ -122,7 +122,7 @@ def _texts(
     tier = alert.tier.capitalize()
     title = f"{tier} alert #{alert.id}"
     how = f"Acknowledge in Regimen's admin API: {ACKNOWLEDGE_PATH.format(id=alert.id)}"
-    lead = f"{tier} alert #{alert.id}: a patient needs a clinician now."
+    lead = f"{tier} alert #{alert.id}: a patient reported {alert.tier} symptoms."
     if purpose == "exhausted":
         title = f"{tier} alert #{alert.id} not acknowledged"
         lead = f"{tier} alert #{alert.id}: nobody on the escalation list acknowledged it."
