@@ -39,6 +39,12 @@ ORDINARY = {"SELECT", "INSERT", "UPDATE", "DELETE"}
 HISTORY = {"SELECT", "INSERT"}
 READ_ONLY = {"SELECT"}
 EXPECTED = {
+    "alert_settings": ORDINARY,
+    "care_team_member": ORDINARY,
+    "escalation_step": ORDINARY,
+    "on_call_shift": ORDINARY,
+    "staff_alert": ORDINARY,
+    "staff_alert_notification": HISTORY,
     "appointment": ORDINARY,
     "appointment_detail": ORDINARY,  # a view of appointment; FOR UPDATE on it needs UPDATE
     "appointment_event": HISTORY,

@@ -93,3 +93,10 @@ CREATE TABLE staff_alert_notification (
     at               timestamptz NOT NULL
 );
 CREATE INDEX staff_alert_notification_alert_idx ON staff_alert_notification (alert_id, id);
+
+-- Who was alerted when is history: written once, never changed (as notification_event).
+REVOKE UPDATE, DELETE ON staff_alert_notification FROM regimen_app;
+CREATE TRIGGER staff_alert_notification_no_change BEFORE UPDATE OR DELETE
+    ON staff_alert_notification FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER staff_alert_notification_no_truncate BEFORE TRUNCATE ON staff_alert_notification
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
