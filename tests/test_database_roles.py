@@ -42,6 +42,12 @@ EXPECTED = {
     "adverse_event": ORDINARY,
     "adverse_event_history": HISTORY,
     "aftercare_template": ORDINARY,
+    "alert_settings": ORDINARY,
+    "care_team_member": ORDINARY,
+    "escalation_step": ORDINARY,
+    "on_call_shift": ORDINARY,
+    "staff_alert": ORDINARY,
+    "staff_alert_notification": HISTORY,
     "appointment": ORDINARY,
     "appointment_detail": ORDINARY,  # a view of appointment; FOR UPDATE on it needs UPDATE
     "appointment_event": HISTORY,

@@ -1,17 +1,26 @@
-"""Demo data for `regimen dev` on an empty database: a clinic in London, two practitioners, and
-the treatments of the clinical defaults (course templates as the handout gives them, and each
-procedure's aftercare template)."""
+"""Demo data for `regimen dev` on an empty database: a clinic in London, two practitioners, the
+treatments of the clinical defaults (course templates as the handout gives them, and each
+procedure's aftercare template), and a care team for staff alerts (an on-call clinician, an
+escalation list of three, a clinic admin) whose mobiles and emails are demo addresses the dev
+inbox shows."""
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time, timedelta
 
 import asyncpg
 
 from shared.clock import SystemClock
 from shared.domain import screening
 from shared.domain.aftercare_defaults import DEMO_TEMPLATES
-from shared.store import aftercare_templates, clinics, practitioners, treatments, working_hours
+from shared.store import (
+    aftercare_templates,
+    care_team,
+    clinics,
+    practitioners,
+    treatments,
+    working_hours,
+)
 from shared.store.clinics import ClinicSettings
 from shared.store.practitioners import PractitionerFields
 from shared.store.treatments import GapSpec, TreatmentFields
@@ -65,6 +74,7 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
                 conn, clinic_id=clinic_id, fields=PractitionerFields(name=name, email=email)
             )
             await working_hours.replace(conn, practitioner.id, lunch_break_week(days))
+        await seed_care_team(conn, clinic_id, now=SystemClock().now())
         await treatments.insert(
             conn,
             clinic_id=clinic_id,
@@ -129,3 +139,42 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
                 now=now,
             )
     return True
+
+
+DEMO_CARE_TEAM: tuple[care_team.MemberFields, ...] = (
+    care_team.MemberFields(
+        "Dr Amelia Hart", "clinician", "+447700900301", "amelia.hart@regimen.localhost"
+    ),
+    care_team.MemberFields(
+        "Dr Samir Patel", "clinician", "+447700900302", "samir.patel@regimen.localhost"
+    ),
+    care_team.MemberFields(
+        "Nurse Jo Reid", "clinician", "+447700900303", "jo.reid@regimen.localhost"
+    ),
+    care_team.MemberFields(
+        "Priya Shah (clinic admin)", "admin", "+447700900304", "admin@regimen.localhost"
+    ),
+)
+
+
+async def seed_care_team(conn: asyncpg.Connection, clinic_id: int, *, now: datetime) -> None:
+    """The demo care team: Dr Hart on call for years either side of `now` (the dev clock may
+    be moved anywhere), and the escalation list "whoever is on call, Dr Patel, Nurse Reid"."""
+    members = [await care_team.insert_member(conn, clinic_id, f, now=now) for f in DEMO_CARE_TEAM]
+    await care_team.insert_shift(
+        conn,
+        clinic_id,
+        member_id=members[0].id,
+        starts_at=now - timedelta(days=3650),
+        ends_at=now + timedelta(days=3650),
+        now=now,
+    )
+    await care_team.replace_escalation(
+        conn,
+        clinic_id,
+        [
+            care_team.Step(0, None, True),
+            care_team.Step(1, members[1].id, False),
+            care_team.Step(2, members[2].id, False),
+        ],
+    )

@@ -40,7 +40,7 @@ from shared import outbox_plan
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.transactions import in_transaction
-from shared.domain import cancellations
+from shared.domain import alerts, cancellations
 from shared.domain import proposals as proposal_domain
 from shared.domain.appointment_changes import Change, clinic_of, transition_audited
 from shared.domain.danger_words import danger_signs
@@ -610,7 +610,7 @@ class _Turn:
         language = patient.language if patient is not None else "en"
         signs = danger_signs(self.message.body, language)
         clinic_id = self._shared_clinic_id()
-        await inbox.insert(
+        item_id = await inbox.insert(
             self.conn,
             clinic_id=clinic_id,
             patient_id=None if patient is None else patient.id,
@@ -624,6 +624,17 @@ class _Turn:
             return self._handled("emergency" if signs else "inbox", None)
         answers = self._answers(clinic, patient)
         if signs:
+            # The urgent item alerts staff in this transaction (the priority lane, escalated
+            # until someone acknowledges it).
+            await alerts.raise_alert(
+                self.conn,
+                clinic_id=clinic.id,
+                tier=alerts.tier_of_signs(signs),
+                patient_id=None if patient is None else patient.id,
+                now=self.now,
+                inbox_item_id=item_id,
+                summary=f"SMS reply with danger signs ({', '.join(signs)}), inbox item #{item_id}",
+            )
             # What the patient wrote is health data: the log names the message, not its words.
             log.warning("urgent sms reply in the inbox", extra={"inbound_id": self.message.id})
             return self._handled("emergency", compose("answer_emergency", answers))

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from services.scheduler.escalations import install_unrouted_warning
 from services.scheduler.sweeps import default_sweeps
 from shared.clock import Clock
 from shared.config import Settings
@@ -22,4 +23,5 @@ def create_app(
     """`sweeps`: the scheduler's own (default_sweeps) unless given."""
     app = create_base_app("scheduler", settings, clock, database_url)
     install_sweeps(app, default_sweeps(settings) if sweeps is None else sweeps)
+    install_unrouted_warning(app)
     return app

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from services.scheduler.call_list import CALL_UNCONFIRMED
 from services.scheduler.courses import COMPLETE_COURSES, FILE_OVERDUE_GAPS
+from services.scheduler.escalations import ESCALATE_ALERTS
 from services.scheduler.holds import EXPIRE_HOLDS
 from services.scheduler.no_shows import mark_no_shows
 from services.scheduler.proposals import proposal_sweeps
@@ -23,6 +24,8 @@ DEFAULT_SWEEPS: list[Sweep] = [
     # an overdue next session goes on the call list.
     COMPLETE_COURSES,
     FILE_OVERDUE_GAPS,
+    # Staff alerts nobody acknowledged in time go to the next person on the list.
+    ESCALATE_ALERTS,
 ]
 
 

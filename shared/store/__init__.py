@@ -25,6 +25,8 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     call_tasks          call_task (the staff call list)
     adverse_events      adverse_event, adverse_event_history (append-only)
     session_records     session_record, session_record_history (a session's record, versions)
+    care_team           care_team_member, on_call_shift, escalation_step, alert_settings
+    staff_alerts        staff_alert, staff_alert_notification
     notifications       notification, notification_attempt, notification_event,
                         provider_callback, sender_pace
     (shared/db/migrate.py owns schema_migration.)

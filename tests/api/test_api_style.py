@@ -15,10 +15,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 import services.booking.api as api_package
 from services.booking.api.docs import openapi_document
+from shared.db.transactions import in_transaction
+from shared.domain import alerts
 from tests import factories
 from tests.booking.conftest import CONSENTS, form
 from tests.conftest import BookingApi, Reply
@@ -330,6 +333,30 @@ async def _recall(api: BookingApi) -> str:
     return "/api/v1/recall?lot_number=LOT-1"
 
 
+async def _alerts(api: BookingApi) -> str:
+    for _ in range(2):
+
+        async def work(conn: asyncpg.Connection) -> object:
+            return await alerts.raise_alert(
+                conn,
+                clinic_id=api.clinic_id,
+                tier="urgent",
+                patient_id=None,
+                now=api.clock.now(),
+                summary="reported by phone",
+            )
+
+        await in_transaction(api.pool, work)
+    return "/api/v1/alerts"
+
+
+async def _on_call(api: BookingApi) -> str:
+    path = f"/api/v1/clinics/{api.clinic_id}/on-call"
+    shift = {"member_id": 2, "starts_at": "2026-03-09T08:00:00Z", "ends_at": "2026-03-10T08:00:00Z"}
+    assert (await api.call("POST", path, role="admin", json=shift)).status == 201
+    return path
+
+
 # How each list gets at least two items; a new list needs an entry here.
 async def _screening_answers(api: BookingApi) -> str:
     patient_id = await _patient(api)
@@ -347,6 +374,9 @@ async def _screening_answers(api: BookingApi) -> str:
 
 LISTS: dict[str, Builder] = {
     "/api/v1/adverse-events": _adverse_events,
+    "/api/v1/alerts": _alerts,
+    "/api/v1/clinics/{clinic_id}/care-team": _seeded("/api/v1/clinics/{clinic_id}/care-team"),
+    "/api/v1/clinics/{clinic_id}/on-call": _on_call,
     "/api/v1/appointments": _appointments,
     "/api/v1/appointments/{appointment_id}/messages": _appointment_messages,
     "/api/v1/audit": _audit,
@@ -439,6 +469,7 @@ NOT_LOCATED = {
     "/api/v1/patients/{patient_id}/consents": "an entry of the consent history (a list)",
     "/api/v1/practitioners/{practitioner_id}/time-off": "time off is listed, not read one by one",
     "/api/v1/tokens": "a token is shown once and never read again",
+    "/api/v1/clinics/{clinic_id}/on-call": "a shift is listed with the rota, not read alone",
     "/api/v1/public/holds": "a hold is read with its token, which never travels in a URL",
     "/api/v1/public/bookings": "the public API shows no booking after it is made",
 }

@@ -336,7 +336,9 @@ async def test_staff_alerts_go_to_their_own_recipient_and_replies_to_unknown_num
     assert ctx.recipient == "+447700900999"
     body = render(alert, ctx, settings=settings).body
     assert body.startswith("ALERT Regimen Demo Hair Clinic: Answer 3 to the 24 h check-in")
-    assert f"Patient Ada Lovelace #{patient_id}, appt Tue 17 Mar 10:00." in body
+    # a clinician's phone shows texts on its lock screen: the record number, not the name
+    assert f"Patient #{patient_id}, appt Tue 17 Mar 10:00." in body
+    assert "Lovelace" not in body
 
     reply = await outbox_row(
         demo,

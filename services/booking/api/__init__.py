@@ -35,6 +35,8 @@ so the order shows only in the order of the OpenAPI document's paths.
 | `admin_messages` | a patient's or an appointment's messages, resending, cancelling |
 | `admin_conversation` | a patient's conversation: outbound and inbound in one time order |
 | `admin_inbox`, `admin_call_list` | the staff inbox and replies; the call list |
+| `admin_care_team` | who receives alerts, the on-call rota, the escalation list |
+| `admin_alerts` | staff alerts: open ones, one with its messages, acknowledging |
 | `admin_review_queue` | flagged sessions by patient and course; clearing a course |
 | `admin_clinic_day` | every practitioner's appointments for one local day |
 | `admin_screening` | a clinic's screening questions; a patient's screening answers |
