@@ -30,9 +30,10 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from shared import outbox_plan
+from shared.domain import alerts
 from shared.domain.appointment_changes import Change, clinic_of
 from shared.domain.errors import Conflict, InvalidField, NotFound, Stale
-from shared.store import adverse_events, appointments, audit, call_tasks, patients
+from shared.store import adverse_events, appointments, audit, call_tasks, patients, session_records
 from shared.store.adverse_events import (
     AdverseEvent,
     NewAdverseEvent,
@@ -166,8 +167,9 @@ async def report(
     Routine: a call task for the next business day in the clinic's zone. Emergency: the event
     holds the patient's next session at once (see the module docstring); urgent and routine
     events hold it once a clinician grades them 3 or above.
-    report() is where alerts are raised: urgent and emergency events get
-    `shared.domain.alerts.raise_alert` here (wired in at merge; the alerts part owns it)."""
+    Urgent and emergency events alert staff here, in the same transaction
+    (`shared.domain.alerts.raise_alert`: the priority lane, escalated until acknowledged).
+    The lot is the session record's when the caller does not name one."""
     if source not in adverse_events.SOURCES:
         raise InvalidField("source", f"must be one of {', '.join(adverse_events.SOURCES)}")
     if tier not in adverse_events.TIERS:
@@ -183,6 +185,9 @@ async def report(
         if session is None or session.patient_id != patient_id:
             raise InvalidField("appointment_id", f"no session {appointment_id} of this patient")
     checked_source: Source = source  # checked above
+    if lot_number is None and appointment_id is not None:
+        record = await session_records.for_appointment(conn, appointment_id)
+        lot_number = None if record is None else record.fields.lot_number
     event = await adverse_events.insert(
         conn,
         NewAdverseEvent(
@@ -235,6 +240,17 @@ async def report(
             due_at=due,
             now=change.now,
         )
+    if tier != "routine":
+        alert = await alerts.raise_alert(
+            conn,
+            clinic_id=clinic_id,
+            tier=tier,
+            patient_id=patient_id,
+            now=change.now,
+            adverse_event_id=event.id,
+            summary=f"Adverse event #{event.id} ({tier}) reported by {source}",
+        )
+        details["staff_alert_id"] = alert.id
     await _audit(conn, change, "open", event, reason=f"reported by {source}", details=details)
     if event.holds_next_session:
         event = await _start_hold(conn, event, change)

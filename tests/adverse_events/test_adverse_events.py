@@ -440,3 +440,38 @@ async def test_a_grade_edit_made_on_a_stale_version_is_refused(desk: Desk) -> No
     )
     assert missing.status == 428
     assert await event_version(desk, event.id) == first.body["version"]
+
+
+async def test_urgent_and_emergency_events_alert_staff_and_carry_the_sessions_lot(
+    desk: Desk,
+) -> None:
+    """An event above routine reaches a clinician through the priority lane in the reporting
+    transaction; a routine one waits for the call list. The lot is the session record's."""
+    _, (done,) = await desk.course([london(MONDAY, 8)], statuses=["completed"])
+    await desk.pool.execute(
+        "INSERT INTO session_record (appointment_id, product, lot_number, performed_by,"
+        " recorded_by, recorded_at, created_at)"
+        " VALUES ($1, 'Dermaheal HL', 'LOT-42', $2, 'test', $3, $3)",
+        done,
+        HART,
+        desk.api.clock.now(),
+    )
+    routine = await report(desk, tier="routine", appointment_id=done)
+    urgent = await report(desk, tier="urgent", appointment_id=done)
+    emergency = await report(desk, tier="emergency", appointment_id=done, source="sms")
+    assert {e.lot_number for e in (routine, urgent, emergency)} == {"LOT-42"}
+
+    raised = await desk.pool.fetch(
+        "SELECT adverse_event_id, tier FROM staff_alert WHERE adverse_event_id = ANY($1::bigint[])"
+        " ORDER BY id",
+        [routine.id, urgent.id, emergency.id],
+    )
+    assert [(r["adverse_event_id"], r["tier"]) for r in raised] == [
+        (urgent.id, "urgent"),
+        (emergency.id, "emergency"),
+    ]
+    sent = await desk.pool.fetch(
+        "SELECT channel, urgent FROM notification WHERE kind = 'staff_alert' ORDER BY id"
+    )
+    # The emergency reaches the on-call clinician by SMS and email, in the priority lane.
+    assert {r["channel"] for r in sent} == {"sms", "email"} and all(r["urgent"] for r in sent)

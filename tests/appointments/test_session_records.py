@@ -504,7 +504,8 @@ async def test_the_safety_timeline_lists_sessions_with_records_and_corrections_n
 async def test_a_new_user_books_checks_in_and_completes_a_session_with_a_lot_number(
     desk: Desk,
 ) -> None:
-    """The `regimen dev` try-out: the README's API steps, from a new patient to a recall."""
+    """The `regimen dev` try-out: the README's API steps, from a new patient to a recall (the
+    clinician books the course for a patient consulted elsewhere, with the screening answers)."""
     api = desk.api
     patient = await api.call(
         "POST",
@@ -517,12 +518,14 @@ async def test_a_new_user_books_checks_in_and_completes_a_session_with_a_lot_num
     booked = await api.call(
         "POST",
         "/api/v1/bookings",
-        role="front_desk",
+        role="clinician",
         json={
             "patient_id": patient.body["id"],
             "treatment_id": await desk.treatment_id("hair-mesotherapy"),
             "practitioner_id": 1,
             "start": start.isoformat(),
+            "consultation_override": {"reason": "consulted at our other clinic"},
+            "screening": await factories.screening_all_no(api.pool, api.clinic_id),
         },
     )
     assert booked.status == 201, booked.body
