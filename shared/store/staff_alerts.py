@@ -262,3 +262,12 @@ async def notifications_of(db: Executor, alert_id: int) -> list[AlertNotificatio
         alert_id,
     )
     return [AlertNotification(**dict(row)) for row in rows]
+
+
+async def for_patient(db: Executor, patient_id: int) -> list[StaffAlert]:
+    """Every alert about the patient, oldest first (their safety timeline)."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM staff_alert WHERE patient_id = $1 ORDER BY id",  # noqa: S608 - constant
+        patient_id,
+    )
+    return [_alert(row) for row in rows]

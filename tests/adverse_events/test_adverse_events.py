@@ -475,3 +475,12 @@ async def test_urgent_and_emergency_events_alert_staff_and_carry_the_sessions_lo
     )
     # The emergency reaches the on-call clinician by SMS and email, in the priority lane.
     assert {r["channel"] for r in sent} == {"sms", "email"} and all(r["urgent"] for r in sent)
+    timeline = await desk.api.call(
+        "GET", f"/api/v1/patients/{desk.patient_id}/safety-timeline", role="clinician"
+    )
+    assert timeline.status == 200, timeline.body
+    kinds = [(e["type"], e.get("adverse_event_id")) for e in timeline.body["entries"]]
+    for event in (routine, urgent, emergency):
+        assert ("adverse_event", event.id) in kinds
+    assert ("staff_alert", urgent.id) in kinds and ("staff_alert", emergency.id) in kinds
+    assert ("staff_alert", routine.id) not in kinds

@@ -13,6 +13,10 @@ Kinds so far:
   `at` is the session's start.
 * `record_correction`: a correction of a session record (version 2 on): who, when, why, and the
   values before and after; `at` is when it was made.
+* `adverse_event`: an adverse event as it stands (tier, grade, seriousness, status, the lot,
+  what was reported); `at` is when it was opened. Its history is at /api/v1/adverse-events/{id}.
+* `staff_alert`: an alert raised about the patient, who it reached and whether anyone
+  acknowledged it; `at` is when it was raised.
 
 Audited as `patient.read` (`details.view: safety_timeline`).
 """
@@ -34,7 +38,7 @@ from services.booking.api.session_record_views import SessionRecordOut, record_o
 from shared.db.transactions import in_transaction
 from shared.domain.appointment_changes import clinic_of, treatment_of
 from shared.domain.appointment_states import Status
-from shared.store import appointments, session_records
+from shared.store import adverse_events, appointments, session_records, staff_alerts
 
 SHOWN_STATUSES: frozenset[Status] = frozenset({"completed", "checked_in", "booked", "confirmed"})
 
@@ -65,9 +69,42 @@ class RecordCorrectionEntry(BaseModel):
     after: dict[str, Any]
 
 
-# Every kind of entry; the lead extends this union (and SOURCES) with check-ins, adverse
-# events and alerts.
-TimelineEntry = Annotated[SessionEntry | RecordCorrectionEntry, Field(discriminator="type")]
+class AdverseEventEntry(BaseModel):
+    type: Literal["adverse_event"] = "adverse_event"
+    at: datetime = Field(description="when the event was opened")
+    adverse_event_id: int
+    appointment_id: int | None
+    check_in_id: int | None
+    source: str
+    tier: str
+    grade: int | None
+    seriousness: str
+    status: str
+    lot_number: str | None
+    symptoms: str
+    holds_next_session: bool
+    resolved_at: datetime | None
+    cleared_at: datetime | None
+
+
+class StaffAlertEntry(BaseModel):
+    type: Literal["staff_alert"] = "staff_alert"
+    at: datetime = Field(description="when the alert was raised")
+    alert_id: int
+    tier: str
+    adverse_event_id: int | None
+    inbox_item_id: int | None
+    status: str
+    step: int = Field(description="how many times it has been escalated (0: the first person)")
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+
+
+# Every kind of entry.
+TimelineEntry = Annotated[
+    SessionEntry | RecordCorrectionEntry | AdverseEventEntry | StaffAlertEntry,
+    Field(discriminator="type"),
+]
 
 
 class SafetyTimeline(BaseModel):
@@ -131,7 +168,53 @@ async def correction_entries(
     return entries
 
 
-SOURCES: tuple[Source, ...] = (session_entries, correction_entries)
+async def adverse_event_entries(
+    conn: asyncpg.Connection, patient_id: int
+) -> list[AdverseEventEntry]:
+    return [
+        AdverseEventEntry(
+            at=e.created_at,
+            adverse_event_id=e.id,
+            appointment_id=e.appointment_id,
+            check_in_id=e.check_in_id,
+            source=e.source,
+            tier=e.tier,
+            grade=e.grade,
+            seriousness=e.seriousness,
+            status=e.status,
+            lot_number=e.lot_number,
+            symptoms=e.symptoms,
+            holds_next_session=e.holds_next_session,
+            resolved_at=e.resolved_at,
+            cleared_at=e.cleared_at,
+        )
+        for e in await adverse_events.for_patient(conn, patient_id)
+    ]
+
+
+async def alert_entries(conn: asyncpg.Connection, patient_id: int) -> list[StaffAlertEntry]:
+    return [
+        StaffAlertEntry(
+            at=a.raised_at,
+            alert_id=a.id,
+            tier=a.tier,
+            adverse_event_id=a.adverse_event_id,
+            inbox_item_id=a.inbox_item_id,
+            status=a.status,
+            step=a.step,
+            acknowledged_at=a.acknowledged_at,
+            acknowledged_by=a.acknowledged_by,
+        )
+        for a in await staff_alerts.for_patient(conn, patient_id)
+    ]
+
+
+SOURCES: tuple[Source, ...] = (
+    session_entries,
+    correction_entries,
+    adverse_event_entries,
+    alert_entries,
+)
 
 
 async def assemble(conn: asyncpg.Connection, patient_id: int) -> list[Any]:
@@ -145,15 +228,16 @@ async def assemble(conn: asyncpg.Connection, patient_id: int) -> list[Any]:
 @API.route(
     "GET",
     "/api/v1/patients/{patient_id}/safety-timeline",
-    summary="A patient's safety timeline: sessions with their records, and more to come",
+    summary="A patient's safety timeline: sessions with their records, adverse events, alerts",
     tag=TAG,
     roles=CLINICAL,
     response=SafetyTimeline,
 )
 async def get_safety_timeline(ctx: Ctx) -> SafetyTimeline:
     """Typed entries, newest first, each with `type` and `at`: `session` (completed and
-    upcoming sessions, each with its session record) and `record_correction` (who corrected a
-    record, when, why, before and after). Audited as `patient.read`."""
+    upcoming sessions, each with its session record), `record_correction` (who corrected a
+    record, when, why, before and after), `adverse_event` and `staff_alert`. Audited as
+    `patient.read`."""
     patient_id = ctx.path["patient_id"]
 
     async def work(conn: asyncpg.Connection) -> SafetyTimeline:
