@@ -438,6 +438,12 @@ async def on_consents_changed(
                 replan=True,
                 carried=carried,
             )
+    # Check-ins still to be asked move too (an SMS opt-out does not end safety follow-up: it
+    # moves to email, or to a staff call). Imported here: the check-in domain plans through
+    # this module.
+    from shared.domain import check_ins
+
+    await check_ins.rechannel_for_patient(conn, patient_id, now=now)
     return Replanned(channel, sorted(r.id for r in cancelled), planned)
 
 

@@ -8,7 +8,7 @@ from datetime import time
 import asyncpg
 
 from shared.clock import SystemClock
-from shared.store import clinics, practitioners, treatments, working_hours
+from shared.store import check_in_plans, clinics, practitioners, treatments, working_hours
 from shared.store.clinics import ClinicSettings
 from shared.store.practitioners import PractitionerFields
 from shared.store.treatments import GapSpec, TreatmentFields
@@ -110,4 +110,9 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=[GapSpec(p, 28, 21, 56) for p in (2, 3, 4, 5, 6)],
         )
+        # The clinical defaults' aftercare check-ins for every course (a consultation has none).
+        for code in ("hair-mesotherapy", "prp-hair", "scalp-microneedling"):
+            course = await treatments.by_code(conn, clinic_id, code)
+            assert course is not None
+            await check_in_plans.replace(conn, course.id, check_in_plans.DEFAULT_PLAN)
     return True

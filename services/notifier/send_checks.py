@@ -39,8 +39,17 @@ REMINDER_KINDS = frozenset({"reminder_72h", "reminder_24h", "reminder_2h"})
 MERGEABLE_KINDS = frozenset({"reminder_72h", "reminder_24h"})
 # Messages answering something the patient or staff just did: the daily limit is for the ones
 # we send on our own schedule. (Urgent rows are exempt from it and from quiet hours anyway.)
+# Check-ins are safety follow-up: a reminder sent the same day must not put one off until
+# tomorrow (quiet hours still hold them).
 UNCAPPED_KINDS = (
-    TRANSACTIONAL_KINDS | ACCOUNT_KINDS | {"reply", "opt_in_confirmation", "staff_alert"}
+    TRANSACTIONAL_KINDS
+    | ACCOUNT_KINDS
+    | {
+        "reply",
+        "opt_in_confirmation",
+        "staff_alert",
+        "check_in",
+    }
 )
 # Messages about an upcoming (or, for the notice, a cancelled) appointment: they must match it.
 # Other kinds may name an appointment (an alert about a session) without depending on its state.

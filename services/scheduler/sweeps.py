@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.scheduler.call_list import CALL_UNCONFIRMED
+from services.scheduler.check_in_follow_up import FOLLOW_UP_CHECK_INS
 from services.scheduler.courses import COMPLETE_COURSES, FILE_OVERDUE_GAPS
 from services.scheduler.holds import EXPIRE_HOLDS
 from services.scheduler.no_shows import mark_no_shows
@@ -23,6 +24,8 @@ DEFAULT_SWEEPS: list[Sweep] = [
     # an overdue next session goes on the call list.
     COMPLETE_COURSES,
     FILE_OVERDUE_GAPS,
+    # Aftercare check-ins: nudge, re-ask on another channel, or put on the call list.
+    FOLLOW_UP_CHECK_INS,
 ]
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared.domain import check_ins
 from shared.domain.appointment_changes import Change
 from shared.store.appointments import Appointment
 
 
 async def on_completed(conn: asyncpg.Connection, appointment: Appointment, change: Change) -> None:
-    """Plan what follows a completed session. Nothing is planned yet: aftercare and check-ins
-    are added here as they are built."""
-    del conn, appointment, change
+    """Plan what follows a completed session: the treatment's check-ins (aftercare is added
+    here as it is built)."""
+    await check_ins.plan_for_completed(conn, appointment, change)

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 
 from shared.config import Settings
+from shared.messaging.check_in_variables import check_in_variables
 from shared.messaging.context import (
     FORMER_CONTACT_KINDS,
     STAFF_KINDS,
@@ -325,6 +326,7 @@ def template_variables(
         "title": _text(notification, "title"),
         "compact": 0,
         "greet": True,
+        **check_in_variables(notification.kind, notification.context, ctx.clinic.region, settings),
     }
 
 

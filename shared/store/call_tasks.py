@@ -20,6 +20,8 @@ CallReason = Literal[
     "cancel_inside_notice",
     "gap_overdue",
     "proposal_unanswered",
+    "check_in_unanswered",
+    "check_in_no_channel",
 ]
 CALL_REASONS: tuple[CallReason, ...] = (
     "not_confirmed",
@@ -30,6 +32,11 @@ CALL_REASONS: tuple[CallReason, ...] = (
     "gap_overdue",
     # a proposed next session nobody answered was released (appointment_id: the released one)
     "proposal_unanswered",
+    # an aftercare check-in was asked and nudged and nobody answered (appointment_id: the
+    # completed session; one open task covers every unanswered check-in of that session)
+    "check_in_unanswered",
+    # an aftercare check-in is due and the patient may be neither texted nor emailed
+    "check_in_no_channel",
 )
 
 
