@@ -13,7 +13,6 @@ inside the clinic's quiet hours moves to the window's opening.
 
 from __future__ import annotations
 
-from datetime import time
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -21,7 +20,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from services.booking.api import API
 from services.booking.api.common import ALL_STAFF, or_not_found, record, write
-from services.booking.api.fields import Body
+from services.booking.api.fields import Body, LocalTime
 from services.booking.api.framework import Ctx, invalid
 from shared.store import check_in_plans, treatments
 from shared.store.check_in_plans import Answer, StepSpec
@@ -48,7 +47,7 @@ class PlanStepBody(Body):
     offset_days: int | None = Field(
         default=None, ge=1, le=365, description="local calendar days after completion"
     )
-    at_local_time: time | None = Field(
+    at_local_time: LocalTime | None = Field(
         default=None, description="with offset_days; null: the session's own local time"
     )
     question: Question = Field(description="asked as written, in SMS and email")
