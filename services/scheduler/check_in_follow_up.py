@@ -8,7 +8,8 @@ For each open check-in due by now (shared/store/check_ins.py):
 * planned with channel `call` (nobody may be written to): the call task, at the due time;
 * sent, no answer after the step's `nudge_after_hours`: one nudge on the channel allowed now
   (with none: the call task at once);
-* nudged, no answer `call_after_hours` later: a call task `check_in_unanswered`.
+* nudged, no answer `call_after_hours` later: a call task `check_in_unanswered`;
+* its patient erased: cancelled (nobody is to be contacted; answers already given stay).
 An answer (shared.domain.check_ins.record_answer) ends the follow-up at any point.
 
 Replicas: each batch is one transaction that locks its check-ins `FOR UPDATE SKIP LOCKED`, and
@@ -27,7 +28,7 @@ from shared import outbox_plan
 from shared.clock import Clock
 from shared.db.transactions import in_transaction
 from shared.domain import check_ins as check_in_domain
-from shared.store import call_tasks, check_ins, notifications
+from shared.store import call_tasks, check_ins, notifications, patients
 from shared.store.check_ins import Carrier, CheckIn
 from shared.sweeps import Sweep
 
@@ -61,6 +62,10 @@ async def follow_up(pool: asyncpg.Pool, clock: Clock) -> int:
 
 async def _step(conn: asyncpg.Connection, carrier: Carrier, now: datetime) -> bool:
     check_in = carrier.check_in
+    patient = await patients.get(conn, check_in.patient_id)
+    if patient is None or patient.erased_at is not None:
+        # Erased: contact data is gone and nobody may be asked; the answers given are kept.
+        return await check_ins.cancel(conn, check_in.id, now=now)
     if check_in.status == "planned":
         return await _planned(conn, carrier, now)
     if check_in.status == "sent":

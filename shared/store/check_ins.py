@@ -314,3 +314,14 @@ async def cancel_open_for_appointment(
         now,
     )
     return [r["id"] for r in rows]
+
+
+async def cancel(db: Executor, check_in_id: int, *, now: datetime) -> bool:
+    """End one open check-in (its patient was erased: nobody is to be asked)."""
+    done = await db.fetchval(
+        """UPDATE check_in SET status = 'cancelled', updated_at = $2
+        WHERE id = $1 AND status IN ('planned', 'sent', 'nudged') RETURNING id""",
+        check_in_id,
+        now,
+    )
+    return done is not None

@@ -160,3 +160,87 @@ async def test_a_new_course_starts_with_the_default_plan(booking_api: BookingApi
         "GET", f"/api/v1/treatments/{single.body['id']}/check-in-plan", role="admin"
     )
     assert plan.body["steps"] == []
+
+
+async def completed_course_session(api: BookingApi) -> tuple[int, int]:
+    """A hair mesotherapy session checked in, completed by a clinician through the API: the
+    patient (no consents: nobody may be written to) and the session."""
+    from datetime import timedelta
+
+    from tests import factories
+
+    now = api.clock.now()
+    practitioner_id = int(await api.pool.fetchval("SELECT min(id) FROM practitioner"))
+    patient_id = await factories.patient(
+        api.pool,
+        clinic_id=api.clinic_id,
+        first_name="Jo",
+        last_name="Reed",
+        mobile="+447700900444",
+        email=None,
+        date_of_birth=None,
+        now=now,
+    )
+    appointment_id = await factories.appointment(
+        api.pool,
+        clinic_id=api.clinic_id,
+        practitioner_id=practitioner_id,
+        treatment_id=await treatment_id(api, "hair-mesotherapy"),
+        patient_id=patient_id,
+        starts_at=now - timedelta(minutes=30),
+        now=now,
+        status="checked_in",
+    )
+    version = await api.pool.fetchval(
+        "SELECT version FROM appointment WHERE id = $1", appointment_id
+    )
+    done = await api.call(
+        "POST",
+        f"/api/v1/appointments/{appointment_id}/complete",
+        role="clinician",
+        headers={"If-Match": f'"{version}"'},
+    )
+    assert done.status == 200, done.body
+    return patient_id, appointment_id
+
+
+async def test_staff_see_a_sessions_check_ins_and_record_a_phoned_answer_once(
+    booking_api: BookingApi,
+) -> None:
+    _, appointment_id = await completed_course_session(booking_api)
+    listed = await booking_api.call(
+        "GET", f"/api/v1/appointments/{appointment_id}/check-ins", role="front_desk"
+    )
+    assert listed.status == 200
+    items = listed.body["items"]
+    assert [(i["position"], i["channel"], i["status"]) for i in items] == [
+        (1, "call", "planned"),
+        (2, "call", "planned"),
+        (3, "call", "planned"),
+        (4, "call", "planned"),
+    ]
+    first = items[0]["id"]
+    # The desk phoned: the patient said their forehead is swelling up and it hurts terribly.
+    reply = await booking_api.call(
+        "POST",
+        f"/api/v1/check-ins/{first}/answer",
+        role="front_desk",
+        json={"answer": "2, and the pain is unbearable"},
+    )
+    assert reply.status == 200, reply.body
+    assert (reply.body["tier"], reply.body["answer_digit"], reply.body["answered_via"]) == (
+        "urgent",  # 2 is routine at 24 h; "unbearable pain" is an urgent sign
+        2,
+        "staff",
+    )
+    again = await booking_api.call(
+        "POST", f"/api/v1/check-ins/{first}/answer", role="front_desk", json={"answer": "1"}
+    )
+    assert again.status == 409
+    blank = await booking_api.call(
+        "POST",
+        f"/api/v1/check-ins/{items[1]['id']}/answer",
+        role="front_desk",
+        json={"answer": " "},
+    )
+    assert blank.status == 422 and [e["path"] for e in blank.body["errors"]] == ["answer"]
