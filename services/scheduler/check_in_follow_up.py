@@ -24,10 +24,10 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from shared import outbox_plan
 from shared.clock import Clock
 from shared.db.transactions import in_transaction
 from shared.domain import check_ins as check_in_domain
+from shared.domain.reach import reach_of
 from shared.store import call_tasks, check_ins, notifications, patients
 from shared.store.check_ins import Carrier, CheckIn
 from shared.sweeps import Sweep
@@ -40,7 +40,11 @@ WAITING = ("scheduled", "sending")
 
 
 async def follow_up(pool: asyncpg.Pool, clock: Clock) -> int:
-    """One pass over the open check-ins due by now; returns how many moved on."""
+    """One pass over the open check-ins due by now; returns how many moved on.
+
+    Replicas: each batch is one transaction that locks its check-ins `FOR UPDATE SKIP LOCKED`
+    (another replica takes other rows), and each step is written from the status it was read
+    in, so a check-in is nudged once and called about once whoever runs."""
     moved = 0
     while True:
 
@@ -104,7 +108,7 @@ async def _planned(conn: asyncpg.Connection, carrier: Carrier, now: datetime) ->
 
 
 async def _channel_now(conn: asyncpg.Connection, check_in: CheckIn) -> check_ins.CheckInChannel:
-    return check_in_domain.channel_for(await outbox_plan.reach_of(conn, check_in.patient_id))
+    return check_in_domain.channel_for(await reach_of(conn, check_in.patient_id))
 
 
 async def _call(

@@ -31,9 +31,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared import outbox_plan
 from shared.domain.appointment_changes import Change, clinic_of
 from shared.domain.danger_words import danger_signs
+from shared.domain.reach import Reach, reach_of
 from shared.messaging.context import patient_zone
 from shared.store import check_in_plans, check_ins, notifications
 from shared.store.appointments import Appointment
@@ -91,7 +91,7 @@ def inside_window(moment: datetime, zone: ZoneInfo, start: time, end: time) -> d
 # -- how ------------------------------------------------------------------------------------------
 
 
-def channel_for(reach: outbox_plan.Reach | None) -> CheckInChannel:
+def channel_for(reach: Reach | None) -> CheckInChannel:
     if reach is None:
         return "call"
     return reach.reminder_channel() or "call"
@@ -153,7 +153,7 @@ async def plan_for_completed(
     if not steps:
         return []
     clinic = await clinic_of(conn, appointment.clinic_id)
-    reach = await outbox_plan.reach_of(conn, appointment.patient_id)
+    reach = await reach_of(conn, appointment.patient_id)
     zone = patient_zone(reach.patient if reach else None, clinic)
     channel = channel_for(reach)
     planned: list[CheckIn] = []
@@ -189,7 +189,7 @@ async def rechannel_for_patient(conn: asyncpg.Connection, patient_id: int, *, no
     """The patient's consents changed: check-ins not asked yet move to the channel now allowed
     (the waiting row on the old channel is cancelled, a new one written on the new channel at
     the same due time; none left: staff call at the due time). Returns how many moved."""
-    reach = await outbox_plan.reach_of(conn, patient_id)
+    reach = await reach_of(conn, patient_id)
     channel = channel_for(reach)
     moved = 0
     for check_in in await check_ins.open_for_patient(conn, patient_id):
