@@ -65,7 +65,8 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             clinic_id=clinic_id,
             fields=TreatmentFields(code="consultation", name="Consultation", duration_minutes=30),
         )
-        await treatments.insert(
+        courses: list[int] = []
+        course = await treatments.insert(
             conn,
             clinic_id=clinic_id,
             fields=TreatmentFields(
@@ -80,7 +81,8 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=_weekly_then_fortnightly(),
         )
-        await treatments.insert(
+        courses.append(course.id)
+        course = await treatments.insert(
             conn,
             clinic_id=clinic_id,
             fields=TreatmentFields(
@@ -95,7 +97,8 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=[GapSpec(p, 28, 14, 42) for p in (2, 3, 4)],
         )
-        await treatments.insert(
+        courses.append(course.id)
+        course = await treatments.insert(
             conn,
             clinic_id=clinic_id,
             fields=TreatmentFields(
@@ -110,9 +113,8 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
             ),
             gaps=[GapSpec(p, 28, 21, 56) for p in (2, 3, 4, 5, 6)],
         )
+        courses.append(course.id)
         # The clinical defaults' aftercare check-ins for every course (a consultation has none).
-        for code in ("hair-mesotherapy", "prp-hair", "scalp-microneedling"):
-            course = await treatments.by_code(conn, clinic_id, code)
-            assert course is not None
-            await check_in_plans.replace(conn, course.id, check_in_plans.DEFAULT_PLAN)
+        for course_id in courses:
+            await check_in_plans.replace(conn, course_id, check_in_plans.DEFAULT_PLAN)
     return True

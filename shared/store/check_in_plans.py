@@ -59,6 +59,8 @@ def answers_from_json(raw: Any) -> list[Answer]:
 
 
 def answers_to_json(answers: Sequence[Answer]) -> list[dict[str, Any]]:
+    """As stored (passed as text cast to jsonb, so it works on any connection, with or without
+    the pool's jsonb codec)."""
     return [{"digit": a.digit, "label": a.label, "tier": a.tier} for a in answers]
 
 
@@ -87,7 +89,7 @@ async def replace(db: Executor, treatment_id: int, steps: Sequence[StepSpec]) ->
             INSERT INTO check_in_plan_step (treatment_id, position, offset_hours, offset_days,
                 at_local_time, question, answers, fold_into_next_visit, nudge_after_hours,
                 call_after_hours)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10)
             """,
             treatment_id,
             step.position,
@@ -95,7 +97,7 @@ async def replace(db: Executor, treatment_id: int, steps: Sequence[StepSpec]) ->
             step.offset_days,
             step.at_local_time,
             step.question,
-            answers_to_json(step.answers),
+            json.dumps(answers_to_json(step.answers)),
             step.fold_into_next_visit,
             step.nudge_after_hours,
             step.call_after_hours,

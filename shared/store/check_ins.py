@@ -10,6 +10,7 @@ moves from, so two sweeps never nudge or call twice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,7 +88,7 @@ async def insert(db: Executor, new: NewCheckIn, *, now: datetime) -> CheckIn | N
         f"""
         INSERT INTO check_in (clinic_id, patient_id, appointment_id, step_id, position, question,
             answers, nudge_after_hours, call_after_hours, due_at, channel, created_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+        VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11, $12, $12)
         ON CONFLICT (appointment_id, position) DO NOTHING
         RETURNING {_COLUMNS}
         """,  # noqa: S608 - constant
@@ -97,7 +98,7 @@ async def insert(db: Executor, new: NewCheckIn, *, now: datetime) -> CheckIn | N
         new.step_id,
         new.position,
         new.question,
-        answers_to_json(new.answers),
+        json.dumps(answers_to_json(new.answers)),
         new.nudge_after_hours,
         new.call_after_hours,
         new.due_at,

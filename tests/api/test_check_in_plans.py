@@ -212,7 +212,7 @@ async def test_staff_see_a_sessions_check_ins_and_record_a_phoned_answer_once(
         "GET", f"/api/v1/appointments/{appointment_id}/check-ins", role="front_desk"
     )
     assert listed.status == 200
-    items = listed.body["items"]
+    items = listed.body["check_ins"]
     assert [(i["position"], i["channel"], i["status"]) for i in items] == [
         (1, "call", "planned"),
         (2, "call", "planned"),

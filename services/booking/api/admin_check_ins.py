@@ -55,8 +55,11 @@ class CheckInOut(BaseModel):
     call_task_id: int | None
 
 
-class CheckInList(BaseModel):
-    items: list[CheckInOut]
+class SessionCheckIns(BaseModel):
+    """Every check-in of one session (four at most by default: not paginated)."""
+
+    appointment_id: int
+    check_ins: list[CheckInOut]
 
 
 AnswerText = text(
@@ -86,10 +89,10 @@ def _out(row: CheckIn) -> CheckInOut:
     summary="A completed session's aftercare check-ins, with answers and tiers",
     tag=TAG,
     roles=ALL_STAFF,
-    response=CheckInList,
+    response=SessionCheckIns,
     errors=(404,),
 )
-async def list_check_ins(ctx: Ctx) -> CheckInList:
+async def list_check_ins(ctx: Ctx) -> SessionCheckIns:
     appointment_id = ctx.path["appointment_id"]
     appointment = or_not_found(
         await appointments.get(ctx.pool, appointment_id), "appointment", appointment_id
@@ -101,7 +104,7 @@ async def list_check_ins(ctx: Ctx) -> CheckInList:
         entity="appointment",
         reads=[Read(appointment_id, appointment.patient_id, {"check_ins": [r.id for r in rows]})],
     )
-    return CheckInList(items=[_out(r) for r in rows])
+    return SessionCheckIns(appointment_id=appointment_id, check_ins=[_out(r) for r in rows])
 
 
 @API.route(
