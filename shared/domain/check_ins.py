@@ -208,7 +208,7 @@ async def reask(
     rows = [
         r for r in await notifications.outbox.rows_for_check_in(conn, check_in.id) if not r.nudge
     ]
-    live = [r for r in rows if r.status in ("scheduled", "sending", "sent", "delivered")]
+    live = [r for r in rows if r.status in ("scheduled", "sending", "sent", "delivered", "unknown")]
     if any(r.channel == channel for r in live) or any(r.status != "scheduled" for r in live):
         return False
     for r in live:
