@@ -7,8 +7,10 @@ asked about, "R" puts them on the staff call list and answers with the private l
 cancels when the clinic's notice allows (else: call us, and the call list). Opt-out words
 record the opt-out and cancel queued SMS (email and staff follow-up go on; no appointment is
 cancelled; no answer: Twilio sends its own); START / UNSTOP (and YES after an opt-out) opt back
-in with the opt-in confirmation; HELP answers with the clinic's name, phone and STOP. Anything
-else, every reply from an unknown number, and replies that cannot be told apart (several
+in with the opt-in confirmation; HELP answers with the clinic's name, phone and STOP. A number
+or words while an aftercare check-in asked by SMS waits for its answer are that answer
+(shared.domain.check_ins.record_answer: its tier picks the answer; words also go to the inbox).
+Anything else, every reply from an unknown number, and replies that cannot be told apart (several
 patients on one number with open questions) go to the staff inbox, acknowledged at most once a
 day; words that signal danger make the item urgent and get the emergency answer at once.
 
