@@ -208,3 +208,39 @@ def read_aftercare_link(secret: str, token: str) -> AftercareLink:
 
 def aftercare_link_url(public_url: str, token: str) -> str:
     return f"{public_url}/aftercare/{token}"
+
+
+# -- check-in answer links (emailed check-ins) ---------------------------------------------------
+#
+# One link per numbered answer of one check-in: it carries the check-in and the digit, signed
+# under its own purpose (a check-in link never opens a patient's private pages, nor the other
+# way round). Opening it only shows the answer with a button: the answer is recorded by the
+# POST, so a mail scanner that fetches every link records nothing.
+
+_CHECK_IN_PURPOSE = "check-in"
+
+
+@dataclass(frozen=True)
+class CheckInLink:
+    check_in_id: int
+    digit: int
+    expires_at: datetime
+
+
+def check_in_answer_token(
+    secret: str, check_in_id: int, digit: int, *, expires_at: datetime
+) -> str:
+    return sign(secret, _CHECK_IN_PURPOSE, (check_in_id, digit), expires_at)
+
+
+def open_check_in_link(secret: str, token: str, *, now: datetime) -> CheckInLink:
+    """The link if it opens now; LinkInvalid for a forged or garbled one, LinkError when it
+    has expired."""
+    (check_in_id, digit), expires_at = verify(secret, _CHECK_IN_PURPOSE, token, 2)
+    if now >= expires_at:
+        raise LinkError("This link has expired.")
+    return CheckInLink(check_in_id, digit, expires_at)
+
+
+def check_in_answer_url(public_url: str, token: str) -> str:
+    return f"{public_url}/c/{token}"

@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared.domain import check_ins
+from shared.domain.reach import Reach, reach_from, reach_of
 from shared.store import appointments, notifications, patients
 from shared.store import consents as consent_store
 from shared.store.appointments import Appointment
@@ -36,6 +38,8 @@ from shared.store.consents import Consent, ConsentKind
 from shared.store.notifications.outbox import NewNotification
 from shared.store.notifications.rows import Channel
 from shared.store.patients import Patient
+
+__all__ = ["Reach", "reach_from", "reach_of"]  # re-exported: callers name them as outbox_plan's
 
 BOOKING_CONFIRMATION = "booking_confirmation"
 REMINDER_72H = "reminder_72h"
@@ -117,56 +121,6 @@ def stale_reason(
     if planned is None or datetime.fromisoformat(planned) != appointment.starts_at:
         return "appointment moved since this message was planned"
     return None
-
-
-# -- how a patient can be reached --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reach:
-    """What the patient allows right now, read once per planning."""
-
-    patient: Patient
-    sms: bool  # care SMS consent, a mobile, not opted out
-    care_email: bool  # care email consent and an address
-
-    @property
-    def has_email(self) -> bool:
-        return bool(self.patient.email)
-
-    def reminder_channel(self) -> Channel | None:
-        if self.sms:
-            return "sms"
-        if self.care_email:
-            return "email"
-        return None
-
-    def transactional_channels(self) -> list[Channel]:
-        channels: list[Channel] = ["email"] if self.has_email else []
-        if self.sms:
-            channels.append("sms")
-        return channels
-
-
-async def reach_of(conn: asyncpg.Connection, patient_id: int) -> Reach | None:
-    """None for an unknown or erased patient (nobody to write to)."""
-    patient = await patients.get(conn, patient_id)
-    if patient is None or patient.erased_at is not None:
-        return None
-    return reach_from(patient, await consent_store.current(conn, patient_id))
-
-
-def reach_from(patient: Patient, consents: Mapping[ConsentKind, Consent]) -> Reach | None:
-    """`reach_of` for a patient and current consents already read (a page showing them)."""
-    if patient.erased_at is not None:
-        return None
-
-    def granted(kind: ConsentKind) -> bool:
-        consent = consents.get(kind)
-        return consent is not None and consent.granted
-
-    sms = granted("care_sms") and bool(patient.mobile) and patient.sms_opted_out_at is None
-    return Reach(patient, sms, granted("care_email") and bool(patient.email))
 
 
 async def _enqueue(
@@ -438,6 +392,9 @@ async def on_consents_changed(
                 replan=True,
                 carried=carried,
             )
+    # Check-ins still to be asked move too (an SMS opt-out does not end safety follow-up: it
+    # moves to email, or to a staff call).
+    await check_ins.rechannel_for_patient(conn, patient_id, now=now)
     return Replanned(channel, sorted(r.id for r in cancelled), planned)
 
 

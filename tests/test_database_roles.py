@@ -59,6 +59,9 @@ EXPECTED = {
     "inbound_message": ORDINARY,
     "inbox_item": ORDINARY,
     "call_task": ORDINARY,
+    "check_in_plan_step": ORDINARY,
+    # answers are written once (record_answer) but the follow-up status moves on
+    "check_in": ORDINARY,
     "notification": ORDINARY,
     "notification_attempt": ORDINARY,
     "notification_event": HISTORY,

@@ -19,6 +19,7 @@ from services.booking.twilio_forwarding import install_twilio_forwarding
 from services.booking.web import install_templates
 from services.booking.web.aftercare_page import install_aftercare_page
 from services.booking.web.booking_pages import install_booking_pages
+from services.booking.web.check_in_answer import install_check_in_answers
 from services.booking.web.page_headers import install_page_security_headers
 from services.booking.web.self_service import install_self_service
 from shared.clock import Clock
@@ -51,6 +52,7 @@ def create_app(settings: Settings, clock: Clock, database_url: str) -> web.Appli
     install_booking_pages(app)
     install_self_service(app)
     install_aftercare_page(app)
+    install_check_in_answers(app)
     app.router.add_static("/static", Path(__file__).parent / "static", append_version=True)
     _load_api_modules()
     API.install(app)

@@ -16,6 +16,7 @@ from shared.domain.aftercare_defaults import DEMO_TEMPLATES
 from shared.store import (
     aftercare_templates,
     care_team,
+    check_in_plans,
     clinics,
     practitioners,
     treatments,
@@ -138,6 +139,9 @@ async def seed_demo_data(conn: asyncpg.Connection) -> bool:
                 by="demo data",
                 now=now,
             )
+        # The clinical defaults' aftercare check-ins for every course (a consultation has none).
+        for course_id in ids.values():
+            await check_in_plans.replace(conn, course_id, check_in_plans.DEFAULT_PLAN)
     return True
 
 

@@ -7,8 +7,10 @@ asked about, "R" puts them on the staff call list and answers with the private l
 cancels when the clinic's notice allows (else: call us, and the call list). Opt-out words
 record the opt-out and cancel queued SMS (email and staff follow-up go on; no appointment is
 cancelled; no answer: Twilio sends its own); START / UNSTOP (and YES after an opt-out) opt back
-in with the opt-in confirmation; HELP answers with the clinic's name, phone and STOP. Anything
-else, every reply from an unknown number, and replies that cannot be told apart (several
+in with the opt-in confirmation; HELP answers with the clinic's name, phone and STOP. A number
+or words while an aftercare check-in asked by SMS waits for its answer are that answer
+(shared.domain.check_ins.record_answer: its tier picks the answer; words also go to the inbox).
+Anything else, every reply from an unknown number, and replies that cannot be told apart (several
 patients on one number with open questions) go to the staff inbox, acknowledged at most once a
 day; words that signal danger make the item urgent and get the emergency answer at once.
 
@@ -41,6 +43,7 @@ from shared.clock import Clock
 from shared.config import Settings
 from shared.db.transactions import in_transaction
 from shared.domain import alerts, cancellations
+from shared.domain import check_ins as check_in_domain
 from shared.domain import proposals as proposal_domain
 from shared.domain.appointment_changes import Change, clinic_of, transition_audited
 from shared.domain.danger_words import danger_signs
@@ -49,6 +52,7 @@ from shared.scheduling.loader import ClinicInfo
 from shared.store import (
     appointments,
     call_tasks,
+    check_ins,
     clinics,
     consents,
     inbound_messages,
@@ -197,6 +201,12 @@ class ReplyHandler:
             return await turn.help()
         if reading.intent in ("confirm", "reschedule", "cancel_session"):
             return await turn.answer_question()
+        if reading.intent == "digit" and await turn.which_pending():
+            return await turn.answer_which()
+        # A number or words while a check-in waits for its answer: that is the answer.
+        answered = await turn.answer_check_in()
+        if answered is not None:
+            return answered
         if reading.intent == "digit":
             return await turn.answer_which()
         return await turn.to_inbox("free_text" if senders else "unknown_number")
@@ -350,6 +360,65 @@ class _Turn:
             return await self._ask_which(list(open_questions.values()))
         (question,) = open_questions.values()
         return await self._answer(question)
+
+    async def which_pending(self) -> bool:
+        """This number was asked "which patient's appointment?" in the last hour (a digit then
+        answers that, before any check-in)."""
+        asked = await inbound_messages.latest_asked_which(
+            self.conn, self.message.from_number, since=self.now - WHICH_ANSWERABLE_FOR
+        )
+        return asked is not None
+
+    async def answer_check_in(self) -> Handled | None:
+        """The reply as the answer to the latest check-in asked of the patient by SMS (the
+        question or its nudge, in the last ANSWERABLE_FOR); None when none waits. A number
+        shared by several patients with check-ins waiting cannot say whose answer it is: staff
+        read it (the inbox, urgent with danger words, which also get the emergency answer).
+        Words go to the inbox as well; the answer's tier picks the patient's answer."""
+        if not self.senders:
+            return None
+        waiting = await check_ins.latest_asked_by_sms(
+            self.conn,
+            [p.id for p in self.senders],
+            since=self.now - notifications.questions.ANSWERABLE_FOR,
+        )
+        if not waiting:
+            return None
+        if len(waiting) > 1:
+            return await self.to_inbox("several_patients")
+        (asked,) = waiting.values()
+        patient = next(p for p in self.senders if p.id == asked.check_in.patient_id)
+        change = Change(Actor("patient", patient.id, "SMS reply"), self.now)
+        triage = await check_in_domain.record_answer(
+            self.conn, asked.check_in, self.message.body, "sms", change
+        )
+        if triage is None:
+            return None  # answered a moment ago (by the emailed link, by staff)
+        if triage.free_text or triage.signs:
+            await inbox.insert(
+                self.conn,
+                clinic_id=patient.clinic_id,
+                patient_id=patient.id,
+                inbound_message_id=self.message.id,
+                reason="free_text",
+                danger_words=triage.signs,
+                now=self.now,
+            )
+        if triage.tier == "emergency":
+            log.warning("emergency check-in answer", extra={"inbound_id": self.message.id})
+        clinic = await clinic_of(self.conn, patient.clinic_id)
+        answer = compose(
+            check_in_domain.answer_template(triage.tier), self._answers(clinic, patient)
+        )
+        return Handled(
+            handled_as="check_in_answered",
+            clinic_id=patient.clinic_id,
+            patient_id=patient.id,
+            appointment_ids=[asked.check_in.appointment_id],
+            answered_id=asked.notification_id,
+            answer=answer,
+            acknowledged=False,
+        )
 
     async def answer_which(self) -> Handled:
         """A digit: the answer to "which patient's appointment?", asked of this number in the

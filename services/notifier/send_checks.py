@@ -39,12 +39,12 @@ REMINDER_KINDS = frozenset({"reminder_72h", "reminder_24h", "reminder_2h"})
 MERGEABLE_KINDS = frozenset({"reminder_72h", "reminder_24h"})
 # Messages answering something the patient or staff just did: the daily limit is for the ones
 # we send on our own schedule. (Urgent rows are exempt from it and from quiet hours anyway.)
-# Aftercare follows the session the patient just had: a reminder sent earlier that day must not
-# push it to tomorrow (it still waits for quiet hours).
+# Aftercare and check-ins follow the session the patient just had (safety follow-up): a
+# reminder sent earlier that day must not push them to tomorrow (quiet hours still hold them).
 UNCAPPED_KINDS = (
     TRANSACTIONAL_KINDS
     | ACCOUNT_KINDS
-    | {"reply", "opt_in_confirmation", "staff_alert", "aftercare"}
+    | {"reply", "opt_in_confirmation", "staff_alert", "aftercare", "check_in"}
 )
 # Messages about an upcoming (or, for the notice, a cancelled) appointment: they must match it.
 # Other kinds may name an appointment (an alert about a session) without depending on its state:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from services.scheduler.call_list import CALL_UNCONFIRMED
+from services.scheduler.check_in_follow_up import FOLLOW_UP_CHECK_INS
 from services.scheduler.courses import COMPLETE_COURSES, FILE_OVERDUE_GAPS
 from services.scheduler.escalations import ESCALATE_ALERTS
 from services.scheduler.holds import EXPIRE_HOLDS
@@ -26,6 +27,8 @@ DEFAULT_SWEEPS: list[Sweep] = [
     FILE_OVERDUE_GAPS,
     # Staff alerts nobody acknowledged in time go to the next person on the list.
     ESCALATE_ALERTS,
+    # Aftercare check-ins: nudge, re-ask on another channel, or put on the call list.
+    FOLLOW_UP_CHECK_INS,
 ]
 
 

@@ -31,6 +31,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Tem
 
 from shared.config import Settings
 from shared.domain.emergency import emergency_number
+from shared.messaging.check_in_variables import check_in_variables
 from shared.messaging.context import (
     FORMER_CONTACT_KINDS,
     STAFF_KINDS,
@@ -375,6 +376,7 @@ def template_variables(
         "title": _text(notification, "title"),
         "compact": 0,
         "greet": True,
+        **check_in_variables(notification.kind, notification.context, ctx.clinic.region, settings),
     }
 
 

@@ -22,6 +22,8 @@ CallReason = Literal[
     "proposal_unanswered",
     "adverse_event_routine",
     "adverse_event_hold",
+    "check_in_unanswered",
+    "check_in_no_channel",
 ]
 CALL_REASONS: tuple[CallReason, ...] = (
     "not_confirmed",
@@ -37,6 +39,11 @@ CALL_REASONS: tuple[CallReason, ...] = (
     # an adverse event holds the patient's next session and no message could reach them: phone
     # them before that session
     "adverse_event_hold",
+    # an aftercare check-in was asked and nudged and nobody answered (appointment_id: the
+    # completed session; one open task covers every unanswered check-in of that session)
+    "check_in_unanswered",
+    # an aftercare check-in is due and the patient may be neither texted nor emailed
+    "check_in_no_channel",
 )
 
 

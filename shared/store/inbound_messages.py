@@ -76,6 +76,8 @@ HandledAs = Literal[
     "emergency",
     "inbox",
     "asked_which",
+    # the answer to an aftercare check-in (shared.domain.check_ins.record_answer)
+    "check_in_answered",
 ]
 
 

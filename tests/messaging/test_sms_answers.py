@@ -51,6 +51,11 @@ def worst_cases(ctx: AnswerContext) -> list[tuple[str, dict[str, Any]]]:
         ("answer_proposal_booked", {"when": one}),
         ("answer_proposal_released", {"when": one, "link": LONG_LINK}),
         ("opt_in_confirmation", {}),
+        # the answers to an aftercare check-in, by tier
+        ("answer_check_in_fine", {}),
+        ("answer_check_in_routine", {}),
+        ("answer_check_in_urgent", {}),
+        ("answer_check_in_emergency", {}),
     ]
 
 

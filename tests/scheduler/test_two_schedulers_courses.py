@@ -461,7 +461,10 @@ async def test_two_scheduler_processes_progress_courses_once_over_three_weeks(
     tasks = await call_tasks.list_page(pool, clinic_id=None, open_only=False, after=None, limit=500)
     # The desk called all those filed before the last step.
     assert all(t.done_at is not None for t in tasks if t.created_at < moment)
-    assert Counter((t.appointment_id, t.reason) for t in tasks) == Counter(
+    # (Aftercare check-ins nobody answers put completed sessions on the list too: that is the
+    # check-in follow-up's, tested in tests/notifier/test_check_ins.py; this counts the courses'.)
+    course_tasks = [t for t in tasks if not t.reason.startswith("check_in_")]
+    assert Counter((t.appointment_id, t.reason) for t in course_tasks) == Counter(
         {
             (weekly[2].appointment_id, "not_confirmed"): 1,
             (weekly[4].appointment_id, "proposal_unanswered"): 1,

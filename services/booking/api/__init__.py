@@ -21,6 +21,7 @@ so the order shows only in the order of the OpenAPI document's paths.
 | `public_holds`, `public_booking` | no token: holding times; booking a hold |
 | `me` | who a token is |
 | `admin_clinics`, `admin_treatments` | clinic setup; treatments and their course protocols |
+| `admin_check_in_plans`, `admin_check_ins` | check-in plans; check-ins and phoned answers |
 | `admin_practitioners` | practitioners and their weekly working hours |
 | `admin_time_off` | a practitioner's time off and one-off day overrides |
 | `admin_appointments` | appointment lists, a practitioner's day or week, one appointment |

@@ -61,7 +61,10 @@ class CallTaskOut(BaseModel):
         description="not_confirmed (asked, not confirmed in time), reschedule_requested (replied "
         "R, or R to a proposal), cancel_inside_notice (replied X too late), gap_overdue (a "
         "course's next session is overdue; the appointment is the last completed session) or "
-        "proposal_unanswered (a proposed next session was released unanswered)"
+        "proposal_unanswered (a proposed next session was released unanswered), "
+        "check_in_unanswered (an aftercare check-in was asked and nudged, no answer) or "
+        "check_in_no_channel (a check-in is due and the patient can be neither texted nor "
+        "emailed)"
     )
     detail: str
     inbound_message_id: int | None = Field(description="the SMS that asked for the call")

@@ -43,7 +43,7 @@ from services.booking.api.fields import Body, Id, LongText, Name, StoredName, op
 from services.booking.api.framework import Ctx, invalid
 from services.booking.api.pagination import Page, PageQuery
 from shared.domain.aftercare_defaults import default_for_new_treatment
-from shared.store import aftercare_templates, treatments
+from shared.store import aftercare_templates, check_in_plans, treatments
 from shared.store.treatments import GapSpec, TreatmentFields
 
 Code = Annotated[
@@ -223,6 +223,11 @@ async def create_treatment(ctx: Ctx) -> Treatment:
             fields=fields_of(TreatmentFields, values),
             gaps=_gap_specs(body.gaps),
         )
+        if row.sessions_max > 1 or row.needs_consultation:
+            # A course (or a treatment that needs a consultation first: an injection, a
+            # procedure) starts with the clinical defaults' aftercare check-ins, editable at
+            # /api/v1/treatments/{id}/check-in-plan; a consultation gets none.
+            await check_in_plans.replace(conn, row.id, check_in_plans.DEFAULT_PLAN)
         created = _treatment(row)
         await record_item(conn, ctx, "create", "treatment", created.id, created)
         # A procedure starts with the clinical defaults' aftercare (editable at .../aftercare).

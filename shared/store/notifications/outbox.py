@@ -196,3 +196,46 @@ async def dedupe_keys_for_appointment(db: Executor, appointment_id: int) -> set[
         "SELECT dedupe_key FROM notification WHERE appointment_id = $1", appointment_id
     )
     return {row["dedupe_key"] for row in rows}
+
+
+@dataclass(frozen=True)
+class CheckInRow:
+    id: int
+    channel: Channel
+    status: str
+    nudge: bool
+
+
+async def rows_for_check_in(db: Executor, check_in_id: int) -> list[CheckInRow]:
+    """The messages that asked (or nudged) one check-in (shared/domain/check_ins.py), by id."""
+    rows = await db.fetch(
+        """
+        SELECT id, channel, status, coalesce((context ->> 'nudge')::boolean, false) AS nudge
+        FROM notification
+        WHERE kind = 'check_in' AND (context ->> 'check_in_id')::bigint = $1
+        ORDER BY id
+        """,
+        check_in_id,
+    )
+    return [CheckInRow(**dict(r)) for r in rows]
+
+
+async def cancel_scheduled(
+    conn: Executor, notification_id: int, *, reason: str, now: datetime
+) -> bool:
+    """Cancel one row still waiting (`scheduled`); False if it is no longer waiting."""
+    done = await conn.fetchval(
+        """
+        UPDATE notification SET status = 'cancelled', status_reason = $2, updated_at = $3,
+               lease_until = NULL
+        WHERE id = $1 AND status = 'scheduled'
+        RETURNING id
+        """,
+        notification_id,
+        reason,
+        now,
+    )
+    if done is None:
+        return False
+    await insert_event(conn, notification_id, now, "scheduled", "cancelled", reason)
+    return True
