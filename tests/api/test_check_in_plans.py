@@ -199,6 +199,7 @@ async def completed_course_session(api: BookingApi) -> tuple[int, int]:
         f"/api/v1/appointments/{appointment_id}/complete",
         role="clinician",
         headers={"If-Match": f'"{version}"'},
+        json={"record": {"product": "Dermaheal HL", "lot_number": "LOT-1"}},
     )
     assert done.status == 200, done.body
     return patient_id, appointment_id

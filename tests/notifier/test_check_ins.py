@@ -9,7 +9,7 @@ is never silently dropped."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -207,7 +207,7 @@ async def test_each_sms_answer_gets_its_tier_and_the_tiers_answer(
     answer_says: str,
 ) -> None:
     first = await asked_first_by_sms(world, notifier, twilio)
-    (question,) = twilio.twilio.sent_to(MOBILE)
+    (question,) = check_in_messages(twilio.twilio.sent_to(MOBILE))
     assert "How is your scalp? 1 fine or mild tenderness" in question.body
     assert "Reply 1, 2 or 3." in question.body
     assert "Trouble breathing or swelling of lips, tongue or throat: call 999 now" in question.body
@@ -228,10 +228,40 @@ async def test_each_sms_answer_gets_its_tier_and_the_tiers_answer(
         assert [(r["urgent"], list(r["danger_words"])) for r in inbox] == [(True, ["breathing"])]
     else:
         assert inbox == []  # a number needs no reading
-    # Answered: the follow-up sweep neither nudges nor calls.
+    # Above fine, an adverse event opens on the session; urgent and emergency alert a
+    # clinician at once (the emergency the on-call clinician, by SMS and email).
+    events = await world.pool.fetch(
+        "SELECT id, tier, appointment_id, check_in_id, symptoms FROM adverse_event"
+    )
+    alerts = await world.pool.fetch("SELECT tier, adverse_event_id, id FROM staff_alert")
+    if tier == "fine":
+        assert events == [] and alerts == []
+    else:
+        (event,) = events
+        assert (event["tier"], event["appointment_id"], event["check_in_id"]) == (
+            tier,
+            first.appointment_id,
+            first.id,
+        )
+        if tier == "routine":
+            assert alerts == []
+        else:
+            assert [(a["tier"], a["adverse_event_id"]) for a in alerts] == [(tier, event["id"])]
+            channels = await world.pool.fetch(
+                "SELECT n.channel, n.urgent FROM staff_alert_notification s"
+                " JOIN notification n ON n.id = s.notification_id WHERE s.alert_id = $1",
+                alerts[0]["id"],
+            )
+            assert sorted((c["channel"], c["urgent"]) for c in channels) == [
+                ("email", True),
+                ("sms", True),
+            ]
+    # Answered: the follow-up sweep neither nudges nor calls about the check-in; a routine
+    # answer is on the call list for the next business day instead.
     world.clock.advance(timedelta(days=3))
     await follow_up(world.pool, world.clock)
-    assert await open_calls(world) == []
+    reasons = [reason for _, reason in await open_calls(world)]
+    assert reasons == (["adverse_event_routine"] if tier == "routine" else [])
 
 
 async def test_at_72_hours_a_worsening_swelling_is_urgent(
@@ -303,7 +333,7 @@ async def test_no_answer_gets_one_nudge_then_a_call_task(
     nudge = [r for r in await rows(world, first.appointment_id) if r["context"]["nudge"]]
     assert len(nudge) == 1
     await world.settled(nudge[0]["id"], "sent", "delivered")
-    texts = [m.body for m in twilio.twilio.sent_to(MOBILE)]
+    texts = [m.body for m in check_in_messages(twilio.twilio.sent_to(MOBILE))]
     assert any(t.startswith("Reminder:") for t in texts)
 
     # Another run the same hour nudges nothing more.
@@ -339,6 +369,12 @@ async def test_a_patient_with_neither_channel_is_phoned_at_the_due_time(world: W
 # -- email ----------------------------------------------------------------------------------------
 
 
+def check_in_messages(sent: Iterable[Any]) -> list[Any]:
+    """The messages of a completed session other than its aftercare (which links its own
+    page): the check-ins and what answers them."""
+    return [m for m in sent if "/aftercare/" not in m.body]
+
+
 def links_in(mail: Any) -> list[str]:
     return re.findall(r"https://clinic\.example\.test/c/[A-Za-z0-9_-]+", mail.body)
 
@@ -360,7 +396,7 @@ async def test_a_patient_who_opts_out_after_completion_gets_every_check_in_by_em
     for check_in, row in zip(before, email, strict=True):
         await move_to(world, notifier, check_in.due_at)
         await world.settled(row["id"], "sent", "delivered")
-    mails = [m for m in smtp.recorder.items("email") if m.to == EMAIL]
+    mails = check_in_messages(m for m in smtp.recorder.items("email") if m.to == EMAIL)
     assert len(mails) == 4
     assert all(len(links_in(m)) == 3 for m in mails)
     assert twilio.twilio.sent_to(MOBILE) == []
@@ -378,7 +414,9 @@ async def test_an_emailed_answer_link_records_only_when_the_button_is_pressed(
     assert first.channel == "email"
     await move_to(world, notifier, first.due_at)
     await world.settled((await rows(world, appointment_id))[0]["id"], "sent", "delivered")
-    (mail,) = [m for m in smtp.recorder.items("email") if m.to == "robin@example.com"]
+    (mail,) = check_in_messages(
+        m for m in smtp.recorder.items("email") if m.to == "robin@example.com"
+    )
     assert "How is your scalp?" in mail.body
     three = links_in(mail)[2]
 
@@ -439,7 +477,9 @@ async def test_the_email_check_in_names_no_treatment_in_its_subject(
     first = (await planned(world, appointment_id))[0]
     await move_to(world, notifier, first.due_at)
     await world.settled((await rows(world, appointment_id))[0]["id"], "sent", "delivered")
-    (mail,) = [m for m in smtp.recorder.items("email") if m.to == "kim@example.com"]
+    (mail,) = check_in_messages(
+        m for m in smtp.recorder.items("email") if m.to == "kim@example.com"
+    )
     assert mail.subject is not None and "mesotherapy" not in mail.subject.lower()
 
 
