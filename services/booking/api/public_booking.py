@@ -99,9 +99,10 @@ async def public_book(ctx: Ctx) -> Any:
     A patient already on file (same mobile, else same email) is booked without any change to
     their record: what the request says differently waits for staff, and the patient's private
     link goes to the contacts on file with the confirmation. The API never returns a link.
-    A course that needs a consultation is refused (409 consultation-required, nothing booked)
-    unless the patient has one with the clinic: completed, or booked to end before the course's
-    first session. A new patient books the consultation first, then the course."""
+    A course that needs a consultation is refused (409 consultation-required, nothing booked):
+    whether the patient has had one is in their record, and this answer never depends on the
+    record (whoever calls may only know the mobile). The patient books the consultation here;
+    the clinic books the course with them after it, or they book it on the booking page."""
     body: PublicBookingRequest = ctx.body
     p = body.patient
     form = intake.PatientForm(
@@ -125,6 +126,7 @@ async def public_book(ctx: Ctx) -> Any:
             now=ctx.now,
             actor=ctx.actor,
             request_id=ctx.request_id,
+            record_blind=True,
         )
         return booking_out(result)
 

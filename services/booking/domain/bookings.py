@@ -77,12 +77,15 @@ async def book_hold(
     request_id: str | None,
     consultation_declared: bool = False,
     screening_source: AnswerSource = "public_api",
+    record_blind: bool = False,
 ) -> BookingResult:
     """Turn a hold into a booking: patient, consents, series, every session `booked`.
 
     A course that needs a consultation passes the consultation gate first
     (consultation_gate.check; `consultation_declared`: the form's "I have had one", which
-    flags the sessions for review); refused, nothing is booked (not even a new patient).
+    flags the sessions for review; `record_blind`: the public API, whose answer may not depend
+    on the record of a patient matched by mobile or email, so a consultation on file does not
+    count there); refused, nothing is booked (not even a new patient).
 
     An expired hold whose times are still free is re-taken (its rows may already have been
     swept); if a time was taken meanwhile, nothing is booked and the answer is a 409 with
@@ -119,6 +122,7 @@ async def book_hold(
         patient_id=patient.id,
         first_start=min(p.start for p in planned),
         declared=consultation_declared,
+        on_file_counts=not record_blind,
     )
     reasons = screening_reasons(form)
     answers_need_review = bool(reasons)

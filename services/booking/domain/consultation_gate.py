@@ -9,8 +9,13 @@ A course passes the gate when, at the same clinic:
 * the patient declared on the booking form that they had a consultation elsewhere or before the
   clinic used Regimen (the form's "I have had a consultation" step, which offers booking one
   first): the sessions are then flagged for clinician review, and check-in refuses a flagged
-  session, so no session happens before a clinician has checked the claim. The JSON API has no
-  such declaration: there a course without a consultation is refused.
+  session, so no session happens before a clinician has checked the claim.
+
+The public JSON API has no declaration, and its answer may not depend on a patient's record:
+whoever calls it may only know the patient's mobile, and a 201 for a patient with a
+consultation on file against a 409 for one without would tell them what the record holds. So
+there (`on_file_counts=False`) every course that needs a consultation is refused: the patient
+books the consultation, and the course with the clinic or on the booking page.
 
 Later sessions of a course (staff adding to a series, the patient's next-session page, the
 scheduler's proposals) are not gated again: the course passed when its first session was booked.
@@ -45,10 +50,13 @@ class ConsultationRequired(Conflict):
 
     code = "consultation-required"
 
-    def __init__(self, treatment: TreatmentInfo) -> None:
+    def __init__(self, treatment: TreatmentInfo, *, public_api: bool = False) -> None:
         super().__init__(
-            f"{treatment.name} needs a consultation first: book a consultation, then the course "
-            "(a consultation booked before the course's first session counts)",
+            f"{treatment.name} needs a consultation first: book a consultation; the clinic books "
+            "the course with you after it, or book it on the clinic's booking page"
+            if public_api
+            else f"{treatment.name} needs a consultation first: book a consultation, then the "
+            "course (a consultation booked before the course's first session counts)",
             treatment_id=treatment.id,
         )
 
@@ -91,22 +99,25 @@ async def check(
     first_start: datetime,
     override_reason: str | None = None,
     declared: bool = False,
+    on_file_counts: bool = True,
 ) -> GateResult:
     """Whether the first session of `treatment` starting at `first_start` may be booked for the
     patient, and on what basis; raises ConsultationRequired otherwise. The caller checked that
-    whoever gives `override_reason` may override (clinician or admin)."""
+    whoever gives `override_reason` may override (clinician or admin). With `on_file_counts`
+    false (the public API) the patient's record is not looked at."""
     if not treatment.needs_consultation:
         return GateResult("not_needed")
-    found = await appointments.consultation_before(
-        conn, patient_id=patient_id, clinic_id=clinic_id, before=first_start
-    )
-    if found is not None:
-        return GateResult("on_file", consultation_id=found.id)
+    if on_file_counts:
+        found = await appointments.consultation_before(
+            conn, patient_id=patient_id, clinic_id=clinic_id, before=first_start
+        )
+        if found is not None:
+            return GateResult("on_file", consultation_id=found.id)
     if override_reason is not None:
         return GateResult("override", override_reason=override_reason)
     if declared:
         return GateResult("declared")
-    raise ConsultationRequired(treatment)
+    raise ConsultationRequired(treatment, public_api=not on_file_counts)
 
 
 async def record_override(
