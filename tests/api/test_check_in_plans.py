@@ -101,6 +101,8 @@ async def test_a_plan_that_is_not_one_is_refused_naming_the_field(
             "steps.0.answers.0.tier",
         ),
         ({"steps": [step(1, at_local_time="09:00")]}, "steps.0.at_local_time"),
+        # Folding a check-in into the next visit's questions is not built: refused, not ignored.
+        ({"steps": [step(1, fold_into_next_visit=True)]}, "steps.0.fold_into_next_visit"),
     ]
     for body, field in cases:
         reply = await booking_api.call("PUT", path, role="admin", json=body)

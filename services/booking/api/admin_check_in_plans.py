@@ -52,8 +52,12 @@ class PlanStepBody(Body):
     )
     question: Question = Field(description="asked as written, in SMS and email")
     answers: list[PlanAnswer] = Field(min_length=1, max_length=9)
-    fold_into_next_visit: bool = Field(
-        default=False, description="ask with the next session's pre-visit questions instead"
+    # Asking the step with the next session's pre-visit questions instead is not built yet:
+    # every step is sent on its own, so the flag may only be false (it is refused, not ignored).
+    fold_into_next_visit: Literal[False] = Field(
+        default=False,
+        description="reserved: always false (folding a check-in into the next session's "
+        "pre-visit questions is not available; every check-in is sent on its own)",
     )
     nudge_after_hours: Hours = Field(default=24, description="no answer: one nudge after this")
     call_after_hours: Hours = Field(default=24, description="then a call task this long after")
