@@ -42,7 +42,7 @@ from shared import outbox_plan
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.transactions import in_transaction
-from shared.domain import alerts, cancellations
+from shared.domain import adverse_events, alerts, cancellations
 from shared.domain import check_ins as check_in_domain
 from shared.domain import proposals as proposal_domain
 from shared.domain.appointment_changes import Change, clinic_of, transition_audited
@@ -672,6 +672,15 @@ class _Turn:
 
     # -- the inbox -------------------------------------------------------------------------------
 
+    async def _latest_session_id(self, patient: Patient) -> int | None:
+        """The patient's latest completed session (what a reaction reported now follows)."""
+        done = [
+            a
+            for a in await appointments.for_patient(self.conn, patient.id)
+            if a.status == "completed"
+        ]
+        return max(done, key=lambda a: a.starts_at).id if done else None
+
     async def to_inbox(self, reason: InboxReason) -> Handled:
         """File the message for staff. Danger words make it urgent and get the emergency answer
         now; otherwise the number is acknowledged once a day."""
@@ -694,16 +703,32 @@ class _Turn:
         answers = self._answers(clinic, patient)
         if signs:
             # The urgent item alerts staff in this transaction (the priority lane, escalated
-            # until someone acknowledges it).
-            await alerts.raise_alert(
-                self.conn,
-                clinic_id=clinic.id,
-                tier=alerts.tier_of_signs(signs),
-                patient_id=None if patient is None else patient.id,
-                now=self.now,
-                inbox_item_id=item_id,
-                summary=f"SMS reply with danger signs ({', '.join(signs)}), inbox item #{item_id}",
-            )
+            # until someone acknowledges it). From a known patient it is an adverse event too,
+            # on their latest completed session (report() raises the alert).
+            if patient is not None:
+                await adverse_events.report(
+                    self.conn,
+                    clinic_id=patient.clinic_id,
+                    patient_id=patient.id,
+                    appointment_id=await self._latest_session_id(patient),
+                    tier=alerts.tier_of_signs(signs),
+                    symptoms=self.message.body,
+                    source="sms",
+                    change=Change(Actor("patient", patient.id, "SMS reply"), self.now),
+                    inbound_message_id=self.message.id,
+                    inbox_item_id=item_id,
+                )
+            else:
+                await alerts.raise_alert(
+                    self.conn,
+                    clinic_id=clinic.id,
+                    tier=alerts.tier_of_signs(signs),
+                    patient_id=None,
+                    now=self.now,
+                    inbox_item_id=item_id,
+                    summary=f"SMS with danger signs ({', '.join(signs)}) from a number not on "
+                    f"file, inbox item #{item_id}",
+                )
             # What the patient wrote is health data: the log names the message, not its words.
             log.warning("urgent sms reply in the inbox", extra={"inbound_id": self.message.id})
             return self._handled("emergency", compose("answer_emergency", answers))

@@ -160,6 +160,7 @@ async def report(
     check_in_id: int | None = None,
     inbound_message_id: int | None = None,
     lot_number: str | None = None,
+    inbox_item_id: int | None = None,
 ) -> AdverseEvent:
     """Open an adverse event with its first history entry and audit row, in the caller's
     transaction.
@@ -248,6 +249,7 @@ async def report(
             patient_id=patient_id,
             now=change.now,
             adverse_event_id=event.id,
+            inbox_item_id=inbox_item_id,
             summary=f"Adverse event #{event.id} ({tier}) reported by {source}",
         )
         details["staff_alert_id"] = alert.id

@@ -237,6 +237,18 @@ async def test_an_sms_with_danger_words_raises_an_alert_for_the_on_call_clinicia
     for row in rows:
         sent = await _outbox(world, row["id"])
         assert [r["recipient"] for r in sent] == [team.on_call.mobile, team.on_call.email]
+    # From a patient on file each is an adverse event as well, with what they wrote, and the
+    # alert names it; the emergency holds their next session until a clinician clears it.
+    events = await world.pool.fetch(
+        "SELECT e.id, e.tier, e.source, e.symptoms, e.inbound_message_id IS NOT NULL AS linked,"
+        " (SELECT a.id FROM staff_alert a WHERE a.adverse_event_id = e.id) AS alert_id"
+        " FROM adverse_event e ORDER BY e.id"
+    )
+    assert [(e["tier"], e["source"], e["symptoms"], e["linked"]) for e in events] == [
+        ("emergency", "sms", "I can't breathe", True),
+        ("urgent", "sms", "there is pus on my scalp", True),
+    ]
+    assert [e["alert_id"] for e in events] == [r["id"] for r in rows]
     # Not an alert: an ordinary question.
     await phone.send("Can I wash my hair tonight?")
     assert await world.pool.fetchval("SELECT count(*) FROM staff_alert") == 2
