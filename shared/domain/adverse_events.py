@@ -29,10 +29,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared import outbox_plan
 from shared.domain import alerts
 from shared.domain.appointment_changes import Change, clinic_of
 from shared.domain.errors import Conflict, InvalidField, NotFound, Stale
+from shared.domain.reach import reach_of
 from shared.store import adverse_events, appointments, audit, call_tasks, patients, session_records
 from shared.store.adverse_events import (
     AdverseEvent,
@@ -424,7 +424,7 @@ class _Told:
 async def _tell_patient(conn: asyncpg.Connection, event: AdverseEvent, change: Change) -> _Told:
     """'Please call the clinic before your next appointment': SMS and email as the patient's
     consent allows; a call task when neither reaches them (never silently dropped)."""
-    reach = await outbox_plan.reach_of(conn, event.patient_id)
+    reach = await reach_of(conn, event.patient_id)
     channels: list[Channel] = []
     if reach is not None and reach.sms:
         channels.append("sms")

@@ -60,6 +60,7 @@ async def complete(api: BookingApi, appointment_id: int, role: str = "clinician"
         f"/api/v1/appointments/{appointment_id}/complete",
         role=role,
         headers={"If-Match": f'"{found.version}"'},
+        json={"record": {"product": "Dermaheal HL", "lot_number": "LOT-1"}},
     )
     assert reply.status == 200, reply.body
 
