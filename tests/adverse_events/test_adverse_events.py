@@ -484,3 +484,38 @@ async def test_urgent_and_emergency_events_alert_staff_and_carry_the_sessions_lo
         assert ("adverse_event", event.id) in kinds
     assert ("staff_alert", urgent.id) in kinds and ("staff_alert", emergency.id) in kinds
     assert ("staff_alert", routine.id) not in kinds
+
+
+async def test_the_export_and_the_timeline_hold_the_check_ins_answers_and_alerts(
+    desk: Desk,
+) -> None:
+    """A patient's access request and a clinician's timeline show what was asked after their
+    session and what staff were alerted to, not only the events."""
+    _, (done,) = await desk.course([london(MONDAY, 10)], statuses=["booked"])
+    checked_in = await desk.act(done, "check-in")  # re-confirms the screening: all "no"
+    assert checked_in.status == 200, checked_in.body
+    completed = await desk.act(
+        done,
+        "complete",
+        role="clinician",
+        json={"record": {"product": "Dermaheal HL", "lot_number": "LOT-9"}},
+    )
+    assert completed.status == 200, completed.body
+    urgent = await report(desk, tier="urgent", appointment_id=done)
+
+    export = await desk.api.call("GET", f"/api/v1/patients/{desk.patient_id}/export", role="admin")
+    assert export.status == 200, export.body
+    asked = export.body["check_ins"]
+    assert [c["position"] for c in asked] == [1, 2, 3, 4]
+    assert {c["appointment_id"] for c in asked} == {done}
+    assert [a["adverse_event_id"] for a in export.body["staff_alerts"]] == [urgent.id]
+    answers = export.body["screening_answers"]
+    assert answers and {(a["appointment_id"], a["source"], a["answer"]) for a in answers} == {
+        (done, "check_in", False)
+    }
+
+    timeline = await desk.api.call(
+        "GET", f"/api/v1/patients/{desk.patient_id}/safety-timeline", role="clinician"
+    )
+    entries = timeline.body["entries"]
+    assert sorted(e["position"] for e in entries if e["type"] == "check_in") == [1, 2, 3, 4]

@@ -211,9 +211,10 @@ async def test_staff_see_a_sessions_check_ins_and_record_a_phoned_answer_once(
     booking_api: BookingApi,
 ) -> None:
     _, appointment_id = await completed_course_session(booking_api)
-    listed = await booking_api.call(
-        "GET", f"/api/v1/appointments/{appointment_id}/check-ins", role="front_desk"
-    )
+    path = f"/api/v1/appointments/{appointment_id}/check-ins"
+    # Answers about a patient's health are clinical: the front desk does not read them.
+    assert (await booking_api.call("GET", path, role="front_desk")).status == 403
+    listed = await booking_api.call("GET", path, role="clinician")
     assert listed.status == 200
     items = listed.body["check_ins"]
     assert [(i["position"], i["channel"], i["status"]) for i in items] == [

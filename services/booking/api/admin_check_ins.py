@@ -17,7 +17,15 @@ from pydantic import BaseModel, Field
 
 from services.booking.api import API
 from services.booking.api.admin_appointments import change_of
-from services.booking.api.common import ALL_STAFF, Read, or_not_found, record, record_reads, write
+from services.booking.api.common import (
+    ALL_STAFF,
+    CLINICAL,
+    Read,
+    or_not_found,
+    record,
+    record_reads,
+    write,
+)
 from services.booking.api.fields import Body, text
 from services.booking.api.framework import Ctx
 from shared.domain import check_ins as check_in_domain
@@ -88,11 +96,13 @@ def _out(row: CheckIn) -> CheckInOut:
     "/api/v1/appointments/{appointment_id}/check-ins",
     summary="A completed session's aftercare check-ins, with answers and tiers",
     tag=TAG,
-    roles=ALL_STAFF,
+    roles=CLINICAL,
     response=SessionCheckIns,
     errors=(404,),
 )
 async def list_check_ins(ctx: Ctx) -> SessionCheckIns:
+    """Clinicians and admins: what a patient answered about their health after a session is a
+    clinical field, which the front desk never reads (it sees the call tasks that follow)."""
     appointment_id = ctx.path["appointment_id"]
     appointment = or_not_found(
         await appointments.get(ctx.pool, appointment_id), "appointment", appointment_id

@@ -32,12 +32,15 @@ from shared.store import (
     appointments,
     audit,
     call_tasks,
+    check_ins,
     form_differences,
     inbound_messages,
     inbox,
     notifications,
     patients,
+    screening,
     session_records,
+    staff_alerts,
 )
 from shared.store import consents as consent_store
 from shared.store import series as series_store
@@ -174,6 +177,46 @@ class ExportedAdverseEvent(BaseModel):
     history: list[ExportedAdverseEventChange] = Field(description="every change, oldest first")
 
 
+class ExportedCheckIn(BaseModel):
+    id: int
+    appointment_id: int
+    position: int
+    question: str
+    due_at: datetime
+    channel: str
+    status: str
+    sent_at: datetime | None
+    nudged_at: datetime | None
+    answer_text: str | None
+    answer_digit: int | None
+    tier: str | None
+    answered_at: datetime | None
+    answered_via: str | None
+
+
+class ExportedScreeningAnswer(BaseModel):
+    appointment_id: int | None
+    question_code: str
+    answer: bool
+    details: str
+    answered_at: datetime
+    source: str
+    actor: str
+
+
+class ExportedStaffAlert(BaseModel):
+    id: int
+    tier: str
+    adverse_event_id: int | None
+    inbox_item_id: int | None
+    summary: str
+    raised_at: datetime
+    status: str
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    acknowledge_note: str | None
+
+
 class PatientExport(BaseModel):
     exported_at: datetime
     patient: PatientOut
@@ -188,6 +231,11 @@ class PatientExport(BaseModel):
     adverse_events: list[ExportedAdverseEvent] = Field(
         description="reactions reported after their sessions, with every change"
     )
+    check_ins: list[ExportedCheckIn] = Field(description="asked after their sessions, answers")
+    screening_answers: list[ExportedScreeningAnswer] = Field(
+        description="every answer, newest first"
+    )
+    staff_alerts: list[ExportedStaffAlert] = Field(description="alerts staff got about them")
     audit_entries: list[AuditEntry] = Field(description="every entry about the patient")
     not_included: list[str] = Field(description="what is held elsewhere or not at all, and why")
 
@@ -204,7 +252,8 @@ async def export_patient(ctx: Ctx) -> PatientExport:
     """The record with its clinical fields, consent history, courses, appointments with their
     state history, messages with their status history and provider attempts, inbound SMS, what
     booking forms said, their SMS filed in the staff inbox and the call list about them (with
-    what staff noted), adverse events with their history, and the audit entries about the
+    what staff noted), adverse events with their history, the check-ins asked and answered,
+    every screening answer, the staff alerts about them, and the audit entries about the
     patient; `not_included` says what is not in it and why. Audited as `patient.export`."""
     patient_id = ctx.path["patient_id"]
     zones = Zones(ctx)
@@ -223,6 +272,9 @@ async def export_patient(ctx: Ctx) -> PatientExport:
         calls = await call_tasks.for_patient(conn, patient_id)
         events = await adverse_events.for_patient(conn, patient_id)
         event_history = await adverse_events.history_many(conn, [e.id for e in events])
+        asked = await check_ins.for_patient(conn, patient_id)
+        answered = await screening.for_patient(conn, patient_id, limit=100_000)
+        alerted = await staff_alerts.for_patient(conn, patient_id)
         entries = await audit.for_patient(conn, patient_id)
         document = PatientExport(
             exported_at=ctx.now,
@@ -255,6 +307,9 @@ async def export_patient(ctx: Ctx) -> PatientExport:
                 )
                 for e in events
             ],
+            check_ins=[ExportedCheckIn.model_validate(asdict(c)) for c in asked],
+            screening_answers=[ExportedScreeningAnswer.model_validate(asdict(a)) for a in answered],
+            staff_alerts=[ExportedStaffAlert.model_validate(asdict(a)) for a in alerted],
             audit_entries=[AuditEntry.model_validate(asdict(entry)) for entry in entries],
             not_included=NOT_INCLUDED,
         )
@@ -268,6 +323,9 @@ async def export_patient(ctx: Ctx) -> PatientExport:
             "inbox_items": len(filed),
             "call_tasks": len(calls),
             "adverse_events": len(events),
+            "check_ins": len(asked),
+            "screening_answers": len(answered),
+            "staff_alerts": len(alerted),
             "audit_entries": len(entries),
         }
         await record(

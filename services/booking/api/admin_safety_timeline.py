@@ -15,6 +15,8 @@ Kinds so far:
   values before and after; `at` is when it was made.
 * `adverse_event`: an adverse event as it stands (tier, grade, seriousness, status, the lot,
   what was reported); `at` is when it was opened. Its history is at /api/v1/adverse-events/{id}.
+* `check_in`: a check-in after a session: its question, how it was asked, and the answer with
+  its tier once given; `at` is when it was (or is) due.
 * `staff_alert`: an alert raised about the patient, who it reached and whether anyone
   acknowledged it; `at` is when it was raised.
 
@@ -38,7 +40,7 @@ from services.booking.api.session_record_views import SessionRecordOut, record_o
 from shared.db.transactions import in_transaction
 from shared.domain.appointment_changes import clinic_of, treatment_of
 from shared.domain.appointment_states import Status
-from shared.store import adverse_events, appointments, session_records, staff_alerts
+from shared.store import adverse_events, appointments, check_ins, session_records, staff_alerts
 
 SHOWN_STATUSES: frozenset[Status] = frozenset({"completed", "checked_in", "booked", "confirmed"})
 
@@ -87,6 +89,21 @@ class AdverseEventEntry(BaseModel):
     cleared_at: datetime | None
 
 
+class CheckInEntry(BaseModel):
+    type: Literal["check_in"] = "check_in"
+    at: datetime = Field(description="when the check-in was (or is) due")
+    check_in_id: int
+    appointment_id: int
+    position: int
+    question: str
+    channel: str
+    status: str
+    answer_text: str | None
+    tier: str | None
+    answered_at: datetime | None
+    answered_via: str | None
+
+
 class StaffAlertEntry(BaseModel):
     type: Literal["staff_alert"] = "staff_alert"
     at: datetime = Field(description="when the alert was raised")
@@ -102,7 +119,7 @@ class StaffAlertEntry(BaseModel):
 
 # Every kind of entry.
 TimelineEntry = Annotated[
-    SessionEntry | RecordCorrectionEntry | AdverseEventEntry | StaffAlertEntry,
+    SessionEntry | RecordCorrectionEntry | CheckInEntry | AdverseEventEntry | StaffAlertEntry,
     Field(discriminator="type"),
 ]
 
@@ -192,6 +209,25 @@ async def adverse_event_entries(
     ]
 
 
+async def check_in_entries(conn: asyncpg.Connection, patient_id: int) -> list[CheckInEntry]:
+    return [
+        CheckInEntry(
+            at=c.due_at,
+            check_in_id=c.id,
+            appointment_id=c.appointment_id,
+            position=c.position,
+            question=c.question,
+            channel=c.channel,
+            status=c.status,
+            answer_text=c.answer_text,
+            tier=c.tier,
+            answered_at=c.answered_at,
+            answered_via=c.answered_via,
+        )
+        for c in await check_ins.for_patient(conn, patient_id)
+    ]
+
+
 async def alert_entries(conn: asyncpg.Connection, patient_id: int) -> list[StaffAlertEntry]:
     return [
         StaffAlertEntry(
@@ -212,6 +248,7 @@ async def alert_entries(conn: asyncpg.Connection, patient_id: int) -> list[Staff
 SOURCES: tuple[Source, ...] = (
     session_entries,
     correction_entries,
+    check_in_entries,
     adverse_event_entries,
     alert_entries,
 )
@@ -228,7 +265,7 @@ async def assemble(conn: asyncpg.Connection, patient_id: int) -> list[Any]:
 @API.route(
     "GET",
     "/api/v1/patients/{patient_id}/safety-timeline",
-    summary="A patient's safety timeline: sessions with their records, adverse events, alerts",
+    summary="A patient's safety timeline: sessions and records, check-ins, adverse events, alerts",
     tag=TAG,
     roles=CLINICAL,
     response=SafetyTimeline,
@@ -236,7 +273,7 @@ async def assemble(conn: asyncpg.Connection, patient_id: int) -> list[Any]:
 async def get_safety_timeline(ctx: Ctx) -> SafetyTimeline:
     """Typed entries, newest first, each with `type` and `at`: `session` (completed and
     upcoming sessions, each with its session record), `record_correction` (who corrected a
-    record, when, why, before and after), `adverse_event` and `staff_alert`. Audited as
+    record, when, why, before and after), `check_in`, `adverse_event` and `staff_alert`. Audited as
     `patient.read`."""
     patient_id = ctx.path["patient_id"]
 
