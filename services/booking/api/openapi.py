@@ -226,6 +226,9 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
             error_codes |= {429}
         if re.search(r"{\w+}", endpoint.path):
             error_codes |= {404}
+        # Any request may be one the HTTP server itself refuses before Regimen reads it (a
+        # request line or header over 8 KiB, broken framing): a plain-text 400.
+        error_codes |= {400}
         for code in sorted(error_codes):
             operation["responses"][str(code)] = {
                 "description": _STATUS_TITLES.get(code, "error"),
@@ -233,6 +236,11 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                     "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
                 },
             }
+        operation["responses"]["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+        if "400" not in [str(c) for c in endpoint.errors] and endpoint.body is None:
+            operation["responses"]["400"]["description"] = (
+                "Malformed HTTP request (refused by the HTTP server, as plain text)"
+            )
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
     return {
         "openapi": "3.1.0",
