@@ -84,7 +84,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:
-                status = exc.status  # a raised redirect: aiohttp answers it as it is
+                # A raised redirect: aiohttp sends the exception itself as the answer, so it is
+                # recorded as its own status and carries the request id like any other answer.
+                status = exc.status
+                exc.headers["X-Request-Id"] = request_id
                 raise
             kept = {
                 k: v

@@ -10,7 +10,7 @@ import aiohttp
 
 from services.booking.api import idempotency
 from shared.clock import FrozenClock
-from tests.booking.conftest import Demo
+from tests.booking.conftest import Demo, form
 
 SLOT = "2026-03-03T10:00:00Z"
 
@@ -129,3 +129,44 @@ async def test_a_public_key_used_from_another_address_never_reveals_the_hold_tok
     # The visitor's own retry still gets their answer back.
     again = await demo.hold(demo.consultation, sessions, headers=_key("visitor-key"))
     assert again.status == 201 and again.body["token"] == mine.body["token"]
+
+
+async def test_a_booking_refused_for_a_bad_mobile_does_not_use_up_its_key(demo: Demo) -> None:
+    """The accident: a patient's app sends a typo in the mobile with key K and gets 422; the
+    patient corrects it and the app retries with the same K. The retry books (the refusal was
+    not stored: nothing had been done), a repeat of it replays that booking, and another body
+    with K after that is still refused as a different request."""
+    sessions = [{"practitioner_id": 1, "start": SLOT}]
+    hold = await demo.hold(demo.consultation, sessions)
+    assert hold.status == 201, hold.body
+    token = hold.body["token"]
+    typo = await demo.book(token, form(mobile="07911 12345x"), headers=_key("K"))
+    assert typo.status == 422, typo.body
+    assert typo.body["errors"][0]["path"] == "patient.mobile"
+    assert await demo.pool.fetchval("SELECT count(*) FROM idempotent_request") == 0
+
+    corrected = await demo.book(token, form(), headers=_key("K"))
+    assert corrected.status == 201, corrected.body
+    assert "Idempotent-Replayed" not in corrected.headers
+    again = await demo.book(token, form(), headers=_key("K"))
+    assert again.status == 201 and again.body == corrected.body
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 1
+
+    other = await demo.book(token, form(first_name="Someone"), headers=_key("K"))
+    assert other.status == 422, other.body
+    assert other.body["type"].endswith("/idempotency-key-reused")
+    assert await demo.pool.fetchval("SELECT count(*) FROM patient") == 1
+
+
+async def test_a_staff_booking_refused_by_validation_keeps_its_key_free(demo: Demo) -> None:
+    """The desk picks a patient id that is not on file (422 from the booking rules, inside the
+    transaction): the corrected booking with the same key is booked, not answered "already
+    used for a different request"."""
+    patient = await demo.patient()
+    wrong = await _staff_booking(demo, "desk-1", patient_id=999999)
+    assert wrong.status == 422, wrong.body
+    assert wrong.body["errors"][0]["path"] == "patient_id"
+    right = await _staff_booking(demo, "desk-1", patient_id=patient)
+    assert right.status == 201, right.body
+    assert "Idempotent-Replayed" not in right.headers

@@ -7,10 +7,18 @@ How it stays exact under concurrency: the key row is taken as the *first* statem
 request's transaction and its answer is written in that same transaction
 (shared/store/idempotent_requests). A concurrent duplicate blocks on the primary key until the
 first commits, then finds the committed answer (or, if the first rolled back, takes the key
-itself). The work runs inside a savepoint so that a domain refusal (409, 404, 422 from the
-business rules) rolls back the booking but still commits the key with its answer; transient
-refusals (429, busy) roll everything back so a retry starts anew. The transaction, and its
-retries on deadlock, belong to `shared.db.transactions.in_transaction`.
+itself). The work runs inside a savepoint so that a refusal by the current state (409 conflict,
+404 not found, 412 stale) rolls back the booking but still commits the key with its answer: the
+request was executed, and its retry is answered the same (Stripe's rule; a changed request needs a
+new key).
+
+What is not stored, so the key stays free (the IETF draft "The Idempotency-Key HTTP Header Field"
+and Stripe: only a request that began executing is saved): a request refused as invalid (400,
+422: a bad mobile, a patient id not on file, a malformed body) or not allowed (403). Nothing was
+done and the request itself was wrong, so the client may correct it and send it again with the
+same key; the whole transaction, key row included, rolls back. The same for transient refusals
+(429, busy, 503), so that a retry starts anew. The transaction, and its retries on deadlock,
+belong to `shared.db.transactions.in_transaction`.
 
 Keys belong to one staff token, or on the public API to one client address.
 """
@@ -34,7 +42,7 @@ from services.booking.api.framework import ApiError, Ctx, invalid
 from services.booking.clients import client_address
 from shared.clock import Clock
 from shared.db.transactions import in_transaction
-from shared.domain.errors import Busy, DomainError, TooMany
+from shared.domain.errors import Busy, DomainError, Forbidden, InvalidField, TooMany
 from shared.store import idempotent_requests
 from shared.web import PROBLEM_JSON, SETTINGS
 
@@ -43,8 +51,11 @@ HEADER = "Idempotency-Key"
 _KEY = re.compile(r"[\x21-\x7e]{1,200}")
 # A key is remembered this long; later it may be reused (purge_keys removes old rows).
 RETENTION = timedelta(hours=24)
-# Refusals that must not be replayed: a retry should really be tried again.
+# Refusals that must not be replayed: a retry should really be tried again (transient), or
+# the request was refused as it stands and a corrected one may reuse the key (refused).
 _TRANSIENT = (TooMany, Busy)
+_REFUSED = (InvalidField, Forbidden)
+_NOT_STORED_STATUSES = frozenset({400, 403, 422, 429, 503})
 
 
 def key_from(request: web.Request) -> str | None:
@@ -165,14 +176,14 @@ async def run(
         try:
             async with conn.transaction():  # a savepoint: a refusal undoes the work only
                 outcome = await work(conn)
-        except _TRANSIENT:
-            raise  # rolls back the key too: a later retry is a new attempt
+        except (*_TRANSIENT, *_REFUSED):
+            raise  # rolls back the key too: a later retry (or a corrected request) is new
         except DomainError as refusal:
             await refusal.explain(conn)
             # Stored as the API shows it, so that a replay answers exactly the same.
             outcome = api_error(refusal, ctx.staff.role if ctx.staff is not None else None)
         except ApiError as error:
-            if error.status in (429, 503):
+            if error.status in _NOT_STORED_STATUSES:
                 raise
             outcome = error
         if key is not None:

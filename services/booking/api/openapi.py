@@ -175,7 +175,11 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                     "in": "header",
                     "required": False,
                     "schema": {"type": "string", "maxLength": 200},
-                    "description": "retry safely: the same key and body give the same answer",
+                    "description": (
+                        "retry safely: the same key and body give the same answer; a request "
+                        "refused as invalid or not allowed (400, 403, 422) or a 429/503 does "
+                        "not use up its key"
+                    ),
                 }
             )
         if parameters:
