@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -65,10 +66,18 @@ async def _status(url: str) -> int:
         return response.status
 
 
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    """A state folder whose PostgreSQL, if a failed test left one running, is stopped after."""
+    folder = tmp_path / "state"
+    yield folder
+    for leftover in postgres_processes_for(folder / "pgdata"):
+        leftover.terminate()
+
+
 async def test_a_crashed_dev_run_restarts_cleanly_and_db_stop_stops_its_server(
-    tmp_path: Path,
+    state: Path, tmp_path: Path
 ) -> None:
-    state = tmp_path / "state"
     pgdata = state / "pgdata"
     ports = {name: str(free_port()) for name in DEV_PORTS}
     env = clean_env(REGIMEN_STATE_DIR=str(state), **ports)
@@ -105,10 +114,20 @@ async def test_a_crashed_dev_run_restarts_cleanly_and_db_stop_stops_its_server(
         assert re.search(rf"in use by running regimen process\(es\) {second.pid}\b", refused.stderr)
         assert (await _status(booking + "/readyz")) == 200
     finally:
-        killed = await asyncio.to_thread(_kill_every_regimen_process, second)
-    assert postgres_processes_for(pgdata)
+        second.send_signal(signal.SIGINT)
+        await asyncio.to_thread(second.wait, 30)
+    # The dead holder no longer counts: Ctrl-C of the last live one stops the server.
+    assert second.returncode == 0, log2.read_text()
+    assert postgres_processes_for(pgdata) == []
 
-    # After the second crash, `regimen db stop` stops the server: no postgres for this folder.
+    # Crashed again; `regimen db stop` stops the server: no postgres left for this folder.
+    log3 = tmp_path / "dev-3.log"
+    third = start_regimen(["dev"], env, log3)
+    try:
+        await asyncio.to_thread(wait_for_text, log3, "Migrations applied now", third, 90)
+    finally:
+        await asyncio.to_thread(_kill_every_regimen_process, third)
+    assert postgres_processes_for(pgdata)
     stopped = await asyncio.to_thread(_regimen, env, "db", "stop")
     assert stopped.returncode == 0, stopped
     assert stopped.stdout.strip() == f"stopped the embedded PostgreSQL of {pgdata.resolve()}"
@@ -116,17 +135,6 @@ async def test_a_crashed_dev_run_restarts_cleanly_and_db_stop_stops_its_server(
     again = await asyncio.to_thread(_regimen, env, "db", "stop")
     assert again.returncode == 0
     assert again.stdout.startswith("no embedded PostgreSQL is running")
-
-    # And a clean run after it starts its own server and stops it on Ctrl-C, as before the crash.
-    log3 = tmp_path / "dev-3.log"
-    third = start_regimen(["dev"], env, log3)
-    try:
-        await asyncio.to_thread(wait_for_text, log3, "Migrations applied now", third, 90)
-    finally:
-        third.send_signal(signal.SIGINT)
-        await asyncio.to_thread(third.wait, 30)
-    assert third.returncode == 0, log3.read_text()
-    assert postgres_processes_for(pgdata) == []
 
 
 def _waiting_lines(log: Path, sweep: str) -> list[dict[str, object]]:
