@@ -1,4 +1,4 @@
-"""The `regimen` command: dev, migrate, serve SERVICE, token create / list / revoke."""
+"""The `regimen` command: dev, migrate, serve SERVICE, token create / list / revoke, db stop."""
 
 from __future__ import annotations
 
@@ -225,6 +225,23 @@ async def cmd_token_revoke(settings: Settings, name: str) -> int:
     return 0
 
 
+async def cmd_db_stop(settings: Settings) -> int:
+    pgdata = settings.state_dir / "pgdata"
+    # pg_ctl waits for the server to finish; the event loop has nothing else to do meanwhile.
+    result = await asyncio.to_thread(embedded.stop_server, pgdata)
+    if result.holders:
+        pids = ", ".join(str(pid) for pid in result.holders)
+        raise ConfigError(
+            f"the embedded PostgreSQL of {pgdata} is in use by running regimen process(es) "
+            f"{pids}; stop them first (Ctrl-C stops 'regimen dev')"
+        )
+    if result.stopped:
+        print(f"stopped the embedded PostgreSQL of {pgdata}")
+    else:
+        print(f"no embedded PostgreSQL is running for {pgdata}")
+    return 0
+
+
 async def cmd_dev(settings: Settings, use_database_url: bool) -> int:
     from services.devkit.dev import run_dev
 
@@ -256,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke = token_commands.add_parser("revoke", help="revoke every active token of a name")
     revoke.add_argument("name", help="the name the token was created with (exact)")
+    db = commands.add_parser("db", help="the embedded PostgreSQL of REGIMEN_STATE_DIR")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser(
+        "stop", help="stop it (after a crash left it running); refused while regimen uses it"
+    )
     return parser
 
 
@@ -276,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             coroutine = cmd_migrate(settings)
         elif args.command == "serve":
             coroutine = cmd_serve(settings, args.service, args.host)
+        elif args.command == "db":
+            coroutine = cmd_db_stop(settings)
         elif args.token_command == "create":
             name = _name(args.name, "--name")
             # A new name must not hide characters; revoke still matches any name already made.

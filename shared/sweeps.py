@@ -22,6 +22,11 @@ balancer, or restarting it, would not make a broken sweep work.
 
 A failing sweep is logged in one line (the traceback only for the first failure of a streak),
 counted, and run again on its next tick; the other sweeps go on as before.
+
+Until this release's migrations are applied (a scheduler started before `regimen migrate`),
+every tick is recorded as a failure (`waiting for migrations`, so the sweep turns late) and
+logged as that one line, without running the sweep or printing a traceback. Once the schema has
+been seen current the check is not made again.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import Counter, Gauge, Histogram
 
 from shared.clock import Clock
+from shared.db import migrate
 from shared.logging import describe_database_error
 from shared.store import Executor
 from shared.web import CLOCK, POOL, READY_DETAILS, REGISTRY
@@ -52,6 +58,16 @@ Outcome = Literal["ok", "error", "skipped"]
 
 # A sweep that has not succeeded for this many of its intervals is shown as late.
 LATE_AFTER_INTERVALS = 3
+
+WAITING_FOR_MIGRATIONS = "waiting for migrations"
+
+
+class MigrationsPending(Exception):
+    """The database lacks some of this release's migrations; the sweep did not run."""
+
+    def __init__(self, pending: int) -> None:
+        super().__init__(f"{pending} migration(s) not applied")
+        self.pending = pending
 
 
 @dataclass(frozen=True)
@@ -154,6 +170,8 @@ class SweepRunner:
             raise ValueError(f"two sweeps share a name: {names}")
         self._pool = pool
         self.clock = clock
+        # Set once the database has had every migration of this release (see the module doc).
+        self._schema_current = False
         now = clock.now()
         self.states: dict[str, SweepState] = {s.name: SweepState(s, since=now) for s in sweeps}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -247,6 +265,22 @@ class SweepRunner:
         async with state.finished:
             await state.finished.wait_for(lambda: state.runs >= runs)
 
+    async def _wait_for_migrations(self) -> None:
+        """Raise MigrationsPending while this release's migrations are not all applied.
+
+        Migrations that differ from the code's (a newer release migrated the database during a
+        rolling deploy) are `/readyz`'s to report; the sweeps go on as they did before."""
+        if self._schema_current:
+            return
+        async with self._pool().acquire() as conn:
+            try:
+                pending = await migrate.pending_migrations(cast(asyncpg.Connection, conn))
+            except migrate.MigrationMismatch:
+                pending = []
+        if pending:
+            raise MigrationsPending(len(pending))
+        self._schema_current = True
+
     def describe(self) -> dict[str, Any]:
         now = self.clock.now()
         sweeps = {name: state.describe(now) for name, state in self.states.items()}
@@ -262,7 +296,22 @@ class SweepRunner:
         outcome: Outcome
         count: int | None = None
         try:
+            await self._wait_for_migrations()
             count = await _run_guarded(self._pool(), self.clock, sweep)
+        except MigrationsPending as exc:
+            outcome = "error"
+            state.last_error = WAITING_FOR_MIGRATIONS
+            state.consecutive_failures += 1
+            log.warning(
+                WAITING_FOR_MIGRATIONS,
+                extra={
+                    "sweep": sweep.name,
+                    "pending_migrations": exc.pending,
+                    "consecutive_failures": state.consecutive_failures,
+                    "next_try_in_seconds": sweep.interval.total_seconds(),
+                    "hint": "run 'regimen migrate'",
+                },
+            )
         except Exception as exc:
             outcome = "error"
             state.last_error = _error_name(exc)
