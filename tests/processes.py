@@ -14,6 +14,20 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# What `regimen serve` in production mode needs, pointing at nothing real: tests add the
+# database and ports. Production refuses a local or plain-http public URL; TLS ends at a proxy.
+PRODUCTION = {
+    "REGIMEN_PUBLIC_URL": "https://clinic.example.test",
+    "REGIMEN_SECRET_KEY": "s" * 40,
+    "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
+    "REGIMEN_TWILIO_AUTH_TOKEN": "token",
+    "REGIMEN_TWILIO_FROM": "+15005550006",
+    "REGIMEN_TWILIO_API_URL": "http://127.0.0.1:9",
+    "REGIMEN_SMTP_HOST": "127.0.0.1",
+    "REGIMEN_EMAIL_FROM": "clinic@regimen.test",
+}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from tests.processes import (
+    PRODUCTION,
     clean_env,
     free_port,
     postgres_processes_for,
@@ -155,18 +156,6 @@ def _wait_until(check: object, timeout: float, what: str, log: Path) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{what} not within {timeout}s:\n{log.read_text(errors='replace')}")
-
-
-PRODUCTION = {
-    "REGIMEN_PUBLIC_URL": "https://clinic.example.test",
-    "REGIMEN_SECRET_KEY": "s" * 40,
-    "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
-    "REGIMEN_TWILIO_AUTH_TOKEN": "token",
-    "REGIMEN_TWILIO_FROM": "+15005550006",
-    "REGIMEN_TWILIO_API_URL": "http://127.0.0.1:9",
-    "REGIMEN_SMTP_HOST": "127.0.0.1",
-    "REGIMEN_EMAIL_FROM": "clinic@regimen.test",
-}
 
 
 async def test_a_scheduler_started_before_migrate_waits_one_line_a_tick_then_sweeps(

@@ -18,6 +18,7 @@ from shared.config import DEFAULT_PUBLIC_URL, DEV_TWILIO_ACCOUNT_SID, load_setti
 from shared.providers.email import EmailClient, build_message, send_once
 from shared.providers.sms import SmsClient
 from tests.processes import (
+    PRODUCTION,
     clean_env,
     free_port,
     postgres_processes_for,
@@ -26,18 +27,6 @@ from tests.processes import (
 )
 
 pytestmark = pytest.mark.slow
-
-PRODUCTION = {
-    # Production refuses a local or plain-http public URL; TLS ends at a proxy in front.
-    "REGIMEN_PUBLIC_URL": "https://clinic.example.test",
-    "REGIMEN_SECRET_KEY": "s" * 40,
-    "REGIMEN_TWILIO_ACCOUNT_SID": "AC" + "a" * 32,
-    "REGIMEN_TWILIO_AUTH_TOKEN": "token",
-    "REGIMEN_TWILIO_FROM": "+15005550006",
-    "REGIMEN_TWILIO_API_URL": "http://127.0.0.1:9",
-    "REGIMEN_SMTP_HOST": "127.0.0.1",
-    "REGIMEN_EMAIL_FROM": "clinic@regimen.test",
-}
 
 
 async def _get(url: str, **kwargs: object) -> tuple[int, str]:

@@ -297,7 +297,7 @@ def _symptoms(check_in: CheckIn, answer: str, triage: Triage) -> str:
     said = answer.strip()
     if chosen is None:
         return said
-    if said == str(chosen.digit) or said.rstrip(".") == str(chosen.digit):
+    if said.rstrip(".") == str(chosen.digit):
         return f"answered {chosen.digit}: {chosen.label}"
     return f"answered {chosen.digit}: {chosen.label} / wrote: {said}"
 

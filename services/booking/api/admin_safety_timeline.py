@@ -26,6 +26,7 @@ Audited as `patient.read` (`details.view: safety_timeline`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -185,25 +186,21 @@ async def correction_entries(
     return entries
 
 
+# The entries below are their rows as stored, renamed where the timeline says `at` and `<kind>_id`
+# (each model keeps only its own fields).
+
+
 async def adverse_event_entries(
     conn: asyncpg.Connection, patient_id: int
 ) -> list[AdverseEventEntry]:
     return [
-        AdverseEventEntry(
-            at=e.created_at,
-            adverse_event_id=e.id,
-            appointment_id=e.appointment_id,
-            check_in_id=e.check_in_id,
-            source=e.source,
-            tier=e.tier,
-            grade=e.grade,
-            seriousness=e.seriousness,
-            status=e.status,
-            lot_number=e.lot_number,
-            symptoms=e.symptoms,
-            holds_next_session=e.holds_next_session,
-            resolved_at=e.resolved_at,
-            cleared_at=e.cleared_at,
+        AdverseEventEntry.model_validate(
+            {
+                **asdict(e),
+                "at": e.created_at,
+                "adverse_event_id": e.id,
+                "holds_next_session": e.holds_next_session,
+            }
         )
         for e in await adverse_events.for_patient(conn, patient_id)
     ]
@@ -211,36 +208,14 @@ async def adverse_event_entries(
 
 async def check_in_entries(conn: asyncpg.Connection, patient_id: int) -> list[CheckInEntry]:
     return [
-        CheckInEntry(
-            at=c.due_at,
-            check_in_id=c.id,
-            appointment_id=c.appointment_id,
-            position=c.position,
-            question=c.question,
-            channel=c.channel,
-            status=c.status,
-            answer_text=c.answer_text,
-            tier=c.tier,
-            answered_at=c.answered_at,
-            answered_via=c.answered_via,
-        )
+        CheckInEntry.model_validate({**asdict(c), "at": c.due_at, "check_in_id": c.id})
         for c in await check_ins.for_patient(conn, patient_id)
     ]
 
 
 async def alert_entries(conn: asyncpg.Connection, patient_id: int) -> list[StaffAlertEntry]:
     return [
-        StaffAlertEntry(
-            at=a.raised_at,
-            alert_id=a.id,
-            tier=a.tier,
-            adverse_event_id=a.adverse_event_id,
-            inbox_item_id=a.inbox_item_id,
-            status=a.status,
-            step=a.step,
-            acknowledged_at=a.acknowledged_at,
-            acknowledged_by=a.acknowledged_by,
-        )
+        StaffAlertEntry.model_validate({**asdict(a), "at": a.raised_at, "alert_id": a.id})
         for a in await staff_alerts.for_patient(conn, patient_id)
     ]
 

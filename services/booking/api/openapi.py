@@ -241,7 +241,7 @@ def build_openapi(api: Api, *, title: str, version: str, description: str) -> di
                 },
             }
         operation["responses"]["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
-        if "400" not in [str(c) for c in endpoint.errors] and endpoint.body is None:
+        if endpoint.body is None and 400 not in endpoint.errors:
             operation["responses"]["400"]["description"] = (
                 "Malformed HTTP request (refused by the HTTP server, as plain text)"
             )
