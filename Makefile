@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
+
+# Issue 14's full load run (bench/bench_load.py): 50 patients through the booking pages for five
+# minutes beside the admin API at 10 requests a second; `make bench` runs the same for 60 s.
+load: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.bench_load --seconds 300 --patients 50 --admin-rate 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
