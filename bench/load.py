@@ -74,10 +74,12 @@ class LoadResult:
     rss_mb: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     messages_sent: int = 0
     messages_pending: int = 0
-    stored_bookings: int = 0
+    stored_sessions: int = 0
     overlaps: int = 0
     drain_seconds: float = 0.0
     log_problems: dict[str, int] = field(default_factory=dict)  # error lines by service
+    visitor_appointments: dict[str, int] = field(default_factory=dict)  # by status
+    samples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     @property
     def error_count(self) -> int:
@@ -110,6 +112,12 @@ class LoadResult:
             ("load_taken", float(self.outcomes["taken"]), "count"),
             ("load_admin_moves", float(self.outcomes["moved"]), "count"),
             ("load_overlaps", float(self.overlaps), "pairs"),
+            # Sessions the pages confirmed that are not booked in the diary at the end.
+            (
+                "load_lost_sessions",
+                float(self.outcomes["sessions_booked"] - self.stored_sessions),
+                "sessions",
+            ),
             ("load_log_errors", float(sum(self.log_problems.values())), "lines"),
             ("load_messages_sent", float(self.messages_sent), "messages"),
             ("load_messages_pending", float(self.messages_pending), "messages"),
@@ -123,10 +131,14 @@ class LoadResult:
     def comments(self) -> list[str]:
         out = [f"outcomes: {dict(sorted(self.outcomes.items()))}"]
         out.append(
-            f"bookings stored (appointments of the visits' patients): {self.stored_bookings}"
+            f"sessions booked {self.outcomes['sessions_booked']}, "
+            f"in the diary {self.stored_sessions}"
         )
+        out.append(f"the visits' appointments by status: {self.visitor_appointments}")
         if self.errors:
             out.append(f"errors: {dict(self.errors.most_common(20))}")
+            for key, said in self.samples.items():
+                out.extend(f"{key}: {text}" for text in said)
         for service in SERVICES:
             samples = ", ".join(f"{mb:.0f}" for mb in self.rss_mb.get(service, []))
             out.append(f"rss {service} MB every sample: {samples}")
@@ -362,7 +374,13 @@ class Recorder:
             raise Failed from None
         self.result.latencies[name].append((time.perf_counter() - started) * 1000)
         if response.status not in expect:
-            self.result.errors[f"{name}: HTTP {response.status}"] += 1
+            key = f"{name}: HTTP {response.status}"
+            self.result.errors[key] += 1
+            if len(self.result.samples[key]) < 3:  # what the answer said, to find out why
+                heading = re.search(r"<h1>(.*?)</h1>", body, re.DOTALL)
+                said = heading.group(1) if heading else body[:300]
+                sent = kwargs.get("data") or kwargs.get("params") or ""
+                self.result.samples[key].append(f"{said.strip()} <- {path} {sent}")
             raise Failed
         return response.status, body, response
 
@@ -499,20 +517,19 @@ async def visit(
         day = datetime.now(ZONE).date() + timedelta(days=rng.randrange(2, 120))
         params["from"] = day.isoformat()
     _, page, _ = await browser.go("page_times", "GET", "/book/times", params=params, expect={200})
+    sessions = 0  # in the hold the details form is under
     for _step in range(8):
         page_forms = forms(page)
         if "/book/review" in page_forms:
             break  # held: the details form
         picker = page_forms.get("/book/hold") or page_forms.get("/book/schedule")
         times = radios(picker or [], "first")
-        if "/book/hold" in page_forms and not times:
+        if "/book/hold" in page_forms and any(k == "s" for k, _ in hidden(picker or [])):
             # A course's proposed schedule: hold every session it shows.
+            fields = hidden(page_forms["/book/hold"])
+            sessions = sum(k == "s" for k, _ in fields)
             _, page, _ = await browser.go(
-                "page_hold",
-                "POST",
-                "/book/hold",
-                data=hidden(page_forms["/book/hold"]),
-                expect={200, 409},
+                "page_hold", "POST", "/book/hold", data=fields, expect={200, 409}
             )
             if "/book/review" not in forms(page):
                 result.outcomes["taken"] += 1
@@ -545,6 +562,7 @@ async def visit(
                 "page_schedule", "GET", "/book/schedule", params=fields, expect={200}
             )
             continue
+        sessions = 1
         status, page, _ = await browser.go(
             "page_hold", "POST", "/book/hold", data=fields, expect={200, 409}
         )
@@ -588,6 +606,7 @@ async def visit(
         result.errors[f"page_confirm: redirect to {location[:20]!r}"] += 1
         return
     result.outcomes["booked"] += 1
+    result.outcomes["sessions_booked"] += sessions
     if returning:
         result.outcomes["booked_returning"] += 1
 
@@ -758,14 +777,20 @@ async def _checks(url: str, result: LoadResult) -> None:
               AND b.status IN ('held', 'booked', 'confirmed', 'checked_in')
             """
         )
-        # Appointments of the visits' patients, one per booked start time of a visit.
-        result.stored_bookings = await conn.fetchval(
+        # The visits' patients' sessions in the diary: one per session of each booked visit.
+        result.stored_sessions = await conn.fetchval(
             """
-            SELECT count(DISTINCT coalesce(a.series_id::text, a.id::text))
-            FROM appointment a JOIN patient p ON p.id = a.patient_id
+            SELECT count(*) FROM appointment a JOIN patient p ON p.id = a.patient_id
             WHERE p.mobile LIKE '+447922%' AND a.status = 'booked'
             """
         )
+        rows = await conn.fetch(
+            """
+            SELECT a.status, count(*) FROM appointment a JOIN patient p ON p.id = a.patient_id
+            WHERE p.mobile LIKE '+447922%' GROUP BY 1 ORDER BY 1
+            """
+        )
+        result.visitor_appointments = {r["status"]: r["count"] for r in rows}
     finally:
         await conn.close()
 

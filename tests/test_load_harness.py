@@ -22,8 +22,8 @@ async def test_a_short_load_run_books_sends_and_counts_no_errors(
     assert result.error_count == 0, (result.errors, _logs(tmp_path))
     assert result.log_problems == {"booking": 0, "scheduler": 0, "notifier": 0}, _logs(tmp_path)
     assert result.outcomes["booked"] > 0
-    # Every booking the pages confirmed is in the diary, and no two overlap.
-    assert result.stored_bookings == result.outcomes["booked"]
+    # Every session of every booking the pages confirmed is in the diary, and no two overlap.
+    assert result.stored_sessions == result.outcomes["sessions_booked"]
     assert result.overlaps == 0
     # The booking confirmations reached the stand-ins, and nothing due was left behind.
     assert result.messages_sent > 0
