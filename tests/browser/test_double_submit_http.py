@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import date
+from datetime import date, timedelta
 from html import unescape
 
 import aiohttp
 import pytest
 
 from shared.config import Settings
+from shared.store import patients
 from tests.booking.test_next_session_page import Course, make_course, slot_at
 from tests.browser.conftest import browser_jar
 from tests.browser.test_booking_http import VALID, consultation_id, hidden
@@ -337,3 +338,78 @@ async def test_the_next_session_booked_twice_says_booked_and_books_one(
     [booked] = await course.active()
     for status, location, _ in answers:
         assert status == 303 and f"done=next-booked&at=s{booked['id']}" in location, location
+
+
+# -- contact details twice: the change replaces the link the form was sent from ------------------
+
+
+def _contact_form(page: str, mobile: str) -> dict[str, str]:
+    form = re.search(r'<form method="post" action="[^"]*/contact#contact".*?</form>', page, re.S)
+    assert form, page
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form.group(0)))
+    return {**{k: unescape(v) for k, v in fields.items()}, "mobile": mobile}
+
+
+async def _contact_changes(ada: Patient) -> int:
+    return int(
+        await ada.pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'patient.update' AND patient_id = $1",
+            ada.patient_id,
+        )
+    )
+
+
+@pytest.mark.parametrize("at_once", [False, True], ids=["back-then-submit", "double-click"])
+async def test_a_new_mobile_saved_twice_carries_on_at_the_new_link(
+    ada: Patient, http: aiohttp.ClientSession, at_once: bool
+) -> None:
+    """The new mobile replaces the link the page was opened with; the same form sent again from
+    that page is not "this link has been replaced" but saved, at the current link."""
+    data = _contact_form(await _overview(ada, http), "07911 123456")
+    url = f"{ada.link}/contact"
+    locations = await _post_twice(http, url, data, at_once=at_once)
+    old_token = ada.link.rsplit("/", 1)[1]
+    for where in locations:
+        assert "done=contact&" in where and old_token not in where, locations
+    patient = await patients.get(ada.pool, ada.patient_id)
+    assert patient is not None and patient.mobile == "+447911123456"
+    assert await _contact_changes(ada) == 1
+    async with http.get(ada.api.base + locations[1]) as reply:
+        assert reply.status == 200
+        assert "Your contact details are saved" in await reply.text()
+
+
+async def test_the_replaced_link_still_refuses_another_browser_and_later_posts(
+    ada: Patient, http: aiohttp.ClientSession
+) -> None:
+    data = _contact_form(await _overview(ada, http), "07911 123456")
+    async with http.post(f"{ada.link}/contact", data=data, allow_redirects=False) as reply:
+        assert reply.status == 303
+    # The old link (in an old message) opened in another browser: replaced, nothing shown.
+    async with aiohttp.ClientSession(cookie_jar=browser_jar(ada.api)) as other:
+        page = await _overview_status(other, ada.link, 410)
+        their = _contact_form_token(page)
+        async with other.post(
+            f"{ada.link}/contact", data={**data, "csrf_token": their}, allow_redirects=False
+        ) as reply:
+            assert reply.status == 410
+            assert "Ada" not in await reply.text()
+    # Only the form sent again is carried on: opening the replaced link is refused even in
+    # the same browser, and so is the form sent long after.
+    async with http.get(ada.link) as reply:
+        assert reply.status == 410
+    ada.api.clock.advance(timedelta(minutes=11))
+    async with http.post(f"{ada.link}/contact", data=data, allow_redirects=False) as reply:
+        assert reply.status == 410
+
+
+async def _overview_status(http: aiohttp.ClientSession, url: str, status: int) -> str:
+    async with http.get(url) as reply:
+        assert reply.status == status
+        return await reply.text()
+
+
+def _contact_form_token(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]*)"', page)
+    assert found, page
+    return unescape(found.group(1))

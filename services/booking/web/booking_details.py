@@ -110,7 +110,7 @@ def _client(request: web.Request) -> bytes:
 
 
 def _session(request: web.Request) -> bytes | None:
-    return csrf.session_key(request, secret_of(request))
+    return csrf.session_key(request, secret_of(request), "holds")
 
 
 def _too_many_holds(refused: TooMany) -> PageError:
