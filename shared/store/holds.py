@@ -4,8 +4,9 @@ fills in the booking form.
 Invariants: the hold's token is never stored, only its hash (the token derives from the id, so
 the hash is set right after the insert, `set_token_hash`); a hold ends once (`end`: released
 by the patient or turned into a booking) and an ended hold is never re-opened. The client hash
-(an HMAC of the client's address, never the address) exists only while the hold runs: `end`
-clears it, and the hold-expiry sweep clears it once the hold has run out (`forget_clients`).
+(an HMAC of the client's address, never the address) and the session hash (an HMAC of the
+booking pages' browser-session cookie) exist only while the hold runs: `end` clears them, and
+the hold-expiry sweep clears them once the hold has run out (`forget_clients`).
 The held appointments themselves are rows of shared/store/appointments.py naming the hold.
 """
 
@@ -41,6 +42,7 @@ class NewHold:
     token_hash: bytes
     expires_at: datetime
     client_hash: bytes | None = None
+    session_hash: bytes | None = None
 
 
 async def insert(conn: Executor, new: NewHold, *, now: datetime) -> int:
@@ -48,8 +50,8 @@ async def insert(conn: Executor, new: NewHold, *, now: datetime) -> int:
         await conn.fetchval(
             """
             INSERT INTO booking_hold (clinic_id, treatment_id, token_hash, expires_at, created_at,
-                                      client_hash)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+                                      client_hash, session_hash)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
             """,
             new.clinic_id,
             new.treatment_id,
@@ -57,6 +59,7 @@ async def insert(conn: Executor, new: NewHold, *, now: datetime) -> int:
             new.expires_at,
             now,
             new.client_hash,
+            new.session_hash,
         )
     )
 
@@ -85,9 +88,9 @@ async def lock_by_token_hash(conn: Executor, token_hash: bytes) -> Hold | None:
 
 async def end(conn: Executor, hold_id: int, *, now: datetime) -> None:
     """Mark a hold as finished (released by the patient, or turned into a booking); the client
-    hash kept for the cap on holds per address goes with it."""
+    and session hashes go with it."""
     await conn.execute(
-        "UPDATE booking_hold SET released_at = $2, client_hash = NULL "
+        "UPDATE booking_hold SET released_at = $2, client_hash = NULL, session_hash = NULL "
         "WHERE id = $1 AND released_at IS NULL",
         hold_id,
         now,
@@ -101,6 +104,35 @@ async def lock_client(conn: asyncpg.Connection, client_hash: bytes) -> None:
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
         "regimen.holds-of-client:" + client_hash.hex(),
     )
+
+
+async def lock_session(conn: asyncpg.Connection, session_hash: bytes) -> None:
+    """Serialise, until the transaction ends, the holds one browser session takes, so that two
+    identical submits at once are answered one after the other (the second finds the first's
+    hold) rather than racing for the same times."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        "regimen.holds-of-session:" + session_hash.hex(),
+    )
+
+
+async def running_for_session(
+    conn: Executor, session_hash: bytes, treatment_id: int, *, now: datetime
+) -> list[Hold]:
+    """The holds of this browser session on this treatment that are still running (neither
+    expired, released nor booked), oldest first."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM booking_hold
+        WHERE session_hash = $1 AND treatment_id = $2 AND released_at IS NULL
+          AND expires_at > $3
+        ORDER BY id
+        """,  # noqa: S608 - constant columns
+        session_hash,
+        treatment_id,
+        now,
+    )
+    return [Hold(**dict(row)) for row in rows]
 
 
 async def running_for_client(
@@ -120,12 +152,13 @@ async def running_for_client(
 
 
 async def forget_clients(db: Executor, *, now: datetime) -> int:
-    """Drop the client hash of holds that have run out: the cap no longer needs it. (A booked or
-    released hold lost it in `end`.)"""
+    """Drop the client and session hashes of holds that have run out: neither the cap nor a
+    repeated submit needs them any more. (A booked or released hold lost them in `end`.)"""
     result = await db.execute(
         """
-        UPDATE booking_hold SET client_hash = NULL
-        WHERE client_hash IS NOT NULL AND released_at IS NULL AND expires_at <= $1
+        UPDATE booking_hold SET client_hash = NULL, session_hash = NULL
+        WHERE (client_hash IS NOT NULL OR session_hash IS NOT NULL)
+          AND released_at IS NULL AND expires_at <= $1
         """,
         now,
     )

@@ -442,7 +442,13 @@ async def test_an_emailed_answer_link_records_only_when_the_button_is_pressed(
         async with http.post(url, data={"csrf_token": token.group(1)}) as done:
             assert done.status == 200
             result = await done.text()
+        # Sent twice (a double click): thanked the same, recorded once.
+        async with http.post(url, data={"csrf_token": token.group(1)}) as again:
+            assert again.status == 200
+            repeated = await again.text()
     assert "A clinician will call you back" in result
+    for page_text in (result, repeated):
+        assert "Thank you, your answer is with the clinic" in page_text
     answered = await check_ins.get(world.pool, first.id)
     assert answered is not None
     assert (answered.tier, answered.answered_via, answered.answer_digit) == ("urgent", "email", 3)

@@ -4,6 +4,14 @@ A hold's token is its only credential: unguessable without the secret key, deriv
 the hold's id (so an idempotent retry can be answered) while the database keeps only its hash.
 A hold is whole or gone: if any of its sessions was cancelled, it is re-taken like an expired
 one, all sessions or none.
+
+A hold taken by the booking pages remembers the browser session that took it (a keyed hash of
+the pages' session cookie, never the cookie). That session asking again for the very same times
+while its hold runs (a double click, Back then submit) gets that same hold back, not a refusal
+caused by its own hold and not a second hold; the same session asking for other times of the
+same treatment has its previous hold given back in the same transaction as the new one is taken
+(a patient going Back to choose another time wants the new time, not both), so that if the new
+times are taken the old hold stands. Another session is refused as before.
 """
 
 from __future__ import annotations
@@ -55,6 +63,59 @@ class HoldCreated:
     expires_at: datetime
     appointment_ids: list[int]
     sessions: list[PlannedSession]
+    # The session's own running hold on exactly these times, answered again (nothing written).
+    repeated: bool = False
+
+
+def _times(pairs: Sequence[tuple[int, datetime]]) -> list[tuple[int, datetime]]:
+    return sorted(pairs, key=lambda p: (p[1], p[0]))
+
+
+async def serialise_session(conn: asyncpg.Connection, session: bytes) -> None:
+    """Queue, until the transaction ends, behind any other hold request of this browser session
+    (taken first by anything that releases one of the session's holds before taking another,
+    so the two orders never deadlock)."""
+    await hold_store.lock_session(conn, session)
+
+
+async def _session_hold(
+    conn: asyncpg.Connection,
+    offer: Offer,
+    session: bytes,
+    planned: Sequence[PlannedSession],
+    *,
+    token_for: TokenFor,
+    now: datetime,
+    actor: Actor,
+    request_id: str | None,
+) -> HoldCreated | None:
+    """The session's running hold on exactly `planned`, if it has one; its other running holds
+    of this treatment are given back (replaced by the one about to be taken)."""
+    wanted = _times([(s.practitioner_id, s.start) for s in planned])
+    found = None
+    for hold in await hold_store.running_for_session(conn, session, offer.treatment.id, now=now):
+        rows = await appointments.for_hold(conn, hold.id)
+        same = _times([(r.practitioner_id, r.starts_at) for r in rows]) == wanted
+        if found is None and same and hold_state(hold, rows, now) == "active":
+            found = HoldCreated(
+                hold.id,
+                token_for(hold.id),
+                hold.expires_at,
+                [r.id for r in rows],
+                list(planned),
+                repeated=True,
+            )
+            continue
+        await _end_hold(
+            conn,
+            hold.id,
+            rows,
+            now=now,
+            actor=actor,
+            request_id=request_id,
+            why="replaced by another hold of the same browser",
+        )
+    return found
 
 
 async def create_hold(
@@ -67,18 +128,37 @@ async def create_hold(
     actor: Actor,
     request_id: str | None,
     client: bytes | None = None,
+    session: bytes | None = None,
 ) -> HoldCreated:
     """Hold one slot, a whole course, or a course's first session alone (all sessions
     re-checked here, whatever the form said).
 
     `client` (the client address's keyed hash) is recorded on the hold and caps the holds one
-    client address may have running (TooMany beyond REGIMEN_HOLDS_PER_ADDRESS)."""
+    client address may have running (TooMany beyond REGIMEN_HOLDS_PER_ADDRESS). `session` (the
+    browser session's keyed hash) is recorded too: the session's running hold on exactly these
+    times is answered again (`repeated`), its other running holds of this treatment are released
+    first (see the module's docstring); concurrent requests of one session queue on a lock."""
     check_session_count(offer.treatment, len(requests), "sessions", first_only=True)
-    if client is not None:
-        await limits.limit_holds(conn, client, now=now)
     plan = plan_sessions(
         offer, requests, first_position=1, previous=None, strict=True, override_reason=None
     )
+    if session is not None:
+        await serialise_session(conn, session)
+        again = await _session_hold(
+            conn,
+            offer,
+            session,
+            plan.sessions,
+            token_for=token_for,
+            now=now,
+            actor=actor,
+            request_id=request_id,
+        )
+        if again is not None:
+            return again
+    if client is not None:
+        # After the session's replaced holds were released: they free their place under the cap.
+        await limits.limit_holds(conn, client, now=now)
     conflicts = await find_conflicts(conn, offer, plan.sessions, now)
     if conflicts:
         raise SlotsTaken(offer, conflicts, now)
@@ -91,6 +171,7 @@ async def create_hold(
         token_hash=secrets.token_bytes(32),
         expires_at=expires_at,
         client_hash=client,
+        session_hash=session,
     )
     hold_id = await hold_store.insert(conn, new, now=now)
     token = token_for(hold_id)
@@ -178,8 +259,22 @@ async def release_hold(
         raise HoldFinished(view.hold, view.state, view.offer, now)
     if view.state == "released":
         return
-    await hold_store.end(conn, view.hold.id, now=now)
-    for row in view.sessions:
+    await _end_hold(conn, view.hold.id, view.sessions, now=now, actor=actor, request_id=request_id)
+
+
+async def _end_hold(
+    conn: asyncpg.Connection,
+    hold_id: int,
+    rows: Sequence[Appointment],
+    *,
+    now: datetime,
+    actor: Actor,
+    request_id: str | None,
+    why: str = "",
+) -> None:
+    """End a hold that is not booked, its held times free again at once."""
+    await hold_store.end(conn, hold_id, now=now)
+    for row in rows:
         if row.status == "held":
             await appointments.transition(
                 conn, row.id, "cancelled", actor=actor.label, now=now, reason="hold released"
@@ -190,6 +285,7 @@ async def release_hold(
         actor=actor,
         action="hold.release",
         entity="booking_hold",
-        entity_id=view.hold.id,
+        entity_id=hold_id,
+        reason=why,
         request_id=request_id,
     )

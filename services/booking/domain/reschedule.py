@@ -22,7 +22,7 @@ from shared.domain.appointment_changes import (
     treatment_of,
 )
 from shared.domain.appointment_states import ACTIVE
-from shared.domain.errors import Conflict, Forbidden, InvalidField
+from shared.domain.errors import Conflict, Forbidden, InvalidField, NotFound
 from shared.scheduling import gaps
 from shared.scheduling.availability import format_local, why_not_free
 from shared.scheduling.gaps import Gap, MoveCheck, Session, Shift, ShiftPlan
@@ -95,6 +95,45 @@ async def reschedule(
             start=request.starts_at,
             now=change.now,
         ) from None
+
+
+async def as_it_stands(
+    conn: asyncpg.Connection, appointment_id: int, *, change: Change
+) -> RescheduleOutcome:
+    """What `reschedule` answers about a move already made, read again with nothing written:
+    the gaps around the session where it stands, the new times later sessions would need, and
+    the later sessions a clinician must review. A move submitted twice (a double click, Back
+    then submit) is answered by this the second time, as the first was answered."""
+    current = await appointments.get(conn, appointment_id)
+    if current is None:
+        raise NotFound("appointment", appointment_id)
+    move = _Move(
+        conn=conn,
+        current=current,
+        clinic=await clinic_of(conn, current.clinic_id),
+        treatment=await treatment_of(conn, current.treatment_id),
+        practitioner_id=current.practitioner_id,
+        start=current.starts_at,
+        request=MoveRequest(starts_at=current.starts_at),
+        change=change,
+    )
+    sessions, _, plan = await _course_check(move)
+    around = [
+        gap
+        for gap in gaps.course_gaps(sessions, move.treatment.gaps, move.clinic.zone)
+        if current.id in (gap.earlier_id, gap.later_id)
+    ]
+    return RescheduleOutcome(
+        appointment=current,
+        gaps=around,
+        warnings=gaps.messages(around, gaps.PAST_SOFT_MAXIMUM),
+        review_notes=gaps.messages(around, gaps.NEEDS_CLINICIAN_REVIEW),
+        overridden=[],
+        proposed_shifts=plan.shifts,
+        applied_shifts=(),
+        shift_failure=plan.failure,
+        flagged_for_review=[gap.later_id for gap in around if gap.needs_review],
+    )
 
 
 @dataclass(frozen=True)

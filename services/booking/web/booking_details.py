@@ -23,6 +23,7 @@ from services.booking.domain.sessions import SessionRequest
 from services.booking.web import (
     PageError,
     clock_now,
+    csrf,
     form_text,
     form_values,
     html_page,
@@ -108,6 +109,10 @@ def _client(request: web.Request) -> bytes:
     return client_key(request, secret_of(request))
 
 
+def _session(request: web.Request) -> bytes | None:
+    return csrf.session_key(request, secret_of(request), "holds")
+
+
 def _too_many_holds(refused: TooMany) -> PageError:
     """One hold too many from this address, as the friendly page."""
     return PageError(429, "holds", retry_after=refused.retry_after)
@@ -120,7 +125,9 @@ async def _take_hold(
     requests: Sequence[SessionRequest],
     now: datetime,
 ) -> HoldCreated:
-    """A hold on `requests` for this browser (its token, its client address)."""
+    """A hold on `requests` for this browser (its token, its client address, its session): the
+    browser's own running hold on the same times comes back as it is (a double click, Back then
+    submit), and its hold on other times of the treatment is given back."""
     return await holds.create_hold(
         conn,
         offer,
@@ -130,6 +137,7 @@ async def _take_hold(
         actor=ACTOR,
         request_id=request_id_var.get(),
         client=_client(request),
+        session=_session(request),
     )
 
 
@@ -464,6 +472,10 @@ async def _replace_hold(
     transaction so the times are never free in between; None if a time is taken."""
 
     async def work(conn: asyncpg.Connection) -> str:
+        session = _session(request)
+        if session is not None:
+            # Before the old hold's row lock, as every hold request of the session takes them.
+            await holds.serialise_session(conn, session)
         if release:
             await holds.release_hold(
                 conn, token, now=now, actor=ACTOR, request_id=request_id_var.get()

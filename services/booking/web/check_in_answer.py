@@ -102,7 +102,9 @@ async def answer(request: web.Request) -> web.StreamResponse:
         current.answer_digit or digit,
         "checkin/done.html",
         tier=current.tier,
-        just_now=recorded is not None,
+        # The same answer sent again (a double click, Back then submit) is thanked as the
+        # first was: it is with the clinic. Another answer after it says which one counts.
+        just_now=recorded is not None or current.answer_digit == digit,
     )
 
 

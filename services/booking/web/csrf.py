@@ -43,6 +43,20 @@ def _secure(request: web.Request) -> bool:
     return request.secure or request.app[SETTINGS].public_url.startswith("https://")
 
 
+def session_key(request: web.Request, secret: str, purpose: str) -> bytes | None:
+    """The browser session, as a keyed hash of its CSRF cookie (random, made on the first page,
+    kept while the browser runs) for one `purpose`: what a hold, or a link handed over after a
+    contact change, remembers to know a repeated submit from the same browser. The cookie itself
+    is never stored, and the hash is useless without the secret key; None without a cookie (a
+    POST that got past `valid` always has one)."""
+    value = request.cookies.get(COOKIE, "")
+    if len(value) != 43:
+        return None
+    return hmac.new(
+        secret.encode(), f"regimen-session:{purpose}:{value}".encode(), hashlib.sha256
+    ).digest()
+
+
 def valid(request: web.Request, form_value: str | None, secret: str) -> bool:
     value = request.cookies.get(COOKIE, "")
     if not value or not form_value:

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import asyncpg
 from aiohttp import web
 
 from services.booking.domain import patient_contact
+from services.booking.web import csrf
 from services.booking.web.self_overview import ContactForm, render_overview
 from services.booking.web.self_visit import (
+    HANDOVER_PURPOSE,
     Visit,
     back_to_overview,
     field_int,
+    handed_over,
     link_page,
     link_secret,
 )
@@ -24,6 +28,8 @@ from shared.domain.errors import Stale
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo
 from shared.store import consents as consent_store
+from shared.store import link_handovers
+from shared.store.patients import Patient
 from shared.web import POOL, SETTINGS
 
 CONSENT_SOURCE = "self_service"
@@ -66,31 +72,49 @@ async def contact(request: web.Request, visit: Visit) -> web.StreamResponse:
     wanted = {"mobile": mobile, "email": email}
     changed = {k: v for k, v in wanted.items() if getattr(patient, k) != v}
     if not changed:
-        back_to_overview(visit, done="contact-same", anchor="contact")
+        # From the link this browser's own change replaced: the form sent twice, saved once.
+        done = "contact" if visit.handed_over else "contact-same"
+        back_to_overview(visit, done=done, anchor="contact")
     pool = request.app[POOL]
     version = field_int(typed.version) or 0
-    try:
-        updated = await in_transaction(
-            pool,
-            lambda conn: patient_contact.change_contact(
-                conn,
-                patient,
-                changed,
-                expected_version=version,
-                actor=visit.actor,
-                now=visit.now,
-                request_id=request_id_var.get(),
-            ),
+    session = csrf.session_key(request, link_secret(request), HANDOVER_PURPOSE)
+
+    async def work(conn: asyncpg.Connection) -> Patient:
+        updated = await patient_contact.change_contact(
+            conn,
+            patient,
+            changed,
+            expected_version=version,
+            actor=visit.actor,
+            now=visit.now,
+            request_id=request_id_var.get(),
         )
+        if session is not None and updated.link_version != patient.link_version:
+            # This browser is given the new link below; the same form sent again from the
+            # replaced link (a double click) is carried on to it too (self_visit.handed_over).
+            await link_handovers.record(
+                conn,
+                patient.id,
+                from_version=patient.link_version,
+                session_hash=session,
+                now=visit.now,
+            )
+        return updated
+
+    try:
+        updated = await in_transaction(pool, work)
     except Stale as stale:
         fresh = stale.current
-        return await render_overview(
-            request,
-            replace(visit, patient=fresh),
-            status=409,
-            contact=typed.rebased(fresh),
-            contact_stale=True,
-        )
+        same = all(getattr(fresh, name) == value for name, value in wanted.items())
+        if not (same and await handed_over(request, fresh, patient.link_version, visit.now)):
+            return await render_overview(
+                request,
+                replace(visit, patient=fresh),
+                status=409,
+                contact=typed.rebased(fresh),
+                contact_stale=True,
+            )
+        updated = fresh  # the same form, sent at once, saved by the first of the two
     # The change revoked every link sent so far, this one included: carry on with a new one
     # (the messages from now on bring it too).
     token = links.patient_link_token(

@@ -280,6 +280,28 @@ async def _after_move(
     )
 
 
+def _already_there(appointment: Appointment, slot: Slot, version: int) -> bool:
+    """Whether the session changed since the form was shown and now stands where the form asks
+    to move it: the form was submitted before (a double click, Back then submit) and did it."""
+    return (
+        appointment.version != version
+        and appointment.starts_at == slot.start
+        and appointment.practitioner_id == slot.practitioner_id
+    )
+
+
+async def _moved_before(
+    request: web.Request, visit: Visit, appointment: Appointment
+) -> web.StreamResponse:
+    """The answer the first submit of this move got (the gaps as they stand now, the later
+    sessions' new times to offer), nothing moved again."""
+    outcome = await in_transaction(
+        request.app[POOL],
+        lambda conn: reschedule.as_it_stands(conn, appointment.id, change=visit.change()),
+    )
+    return await _after_move(request, visit, appointment, outcome)
+
+
 @link_page
 async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
     appointment = await own_appointment(request, visit)
@@ -299,6 +321,8 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
         shift_later=field_text(form, "shift_later") == "1",
     )
     version = field_int(field_text(form, "version")) or 0
+    if _already_there(appointment, slot, version):
+        return await _moved_before(request, visit, appointment)
     try:
         outcome = await in_transaction(
             request.app[POOL],
@@ -323,6 +347,8 @@ async def move(request: web.Request, visit: Visit) -> web.StreamResponse:
             request, visit, appointment, where, chosen=slot, problem=problem, status=409
         )
     except VersionConflict as conflict:
+        if _already_there(conflict.current, slot, version):  # the same move, submitted at once
+            return await _moved_before(request, visit, conflict.current)
         if conflict.current.status not in gaps.MOVABLE_STATUSES:
             back_to_overview(visit, note="not-allowed", anchor=f"s{appointment.id}")
         return await _picker(

@@ -130,12 +130,32 @@ async def next_form(request: web.Request, visit: Visit) -> web.StreamResponse:
     return await _picker(request, visit, PickerQuery.read(request.query))
 
 
+async def _booked_before(request: web.Request, visit: Visit, slot: Slot | None) -> None:
+    """Back to the overview with the first answer when this course of the patient's already has
+    a session booked at exactly the posted time: the form was submitted before (a double click,
+    Back then submit) and booked it."""
+    ident = field_int(request.match_info["series_id"])
+    pool = request.app[POOL]
+    course = None if ident is None or slot is None else await series_store.get(pool, ident)
+    if slot is None or course is None or course.patient_id != visit.patient.id:
+        return
+    for row in await appointments.for_series(pool, course.id):
+        if (
+            row.status in ("booked", "confirmed")
+            and row.starts_at == slot.start
+            and row.practitioner_id == slot.practitioner_id
+        ):
+            done = "next-booked-review" if row.needs_review else "next-booked"
+            back_to_overview(visit, done=done, anchor=f"s{row.id}")
+
+
 @link_page
 async def book_next(request: web.Request, visit: Visit) -> web.StreamResponse:
-    wanted, treatment, names = await _waiting(request, visit, booking=True)
     form = await request.post()
-    where = PickerQuery.read(form)
     slot = Slot.parse(field_text(form, "slot"))
+    await _booked_before(request, visit, slot)
+    wanted, treatment, names = await _waiting(request, visit, booking=True)
+    where = PickerQuery.read(form)
     if slot is None:
         return await _picker(request, visit, where, problem=NextProblem("choose"), status=422)
     pool = request.app[POOL]
@@ -159,6 +179,7 @@ async def book_next(request: web.Request, visit: Visit) -> web.StreamResponse:
             ),
         )
     except NextSessionNotOpen:  # booked meanwhile (another tab, a double click, the clinic)
+        await _booked_before(request, visit, slot)  # by this very form, submitted at once
         back_to_overview(visit, note="next-not-open", anchor=f"course-{wanted.series_id}")
     except SlotsTaken as taken:
         inside = [

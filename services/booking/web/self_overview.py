@@ -341,6 +341,9 @@ async def overview(request: web.Request, visit: Visit) -> web.StreamResponse:
 async def confirm(request: web.Request, visit: Visit) -> web.StreamResponse:
     appointment = await own_appointment(request, visit)
     anchor = f"s{appointment.id}"
+    if appointment.status == "confirmed":
+        # Submitted again (a double click, Back then submit): the first one confirmed it.
+        back_to_overview(visit, done="confirmed", anchor=anchor)
     if not allowed(appointment, visit.clinic, visit.now).confirm:
         back_to_overview(visit, note="not-allowed", anchor=anchor)
     version = field_int(field_text(await request.post(), "version"))
@@ -408,6 +411,9 @@ async def cancel_form(request: web.Request, visit: Visit) -> web.StreamResponse:
 async def cancel(request: web.Request, visit: Visit) -> web.StreamResponse:
     appointment = await own_appointment(request, visit)
     anchor = f"s{appointment.id}"
+    if appointment.status == "cancelled" and appointment.cancelled_by == visit.actor.label:
+        # Submitted again (a double click, Back then submit): the patient's first one did it.
+        back_to_overview(visit, done="cancelled", anchor=anchor)
     if not allowed(appointment, visit.clinic, visit.now).move:
         back_to_overview(visit, note="not-allowed", anchor=anchor)
     version = field_int(field_text(await request.post(), "version")) or 0

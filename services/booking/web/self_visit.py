@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -26,7 +26,7 @@ from shared.domain.appointment_changes import Change
 from shared.logging import request_id_var
 from shared.scheduling import gaps
 from shared.scheduling.loader import ClinicInfo, load_clinic
-from shared.store import appointments, clinics, patients
+from shared.store import appointments, clinics, link_handovers, patients
 from shared.store.appointments import Appointment
 from shared.store.audit import Actor
 from shared.store.patients import Patient
@@ -34,6 +34,9 @@ from shared.web import CLOCK, POOL, SETTINGS
 
 ACTOR_NAME = "patient self-service"
 
+# How long after its own contact change a browser is carried on from the replaced link.
+HANDOVER_WINDOW = timedelta(minutes=10)
+HANDOVER_PURPOSE = "link-handover"
 MAX_APPOINTMENTS = 500  # far more than any patient has; bounds the page
 MAX_FIELD = 320  # longest text accepted from a form field (an email address may be 254)
 MAX_ID = 2**63 - 1
@@ -56,6 +59,8 @@ class Visit:
     patient: Patient
     clinic: ClinicInfo
     now: datetime
+    # Came on a link this browser's own contact change replaced a moment ago (`handed_over`).
+    handed_over: bool = False
 
     @property
     def home(self) -> str:
@@ -132,10 +137,38 @@ async def _visit(request: web.Request) -> Visit:
         links.open_patient_link(secret, token, now=now, current_version=patient.link_version)
     except links.LinkError as refused:
         replaced = isinstance(refused, links.LinkRevoked)
+        if replaced and await handed_over(request, patient, link.version, now):
+            token = links.patient_link_token(
+                secret,
+                patient.id,
+                patient.link_version,
+                now=now,
+                lifetime=request.app[SETTINGS].link_lifetime,
+            )
+            return Visit(token, patient, clinic, now, handed_over=True)
         raise StopPage(
             await _refused_link(request, clinic, token=token, replaced=replaced)
         ) from None
     return Visit(token, patient, clinic, now)
+
+
+async def handed_over(request: web.Request, patient: Patient, version: int, now: datetime) -> bool:
+    """Whether this POST comes from the browser whose own contact change replaced link
+    `version` a moment ago: the form sent again from the replaced link's page (a double click,
+    Back then submit) carries on at the current link, which that browser was given by its first
+    submit anyway. Nobody else (not the link alone, not another browser) gets past the refusal."""
+    if request.method != "POST":
+        return False
+    session = csrf.session_key(request, link_secret(request), HANDOVER_PURPOSE)
+    if session is None:
+        return False
+    return await link_handovers.handed_over(
+        request.app[POOL],
+        patient.id,
+        from_version=version,
+        session_hash=session,
+        since=now - HANDOVER_WINDOW,
+    )
 
 
 async def _refused_link(
