@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
+
+# PostgreSQL stopped (fast, immediate) and started again, and backends killed, under load with
+# all three services running: 50 cycles unless CYCLES is given (bench/chaos.py).
+CYCLES ?= 50
+chaos: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.chaos --cycles $(CYCLES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

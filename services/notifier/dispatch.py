@@ -76,6 +76,7 @@ from services.notifier.sending import Sender, reconcile_extra
 from services.notifier.wakeup import Waker
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db.outage import CLIENT_ERRORS
 from shared.messaging import compile_templates
 from shared.providers.email import EmailClient
 from shared.providers.sms import SmsClient
@@ -99,7 +100,8 @@ DECIDE_ATTEMPTS = 3
 # Rows whose batch lost the database are handed back, tried again after these pauses (seconds).
 HAND_BACK_FIRST = 0.2
 HAND_BACK_MAX = 2.0
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# asyncpg's errors, InternalClientError included (a connection the server closed while idle).
+DATABASE_ERRORS = CLIENT_ERRORS
 
 
 def worker_name() -> str:

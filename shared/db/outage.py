@@ -20,6 +20,16 @@ import asyncpg
 
 _ASYNCPG_DIR = os.path.dirname(asyncpg.__file__) + os.sep
 
+# Every exception asyncpg raises for a connect or a statement: what code that must survive the
+# database going away (the notifier's loops, its outcome writer) catches and retries.
+CLIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 # Seconds a client is told to wait before trying again while the database is away.
 RETRY_AFTER_SECONDS = 5
 
