@@ -22,8 +22,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from services.booking.clients import hit_client
 from services.booking.web import csrf
 from services.booking.web.page_headers import PAGE_SECURITY_HEADERS
-from shared.domain.errors import DomainError, Forbidden, InvalidField, NotFound, TooMany
 from shared.db.outage import RETRY_AFTER_SECONDS, database_unavailable, error_name
+from shared.domain.errors import DomainError, Forbidden, InvalidField, NotFound, TooMany
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo, clinic_info
 from shared.store import clinics
