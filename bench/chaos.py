@@ -276,8 +276,12 @@ class Chaos:
             self.services[name] = Service(name, ports[name], _spawn(name, env, log), log)
         async with aiohttp.ClientSession() as http:
             for service in self.services.values():
-                if not await self._ready(http, service, within=60):
-                    raise RuntimeError(f"{service.name} did not start:\n{self._tail(service)}")
+                # Generous: on a loaded machine three interpreters importing at once are slow.
+                if not await self._ready(http, service, within=120):
+                    exited = service.process.poll()
+                    raise RuntimeError(
+                        f"{service.name} did not start (exit code {exited}):\n{self._tail(service)}"
+                    )
 
     async def stop(self) -> None:
         for service in self.services.values():
