@@ -655,6 +655,8 @@ def print_figures(outcome: Outcome) -> None:
     if outcome.outage_to_ready:
         report("chaos_outage_to_ready_p50", percentile(outcome.outage_to_ready, 0.5), "s")
         report("chaos_outage_to_ready_max", max(outcome.outage_to_ready), "s")
+    # The first probe ran before any fault: the same run's reference for the lags after.
+    report("chaos_listen_lag_before_faults", outcome.listen_lags[0], "s")
     report("chaos_listen_lag_p50", percentile(outcome.listen_lags, 0.5), "s")
     report("chaos_listen_lag_max", max(outcome.listen_lags), "s")
     print(
