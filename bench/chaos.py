@@ -221,7 +221,10 @@ class Chaos:
     # -- set-up ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.pg = OwnedPostgres(self.folder / "pg")
+        # A folder of its own under /tmp, not the logs' (a pytest tmp_path): pytest resets the
+        # permissions of /tmp/pytest-of-<user> at each session start, and the server, which runs
+        # as another system user when we are root, could then not be started again.
+        self.pg = OwnedPostgres(Path(tempfile.mkdtemp(prefix="regimen-chaos-pg-")))
         admin = await asyncpg.connect(self.pg.url("postgres"))
         try:
             await admin.execute('CREATE DATABASE "regimen"')
