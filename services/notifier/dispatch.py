@@ -76,7 +76,7 @@ from services.notifier.sending import Sender, reconcile_extra
 from services.notifier.wakeup import Waker
 from shared.clock import Clock
 from shared.config import Settings
-from shared.db.outage import CLIENT_ERRORS
+from shared.db.outage import CLIENT_ERRORS, database_unavailable
 from shared.messaging import compile_templates
 from shared.providers.email import EmailClient
 from shared.providers.sms import SmsClient
@@ -424,11 +424,14 @@ class Dispatcher:
                 # after the connection is given back), so they are handed back to be sent
                 # again as soon as the database answers, rather than waiting for their leases
                 # to run out (a restart of PostgreSQL would otherwise hold them for a lease).
+                # Only for the database going away: a statement the database refuses would
+                # fail again at once, so those rows are left to their leases and the sweeps.
                 ids = [n.id for n in pending]
                 interrupted(ids, exc)
-                for notification_id in ids:
-                    slots.done(notification_id, keep_lease=True)
-                self._hand_back_later(ids)
+                if database_unavailable(exc):
+                    for notification_id in ids:
+                        slots.done(notification_id, keep_lease=True)
+                    self._hand_back_later(ids)
                 return
             except Exception:
                 log.exception(
