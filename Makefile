@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench load clean
+.PHONY: run test lint format bench load chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ bench: $(VENV)/.installed-bench
 # minutes beside the admin API at 10 requests a second; `make bench` runs the same for 60 s.
 load: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.bench_load --seconds 300 --patients 50 --admin-rate 10
+
+# PostgreSQL stopped (fast, immediate) and started again, and backends killed, under load with
+# all three services running: 50 cycles unless CYCLES is given (bench/chaos.py).
+CYCLES ?= 50
+chaos: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.chaos --cycles $(CYCLES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

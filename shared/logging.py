@@ -24,6 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db.outage import database_unavailable, error_name
+
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -134,6 +136,10 @@ class JsonFormatter(logging.Formatter):
         error = ei[1]
         if error is None:
             return super().formatException(ei)
+        if database_unavailable(error):
+            # The database restarting or failing over (asyncpg's pool logs each failed
+            # reconnect with its traceback): one line naming the error, not a traceback storm.
+            return f"{error_name(error)} (database unavailable)"
         return format_exception_safely(error)
 
 

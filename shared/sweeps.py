@@ -47,6 +47,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from shared.clock import Clock
 from shared.db import migrate
+from shared.db.outage import database_unavailable
 from shared.logging import describe_database_error
 from shared.store import Executor
 from shared.web import CLOCK, POOL, READY_DETAILS, REGISTRY
@@ -316,11 +317,12 @@ class SweepRunner:
             outcome = "error"
             state.last_error = _error_name(exc)
             state.consecutive_failures += 1
-            first = state.consecutive_failures == 1
-            # One line a failure; the traceback once a streak, not on every tick.
+            # One line a failure; the traceback once a streak, not on every tick, and never for
+            # the database being away (a restart is not a bug: the error's name says it all).
+            traceback = state.consecutive_failures == 1 and not database_unavailable(exc)
             log.error(
                 "sweep failed",
-                exc_info=first,
+                exc_info=traceback,
                 extra={
                     "sweep": sweep.name,
                     "error": state.last_error,

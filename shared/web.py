@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db import migrate
+from shared.db.outage import RETRY_AFTER_SECONDS, database_unavailable, error_name
 from shared.db.pool import create_pool
 from shared.logging import describe_database_error, request_id_var
 
@@ -59,6 +60,18 @@ def problem(
     return web.json_response(body, status=status, content_type=PROBLEM_JSON, headers=headers)
 
 
+def database_unavailable_problem() -> web.Response:
+    """The answer to a request that needed the database while it was away (shared.db.outage):
+    503 with Retry-After; nothing is known to have been done, and retrying is safe for reads and
+    for writes with an Idempotency-Key."""
+    return problem(
+        503,
+        "Service Unavailable",
+        detail="the database is unavailable for a moment; please try again shortly",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 _REQUEST_ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -95,14 +108,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 if k.lower() not in ("content-type", "content-length")
             }
             response = problem(exc.status, exc.reason, headers=kept)
-        except Exception:
-            # The route pattern, never the path: /s/<token>/… carries a patient's private link.
-            log.exception("unhandled error", extra={"path": route_name})
-            response = problem(
-                500,
-                "Internal Server Error",
-                detail=f"Something went wrong on our side; quote request id {request_id}.",
-            )
+        except Exception as exc:
+            if database_unavailable(exc):
+                # PostgreSQL restarting or failing over: the client may try again shortly.
+                log.warning(
+                    "database unavailable", extra={"path": route_name, "error": error_name(exc)}
+                )
+                response = database_unavailable_problem()
+            else:
+                # The route pattern, never the path: /s/<token>/… carries a private link.
+                log.exception("unhandled error", extra={"path": route_name})
+                response = problem(
+                    500,
+                    "Internal Server Error",
+                    detail=f"Something went wrong on our side; quote request id {request_id}.",
+                )
         status = response.status
         response.headers["X-Request-Id"] = request_id
         return response

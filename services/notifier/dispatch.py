@@ -76,6 +76,7 @@ from services.notifier.sending import Sender, reconcile_extra
 from services.notifier.wakeup import Waker
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db.outage import CLIENT_ERRORS, database_unavailable
 from shared.messaging import compile_templates
 from shared.providers.email import EmailClient
 from shared.providers.sms import SmsClient
@@ -96,7 +97,11 @@ RECHECK_FIRST = 0.01
 # puts its rows back for this long.
 DEADLOCK_PAUSE = timedelta(seconds=1)
 DECIDE_ATTEMPTS = 3
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# Rows whose batch lost the database are handed back, tried again after these pauses (seconds).
+HAND_BACK_FIRST = 0.2
+HAND_BACK_MAX = 2.0
+# asyncpg's errors, InternalClientError included (a connection the server closed while idle).
+DATABASE_ERRORS = CLIENT_ERRORS
 
 
 def worker_name() -> str:
@@ -252,6 +257,7 @@ class Dispatcher:
         self._batches: set[asyncio.Task[None]] = set()
         self._lane_tasks: list[asyncio.Task[None]] = []
         self._renewing: asyncio.Task[None] | None = None
+        self._hand_backs: set[asyncio.Task[None]] = set()
         self._last_error = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -276,6 +282,11 @@ class Dispatcher:
         await asyncio.gather(*self._lane_tasks)
         if self._batches:
             _, late = await asyncio.wait(set(self._batches), timeout=DRAIN_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        if self._hand_backs:
+            _, late = await asyncio.wait(set(self._hand_backs), timeout=RECORD_SECONDS)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
@@ -345,6 +356,41 @@ class Dispatcher:
             except (*DATABASE_ERRORS, TimeoutError) as exc:
                 self._warn("cannot renew leases", exc)
 
+    def _hand_back_later(self, notification_ids: list[int]) -> None:
+        task = asyncio.create_task(self._hand_back(notification_ids), name="notifier-hand-back")
+        self._hand_backs.add(task)
+        task.add_done_callback(self._hand_backs.discard)
+
+    async def _hand_back(self, notification_ids: list[int]) -> None:
+        """sending → scheduled for rows whose batch lost its connection before any call; tried
+        until the database answers (the rows stay held, so their leases are renewed once it
+        does). Stopping first leaves them to their leases and the rescue sweep."""
+        pause = HAND_BACK_FIRST
+        while True:
+            try:
+                async with self.pool.acquire() as proxy:
+                    conn = cast(asyncpg.Connection, proxy)
+                    for notification_id in notification_ids:
+                        async with conn.transaction():
+                            await notifications.dispatch.release(
+                                conn,
+                                notification_id,
+                                worker=self.worker,
+                                now=self.clock.now(),
+                                reason="handed back: the database connection was lost "
+                                "before the send",
+                            )
+                break
+            except (*DATABASE_ERRORS, TimeoutError) as exc:
+                self._warn("cannot hand back notifications", exc)
+                if self._stopping:
+                    break
+                await asyncio.sleep(pause)
+                pause = min(HAND_BACK_MAX, pause * 2)
+        for notification_id in notification_ids:
+            self.held.discard(notification_id)
+        self.waker.wake_all()
+
     def _warn(self, message: str, exc: BaseException) -> None:
         # Once per distinct problem, not once per poll: a database outage must not flood logs.
         text = f"{message}: {type(exc).__name__}"
@@ -374,8 +420,18 @@ class Dispatcher:
                     )
                     going = await self._decide(conn, ready)
             except DATABASE_ERRORS as exc:
-                # The rows are left as they are: their leases run out and the sweeps take over.
-                interrupted([n.id for n in pending], exc)
+                # No provider call has been made for these rows in this round (calls start only
+                # after the connection is given back), so they are handed back to be sent
+                # again as soon as the database answers, rather than waiting for their leases
+                # to run out (a restart of PostgreSQL would otherwise hold them for a lease).
+                # Only for the database going away: a statement the database refuses would
+                # fail again at once, so those rows are left to their leases and the sweeps.
+                ids = [n.id for n in pending]
+                interrupted(ids, exc)
+                if database_unavailable(exc):
+                    for notification_id in ids:
+                        slots.done(notification_id, keep_lease=True)
+                    self._hand_back_later(ids)
                 return
             except Exception:
                 log.exception(

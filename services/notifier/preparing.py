@@ -26,6 +26,7 @@ from services.notifier.metrics import NotifierMetrics
 from services.notifier.send_checks import Stop, Wait
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db.outage import CLIENT_ERRORS
 from shared.messaging import (
     Composed,
     ContextError,
@@ -44,7 +45,8 @@ log = logging.getLogger("regimen.notifier.preparing")
 PACE_INLINE_WAIT = timedelta(milliseconds=250)
 # A reservation kept on a row that comes back later than this is stale: reserve again.
 PACE_SLOT_FRESH = timedelta(minutes=5)
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# asyncpg's errors, InternalClientError included (a connection the server closed while idle).
+DATABASE_ERRORS = CLIENT_ERRORS
 
 
 class LostLease(Exception):

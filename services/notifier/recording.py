@@ -27,13 +27,15 @@ from typing import cast
 import asyncpg
 
 from services.notifier.metrics import NotifierMetrics
+from shared.db.outage import CLIENT_ERRORS
 from shared.providers.sms import OPTED_OUT_CODE
 from shared.store import notifications, patients
 from shared.store.notifications.dispatch import SendOutcome
 
 log = logging.getLogger("regimen.notifier.recording")
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# asyncpg's errors, InternalClientError included (a connection the server closed while idle).
+DATABASE_ERRORS = CLIENT_ERRORS
 RETRY_FIRST = 0.05
 RETRY_MAX = 2.0
 
@@ -204,6 +206,11 @@ class OutcomeWriter:
                     await asyncio.sleep(pause)
                     pause = min(RETRY_MAX, pause * 2)
                     continue
+                except Exception:
+                    # Never drop an outcome: a caller waits for its commit and its row stays
+                    # leased until then. The next write takes it again.
+                    self._pending = batch + self._pending
+                    raise
                 pause = RETRY_FIRST
                 committed = time.monotonic()
                 for item in batch:

@@ -17,13 +17,15 @@ from collections.abc import Callable
 import asyncpg
 
 from shared.clock import Clock
+from shared.db.outage import CLIENT_ERRORS
 from shared.db.pool import APP_ROLE
 
 log = logging.getLogger("regimen.notifier.wakeup")
 
 CHANNEL = "regimen_notification_due"
 LISTEN_RETRY_SECONDS = 2.0
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# asyncpg's errors, InternalClientError included (a connection the server closed while idle).
+DATABASE_ERRORS = CLIENT_ERRORS
 
 
 class Waker:

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from services.booking.clients import hit_client
 from services.booking.web import csrf
 from services.booking.web.page_headers import PAGE_SECURITY_HEADERS
+from shared.db.outage import RETRY_AFTER_SECONDS, database_unavailable, error_name
 from shared.domain.errors import DomainError, Forbidden, InvalidField, NotFound, TooMany
 from shared.logging import request_id_var
 from shared.scheduling.loader import ClinicInfo, clinic_info
@@ -139,7 +140,16 @@ def html_page(handler: Handler) -> Handler:
             if error.status < 400:
                 raise
             return await error_page(request, PageError(error.status))
-        except Exception:
+        except Exception as exc:
+            if database_unavailable(exc):
+                # PostgreSQL restarting or failing over (shared.db.outage): try again shortly.
+                log.warning(
+                    "database unavailable",
+                    extra={"path": route_pattern(request), "error": error_name(exc)},
+                )
+                return await error_page(
+                    request, PageError(503, "unavailable", retry_after=RETRY_AFTER_SECONDS)
+                )
             # The traceback names code, not the patient's answers; the route pattern stands for
             # the path, which may carry a link or hold token.
             log.exception("booking page failed", extra={"path": route_pattern(request)})
