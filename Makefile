@@ -43,7 +43,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench
 
-# Issue 14's full load run (bench/bench_load.py): 50 patients through the booking pages for five
+# The full load run (bench/bench_load.py): 50 patients through the booking pages for five
 # minutes beside the admin API at 10 requests a second; `make bench` runs the same for 60 s.
 load: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.bench_load --seconds 300 --patients 50 --admin-rate 10
