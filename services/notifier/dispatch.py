@@ -96,6 +96,12 @@ RECHECK_FIRST = 0.01
 # puts its rows back for this long.
 DEADLOCK_PAUSE = timedelta(seconds=1)
 DECIDE_ATTEMPTS = 3
+# A scheduled lane gives a quarter of each claim to messages outside the daily limit (booking
+# confirmations, replies, aftercare) that came due this recently, before the oldest due rows:
+# when quiet hours release a backlog at 08:00, a confirmation enqueued behind it waits one
+# claim, not the whole backlog (issue 15's storm). The backlog still drains in due order.
+FRESH_WITHIN = timedelta(seconds=60)
+FRESH_KINDS = tuple(sorted(send_checks.UNCAPPED_KINDS))
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -302,6 +308,9 @@ class Dispatcher:
     # -- claiming ----------------------------------------------------------------------------
 
     async def claim(self, lane: LaneKey, limit: int) -> list[Notification]:
+        fresh = None
+        if not lane.urgent:
+            fresh = notifications.dispatch.FreshShare(max(1, limit // 4), FRESH_KINDS, FRESH_WITHIN)
         try:
             rows = await notifications.dispatch.claim_due(
                 self.pool,
@@ -310,6 +319,7 @@ class Dispatcher:
                 lease=self.lease,
                 worker=self.worker,
                 limit=limit,
+                fresh=fresh,
             )
         except (*DATABASE_ERRORS, TimeoutError) as exc:
             self._warn("cannot claim notifications", exc)
