@@ -322,14 +322,32 @@ async def _wave(
         if probes % PROBES_PER_SECOND == 0 and not await _left(conn, f"storm:{index}:%"):
             break
         await asyncio.sleep(max(0.0, began + probes / PROBES_PER_SECOND - time.perf_counter()))
-    while await _left(conn, f"probe:{index}:%"):
+    # The last probes, enqueued just before the last reminder went, have yet to go.
+    while True:
+        if not await _left(conn, f"probe:{index}:%"):
+            break
         await asyncio.sleep(0.05)
     rows = await conn.fetch(
-        "SELECT extract(epoch FROM sent_at - due_at) * 1000 AS ms, status FROM notification "
-        "WHERE dedupe_key LIKE $1",
+        "SELECT extract(epoch FROM sent_at - due_at) * 1000 AS ms, channel, urgent "
+        "FROM notification WHERE dedupe_key LIKE $1",
         f"probe:{index}:%",
     )
     unsent = [r for r in rows if r["ms"] is None]
+    for channel, urgent, what in (
+        ("sms", True, "public booking confirmations by SMS (urgent)"),
+        ("email", True, "public booking confirmations by email (urgent)"),
+        ("email", False, "staff booking confirmations by email (not urgent)"),
+    ):
+        ms = [
+            float(r["ms"])
+            for r in rows
+            if r["ms"] is not None and r["channel"] == channel and r["urgent"] == urgent
+        ]
+        if ms:
+            print(
+                f"# {zone}: {what}: wait p50 {percentile(ms, 0.5):.0f} ms, "
+                f"p99 {percentile(ms, 0.99):.0f} ms, max {max(ms):.0f} ms"
+            )
     emails = await conn.fetchval(
         "SELECT extract(epoch FROM max(sent_at) - $2) FROM notification "
         "WHERE dedupe_key LIKE $1 AND channel = 'email'",
