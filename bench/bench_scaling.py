@@ -39,7 +39,7 @@ PROCESS_COUNTS = (1, 2, 4)
 BOOKINGS = 200
 AVAILABILITY_REQUESTS = 50
 # The benchmark's own statements (enqueueing, polling for the end), not the notifier's.
-OWN = ("dedupe_key LIKE", "|| ':' || a.id", "pg_stat_statements")
+OWN = ("dedupe_key LIKE", "AND a.source =", "pg_stat_statements")
 
 
 @contextlib.contextmanager
