@@ -362,6 +362,25 @@ async def _wave(
         f"# {zone}: {probes} unpaced probes ({len(unsent)} not sent); the email reminders "
         f"drained {float(emails or 0):.1f} s after 08:00 local"
     )
+    # The same peak by the notifiers' own record (each attempt begins just before its call), to
+    # tell a burst the notifiers made from arrivals the stand-in's event loop bunched up.
+    starts = [
+        r["started_at"]
+        for r in await conn.fetch(
+            "SELECT a.started_at FROM notification_attempt a "
+            "JOIN notification n ON n.id = a.notification_id "
+            "WHERE n.channel = 'sms' AND (n.dedupe_key LIKE $1 OR n.dedupe_key LIKE $2) "
+            "ORDER BY 1",
+            f"storm:{index}:%",
+            f"probe:{index}:%",
+        )
+    ]
+    peak, start = 0, 0
+    for i, at in enumerate(starts):
+        while starts[start] <= at - timedelta(seconds=1):
+            start += 1
+        peak = max(peak, i - start + 1)
+    print(f"# {zone}: peak SMS attempts begun within one second, by the notifiers' clock: {peak}")
     items = [i for i in stand_ins.recorder._items[first_item:]]
     return _drain(items, offset, eight), [float(r["ms"]) for r in rows if r["ms"] is not None]
 
