@@ -102,6 +102,12 @@ HAND_BACK_FIRST = 0.2
 HAND_BACK_MAX = 2.0
 # asyncpg's errors, InternalClientError included (a connection the server closed while idle).
 DATABASE_ERRORS = CLIENT_ERRORS
+# A scheduled lane gives a quarter of each claim to messages outside the daily limit (booking
+# confirmations, replies, aftercare) that came due this recently, before the oldest due rows:
+# when quiet hours release a backlog at 08:00, a confirmation enqueued behind it waits one
+# claim, not the whole backlog. The backlog still drains in due order.
+FRESH_WITHIN = timedelta(seconds=60)
+FRESH_KINDS = tuple(sorted(send_checks.UNCAPPED_KINDS))
 
 
 def worker_name() -> str:
@@ -313,6 +319,9 @@ class Dispatcher:
     # -- claiming ----------------------------------------------------------------------------
 
     async def claim(self, lane: LaneKey, limit: int) -> list[Notification]:
+        fresh = None
+        if not lane.urgent:
+            fresh = notifications.dispatch.FreshShare(max(1, limit // 4), FRESH_KINDS, FRESH_WITHIN)
         try:
             rows = await notifications.dispatch.claim_due(
                 self.pool,
@@ -321,6 +330,7 @@ class Dispatcher:
                 lease=self.lease,
                 worker=self.worker,
                 limit=limit,
+                fresh=fresh,
             )
         except (*DATABASE_ERRORS, TimeoutError) as exc:
             self._warn("cannot claim notifications", exc)

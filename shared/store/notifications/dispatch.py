@@ -37,6 +37,15 @@ class LaneKey:
     urgent: bool
 
 
+@dataclass(frozen=True)
+class FreshShare:
+    """Of a claim, how many rows go to recently due rows of these kinds first (claim_due)."""
+
+    rows: int
+    kinds: Sequence[str]
+    within: timedelta
+
+
 async def claim_due(
     conn: Executor,
     *,
@@ -45,20 +54,39 @@ async def claim_due(
     lease: timedelta,
     worker: str,
     limit: int,
+    fresh: FreshShare | None = None,
 ) -> list[Notification]:
     """Take up to `limit` due rows of `lane` for `worker`: scheduled → sending with a lease,
     committed by the caller's statement. SKIP LOCKED lets any number of workers claim at once
     without overlap (NO KEY: a row whose event is being inserted, which key-share locks it, is
     not skipped). In due order straight off the lane's partial index: no sort, even for a burst
-    of rows due at the same instant, and no reading past another lane's rows."""
+    of rows due at the same instant, and no reading past another lane's rows.
+
+    `fresh`: up to `fresh.rows` of the `limit` go first to rows of `fresh.kinds` that came due
+    within `fresh.within` (in due order, a short range of the same index), the rest to the
+    oldest due; so a backlog released at once (the reminders held by quiet hours until 08:00)
+    is drained in order while a confirmation enqueued behind it waits one claim, not the whole
+    backlog. Only kinds outside the daily limit belong in `fresh.kinds`: a patient's capped
+    rows must be decided in due order."""
+    share = fresh or FreshShare(0, (), timedelta(0))
     rows = await conn.fetch(
         """
-        WITH picked AS (
+        WITH recent AS MATERIALIZED (
             SELECT id FROM notification
             WHERE status = 'scheduled' AND channel = $5 AND urgent = $6 AND due_at <= $1
+              AND due_at > $1::timestamptz - $9::interval AND kind = ANY($8::text[])
             ORDER BY due_at
-            LIMIT $4
+            LIMIT $7
             FOR NO KEY UPDATE SKIP LOCKED
+        ), oldest AS MATERIALIZED (
+            SELECT id FROM notification
+            WHERE status = 'scheduled' AND channel = $5 AND urgent = $6 AND due_at <= $1
+              AND id NOT IN (SELECT id FROM recent)
+            ORDER BY due_at
+            LIMIT $4 - (SELECT count(*) FROM recent)
+            FOR NO KEY UPDATE SKIP LOCKED
+        ), picked AS (
+            SELECT id FROM recent UNION ALL SELECT id FROM oldest
         ), claimed AS (
             UPDATE notification n SET status = 'sending',
                    lease_until = $1::timestamptz + $2::interval, leased_by = $3, updated_at = $1,
@@ -77,6 +105,9 @@ async def claim_due(
         limit,
         lane.channel,
         lane.urgent,
+        min(share.rows, limit),
+        list(share.kinds),
+        share.within,
     )
     return [notification_from(r) for r in rows]
 
