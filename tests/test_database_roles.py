@@ -58,6 +58,7 @@ EXPECTED = {
     "idempotent_request": ORDINARY,
     "inbound_message": ORDINARY,
     "inbox_item": ORDINARY,
+    "link_handover": ORDINARY,
     "call_task": ORDINARY,
     "check_in_plan_step": ORDINARY,
     # answers are written once (record_answer) but the follow-up status moves on
