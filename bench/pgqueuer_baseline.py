@@ -2,7 +2,17 @@
 stand-in, email through aiosmtplib, with the same MIME structure as the notifier's reminders) as
 jobs of PgQueuer, a well-known PostgreSQL job queue on
 asyncpg, drained by one process. Run by bench_notify with the notifier's environment; prints
-`RATE <messages per second>`."""
+`RATE <messages per second>`.
+
+`durable` (the second argument) gives PgQueuer the notifier's guarantees for the same sends, so
+that the two can also be compared like for like: plain PgQueuer marks jobs done in buffered
+batches (up to its batch size, here 32) after the calls, so a killed worker sends those again,
+and its emails are accepted any number at a time. In durable mode each call's outcome is
+committed as that call returns (a row per send), the SMS carry the notifier's status callback
+and validity period, and each email's acceptance passes the same acceptance gate
+(shared/providers/email.py) with its record handed to the database as the notifier's writer
+does (services/notifier/recording.py: on a connection of its own, the next email accepted once
+the statement has left the process): at most one accepted email unrecorded per kill."""
 
 from __future__ import annotations
 
@@ -17,9 +27,12 @@ from pgqueuer import AsyncpgDriver, Queries, QueueManager
 from pgqueuer.models import Job
 from pgqueuer.types import QueueExecutionMode
 
+from services.notifier.recording import handed_over, statements_sent
 from shared.config import load_settings
 from shared.providers.email import EmailClient, build_message
-from shared.providers.sms import SmsClient
+from shared.providers.sms import SmsClient, status_callback_url
+
+ACCEPTANCE_CONNECTIONS = 4
 
 BODY = "Hi Pat, a reminder of your appointment at Regimen Demo Hair Clinic on Tue 3 Mar 10:00."
 # The email the notifier sends for the same reminder has a plain text part and an HTML
@@ -50,12 +63,68 @@ EMAIL_HTML = (
 )
 
 
-async def main(count: int) -> None:
+class DurableOutcomes:
+    """A row per send, committed as the call returns; an email's acceptance handed over on a
+    connection of its own before the next email may be accepted (as the notifier does)."""
+
+    SQL = (
+        "INSERT INTO baseline_send (n, channel, provider_id, recorded_at) "
+        "VALUES ($1, $2, $3, now())"
+    )
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.free: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        await self.pool.execute(
+            "CREATE TABLE IF NOT EXISTS baseline_send (n int PRIMARY KEY, channel text, "
+            "provider_id text, recorded_at timestamptz)"
+        )
+        for _ in range(ACCEPTANCE_CONNECTIONS):
+            # Until its statement is cached on a connection, a hand-over there waits for the
+            # commit (as the notifier's does); that is the first email on each.
+            self.free.put_nowait(await self.pool.acquire())
+
+    async def record(self, n: int, channel: str, provider_id: str) -> None:
+        await self.pool.execute(self.SQL, n, channel, provider_id)
+
+    async def hand_over(self, n: int, provider_id: str) -> None:
+        conn = await self.free.get()
+        before = statements_sent(conn)
+
+        async def commit() -> None:
+            try:
+                await conn.execute(self.SQL, n, "email", provider_id)
+            finally:
+                self.free.put_nowait(conn)
+
+        task = asyncio.create_task(commit())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        await asyncio.sleep(0)
+        if task.done() or not handed_over(conn, before):
+            await asyncio.shield(task)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self.tasks)
+        while not self.free.empty():
+            await self.pool.release(self.free.get_nowait())
+
+
+async def main(count: int, durable: bool = False) -> None:
     settings = load_settings()
     assert settings.database_url is not None
     conn = await asyncpg.connect(settings.database_url)
     queries = Queries(AsyncpgDriver(conn))
     await queries.install()
+    outcomes: DurableOutcomes | None = None
+    pool: asyncpg.Pool | None = None
+    if durable:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=12)
+        outcomes = DurableOutcomes(pool)
+        await outcomes.open()
     names, payloads = [], []
     for n in range(count):
         channel = "sms" if n % 2 == 0 else "email"
@@ -78,7 +147,16 @@ async def main(count: int) -> None:
     @manager.entrypoint("sms")
     async def send_sms(job: Job) -> None:
         data = json.loads(job.payload or b"{}")
-        await sms.send(data["to"], BODY)
+        if outcomes is None:
+            await sms.send(data["to"], BODY)
+        else:
+            sent = await sms.send(
+                data["to"],
+                BODY,
+                status_callback=status_callback_url(settings, data["n"]),
+                validity_period=86_400,
+            )
+            await outcomes.record(data["n"], "sms", sent.sid)
         await finished()
 
     @manager.entrypoint("email")
@@ -91,7 +169,15 @@ async def main(count: int) -> None:
             text=EMAIL_TEXT,
             html=EMAIL_HTML,
         )
-        await email.send(message)
+        if outcomes is None:
+            await email.send(message)
+        else:
+            durable_outcomes = outcomes
+
+            async def accepted() -> None:
+                await durable_outcomes.hand_over(data["n"], str(message["Message-ID"]))
+
+            await email.send(message, on_accepted=accepted)
         await finished()
 
     started = time.perf_counter()
@@ -103,9 +189,12 @@ async def main(count: int) -> None:
     )
     elapsed = time.perf_counter() - started
     await sms.close()
+    if outcomes is not None and pool is not None:
+        await outcomes.close()
+        await pool.close()
     await conn.close()
     print(f"RATE {done / elapsed:.1f}", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), durable=sys.argv[2:3] == ["durable"]))

@@ -172,14 +172,14 @@ class OutcomeWriter:
         if on_committed is not None:
             done.add_done_callback(lambda _f: on_committed())
         item = _Pending(outcome, channel, patient_id, time.monotonic(), done)
-        sent_before = _statements_sent(slot.conn)
+        sent_before = statements_sent(slot.conn)
         task = asyncio.create_task(self._commit_acceptance(slot, item))
         self._committing.add(task)
         task.add_done_callback(self._committing.discard)
         # The task's first step runs before this one resumes (the ready queue is first in, first
         # out): with a prepared statement on an open connection, that step writes it.
         await asyncio.sleep(0)
-        if not done.done() and _handed_over(slot.conn, sent_before):
+        if not done.done() and handed_over(slot.conn, sent_before):
             return
         await asyncio.shield(done)
 
@@ -373,7 +373,7 @@ class OutcomeWriter:
             conn.terminate()
 
 
-def _statements_sent(conn: asyncpg.Connection | None) -> int | None:
+def statements_sent(conn: asyncpg.Connection | None) -> int | None:
     """How many statements asyncpg has written on this connection (its protocol counts them
     as it writes them), or None if that cannot be read."""
     protocol = getattr(conn, "_protocol", None) if conn is not None else None
@@ -381,11 +381,11 @@ def _statements_sent(conn: asyncpg.Connection | None) -> int | None:
     return count if isinstance(count, int) else None
 
 
-def _handed_over(conn: asyncpg.Connection | None, sent_before: int | None) -> bool:
+def handed_over(conn: asyncpg.Connection | None, sent_before: int | None) -> bool:
     """Whether a statement has been written on `conn` since `sent_before` and no byte of it
     is still buffered in this process: what is left is in the kernel's hands, which delivers
     it even if this process is killed."""
-    after = _statements_sent(conn)
+    after = statements_sent(conn)
     transport = getattr(conn, "_transport", None) if conn is not None else None
     if sent_before is None or after is None or after <= sent_before or transport is None:
         return False
