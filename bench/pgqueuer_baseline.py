@@ -10,9 +10,9 @@ batches (up to its batch size, here 32) after the calls, so a killed worker send
 and its emails are accepted any number at a time. In durable mode each call's outcome is
 committed as that call returns (a row per send), the SMS carry the notifier's status callback
 and validity period, and each email's acceptance passes the same acceptance gate
-(shared/providers/email.py) with its record handed to the database as the notifier's writer
-does (services/notifier/recording.py: on a connection of its own, the next email accepted once
-the statement has left the process): at most one accepted email unrecorded per kill."""
+(shared/providers/email.py), committed on a connection kept for it before the next email may be
+accepted, as the notifier's writer does (services/notifier/recording.py): at most one accepted
+email unrecorded per kill."""
 
 from __future__ import annotations
 
@@ -27,12 +27,9 @@ from pgqueuer import AsyncpgDriver, Queries, QueueManager
 from pgqueuer.models import Job
 from pgqueuer.types import QueueExecutionMode
 
-from services.notifier.recording import handed_over, statements_sent
 from shared.config import load_settings
 from shared.providers.email import EmailClient, build_message
 from shared.providers.sms import SmsClient, status_callback_url
-
-ACCEPTANCE_CONNECTIONS = 4
 
 BODY = "Hi Pat, a reminder of your appointment at Regimen Demo Hair Clinic on Tue 3 Mar 10:00."
 # The email the notifier sends for the same reminder has a plain text part and an HTML
@@ -64,8 +61,8 @@ EMAIL_HTML = (
 
 
 class DurableOutcomes:
-    """A row per send, committed as the call returns; an email's acceptance handed over on a
-    connection of its own before the next email may be accepted (as the notifier does)."""
+    """A row per send, committed as the call returns; an email's acceptance committed on a
+    connection kept for it before the next email may be accepted (as the notifier does)."""
 
     SQL = (
         "INSERT INTO baseline_send (n, channel, provider_id, recorded_at) "
@@ -74,43 +71,25 @@ class DurableOutcomes:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.free: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.gate_conn: asyncpg.Connection | None = None
 
     async def open(self) -> None:
         await self.pool.execute(
             "CREATE TABLE IF NOT EXISTS baseline_send (n int PRIMARY KEY, channel text, "
             "provider_id text, recorded_at timestamptz)"
         )
-        for _ in range(ACCEPTANCE_CONNECTIONS):
-            # Until its statement is cached on a connection, a hand-over there waits for the
-            # commit (as the notifier's does); that is the first email on each.
-            self.free.put_nowait(await self.pool.acquire())
+        self.gate_conn = await self.pool.acquire()
 
     async def record(self, n: int, channel: str, provider_id: str) -> None:
         await self.pool.execute(self.SQL, n, channel, provider_id)
 
-    async def hand_over(self, n: int, provider_id: str) -> None:
-        conn = await self.free.get()
-        before = statements_sent(conn)
-
-        async def commit() -> None:
-            try:
-                await conn.execute(self.SQL, n, "email", provider_id)
-            finally:
-                self.free.put_nowait(conn)
-
-        task = asyncio.create_task(commit())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        await asyncio.sleep(0)
-        if task.done() or not handed_over(conn, before):
-            await asyncio.shield(task)
+    async def accepted(self, n: int, provider_id: str) -> None:
+        assert self.gate_conn is not None
+        await self.gate_conn.execute(self.SQL, n, "email", provider_id)
 
     async def close(self) -> None:
-        await asyncio.gather(*self.tasks)
-        while not self.free.empty():
-            await self.pool.release(self.free.get_nowait())
+        if self.gate_conn is not None:
+            await self.pool.release(self.gate_conn)
 
 
 async def main(count: int, durable: bool = False) -> None:
@@ -175,7 +154,7 @@ async def main(count: int, durable: bool = False) -> None:
             durable_outcomes = outcomes
 
             async def accepted() -> None:
-                await durable_outcomes.hand_over(data["n"], str(message["Message-ID"]))
+                await durable_outcomes.accepted(data["n"], str(message["Message-ID"]))
 
             await email.send(message, on_accepted=accepted)
         await finished()

@@ -459,11 +459,12 @@ class Dispatcher:
         async def record_acceptance(result: outcomes.Accepted) -> None:
             outcome = outcome_of(result)
             recorded.append(outcome)
-            await self.writer.hand_over(
+            await self.writer.record(
                 outcome,
                 channel=notification.channel,
                 patient_id=notification.patient_id,
                 on_committed=committed,
+                wait=True,
             )
 
         cut_off = False

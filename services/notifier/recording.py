@@ -10,18 +10,6 @@ resends an email the SMTP server had already accepted (SMTP cannot be asked afte
 measured (`regimen_notifier_outcome_record_seconds`, and the attempt's `recorded_at`) and is a
 few milliseconds.
 
-An email's acceptance (the SMTP server's 250) is the one outcome the next email waits for: the
-acceptance gate of shared/providers/email.py lets the next email be accepted only once this one
-is in the database's hands. `hand_over` writes it on a connection kept for acceptances and
-returns as soon as the statement has left this process (the database commits a statement it has
-received whatever becomes of the client that sent it; a killed process's socket is closed by
-the kernel, which still delivers what was written); the commit follows while the next email is
-accepted. So a SIGKILL leaves at most one accepted email unrecorded (the one between its 250 and
-its hand-over), as when the gate waited for the commit, but the wait for the WAL flush (about
-0.6 ms here, several under load) is no longer in the gate's serial path. When that cannot be
-known (no connection ready, the statement not yet prepared on it, bytes still buffered in this
-process), the hand-over waits for the commit, as before.
-
 If the database is away the outcomes stay queued in memory and are written when it is back; if
 the process dies first, its leases run out and the sweeps reconcile those rows (an SMS is found
 at Twilio, an email is sent again with the same Message-ID).
@@ -73,13 +61,6 @@ class _Slot:
 WRITER_CONNECTIONS = 2
 
 
-def acceptance_connections(pool_size: int) -> int:
-    """Connections for email acceptances: enough that one is free when the next 250 comes (a
-    commit takes a few times longer than an email's end and answer), few enough to leave most of
-    the pool to the batches; none in a very small pool (acceptances then use the writer's)."""
-    return 0 if pool_size < 6 else min(4, pool_size // 5)
-
-
 class OutcomeWriter:
     """Writes outcomes on connections of its own. The caller whose call just returned writes
     it at once, in its own turn of the event loop (no hand-over to another task, which under
@@ -104,19 +85,12 @@ class OutcomeWriter:
         self._idle.set()
         self._flushers: set[asyncio.Task[None]] = set()
         self._stopped = False
-        self._acceptance_slots = [
-            _Slot() for _ in range(acceptance_connections(pool.get_max_size()))
-        ]
-        self._acceptance_free: asyncio.Queue[_Slot] = asyncio.Queue()
-        for slot in self._acceptance_slots:
-            self._acceptance_free.put_nowait(slot)
-        self._committing: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Take the connections and have the statement prepared before the first outcome: the
         first write on a fresh connection parses and plans it, which would widen the window of
         the first sends after every start."""
-        for slot in [*self._slots, *self._acceptance_slots]:
+        for slot in self._slots:
             try:
                 slot.conn = cast(asyncpg.Connection, await self.pool.acquire())
                 await notifications.dispatch.record_outcomes(slot.conn, [])
@@ -137,79 +111,17 @@ class OutcomeWriter:
     ) -> None:
         """Record an outcome: written now on a connection no write is using, else by the
         first write to finish, right after its current statement. `wait`: return only once it
-        is committed."""
+        is committed (an email's acceptance, recorded before the next may be accepted)."""
         done = self.queue(
             outcome, channel=channel, patient_id=patient_id, on_committed=on_committed
         )
-        slot = self._free_slot()
+        # An email waiting at the acceptance gate has the first connection to itself (only one
+        # is there at a time), so its write never queues behind other outcomes' writes.
+        slot = self._slots[0] if wait and not self._slots[0].busy else self._free_slot()
         if slot is not None:
             await self._flush(slot, until=done)
         if wait:
             await asyncio.shield(done)
-
-    async def hand_over(
-        self,
-        outcome: SendOutcome,
-        *,
-        channel: str,
-        patient_id: int | None,
-        on_committed: Callable[[], None] | None = None,
-    ) -> None:
-        """Record an email's acceptance, returning once the database has it (see the module
-        docstring): the statement has left this process on a connection of its own, or, when
-        that cannot be known, it has committed. Never returns before one of the two."""
-        if not self._acceptance_slots:
-            await self.record(
-                outcome,
-                channel=channel,
-                patient_id=patient_id,
-                on_committed=on_committed,
-                wait=True,
-            )
-            return
-        slot = await self._acceptance_free.get()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if on_committed is not None:
-            done.add_done_callback(lambda _f: on_committed())
-        item = _Pending(outcome, channel, patient_id, time.monotonic(), done)
-        sent_before = statements_sent(slot.conn)
-        task = asyncio.create_task(self._commit_acceptance(slot, item))
-        self._committing.add(task)
-        task.add_done_callback(self._committing.discard)
-        # The task's first step runs before this one resumes (the ready queue is first in, first
-        # out): with a prepared statement on an open connection, that step writes it.
-        await asyncio.sleep(0)
-        if not done.done() and handed_over(slot.conn, sent_before):
-            return
-        await asyncio.shield(done)
-
-    async def _commit_acceptance(self, slot: _Slot, item: _Pending) -> None:
-        """Write one acceptance on its own connection; on any failure it joins the writer's
-        queue, which keeps it until written (the process lives, so nothing is resent)."""
-        try:
-            if slot.conn is None:
-                slot.conn = cast(asyncpg.Connection, await self.pool.acquire())
-            await notifications.dispatch.record_outcomes(slot.conn, [item.outcome])
-        except BaseException as exc:
-            if slot.conn is not None:
-                if isinstance(exc, asyncio.CancelledError):
-                    slot.conn.terminate()
-                await self._drop(slot.conn)
-                slot.conn = None
-            if isinstance(exc, DATABASE_ERRORS):
-                self._on_error("cannot record an acceptance; keeping it to write again", exc)
-            elif not isinstance(exc, asyncio.CancelledError):
-                log.exception("acceptance not written; keeping it to write again")
-            self._pending.append(item)
-            self._kick()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        finally:
-            self._acceptance_free.put_nowait(slot)
-        self.metrics.record_wait.labels(item.channel).observe(time.monotonic() - item.returned_at)
-        if not item.done.done():
-            item.done.set_result(None)
 
     def queue(
         self,
@@ -229,8 +141,6 @@ class OutcomeWriter:
 
     async def close(self, within: float) -> None:
         """Write what is queued (for at most `within` seconds), then let the connection go."""
-        if self._committing:
-            await asyncio.wait(set(self._committing), timeout=within)
         self._kick()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout=within)
@@ -245,13 +155,16 @@ class OutcomeWriter:
                 "outcomes not recorded at shutdown: the sweeps will reconcile them",
                 extra={"notification_ids": [p.outcome.notification_id for p in self._pending]},
             )
-        for slot in [*self._slots, *self._acceptance_slots]:
+        for slot in self._slots:
             if slot.conn is not None:
                 await self._drop(slot.conn)
                 slot.conn = None
 
     def _free_slot(self) -> _Slot | None:
-        return next((slot for slot in self._slots if not slot.busy), None)
+        """A connection for any outcome: the first is kept for emails at the gate when there
+        are two."""
+        shared = self._slots[1:] if len(self._slots) > 1 else self._slots
+        return next((slot for slot in shared if not slot.busy), None)
 
     async def _flush(self, slot: _Slot, *, until: asyncio.Future[None] | None = None) -> None:
         """Write until nothing is pending; on a database error keep the outcomes and try again
@@ -371,28 +284,6 @@ class OutcomeWriter:
             await self.pool.release(cast(asyncpg.pool.PoolConnectionProxy, conn))
         except DATABASE_ERRORS:
             conn.terminate()
-
-
-def statements_sent(conn: asyncpg.Connection | None) -> int | None:
-    """How many statements asyncpg has written on this connection (its protocol counts them
-    as it writes them), or None if that cannot be read."""
-    protocol = getattr(conn, "_protocol", None) if conn is not None else None
-    count = getattr(protocol, "queries_count", None)
-    return count if isinstance(count, int) else None
-
-
-def handed_over(conn: asyncpg.Connection | None, sent_before: int | None) -> bool:
-    """Whether a statement has been written on `conn` since `sent_before` and no byte of it
-    is still buffered in this process: what is left is in the kernel's hands, which delivers
-    it even if this process is killed."""
-    after = statements_sent(conn)
-    transport = getattr(conn, "_transport", None) if conn is not None else None
-    if sent_before is None or after is None or after <= sent_before or transport is None:
-        return False
-    try:
-        return bool(transport.get_write_buffer_size() == 0)
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _refused_by_the_data(exc: BaseException) -> bool:
