@@ -2,7 +2,17 @@
 stand-in, email through aiosmtplib, with the same MIME structure as the notifier's reminders) as
 jobs of PgQueuer, a well-known PostgreSQL job queue on
 asyncpg, drained by one process. Run by bench_notify with the notifier's environment; prints
-`RATE <messages per second>`."""
+`RATE <messages per second>`.
+
+`durable` (the second argument) gives PgQueuer the notifier's guarantees for the same sends, so
+that the two can also be compared like for like: plain PgQueuer marks jobs done in buffered
+batches (up to its batch size, here 32) after the calls, so a killed worker sends those again,
+and its emails are accepted any number at a time. In durable mode each call's outcome is
+committed as that call returns (a row per send), the SMS carry the notifier's status callback
+and validity period, and each email's acceptance passes the same acceptance gate
+(shared/providers/email.py), committed on a connection kept for it before the next email may be
+accepted, as the notifier's writer does (services/notifier/recording.py): at most one accepted
+email unrecorded per kill."""
 
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ from pgqueuer.types import QueueExecutionMode
 
 from shared.config import load_settings
 from shared.providers.email import EmailClient, build_message
-from shared.providers.sms import SmsClient
+from shared.providers.sms import SmsClient, status_callback_url
 
 BODY = "Hi Pat, a reminder of your appointment at Regimen Demo Hair Clinic on Tue 3 Mar 10:00."
 # The email the notifier sends for the same reminder has a plain text part and an HTML
@@ -50,12 +60,50 @@ EMAIL_HTML = (
 )
 
 
-async def main(count: int) -> None:
+class DurableOutcomes:
+    """A row per send, committed as the call returns; an email's acceptance committed on a
+    connection kept for it before the next email may be accepted (as the notifier does)."""
+
+    SQL = (
+        "INSERT INTO baseline_send (n, channel, provider_id, recorded_at) "
+        "VALUES ($1, $2, $3, now())"
+    )
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.gate_conn: asyncpg.Connection | None = None
+
+    async def open(self) -> None:
+        await self.pool.execute(
+            "CREATE TABLE IF NOT EXISTS baseline_send (n int PRIMARY KEY, channel text, "
+            "provider_id text, recorded_at timestamptz)"
+        )
+        self.gate_conn = await self.pool.acquire()
+
+    async def record(self, n: int, channel: str, provider_id: str) -> None:
+        await self.pool.execute(self.SQL, n, channel, provider_id)
+
+    async def accepted(self, n: int, provider_id: str) -> None:
+        assert self.gate_conn is not None
+        await self.gate_conn.execute(self.SQL, n, "email", provider_id)
+
+    async def close(self) -> None:
+        if self.gate_conn is not None:
+            await self.pool.release(self.gate_conn)
+
+
+async def main(count: int, durable: bool = False) -> None:
     settings = load_settings()
     assert settings.database_url is not None
     conn = await asyncpg.connect(settings.database_url)
     queries = Queries(AsyncpgDriver(conn))
     await queries.install()
+    outcomes: DurableOutcomes | None = None
+    pool: asyncpg.Pool | None = None
+    if durable:
+        pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=12)
+        outcomes = DurableOutcomes(pool)
+        await outcomes.open()
     names, payloads = [], []
     for n in range(count):
         channel = "sms" if n % 2 == 0 else "email"
@@ -78,7 +126,16 @@ async def main(count: int) -> None:
     @manager.entrypoint("sms")
     async def send_sms(job: Job) -> None:
         data = json.loads(job.payload or b"{}")
-        await sms.send(data["to"], BODY)
+        if outcomes is None:
+            await sms.send(data["to"], BODY)
+        else:
+            sent = await sms.send(
+                data["to"],
+                BODY,
+                status_callback=status_callback_url(settings, data["n"]),
+                validity_period=86_400,
+            )
+            await outcomes.record(data["n"], "sms", sent.sid)
         await finished()
 
     @manager.entrypoint("email")
@@ -91,7 +148,15 @@ async def main(count: int) -> None:
             text=EMAIL_TEXT,
             html=EMAIL_HTML,
         )
-        await email.send(message)
+        if outcomes is None:
+            await email.send(message)
+        else:
+            durable_outcomes = outcomes
+
+            async def accepted() -> None:
+                await durable_outcomes.accepted(data["n"], str(message["Message-ID"]))
+
+            await email.send(message, on_accepted=accepted)
         await finished()
 
     started = time.perf_counter()
@@ -103,9 +168,12 @@ async def main(count: int) -> None:
     )
     elapsed = time.perf_counter() - started
     await sms.close()
+    if outcomes is not None and pool is not None:
+        await outcomes.close()
+        await pool.close()
     await conn.close()
     print(f"RATE {done / elapsed:.1f}", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), durable=sys.argv[2:3] == ["durable"]))
