@@ -10,7 +10,7 @@ instants handed back are aware UTC datetimes.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -147,6 +147,47 @@ class Busy(Interval):
 
 
 @dataclass(frozen=True)
+class BusyTimes:
+    """Busy intervals as integer microseconds since the epoch, the shape the loader reads them
+    in: `starts` ascending and `ends[i]` the end of the interval starting at `starts[i]`.
+
+    A diary of months holds thousands of them; kept as two tuples of ints from the database
+    on, they cost no Python work each (no datetime, no `Busy` object), which is what keeps
+    availability fast however long a practitioner's history is. The ranges are trusted
+    (non-empty, as the table guarantees)."""
+
+    starts: tuple[int, ...] = ()
+    ends: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        # asyncpg hands over lists; tuple() of a tuple is the same object, so no copy then.
+        object.__setattr__(self, "starts", tuple(self.starts))
+        object.__setattr__(self, "ends", tuple(self.ends))
+        if len(self.starts) != len(self.ends):
+            raise ValueError("busy starts and ends must pair up")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def intervals(self) -> Iterable[Busy]:
+        """As `Busy` intervals, for the rare reader that wants them all."""
+        for start, end in zip(self.starts, self.ends, strict=True):
+            yield Busy.trusted(_from_us(start), _from_us(end))
+
+    def overlapping(self, span: Interval) -> Busy | None:
+        """One interval that overlaps `span`, or None; looks only near it (a bisect), not at
+        the whole diary."""
+        low, high = _to_us(span.start), _to_us(span.end)
+        for at in range(bisect_left(self.starts, high) - 1, -1, -1):
+            if self.ends[at] > low:
+                return Busy.trusted(_from_us(self.starts[at]), _from_us(self.ends[at]))
+        return None
+
+
+NO_BUSY_TIMES = BusyTimes()
+
+
+@dataclass(frozen=True)
 class TreatmentSpec:
     duration: timedelta
     buffer_before: timedelta = timedelta(0)
@@ -165,13 +206,17 @@ class TreatmentSpec:
 
 @dataclass(frozen=True)
 class PractitionerSchedule:
-    """Everything that decides when one practitioner can take a new appointment."""
+    """Everything that decides when one practitioner can take a new appointment.
+
+    Busy time comes as `busy` (intervals, as tests and a proposal's own sessions add them)
+    and/or `busy_times` (the loaded diary, in microseconds); both count the same."""
 
     practitioner_id: int
     working: tuple[WorkingRange, ...]
     time_off: tuple[TimeOff, ...] = ()
     overrides: tuple[DayOverride, ...] = ()
     busy: tuple[Busy, ...] = ()
+    busy_times: BusyTimes = NO_BUSY_TIMES
     _blocked_us: tuple[list[int], list[int]] | None = field(
         init=False, default=None, repr=False, compare=False
     )
@@ -198,9 +243,17 @@ class PractitionerSchedule:
     def blocked_us(self) -> tuple[list[int], list[int]]:
         """Busy and time-off intervals prepared for bisecting, computed once per schedule."""
         if self._blocked_us is None:
-            object.__setattr__(self, "_blocked_us", _blocked((*self.busy, *self.time_off)))
+            blocked = _blocked(self.busy_times, (*self.busy, *self.time_off))
+            object.__setattr__(self, "_blocked_us", blocked)
         assert self._blocked_us is not None
         return self._blocked_us
+
+    def busy_overlapping(self, span: Interval) -> Busy | None:
+        """A busy interval (given either way) that overlaps `span`, or None."""
+        for busy in self.busy:
+            if busy.start < span.end and span.start < busy.end:
+                return busy
+        return self.busy_times.overlapping(span)
 
     def ranges_on(self, day: date) -> LocalRanges:
         """Local working ranges on `day`, sorted; an override replaces the weekly hours."""
@@ -215,16 +268,30 @@ class FreeStart:
     practitioner_id: int
 
 
-def _blocked(intervals: Iterable[Interval]) -> tuple[list[int], list[int]]:
+# Up to this many loose intervals are inserted into the loaded (sorted) diary one by one;
+# more are sorted in with it.
+_INSERT_AT_MOST = 64
+
+
+def _blocked(loaded: BusyTimes, intervals: Sequence[Interval]) -> tuple[list[int], list[int]]:
     """Starts in order, and the running maximum of ends, of busy and time-off intervals.
 
     Only intervals starting before some instant `hi` can overlap a span [lo, hi), and one of them
     does iff the largest of their ends is after `lo`: with these two lists that is one bisect,
-    instead of a scan of every interval for every slot.
+    instead of a scan of every interval for every slot. The loaded diary is already sorted, so
+    it is only copied (and the few loose intervals slotted in); `accumulate` runs in C.
     """
     epoch, unit = _EPOCH, _ONE_US
-    pairs = sorted(((i.start - epoch) // unit, (i.end - epoch) // unit) for i in intervals)
-    return [start for start, _ in pairs], list(accumulate((end for _, end in pairs), max))
+    loose = [((i.start - epoch) // unit, (i.end - epoch) // unit) for i in intervals]
+    if len(loose) > _INSERT_AT_MOST:
+        pairs = sorted([*zip(loaded.starts, loaded.ends, strict=True), *loose])
+        return [start for start, _ in pairs], list(accumulate((end for _, end in pairs), max))
+    starts, ends = list(loaded.starts), list(loaded.ends)
+    for start, end in loose:
+        at = bisect_right(starts, start)
+        starts.insert(at, start)
+        ends.insert(at, end)
+    return starts, list(accumulate(ends, max))
 
 
 def local_to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime:
@@ -413,10 +480,10 @@ def _diagnose(
                 f"{who} has time off from {format_local(off.start, zone)} "
                 f"to {format_local(off.end, zone)}"
             )
-    for busy in schedule.busy:
-        if busy.start < occupied.end and occupied.start < busy.end:
-            return (
-                f"overlaps another booking or hold from {format_local(busy.start, zone)} "
-                f"to {format_local(busy.end, zone)}"
-            )
+    busy = schedule.busy_overlapping(occupied)
+    if busy is not None:
+        return (
+            f"overlaps another booking or hold from {format_local(busy.start, zone)} "
+            f"to {format_local(busy.end, zone)}"
+        )
     return f"{local:%H:%M} on {local.date()} is not a bookable local time (daylight-saving change)"

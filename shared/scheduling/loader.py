@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from shared.scheduling.availability import (
-    Busy,
+    NO_BUSY_TIMES,
+    BusyTimes,
     ClinicRules,
     DayOverride,
     PractitionerSchedule,
@@ -30,7 +31,6 @@ from shared.scheduling.course import GapRule
 from shared.store import (
     appointments,
     clinics,
-    practitioners,
     schedule_overrides,
     time_off,
     treatments,
@@ -160,6 +160,71 @@ def utc_window(first_day: date, last_day: date, zone: ZoneInfo) -> tuple[datetim
     return start, end
 
 
+def _busy_times(loaded: tuple[list[int], list[int]] | None) -> BusyTimes:
+    return NO_BUSY_TIMES if loaded is None else BusyTimes(tuple(loaded[0]), tuple(loaded[1]))
+
+
+class WeeklyHoursCache:
+    """Each practitioner's weekly hours as last read, filed under the week's `hours_key`.
+
+    The key comes from the database with every availability read (in the statement that would
+    otherwise read the hours), and every change of a practitioner's hours gives them a new key
+    (a trigger, whoever writes): so a changed week is read afresh by the next request in every
+    process, and an unchanged one is never read again. One per process (`WEEKS`); tests make
+    their own to stand for other processes. Keys are random, so several databases can share
+    one cache without mixing their practitioners up."""
+
+    def __init__(self, max_weeks: int = 20_000) -> None:
+        self._weeks: dict[str, tuple[WorkingRange, ...]] = {}
+        # The keys last seen per clinic: the ones worth telling the database we hold.
+        self._clinic_keys: dict[int, frozenset[str]] = {}
+        self._max_weeks = max_weeks
+
+    def known(self, clinic_id: int) -> frozenset[str]:
+        return self._clinic_keys.get(clinic_id, frozenset())
+
+    def get(self, key: str) -> tuple[WorkingRange, ...] | None:
+        return self._weeks.get(key)
+
+    def remember(self, clinic_id: int, weeks: dict[str, tuple[WorkingRange, ...]]) -> None:
+        if len(self._weeks) + len(weeks) > self._max_weeks:
+            self._weeks.clear()  # old keys are never asked for again; start over rather than grow
+            self._clinic_keys.clear()
+        self._weeks.update(weeks)
+        known = self._clinic_keys.get(clinic_id, frozenset())
+        self._clinic_keys[clinic_id] = known | weeks.keys()
+
+
+WEEKS = WeeklyHoursCache()
+
+
+async def _roster(
+    db: Executor, clinic_id: int, practitioner_ids: Sequence[int] | None, cache: WeeklyHoursCache
+) -> list[tuple[int, tuple[WorkingRange, ...]]]:
+    """(id, weekly hours) of the clinic's active practitioners (or `practitioner_ids`), by id."""
+    held = {key for key in cache.known(clinic_id) if cache.get(key) is not None}
+    entries = await working_hours.roster_with_weeks(db, clinic_id, practitioner_ids, held)
+    fresh: dict[str, tuple[WorkingRange, ...]] = {}
+    roster = []
+    for entry in entries:
+        week = cache.get(entry.hours_key) if entry.hours is None else None
+        if week is None:
+            # Read now (the key was new to us, or the cache was cleared since we said we had it:
+            # then the statement sent no hours and the week is read on its own).
+            hours = entry.hours
+            if hours is None:
+                hours = [
+                    (h.weekday, h.starts, h.ends)
+                    for h in await working_hours.for_practitioner(db, entry.practitioner_id)
+                ]
+            week = tuple(WorkingRange(d, a, b) for d, a, b in hours)
+            fresh[entry.hours_key] = week
+        roster.append((entry.practitioner_id, week))
+    if fresh:
+        cache.remember(clinic_id, fresh)
+    return roster
+
+
 async def load_schedules(
     db: Executor,
     clinic_id: int,
@@ -170,35 +235,35 @@ async def load_schedules(
     zone: ZoneInfo,
     now: datetime,
     exclude_appointment_ids: Sequence[int] = (),
+    cache: WeeklyHoursCache = WEEKS,
 ) -> list[PractitionerSchedule]:
-    """Schedules of the clinic's active practitioners (or only `practitioner_ids`), in id order."""
-    ids = await practitioners.active_ids(db, clinic_id, practitioner_ids)
-    if not ids:
+    """Schedules of the clinic's active practitioners (or only `practitioner_ids`), in id order.
+
+    Only the window of days is read (time off, overrides, busy time), each practitioner's busy
+    time as two arrays of microseconds; the weekly hours come from `cache` unless they changed."""
+    roster = await _roster(db, clinic_id, practitioner_ids, cache)
+    if not roster:
         return []
+    ids = [pid for pid, _ in roster]
     window = utc_window(first_day, last_day, zone)
-    # Independent reads: from a pool they run side by side, one round trip instead of four.
-    hours, absences, overrides, busy = (
+    # Independent reads: from a pool they run side by side, one round trip instead of three.
+    absences, overrides, busy = (
         await asyncio.gather(
-            working_hours.for_practitioners(db, ids),
             time_off.overlapping(db, ids, *window),
             schedule_overrides.for_practitioners(db, ids, first_day, last_day),
-            appointments.busy_by_practitioner(
-                db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
+            appointments.busy_micros_by_practitioner(
+                db, ids, *window, now=now, exclude_ids=exclude_appointment_ids
             ),
         )
         if isinstance(db, asyncpg.Pool)
         else (
-            await working_hours.for_practitioners(db, ids),
             await time_off.overlapping(db, ids, *window),
             await schedule_overrides.for_practitioners(db, ids, first_day, last_day),
-            await appointments.busy_by_practitioner(
-                db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
+            await appointments.busy_micros_by_practitioner(
+                db, ids, *window, now=now, exclude_ids=exclude_appointment_ids
             ),
         )
     )
-    working: dict[int, list[WorkingRange]] = defaultdict(list)
-    for h in hours:
-        working[h.practitioner_id].append(WorkingRange(h.weekday, h.starts, h.ends))
     off: dict[int, list[TimeOff]] = defaultdict(list)
     for absence in absences:
         off[absence.practitioner_id].append(TimeOff.trusted(absence.starts_at, absence.ends_at))
@@ -208,10 +273,10 @@ async def load_schedules(
     return [
         PractitionerSchedule(
             practitioner_id=pid,
-            working=tuple(working[pid]),
+            working=week,
             time_off=tuple(off[pid]),
             overrides=tuple(days[pid]),
-            busy=tuple(Busy.trusted(a, b) for a, b in busy.get(pid, [])),
+            busy_times=_busy_times(busy.get(pid)),
         )
-        for pid in ids
+        for pid, week in roster
     ]
