@@ -27,7 +27,10 @@ HISTORY_YEARS = 8  # candidates go back this far; the newest `appointments` of t
 FUTURE_DAYS = 183
 
 
-async def seed_busy_clinic(url: str, *, today: date, appointments: int = 1_000_000) -> None:
+async def seed_busy_clinic(
+    url: str, *, today: date, appointments: int = 1_000_000, other_clinics: int = OTHER_CLINICS
+) -> None:
+    """Seed the group into the migrated, empty database at `url` (its owner's URL)."""
     conn = await asyncpg.connect(url)
     try:
         await seed_demo_data(conn)
@@ -37,7 +40,7 @@ async def seed_busy_clinic(url: str, *, today: date, appointments: int = 1_000_0
             await working_hours.replace(conn, practitioner.id, lunch_break_week((1, 2, 3, 4, 5)))
         async with conn.transaction():
             await conn.execute("SELECT setseed(0.42)")
-            await _other_clinics(conn)
+            await _other_clinics(conn, other_clinics)
             await _patients(conn)
             await _appointments(conn, today, appointments)
             await _holds(conn, today)
@@ -47,7 +50,7 @@ async def seed_busy_clinic(url: str, *, today: date, appointments: int = 1_000_0
         await conn.close()
 
 
-async def _other_clinics(conn: asyncpg.Connection) -> None:
+async def _other_clinics(conn: asyncpg.Connection, count: int) -> None:
     await conn.execute(
         """
         INSERT INTO clinic (name, time_zone, phone, address, region, created_at)
@@ -56,7 +59,7 @@ async def _other_clinics(conn: asyncpg.Connection) -> None:
         FROM generate_series(2, $2 + 1) AS n
         """,
         list(ZONES),
-        OTHER_CLINICS,
+        count,
     )
     await conn.execute(
         """
