@@ -8,8 +8,6 @@ rows, built in one place each (`clinic_info`, `treatment_info`)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -18,7 +16,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from shared.scheduling.availability import (
-    NO_BUSY_TIMES,
     BusyTimes,
     ClinicRules,
     DayOverride,
@@ -28,14 +25,7 @@ from shared.scheduling.availability import (
     WorkingRange,
 )
 from shared.scheduling.course import GapRule
-from shared.store import (
-    appointments,
-    clinics,
-    schedule_overrides,
-    time_off,
-    treatments,
-    working_hours,
-)
+from shared.store import clinics, diaries, treatments, working_hours
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -160,10 +150,6 @@ def utc_window(first_day: date, last_day: date, zone: ZoneInfo) -> tuple[datetim
     return start, end
 
 
-def _busy_times(loaded: tuple[list[int], list[int]] | None) -> BusyTimes:
-    return NO_BUSY_TIMES if loaded is None else BusyTimes(tuple(loaded[0]), tuple(loaded[1]))
-
-
 class WeeklyHoursCache:
     """Each practitioner's weekly hours as last read, filed under the week's `hours_key`.
 
@@ -198,31 +184,18 @@ class WeeklyHoursCache:
 WEEKS = WeeklyHoursCache()
 
 
-async def _roster(
-    db: Executor, clinic_id: int, practitioner_ids: Sequence[int] | None, cache: WeeklyHoursCache
-) -> list[tuple[int, tuple[WorkingRange, ...]]]:
-    """(id, weekly hours) of the clinic's active practitioners (or `practitioner_ids`), by id."""
-    held = {key for key in cache.known(clinic_id) if cache.get(key) is not None}
-    entries = await working_hours.roster_with_weeks(db, clinic_id, practitioner_ids, held)
-    fresh: dict[str, tuple[WorkingRange, ...]] = {}
-    roster = []
-    for entry in entries:
-        week = cache.get(entry.hours_key) if entry.hours is None else None
-        if week is None:
-            # Read now (the key was new to us, or the cache was cleared since we said we had it:
-            # then the statement sent no hours and the week is read on its own).
-            hours = entry.hours
-            if hours is None:
-                hours = [
-                    (h.weekday, h.starts, h.ends)
-                    for h in await working_hours.for_practitioner(db, entry.practitioner_id)
-                ]
-            week = tuple(WorkingRange(d, a, b) for d, a, b in hours)
-            fresh[entry.hours_key] = week
-        roster.append((entry.practitioner_id, week))
-    if fresh:
-        cache.remember(clinic_id, fresh)
-    return roster
+async def _week(
+    db: Executor, cache: WeeklyHoursCache, diary: diaries.Diary
+) -> tuple[tuple[WorkingRange, ...], bool]:
+    """The diary's week and whether it was read now (rather than found in the cache)."""
+    if diary.hours is None:
+        week = cache.get(diary.hours_key)
+        if week is not None:
+            return week, False
+        # We said we held this key, but the cache was cleared since: read the week alone.
+        rows = await working_hours.for_practitioner(db, diary.practitioner_id)
+        return tuple(WorkingRange(h.weekday, h.starts, h.ends) for h in rows), True
+    return tuple(WorkingRange(d, a, b) for d, a, b in diary.hours), True
 
 
 async def load_schedules(
@@ -239,44 +212,38 @@ async def load_schedules(
 ) -> list[PractitionerSchedule]:
     """Schedules of the clinic's active practitioners (or only `practitioner_ids`), in id order.
 
-    Only the window of days is read (time off, overrides, busy time), each practitioner's busy
-    time as two arrays of microseconds; the weekly hours come from `cache` unless they changed."""
-    roster = await _roster(db, clinic_id, practitioner_ids, cache)
-    if not roster:
-        return []
-    ids = [pid for pid, _ in roster]
-    window = utc_window(first_day, last_day, zone)
-    # Independent reads: from a pool they run side by side, one round trip instead of three.
-    absences, overrides, busy = (
-        await asyncio.gather(
-            time_off.overlapping(db, ids, *window),
-            schedule_overrides.for_practitioners(db, ids, first_day, last_day),
-            appointments.busy_micros_by_practitioner(
-                db, ids, *window, now=now, exclude_ids=exclude_appointment_ids
-            ),
-        )
-        if isinstance(db, asyncpg.Pool)
-        else (
-            await time_off.overlapping(db, ids, *window),
-            await schedule_overrides.for_practitioners(db, ids, first_day, last_day),
-            await appointments.busy_micros_by_practitioner(
-                db, ids, *window, now=now, exclude_ids=exclude_appointment_ids
-            ),
-        )
+    One statement (shared/store/diaries.py) reads only the window of days: time off, overrides
+    and busy time, the latter as two arrays of microseconds per practitioner. The weekly hours
+    come from `cache` unless they changed."""
+    start, end = utc_window(first_day, last_day, zone)
+    held = {key for key in cache.known(clinic_id) if cache.get(key) is not None}
+    found = await diaries.for_window(
+        db,
+        clinic_id,
+        practitioner_ids,
+        known_keys=held,
+        start=start,
+        end=end,
+        first_day=first_day,
+        last_day=last_day,
+        now=now,
+        exclude_ids=exclude_appointment_ids,
     )
-    off: dict[int, list[TimeOff]] = defaultdict(list)
-    for absence in absences:
-        off[absence.practitioner_id].append(TimeOff.trusted(absence.starts_at, absence.ends_at))
-    days: dict[int, list[DayOverride]] = defaultdict(list)
-    for override in overrides:
-        days[override.practitioner_id].append(DayOverride(override.day, tuple(override.ranges)))
-    return [
-        PractitionerSchedule(
-            practitioner_id=pid,
-            working=week,
-            time_off=tuple(off[pid]),
-            overrides=tuple(days[pid]),
-            busy_times=_busy_times(busy.get(pid)),
+    fresh: dict[str, tuple[WorkingRange, ...]] = {}
+    schedules = []
+    for diary in found:
+        week, read_now = await _week(db, cache, diary)
+        if read_now:
+            fresh[diary.hours_key] = week
+        schedules.append(
+            PractitionerSchedule(
+                practitioner_id=diary.practitioner_id,
+                working=week,
+                time_off=tuple(TimeOff.trusted(a, b) for a, b in diary.time_off),
+                overrides=tuple(DayOverride(day, tuple(ranges)) for day, ranges in diary.overrides),
+                busy_times=BusyTimes(tuple(diary.busy_starts), tuple(diary.busy_ends)),
+            )
         )
-        for pid, week in roster
-    ]
+    if fresh:
+        cache.remember(clinic_id, fresh)
+    return schedules

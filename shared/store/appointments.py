@@ -170,51 +170,6 @@ async def busy_by_practitioner(
     return dict(busy)
 
 
-# The statement of `busy_micros_by_practitioner`, named so that a test can check its plan.
-BUSY_MICROS_SQL = """
-        SELECT a.practitioner_id,
-               array_agg((extract(epoch FROM lower(a.blocked)) * 1000000)::bigint
-                         ORDER BY lower(a.blocked)) AS starts,
-               array_agg((extract(epoch FROM upper(a.blocked)) * 1000000)::bigint
-                         ORDER BY lower(a.blocked)) AS ends
-        FROM appointment a
-        LEFT JOIN booking_hold h ON h.id = a.hold_id
-        WHERE a.practitioner_id = ANY($1::bigint[])
-          AND a.blocked && tstzrange($2, $3)
-          AND a.status IN ('held', 'booked', 'confirmed', 'checked_in')
-          AND NOT (a.status = 'held' AND h.expires_at <= $4)
-          AND NOT (a.id = ANY($5::bigint[]))
-        GROUP BY a.practitioner_id
-        """
-
-
-async def busy_micros_by_practitioner(
-    db: Executor,
-    practitioner_ids: Sequence[int],
-    start: datetime,
-    end: datetime,
-    *,
-    now: datetime,
-    exclude_ids: Sequence[int] = (),
-) -> dict[int, tuple[list[int], list[int]]]:
-    """What `busy_by_practitioner` returns, for the availability engine: per practitioner the
-    blocked ranges' starts (ascending) and ends, in microseconds since the epoch, as two arrays.
-
-    One row per practitioner instead of one per appointment, no timestamps to decode: a month
-    of ten full diaries is a few thousand ranges, and this way none of them costs Python work.
-    The ranges come from the exclusion constraint's index (same partial predicate, same
-    columns), so only the window is read however long the history is."""
-    rows = await db.fetch(
-        BUSY_MICROS_SQL,
-        list(practitioner_ids),
-        start,
-        end,
-        now,
-        list(exclude_ids),
-    )
-    return {row["practitioner_id"]: (row["starts"], row["ends"]) for row in rows}
-
-
 async def release_expired_holds(
     db: Executor,
     *,

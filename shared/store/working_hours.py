@@ -5,12 +5,12 @@ ranges on one day make breaks, and the table refuses two that overlap. Invariant
 only ever written whole (`replace`), so no reader sees half of one; the practitioner's version
 guards it (shared/store/practitioners.py `bump_version`). Every change of a practitioner's rows
 also gives them a new `practitioner.hours_key` (a trigger, migration 0020), which availability
-caches the week under (`roster_with_weeks`).
+caches the week under (shared/store/diaries.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import time
 
@@ -54,52 +54,6 @@ async def for_practitioners(db: Executor, practitioner_ids: Sequence[int]) -> li
         list(practitioner_ids),
     )
     return [WorkingHours(**dict(r)) for r in rows]
-
-
-@dataclass(frozen=True)
-class RosterEntry:
-    """An active practitioner, the key of their current week, and the week itself unless the
-    caller said it already holds the week of that key (then `hours` is None)."""
-
-    practitioner_id: int
-    hours_key: str
-    hours: list[HoursRange] | None
-
-
-async def roster_with_weeks(
-    db: Executor, clinic_id: int, only: Sequence[int] | None, known_keys: Collection[str]
-) -> list[RosterEntry]:
-    """The clinic's active practitioners (or those of `only`), by id, each with their week's key
-    and, when that key is not among `known_keys`, their week, by weekday and start.
-
-    Key and week come from one statement, so one snapshot: a week is never filed under a key
-    it does not belong to."""
-    rows = await db.fetch(
-        """
-        SELECT p.id, p.hours_key::text AS hours_key, w.weekdays, w.starts, w.ends
-        FROM practitioner p
-        LEFT JOIN LATERAL (
-            SELECT array_agg(h.weekday ORDER BY h.weekday, h.starts) AS weekdays,
-                   array_agg(h.starts ORDER BY h.weekday, h.starts) AS starts,
-                   array_agg(h.ends ORDER BY h.weekday, h.starts) AS ends
-            FROM working_hours h
-            WHERE h.practitioner_id = p.id AND NOT (p.hours_key::text = ANY($3::text[]))
-        ) AS w ON true
-        WHERE p.clinic_id = $1 AND p.active AND ($2::bigint[] IS NULL OR p.id = ANY($2::bigint[]))
-        ORDER BY p.id
-        """,
-        clinic_id,
-        list(only) if only is not None else None,
-        list(known_keys),
-    )
-    entries = []
-    for row in rows:
-        hours: list[HoursRange] | None = None
-        if row["hours_key"] not in known_keys:
-            week = (row["weekdays"] or [], row["starts"] or [], row["ends"] or [])
-            hours = list(zip(*week, strict=True))
-        entries.append(RosterEntry(row["id"], row["hours_key"], hours))
-    return entries
 
 
 async def replace(
