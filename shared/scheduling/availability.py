@@ -14,7 +14,8 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import accumulate
+from functools import lru_cache
+from itertools import accumulate, repeat
 from typing import Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -312,10 +313,13 @@ def existing_local_to_utc(wall: datetime, zone: ZoneInfo) -> datetime | None:
     return instant
 
 
+# Pure and asked again by every request for the same weeks: kept (a few hundred bytes each).
+@lru_cache(maxsize=8192)
 def _slot_grid(
     day: date, starts: time, ends: time, duration_us: int, step: timedelta, zone: ZoneInfo
 ) -> Sequence[int]:
-    """Starts on the wall-clock grid from `starts` whose whole appointment ends by `ends`."""
+    """Starts on the wall-clock grid from `starts` whose whole appointment ends by `ends` (a
+    range, or a tuple on a day the clock changes)."""
     range_start = _to_us(local_to_utc(day, starts, zone))
     range_end = _to_us(local_to_utc(day, ends, zone))
     last_start = range_end - duration_us
@@ -338,7 +342,7 @@ def _slot_grid(
         if instant is not None and range_start <= _to_us(instant) <= last_start:
             grid.append(_to_us(instant))
         wall += step
-    return grid
+    return tuple(grid)
 
 
 def _days(first_day: date, last_day: date) -> Iterable[date]:
@@ -384,14 +388,21 @@ def free_starts(
     found: list[tuple[int, int, int]] = []
 
     for order, schedule in enumerate(schedules):
-        block_starts, block_max_ends = schedule.blocked_us()
+        blocked = schedule.blocked_us()
         practitioner = schedule.practitioner_id
         for day in _days(first_day, last_day):
             for starts, ends in schedule.ranges_on(day):
                 key = (day, starts, ends)
                 if key not in grids:
                     grids[key] = _slot_grid(day, starts, ends, duration_us, step, zone)
-                for start in grids[key]:
+                grid = grids[key]
+                if isinstance(grid, range):
+                    runs = _free_runs(grid, earliest_us, latest_us, blocked, before_us, reach_after)
+                    for run in runs:
+                        found.extend(zip(run, repeat(order), repeat(practitioner)))
+                    continue
+                block_starts, block_max_ends = blocked
+                for start in grid:
                     if start < earliest_us or start > latest_us:
                         continue
                     # Does [start - buffer_before, end + buffer_after) meet a blocked interval?
@@ -400,7 +411,58 @@ def free_starts(
                         continue
                     found.append((start, order, practitioner))
     found.sort()
-    return [FreeStart(_from_us(start), practitioner) for start, _, practitioner in found]
+    instants: dict[int, datetime] = {}  # with "any" practitioner several slots share a start
+    free = []
+    for start, _, practitioner in found:
+        instant = instants.get(start)
+        if instant is None:
+            instant = instants[start] = _from_us(start)
+        free.append(FreeStart(instant, practitioner))
+    return free
+
+
+def _free_runs(
+    grid: range,
+    earliest_us: int,
+    latest_us: int,
+    blocked: tuple[list[int], list[int]],
+    before_us: int,
+    reach_after: int,
+) -> list[range]:
+    """The free starts of an evenly spaced grid within [earliest_us, latest_us], as runs.
+
+    The same test as the slot-by-slot loop (a start s is taken iff some blocked interval
+    begins before s + reach_after and the largest end among those is after s - before_us), but
+    walked from interval to interval: a taken start jumps straight past the end that blocks it,
+    and a free one extends to the last start before the next interval begins. So the work
+    follows the number of bookings in the range, not of slots, and the free runs are ranges.
+    """
+    step = grid.step
+    if not grid:
+        return []
+    first, last = grid.start, grid[-1]
+    if earliest_us > first:
+        first += -(-(earliest_us - first) // step) * step
+    last = min(last, latest_us)
+    if last < first:
+        return []
+    last = first + (last - first) // step * step
+    block_starts, block_max_ends = blocked
+    count_all = len(block_starts)
+    runs = []
+    start = first
+    while start <= last:
+        count = bisect_left(block_starts, start + reach_after)
+        if count and block_max_ends[count - 1] > start - before_us:
+            # Taken until the blocking end (and the buffer before) is past: the next grid start.
+            clear = block_max_ends[count - 1] + before_us
+            start += -(-(clear - start) // step) * step
+            continue
+        limit = last if count == count_all else min(last, block_starts[count] - reach_after)
+        run = range(start, limit + 1, step)
+        runs.append(run)
+        start = run[-1] + step
+    return runs
 
 
 def why_not_free(
