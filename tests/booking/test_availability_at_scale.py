@@ -13,9 +13,11 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from bench.seed import seed_busy_clinic
+from services.booking.domain import offers
 from services.devkit.demo_data import seed_demo_data
+from shared.scheduling.course import propose_course
 from shared.scheduling.loader import WeeklyHoursCache, load_schedules, utc_window
-from shared.store import diaries, working_hours
+from shared.store import diaries, time_off, working_hours
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -153,3 +155,54 @@ async def test_an_unchanged_week_is_not_read_again(pool: asyncpg.Pool) -> None:
     changed = await _diaries(pool, keys)
     assert changed[0].hours is None
     assert changed[1].hours == [(6, time(10), time(14))]
+
+
+async def test_a_course_the_preferred_practitioner_cannot_finish_reads_the_others_only_where_needed(
+    pool: asyncpg.Pool,
+) -> None:
+    # Dr Hart (1) is away the week of session 2 and the fortnight of session 5, so Dr Patel (2)
+    # takes those two; the answer is the one made from everyone's whole diaries.
+    async with pool.acquire() as conn:
+        await seed_demo_data(conn)
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    holidays = ((date(2026, 3, 9), date(2026, 3, 14)), (date(2026, 4, 4), date(2026, 4, 15)))
+    for away_from, away_until in holidays:
+        await time_off.insert(
+            pool,
+            1,
+            starts_at=datetime.combine(away_from, time(0), LONDON),
+            ends_at=datetime.combine(away_until, time(0), LONDON),
+            reason="holiday",
+            now=now,
+        )
+    course = await pool.fetchval("SELECT id FROM treatment WHERE code = 'hair-mesotherapy'")
+    async with pool.acquire() as conn:
+        offer = await offers.load_offer(conn, course, public=True)
+        assert offer is not None
+        first_start = datetime(2026, 3, 3, 10, tzinfo=UTC)
+        proposal = await offers.propose(
+            conn, offer, first_start=first_start, practitioner_id=1, sessions=8, now=now
+        )
+        everyone = await load_schedules(
+            conn,
+            1,
+            practitioner_ids=None,
+            first_day=date(2026, 3, 3),
+            last_day=date(2026, 3, 3) + timedelta(days=3 * 10 + 4 * 21),
+            zone=LONDON,
+            now=now,
+        )
+    whole = propose_course(
+        offer.treatment.spec,
+        offer.treatment.gaps,
+        8,
+        first_start,
+        1,
+        everyone,
+        offer.clinic.rules,
+        now=now,
+        step=offer.clinic.slot_step,
+    )
+    assert proposal.complete
+    assert [s.practitioner_id for s in proposal.sessions] == [1, 2, 1, 1, 2, 1, 1, 1]
+    assert proposal == whole
