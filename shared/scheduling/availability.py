@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import accumulate, repeat
@@ -248,6 +248,27 @@ class PractitionerSchedule:
             object.__setattr__(self, "_blocked_us", blocked)
         assert self._blocked_us is not None
         return self._blocked_us
+
+    def with_busy(self, extra: Sequence[Busy]) -> PractitionerSchedule:
+        """This schedule with `extra` busy too (a proposal's own sessions). The blocked lists
+        are derived from this schedule's rather than rebuilt: a few inserts, and the running
+        maximum redone only where an extra end raises it."""
+        if not extra:
+            return self
+        schedule = replace(self, busy=(*self.busy, *extra))
+        starts, max_ends = (list(part) for part in self.blocked_us())
+        for interval in extra:
+            start, end = _to_us(interval.start), _to_us(interval.end)
+            at = bisect_right(starts, start)
+            starts.insert(at, start)
+            max_ends.insert(at, max(end, max_ends[at - 1]) if at else end)
+            # Later maxima are at least this end; they rise until the old ones pass it.
+            following = at + 1
+            while following < len(max_ends) and max_ends[following] < end:
+                max_ends[following] = end
+                following += 1
+        object.__setattr__(schedule, "_blocked_us", (starts, max_ends))
+        return schedule
 
     def busy_overlapping(self, span: Interval) -> Busy | None:
         """A busy interval (given either way) that overlaps `span`, or None."""

@@ -82,3 +82,33 @@ def test_a_random_diary_gets_the_slot_by_slot_answer(seed: int) -> None:
     found = free_starts(spec, [schedule], rules, first_day=DAY, last_day=DAY, now=now)
     expected = _slot_by_slot(spec, intervals, off, now + rules.min_notice, now + rules.horizon)
     assert [slot.start for slot in found] == expected
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_sessions_added_to_a_diary_block_as_if_it_had_been_read_with_them(seed: int) -> None:
+    # A course proposal adds its own sessions to a loaded diary; the shortcut that derives the
+    # blocked times from the diary's must give what a schedule built with them all would.
+    rng = random.Random(seed)
+    opening = datetime.combine(DAY, time(7), UTC)
+
+    def some(count: int) -> list[Busy]:
+        found = []
+        for _ in range(count):
+            begin = opening + timedelta(minutes=rng.randrange(0, 12 * 60, 5))
+            found.append(Busy(begin, begin + timedelta(minutes=rng.randrange(5, 240))))
+        return found
+
+    loaded = sorted(some(rng.randrange(0, 30)), key=lambda b: b.start)
+    extra = some(rng.randrange(1, 6))
+    base = PractitionerSchedule(
+        1,
+        (WorkingRange(3, time(8), time(18)),),
+        busy_times=BusyTimes(
+            tuple(_us(b.start) for b in loaded), tuple(_us(b.end) for b in loaded)
+        ),
+    )
+    base.blocked_us()
+    added = base.with_busy(extra)
+    rebuilt = PractitionerSchedule(1, base.working, busy=tuple(extra), busy_times=base.busy_times)
+    assert added.blocked_us() == rebuilt.blocked_us()
+    assert added.busy == tuple(extra)
