@@ -1,8 +1,10 @@
-"""Issue 3's figures, measured over HTTP against a real `regimen serve booking` process on a
-database holding 200,000 appointments:
+"""Issues 3's and 15's figures, measured over HTTP against a real `regimen serve booking` process
+on a database holding 1,000,000 appointments (bench/seed.py: forty clinics, years of history):
 
 * availability for 4 weeks x 10 practitioners (p50, p95 per request);
 * the 8-session mesotherapy course proposal (p95);
+* for comparison within the run, the p95 of the public clinic page's JSON (a couple of small
+  queries, none on appointments): what any request costs on this machine at this moment;
 * 500 concurrent clients racing for 20 slots: successes, overlaps in the table, attempts per
   second, beside pgbench's one-row insert ceiling on the same server.
 """
@@ -135,6 +137,14 @@ async def bench_course_proposal(
     report("course_proposal_p95_ms", percentile(samples, 0.95), "ms")
 
 
+async def bench_reference(http: aiohttp.ClientSession, base: str) -> None:
+    samples = []
+    for _ in range(REQUESTS):
+        ms, _ = await _timed_get(http, f"{base}/api/v1/public/clinics/1", {})
+        samples.append(ms)
+    report("public_clinic_p95_ms", percentile(samples, 0.95), "ms")
+
+
 async def bench_booking_race(
     base: str, url: str, token: str, consultation: int, slots: list[dict[str, Any]]
 ) -> float:
@@ -206,10 +216,13 @@ async def run(server_url_of: Any) -> None:
     async with fresh_database(server_url_of) as url:
         started = time.perf_counter()
         await seed_busy_clinic(url, today=today)
-        print(f"# seeded 200,000 appointments in {time.perf_counter() - started:.1f} s")
+        seeded_in = time.perf_counter() - started
         # The services' connection set-up (jsonb as Python values), as the stores expect.
         conn = await connect(url)
         try:
+            count = await conn.fetchval("SELECT count(*) FROM appointment")
+            report("seeded_appointments", float(count), "appointments")
+            report("seed_s", seeded_in, "s")
             token, _ = await staff_tokens.insert(
                 conn, name="bench", role="admin", now=datetime.now(UTC)
             )
@@ -224,6 +237,7 @@ async def run(server_url_of: Any) -> None:
             process = await _start_booking(url, port, log)
             try:
                 async with aiohttp.ClientSession() as http:
+                    await bench_reference(http, base)
                     slots = await bench_availability(http, base, consultation, today)
                     await bench_course_proposal(http, base, course, slots)
                 attempts = await bench_booking_race(base, url, token, consultation, slots)

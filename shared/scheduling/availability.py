@@ -10,11 +10,12 @@ instants handed back are aware UTC datetimes.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import accumulate
+from functools import lru_cache
+from itertools import accumulate, repeat
 from typing import Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -147,6 +148,47 @@ class Busy(Interval):
 
 
 @dataclass(frozen=True)
+class BusyTimes:
+    """Busy intervals as integer microseconds since the epoch, the shape the loader reads them
+    in: `starts` ascending and `ends[i]` the end of the interval starting at `starts[i]`.
+
+    A diary of months holds thousands of them; kept as two tuples of ints from the database
+    on, they cost no Python work each (no datetime, no `Busy` object), which is what keeps
+    availability fast however long a practitioner's history is. The ranges are trusted
+    (non-empty, as the table guarantees)."""
+
+    starts: tuple[int, ...] = ()
+    ends: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        # asyncpg hands over lists; tuple() of a tuple is the same object, so no copy then.
+        object.__setattr__(self, "starts", tuple(self.starts))
+        object.__setattr__(self, "ends", tuple(self.ends))
+        if len(self.starts) != len(self.ends):
+            raise ValueError("busy starts and ends must pair up")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def intervals(self) -> Iterable[Busy]:
+        """As `Busy` intervals, for the rare reader that wants them all."""
+        for start, end in zip(self.starts, self.ends, strict=True):
+            yield Busy.trusted(_from_us(start), _from_us(end))
+
+    def overlapping(self, span: Interval) -> Busy | None:
+        """One interval that overlaps `span`, or None; looks only near it (a bisect), not at
+        the whole diary."""
+        low, high = _to_us(span.start), _to_us(span.end)
+        for at in range(bisect_left(self.starts, high) - 1, -1, -1):
+            if self.ends[at] > low:
+                return Busy.trusted(_from_us(self.starts[at]), _from_us(self.ends[at]))
+        return None
+
+
+NO_BUSY_TIMES = BusyTimes()
+
+
+@dataclass(frozen=True)
 class TreatmentSpec:
     duration: timedelta
     buffer_before: timedelta = timedelta(0)
@@ -165,13 +207,17 @@ class TreatmentSpec:
 
 @dataclass(frozen=True)
 class PractitionerSchedule:
-    """Everything that decides when one practitioner can take a new appointment."""
+    """Everything that decides when one practitioner can take a new appointment.
+
+    Busy time comes as `busy` (intervals, as tests and a proposal's own sessions add them)
+    and/or `busy_times` (the loaded diary, in microseconds); both count the same."""
 
     practitioner_id: int
     working: tuple[WorkingRange, ...]
     time_off: tuple[TimeOff, ...] = ()
     overrides: tuple[DayOverride, ...] = ()
     busy: tuple[Busy, ...] = ()
+    busy_times: BusyTimes = NO_BUSY_TIMES
     _blocked_us: tuple[list[int], list[int]] | None = field(
         init=False, default=None, repr=False, compare=False
     )
@@ -198,9 +244,38 @@ class PractitionerSchedule:
     def blocked_us(self) -> tuple[list[int], list[int]]:
         """Busy and time-off intervals prepared for bisecting, computed once per schedule."""
         if self._blocked_us is None:
-            object.__setattr__(self, "_blocked_us", _blocked((*self.busy, *self.time_off)))
+            blocked = _blocked(self.busy_times, (*self.busy, *self.time_off))
+            object.__setattr__(self, "_blocked_us", blocked)
         assert self._blocked_us is not None
         return self._blocked_us
+
+    def with_busy(self, extra: Sequence[Busy]) -> PractitionerSchedule:
+        """This schedule with `extra` busy too (a proposal's own sessions). The blocked lists
+        are derived from this schedule's rather than rebuilt: a few inserts, and the running
+        maximum redone only where an extra end raises it."""
+        if not extra:
+            return self
+        schedule = replace(self, busy=(*self.busy, *extra))
+        starts, max_ends = (list(part) for part in self.blocked_us())
+        for interval in extra:
+            start, end = _to_us(interval.start), _to_us(interval.end)
+            at = bisect_right(starts, start)
+            starts.insert(at, start)
+            max_ends.insert(at, max(end, max_ends[at - 1]) if at else end)
+            # Later maxima are at least this end; they rise until the old ones pass it.
+            following = at + 1
+            while following < len(max_ends) and max_ends[following] < end:
+                max_ends[following] = end
+                following += 1
+        object.__setattr__(schedule, "_blocked_us", (starts, max_ends))
+        return schedule
+
+    def busy_overlapping(self, span: Interval) -> Busy | None:
+        """A busy interval (given either way) that overlaps `span`, or None."""
+        for busy in self.busy:
+            if busy.start < span.end and span.start < busy.end:
+                return busy
+        return self.busy_times.overlapping(span)
 
     def ranges_on(self, day: date) -> LocalRanges:
         """Local working ranges on `day`, sorted; an override replaces the weekly hours."""
@@ -215,16 +290,30 @@ class FreeStart:
     practitioner_id: int
 
 
-def _blocked(intervals: Iterable[Interval]) -> tuple[list[int], list[int]]:
+# Up to this many loose intervals are inserted into the loaded (sorted) diary one by one;
+# more are sorted in with it.
+_INSERT_AT_MOST = 64
+
+
+def _blocked(loaded: BusyTimes, intervals: Sequence[Interval]) -> tuple[list[int], list[int]]:
     """Starts in order, and the running maximum of ends, of busy and time-off intervals.
 
     Only intervals starting before some instant `hi` can overlap a span [lo, hi), and one of them
     does iff the largest of their ends is after `lo`: with these two lists that is one bisect,
-    instead of a scan of every interval for every slot.
+    instead of a scan of every interval for every slot. The loaded diary is already sorted, so
+    it is only copied (and the few loose intervals slotted in); `accumulate` runs in C.
     """
     epoch, unit = _EPOCH, _ONE_US
-    pairs = sorted(((i.start - epoch) // unit, (i.end - epoch) // unit) for i in intervals)
-    return [start for start, _ in pairs], list(accumulate((end for _, end in pairs), max))
+    loose = [((i.start - epoch) // unit, (i.end - epoch) // unit) for i in intervals]
+    if len(loose) > _INSERT_AT_MOST:
+        pairs = sorted([*zip(loaded.starts, loaded.ends, strict=True), *loose])
+        return [start for start, _ in pairs], list(accumulate((end for _, end in pairs), max))
+    starts, ends = list(loaded.starts), list(loaded.ends)
+    for start, end in loose:
+        at = bisect_right(starts, start)
+        starts.insert(at, start)
+        ends.insert(at, end)
+    return starts, list(accumulate(ends, max))
 
 
 def local_to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime:
@@ -245,10 +334,13 @@ def existing_local_to_utc(wall: datetime, zone: ZoneInfo) -> datetime | None:
     return instant
 
 
+# Pure and asked again by every request for the same weeks: kept (a few hundred bytes each).
+@lru_cache(maxsize=8192)
 def _slot_grid(
     day: date, starts: time, ends: time, duration_us: int, step: timedelta, zone: ZoneInfo
 ) -> Sequence[int]:
-    """Starts on the wall-clock grid from `starts` whose whole appointment ends by `ends`."""
+    """Starts on the wall-clock grid from `starts` whose whole appointment ends by `ends` (a
+    range, or a tuple on a day the clock changes)."""
     range_start = _to_us(local_to_utc(day, starts, zone))
     range_end = _to_us(local_to_utc(day, ends, zone))
     last_start = range_end - duration_us
@@ -271,7 +363,7 @@ def _slot_grid(
         if instant is not None and range_start <= _to_us(instant) <= last_start:
             grid.append(_to_us(instant))
         wall += step
-    return grid
+    return tuple(grid)
 
 
 def _days(first_day: date, last_day: date) -> Iterable[date]:
@@ -317,14 +409,21 @@ def free_starts(
     found: list[tuple[int, int, int]] = []
 
     for order, schedule in enumerate(schedules):
-        block_starts, block_max_ends = schedule.blocked_us()
+        blocked = schedule.blocked_us()
         practitioner = schedule.practitioner_id
         for day in _days(first_day, last_day):
             for starts, ends in schedule.ranges_on(day):
                 key = (day, starts, ends)
                 if key not in grids:
                     grids[key] = _slot_grid(day, starts, ends, duration_us, step, zone)
-                for start in grids[key]:
+                grid = grids[key]
+                if isinstance(grid, range):
+                    runs = _free_runs(grid, earliest_us, latest_us, blocked, before_us, reach_after)
+                    for run in runs:
+                        found.extend(zip(run, repeat(order), repeat(practitioner)))
+                    continue
+                block_starts, block_max_ends = blocked
+                for start in grid:
                     if start < earliest_us or start > latest_us:
                         continue
                     # Does [start - buffer_before, end + buffer_after) meet a blocked interval?
@@ -333,7 +432,58 @@ def free_starts(
                         continue
                     found.append((start, order, practitioner))
     found.sort()
-    return [FreeStart(_from_us(start), practitioner) for start, _, practitioner in found]
+    instants: dict[int, datetime] = {}  # with "any" practitioner several slots share a start
+    free = []
+    for start, _, practitioner in found:
+        instant = instants.get(start)
+        if instant is None:
+            instant = instants[start] = _from_us(start)
+        free.append(FreeStart(instant, practitioner))
+    return free
+
+
+def _free_runs(
+    grid: range,
+    earliest_us: int,
+    latest_us: int,
+    blocked: tuple[list[int], list[int]],
+    before_us: int,
+    reach_after: int,
+) -> list[range]:
+    """The free starts of an evenly spaced grid within [earliest_us, latest_us], as runs.
+
+    The same test as the slot-by-slot loop (a start s is taken iff some blocked interval
+    begins before s + reach_after and the largest end among those is after s - before_us), but
+    walked from interval to interval: a taken start jumps straight past the end that blocks it,
+    and a free one extends to the last start before the next interval begins. So the work
+    follows the number of bookings in the range, not of slots, and the free runs are ranges.
+    """
+    step = grid.step
+    if not grid:
+        return []
+    first, last = grid.start, grid[-1]
+    if earliest_us > first:
+        first += -(-(earliest_us - first) // step) * step
+    last = min(last, latest_us)
+    if last < first:
+        return []
+    last = first + (last - first) // step * step
+    block_starts, block_max_ends = blocked
+    count_all = len(block_starts)
+    runs = []
+    start = first
+    while start <= last:
+        count = bisect_left(block_starts, start + reach_after)
+        if count and block_max_ends[count - 1] > start - before_us:
+            # Taken until the blocking end (and the buffer before) is past: the next grid start.
+            clear = block_max_ends[count - 1] + before_us
+            start += -(-(clear - start) // step) * step
+            continue
+        limit = last if count == count_all else min(last, block_starts[count] - reach_after)
+        run = range(start, limit + 1, step)
+        runs.append(run)
+        start = run[-1] + step
+    return runs
 
 
 def why_not_free(
@@ -413,10 +563,10 @@ def _diagnose(
                 f"{who} has time off from {format_local(off.start, zone)} "
                 f"to {format_local(off.end, zone)}"
             )
-    for busy in schedule.busy:
-        if busy.start < occupied.end and occupied.start < busy.end:
-            return (
-                f"overlaps another booking or hold from {format_local(busy.start, zone)} "
-                f"to {format_local(busy.end, zone)}"
-            )
+    busy = schedule.busy_overlapping(occupied)
+    if busy is not None:
+        return (
+            f"overlaps another booking or hold from {format_local(busy.start, zone)} "
+            f"to {format_local(busy.end, zone)}"
+        )
     return f"{local:%H:%M} on {local.date()} is not a bookable local time (daylight-saving change)"

@@ -8,7 +8,7 @@ and a course that cannot be placed names the session that failed instead of sile
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -169,10 +169,7 @@ def _with_proposed(
     extra: dict[int, list[Busy]] = {}
     for session in placed:
         extra.setdefault(session.practitioner_id, []).append(treatment.occupied(session.start))
-    return {
-        pid: replace(schedule, busy=(*schedule.busy, *extra[pid])) if pid in extra else schedule
-        for pid, schedule in by_id.items()
-    }
+    return {pid: schedule.with_busy(extra.get(pid, ())) for pid, schedule in by_id.items()}
 
 
 def _session(

@@ -8,8 +8,6 @@ rows, built in one place each (`clinic_info`, `treatment_info`)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -18,7 +16,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from shared.scheduling.availability import (
-    Busy,
+    BusyTimes,
     ClinicRules,
     DayOverride,
     PractitionerSchedule,
@@ -27,15 +25,7 @@ from shared.scheduling.availability import (
     WorkingRange,
 )
 from shared.scheduling.course import GapRule
-from shared.store import (
-    appointments,
-    clinics,
-    practitioners,
-    schedule_overrides,
-    time_off,
-    treatments,
-    working_hours,
-)
+from shared.store import clinics, diaries, treatments, working_hours
 
 Executor = asyncpg.Connection | asyncpg.Pool
 
@@ -160,6 +150,54 @@ def utc_window(first_day: date, last_day: date, zone: ZoneInfo) -> tuple[datetim
     return start, end
 
 
+class WeeklyHoursCache:
+    """Each practitioner's weekly hours as last read, filed under the week's `hours_key`.
+
+    The key comes from the database with every availability read (in the statement that would
+    otherwise read the hours), and every change of a practitioner's hours gives them a new key
+    (a trigger, whoever writes): so a changed week is read afresh by the next request in every
+    process, and an unchanged one is never read again. One per process (`WEEKS`); tests make
+    their own to stand for other processes. Keys are random, so several databases can share
+    one cache without mixing their practitioners up."""
+
+    def __init__(self, max_weeks: int = 20_000) -> None:
+        self._weeks: dict[str, tuple[WorkingRange, ...]] = {}
+        # The keys last seen per clinic: the ones worth telling the database we hold.
+        self._clinic_keys: dict[int, frozenset[str]] = {}
+        self._max_weeks = max_weeks
+
+    def known(self, clinic_id: int) -> frozenset[str]:
+        return self._clinic_keys.get(clinic_id, frozenset())
+
+    def get(self, key: str) -> tuple[WorkingRange, ...] | None:
+        return self._weeks.get(key)
+
+    def remember(self, clinic_id: int, weeks: dict[str, tuple[WorkingRange, ...]]) -> None:
+        if len(self._weeks) + len(weeks) > self._max_weeks:
+            self._weeks.clear()  # old keys are never asked for again; start over rather than grow
+            self._clinic_keys.clear()
+        self._weeks.update(weeks)
+        known = self._clinic_keys.get(clinic_id, frozenset())
+        self._clinic_keys[clinic_id] = known | weeks.keys()
+
+
+WEEKS = WeeklyHoursCache()
+
+
+async def _week(
+    db: Executor, cache: WeeklyHoursCache, diary: diaries.Diary
+) -> tuple[tuple[WorkingRange, ...], bool]:
+    """The diary's week and whether it was read now (rather than found in the cache)."""
+    if diary.hours is None:
+        week = cache.get(diary.hours_key)
+        if week is not None:
+            return week, False
+        # We said we held this key, but the cache was cleared since: read the week alone.
+        rows = await working_hours.for_practitioner(db, diary.practitioner_id)
+        return tuple(WorkingRange(h.weekday, h.starts, h.ends) for h in rows), True
+    return tuple(WorkingRange(d, a, b) for d, a, b in diary.hours), True
+
+
 async def load_schedules(
     db: Executor,
     clinic_id: int,
@@ -170,48 +208,42 @@ async def load_schedules(
     zone: ZoneInfo,
     now: datetime,
     exclude_appointment_ids: Sequence[int] = (),
+    cache: WeeklyHoursCache = WEEKS,
 ) -> list[PractitionerSchedule]:
-    """Schedules of the clinic's active practitioners (or only `practitioner_ids`), in id order."""
-    ids = await practitioners.active_ids(db, clinic_id, practitioner_ids)
-    if not ids:
-        return []
-    window = utc_window(first_day, last_day, zone)
-    # Independent reads: from a pool they run side by side, one round trip instead of four.
-    hours, absences, overrides, busy = (
-        await asyncio.gather(
-            working_hours.for_practitioners(db, ids),
-            time_off.overlapping(db, ids, *window),
-            schedule_overrides.for_practitioners(db, ids, first_day, last_day),
-            appointments.busy_by_practitioner(
-                db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
-            ),
-        )
-        if isinstance(db, asyncpg.Pool)
-        else (
-            await working_hours.for_practitioners(db, ids),
-            await time_off.overlapping(db, ids, *window),
-            await schedule_overrides.for_practitioners(db, ids, first_day, last_day),
-            await appointments.busy_by_practitioner(
-                db, ids, *window, now=now, exclude_ids=list(exclude_appointment_ids)
-            ),
-        )
+    """Schedules of the clinic's active practitioners (or only `practitioner_ids`), in id order.
+
+    One statement (shared/store/diaries.py) reads only the window of days: time off, overrides
+    and busy time, the latter as two arrays of microseconds per practitioner. The weekly hours
+    come from `cache` unless they changed."""
+    start, end = utc_window(first_day, last_day, zone)
+    held = {key for key in cache.known(clinic_id) if cache.get(key) is not None}
+    found = await diaries.for_window(
+        db,
+        clinic_id,
+        practitioner_ids,
+        known_keys=held,
+        start=start,
+        end=end,
+        first_day=first_day,
+        last_day=last_day,
+        now=now,
+        exclude_ids=exclude_appointment_ids,
     )
-    working: dict[int, list[WorkingRange]] = defaultdict(list)
-    for h in hours:
-        working[h.practitioner_id].append(WorkingRange(h.weekday, h.starts, h.ends))
-    off: dict[int, list[TimeOff]] = defaultdict(list)
-    for absence in absences:
-        off[absence.practitioner_id].append(TimeOff.trusted(absence.starts_at, absence.ends_at))
-    days: dict[int, list[DayOverride]] = defaultdict(list)
-    for override in overrides:
-        days[override.practitioner_id].append(DayOverride(override.day, tuple(override.ranges)))
-    return [
-        PractitionerSchedule(
-            practitioner_id=pid,
-            working=tuple(working[pid]),
-            time_off=tuple(off[pid]),
-            overrides=tuple(days[pid]),
-            busy=tuple(Busy.trusted(a, b) for a, b in busy.get(pid, [])),
+    fresh: dict[str, tuple[WorkingRange, ...]] = {}
+    schedules = []
+    for diary in found:
+        week, read_now = await _week(db, cache, diary)
+        if read_now:
+            fresh[diary.hours_key] = week
+        schedules.append(
+            PractitionerSchedule(
+                practitioner_id=diary.practitioner_id,
+                working=week,
+                time_off=tuple(TimeOff.trusted(a, b) for a, b in diary.time_off),
+                overrides=tuple(DayOverride(day, tuple(ranges)) for day, ranges in diary.overrides),
+                busy_times=BusyTimes(tuple(diary.busy_starts), tuple(diary.busy_ends)),
+            )
         )
-        for pid in ids
-    ]
+    if fresh:
+        cache.remember(clinic_id, fresh)
+    return schedules

@@ -30,6 +30,8 @@ Which module owns which table (all of that table's SQL lives there, and nowhere 
     notifications       notification, notification_attempt, notification_event,
                         provider_callback, sender_pace
     (shared/db/migrate.py owns schema_migration.)
+    diaries             no table: the availability read, one statement across the schedule
+                        tables and appointments (see its docstring for why)
 
 A read may join another table to show a row with what it refers to (an appointment with its
 clinic's zone); a write touches only the owner's tables.

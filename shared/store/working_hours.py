@@ -3,7 +3,9 @@
 Hours are local wall-clock times in the clinic's zone, on ISO weekdays (1 = Monday); several
 ranges on one day make breaks, and the table refuses two that overlap. Invariant: a week is
 only ever written whole (`replace`), so no reader sees half of one; the practitioner's version
-guards it (shared/store/practitioners.py `bump_version`).
+guards it (shared/store/practitioners.py `bump_version`). Every change of a practitioner's rows
+also gives them a new `practitioner.hours_key` (a trigger, migration 0020), which availability
+caches the week under (shared/store/diaries.py).
 """
 
 from __future__ import annotations

@@ -171,8 +171,10 @@ async def _clinic(ctx: Ctx) -> ClinicInfo:
     return or_not_found(await load_clinic(ctx.pool, clinic_id), "clinic", clinic_id)
 
 
-async def public_offer(ctx: Ctx, treatment_id: int, where: str) -> Offer:
-    offer = await offers.load_offer(ctx.pool, treatment_id, public=True)
+async def public_offer(
+    ctx: Ctx, treatment_id: int, where: str, db: offers.Executor | None = None
+) -> Offer:
+    offer = await offers.load_offer(ctx.pool if db is None else db, treatment_id, public=True)
     if offer is None:
         raise invalid("treatment_id", f"no treatment {treatment_id} is offered", where=where)
     return offer
@@ -292,15 +294,18 @@ class AvailabilityQuery(Query):
 )
 async def public_availability(ctx: Ctx) -> dict[str, Any]:
     query: AvailabilityQuery = ctx.query
-    offer = await public_offer(ctx, query.treatment_id, "query")
     practitioner_id = None if query.practitioner == "any" else int(query.practitioner)
-    if practitioner_id is not None and not await offers.works_here(
-        ctx.pool, offer, practitioner_id
-    ):
-        raise invalid("practitioner", f"no practitioner {practitioner_id} here", where="query")
-    slots = await offers.free_slots(
-        ctx.pool, offer, practitioner_id, query.from_, query.to, ctx.now
-    )
+    # One connection for the request's handful of reads: each pool.fetch would otherwise pay
+    # an acquire and the connection reset on release, a round trip each.
+    async with ctx.pool.acquire() as conn:
+        offer = await public_offer(ctx, query.treatment_id, "query", conn)
+        if practitioner_id is not None and not await offers.works_here(
+            conn, offer, practitioner_id
+        ):
+            raise invalid("practitioner", f"no practitioner {practitioner_id} here", where="query")
+        slots = await offers.free_slots(
+            conn, offer, practitioner_id, query.from_, query.to, ctx.now
+        )
     # Built as plain JSON rather than PublicAvailability instances: four weeks of "any" can be
     # a couple of thousand slots, and validating each one again would double the request time.
     # The shape is PublicAvailability's; tests validate responses against the OpenAPI schema.
@@ -346,13 +351,14 @@ async def public_course_proposal(ctx: Ctx) -> PublicProposal:
     """When the course cannot be fully placed the answer is still 200, with `complete: false`,
     the sessions placed so far, `failed_position` and a sentence saying why."""
     query: ProposalQuery = ctx.query
-    offer = await public_offer(ctx, query.treatment_id, "query")
-    proposal = await offers.propose(
-        ctx.pool,
-        offer,
-        first_start=query.first_start,
-        practitioner_id=query.practitioner_id,
-        sessions=query.sessions or offer.treatment.sessions_min,
-        now=ctx.now,
-    )
+    async with ctx.pool.acquire() as conn:  # one connection: see public_availability
+        offer = await public_offer(ctx, query.treatment_id, "query", conn)
+        proposal = await offers.propose(
+            conn,
+            offer,
+            first_start=query.first_start,
+            practitioner_id=query.practitioner_id,
+            sessions=query.sessions or offer.treatment.sessions_min,
+            now=ctx.now,
+        )
     return proposal_out(proposal, offer)

@@ -9,14 +9,15 @@ it needs for a window of days, and no more.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from shared.domain.errors import InvalidField
-from shared.scheduling.availability import FreeStart, PractitionerSchedule, free_starts
+from shared.scheduling.availability import FreeStart, PractitionerSchedule, TimeOff, free_starts
 from shared.scheduling.course import CourseProposal, propose_course
 from shared.scheduling.loader import (
     ClinicInfo,
@@ -203,15 +204,12 @@ async def propose(
     # single day then, rather than a window that might not even be a valid date range.
     today = now.astimezone(zone).date()
     days = bookable_days(offer, first_day, first_day + timedelta(days=span), now) or (today, today)
+
     # The preferred practitioner wins every session they have a slot for, so a proposal from
     # their diary alone is the final answer when it is complete; only a course they cannot
     # finish needs everyone's diaries (months of them, the expensive part).
-    proposal = None
-    for candidates in ([practitioner_id], None):
-        schedules = await schedules_for(db, offer, candidates, days, now)
-        if practitioner_id not in {s.practitioner_id for s in schedules}:
-            raise InvalidField(practitioner_path, f"no active practitioner {practitioner_id} here")
-        proposal = propose_course(
+    def proposal_from(schedules: list[PractitionerSchedule]) -> CourseProposal:
+        return propose_course(
             treatment.spec,
             treatment.gaps,
             sessions,
@@ -222,10 +220,56 @@ async def propose(
             now=now,
             step=offer.clinic.slot_step,
         )
-        if proposal.complete or proposal.failed_position == 1:
+
+    preferred = await schedules_for(db, offer, [practitioner_id], days, now)
+    if not preferred:
+        raise InvalidField(practitioner_path, f"no active practitioner {practitioner_id} here")
+    proposal = proposal_from(preferred)
+    # Sessions before the one that failed stay exactly as placed (the preferred practitioner had
+    # a slot for each, and wins it whoever else is free). So the others' diaries are read only
+    # for the window of a session the preferred one cannot take, and stand as closed outside
+    # what was read; should a later session then need them too, their cover grows to its window
+    # and the proposal is made again. A failure inside what was read is the real answer.
+    covered: tuple[date, date] | None = None
+    while not proposal.complete and proposal.failed_position not in (None, 1):
+        failed = proposal.failed_position
+        assert failed is not None
+        previous = proposal.sessions[-1].local_date
+        rule = treatment.gaps[failed]
+        window = (
+            previous + timedelta(days=rule.min_days),
+            previous + timedelta(days=rule.max_days),
+        )
+        if covered is not None and covered[0] <= window[0] and window[1] <= covered[1]:
             break
-    assert proposal is not None
+        covered = (
+            window if covered is None else (min(covered[0], window[0]), max(covered[1], window[1]))
+        )
+        readable = bookable_days(offer, *covered, now)
+        if readable is None:
+            break  # beyond the horizon: nobody can take it
+        others = [
+            _closed_outside(schedule, readable, zone)
+            for schedule in await schedules_for(db, offer, None, readable, now)
+            if schedule.practitioner_id != practitioner_id
+        ]
+        proposal = proposal_from(sorted([*preferred, *others], key=lambda s: s.practitioner_id))
     return proposal
+
+
+_LONG_AGO = datetime(1971, 1, 1, tzinfo=UTC)
+_FAR_AHEAD = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _closed_outside(
+    schedule: PractitionerSchedule, days: tuple[date, date], zone: ZoneInfo
+) -> PractitionerSchedule:
+    """The schedule as read for `days` only, unavailable before and after them (so that what
+    was not read can never look free)."""
+    opens = datetime.combine(days[0], time(0), zone)
+    closes = datetime.combine(days[1] + timedelta(days=1), time(0), zone)
+    closed = (TimeOff.trusted(_LONG_AGO, opens), TimeOff.trusted(closes, _FAR_AHEAD))
+    return replace(schedule, time_off=(*schedule.time_off, *closed))
 
 
 # -- as the faces show them ------------------------------------------------------------------
