@@ -16,6 +16,7 @@ import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
+from functools import lru_cache
 
 from shared.store import Executor
 from shared.store.working_hours import HoursRange
@@ -30,7 +31,7 @@ class Diary:
     hours_key: str
     hours: list[HoursRange] | None
     time_off: list[tuple[datetime, datetime]]
-    overrides: list[tuple[date, list[tuple[time, time]]]]
+    overrides: list[tuple[date, tuple[tuple[time, time], ...]]]
     busy_starts: list[int]
     busy_ends: list[int]
 
@@ -76,8 +77,13 @@ DIARIES_SQL = """
     """
 
 
-def _ranges(text: str) -> list[tuple[time, time]]:
-    return sorted((time.fromisoformat(a), time.fromisoformat(b)) for a, b in json.loads(text))
+@lru_cache(maxsize=4096)
+def _ranges(text: str) -> tuple[tuple[time, time], ...]:
+    # Kept: clinics' day overrides repeat a handful of texts ("09:00-13:00"), and parsing them
+    # for every day of every diary read was a seventh of an availability answer's work.
+    return tuple(
+        sorted((time.fromisoformat(a), time.fromisoformat(b)) for a, b in json.loads(text))
+    )
 
 
 async def for_window(
