@@ -101,6 +101,34 @@ async def test_holding_the_same_time_again_keeps_the_patients_own_hold(
         assert reply.headers["Location"].startswith("/book/booked?link=")
 
 
+async def test_back_and_a_reload_of_the_picker_still_offers_the_browsers_own_held_time(
+    booking_api: BookingApi, http: aiohttp.ClientSession
+) -> None:
+    """Back from the details form and the week reloaded: the time this browser holds is still
+    offered to it (and holding it again brings back its hold), while another browser does not
+    see it; the course schedule reloaded proposes the held sessions again."""
+    api = booking_api
+    params, times = await _consultation_times(api, http)
+    held = _slots(times)[0]
+    form = {**params, "first": held, "csrf_token": hidden(times, "csrf_token")}
+    status, first = await _post_hold(api, http, form)
+    assert status == 200 and "Your details" in first
+    _, reloaded = await _consultation_times(api, http)
+    assert held in _slots(reloaded)
+    status, again = await _post_hold(api, http, form)
+    assert status == 200 and hidden(again, "hold") == hidden(first, "hold")
+    async with aiohttp.ClientSession(cookie_jar=browser_jar(api)) as other:
+        _, theirs = await _consultation_times(api, other)
+        assert held not in _slots(theirs)
+
+    course = await _course_hold_form(api, http)
+    status, course_page = await _post_hold(api, http, course)
+    assert status == 200 and "Your details" in course_page
+    sessions = [field for field in course if field[0] != "csrf_token"]
+    again_course = await _course_hold_form(api, http)
+    assert [field for field in again_course if field[0] != "csrf_token"] == sessions
+
+
 async def test_two_identical_submits_at_once_make_one_hold(
     booking_api: BookingApi, http: aiohttp.ClientSession
 ) -> None:

@@ -78,6 +78,20 @@ async def serialise_session(conn: asyncpg.Connection, session: bytes) -> None:
     await hold_store.lock_session(conn, session)
 
 
+async def held_by_session(
+    db: Executor, offer: Offer, session: bytes | None, *, now: datetime
+) -> list[int]:
+    """The appointments this browser session holds for the offer's treatment. The pages show
+    them free to that browser again (Back, then a reload of the picker), since holding the same
+    times again returns its own hold and other times replace it; to anyone else they stay taken."""
+    if session is None:
+        return []
+    held: list[int] = []
+    for hold in await hold_store.running_for_session(db, session, offer.treatment.id, now=now):
+        held.extend(r.id for r in await appointments.for_hold(db, hold.id) if r.status == "held")
+    return held
+
+
 async def _session_hold(
     conn: asyncpg.Connection,
     offer: Offer,

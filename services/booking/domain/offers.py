@@ -193,6 +193,7 @@ async def propose(
     now: datetime,
     practitioner_path: str = "practitioner_id",
     count_path: str = "sessions",
+    exclude_appointment_ids: Sequence[int] = (),
 ) -> CourseProposal:
     """Every session of the course from `first_start` (or its first alone, `sessions=1`), any
     practitioner allowed for later ones (the preferred one first); raises InvalidField for an
@@ -222,7 +223,9 @@ async def propose(
             step=offer.clinic.slot_step,
         )
 
-    preferred = await schedules_for(db, offer, [practitioner_id], days, now)
+    preferred = await schedules_for(
+        db, offer, [practitioner_id], days, now, exclude_appointment_ids=exclude_appointment_ids
+    )
     if not preferred:
         raise InvalidField(practitioner_path, f"no active practitioner {practitioner_id} here")
     proposal = proposal_from(preferred)
@@ -251,7 +254,9 @@ async def propose(
             break  # beyond the horizon: nobody can take it
         others = [
             _closed_outside(schedule, readable, zone)
-            for schedule in await schedules_for(db, offer, None, readable, now)
+            for schedule in await schedules_for(
+                db, offer, None, readable, now, exclude_appointment_ids=exclude_appointment_ids
+            )
             if schedule.practitioner_id != practitioner_id
         ]
         proposal = proposal_from(sorted([*preferred, *others], key=lambda s: s.practitioner_id))

@@ -13,17 +13,19 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from services.booking.domain import consultation_gate, offers
+from services.booking.domain import consultation_gate, holds, offers
 from services.booking.domain.offers import Offer
 from services.booking.domain.sessions import SessionRequest
 from services.booking.web import (
     PageError,
     clock_now,
+    csrf,
     form_text,
     html_page,
     limit_page,
     parse_int,
     render,
+    secret_of,
 )
 from shared.domain.errors import InvalidField
 from shared.scheduling.course import CourseProposal
@@ -272,13 +274,28 @@ def parse_day(text: str) -> date | None:
     return day if 2000 <= day.year <= 2999 else None
 
 
+HOLDS_PURPOSE = "holds"  # the browser session's key for its holds (booking_details too)
+
+
+async def own_held(request: web.Request, offer: Offer) -> list[int]:
+    """What this browser holds for the treatment, shown free to it (see holds.held_by_session)."""
+    session = csrf.session_key(request, secret_of(request), HOLDS_PURPOSE)
+    return await holds.held_by_session(request.app[POOL], offer, session, now=clock_now(request))
+
+
 async def _week(
     request: web.Request, offer: Offer, choice: Choice, first: date, names: dict[int, str]
 ) -> list[DaySlots]:
     now, zone = clock_now(request), offer.clinic.zone
     last = first + timedelta(days=WEEK - 1)
     slots = await offers.free_slots(
-        request.app[POOL], offer, choice.practitioner_id, first, last, now
+        request.app[POOL],
+        offer,
+        choice.practitioner_id,
+        first,
+        last,
+        now,
+        exclude_appointment_ids=await own_held(request, offer),
     )
     days = {first + timedelta(days=n): DaySlots(first + timedelta(days=n)) for n in range(WEEK)}
     seen: set[datetime] = set()
@@ -415,6 +432,7 @@ async def render_schedule(
             practitioner_id=first.practitioner_id,
             sessions=choice.sessions,
             now=now,
+            exclude_appointment_ids=await own_held(request, offer),
         )
     except InvalidField:
         raise PageError(400) from None

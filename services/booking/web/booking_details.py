@@ -34,6 +34,7 @@ from services.booking.web import (
     secret_of,
 )
 from services.booking.web.booking_choice import (
+    HOLDS_PURPOSE,
     Choice,
     ShownSession,
     consultation_redirect,
@@ -110,7 +111,7 @@ def _client(request: web.Request) -> bytes:
 
 
 def _session(request: web.Request) -> bytes | None:
-    return csrf.session_key(request, secret_of(request), "holds")
+    return csrf.session_key(request, secret_of(request), HOLDS_PURPOSE)
 
 
 def _too_many_holds(refused: TooMany) -> PageError:
