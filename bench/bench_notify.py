@@ -59,24 +59,7 @@ async def _seed(url: str, patients: int) -> None:
             clinics.settings_of(clinic), quiet_start=wall_time(0), quiet_end=wall_time(23, 59, 59)
         )
         await clinics.update(conn, 1, expected_version=clinic.version, settings=whole_day)
-        await conn.execute(
-            """
-            INSERT INTO patient (clinic_id, first_name, last_name, mobile, email, created_at,
-                                 updated_at)
-            SELECT 1, 'Pat', 'No ' || n, '+4479' || lpad(n::text, 8, '0'),
-                   'patient' || n || '@example.test', now(), now()
-            FROM generate_series(1, $1) AS n
-            """,
-            patients,
-        )
-        await conn.execute(
-            """
-            INSERT INTO patient_consent (patient_id, kind, granted, source, wording_version,
-                                         recorded_at)
-            SELECT p.id, k, true, 'bench', 'bench', now()
-            FROM patient p CROSS JOIN unnest(ARRAY['care_sms', 'care_email']) AS k
-            """
-        )
+        await _seed_patients(conn, patients)
         # One appointment per patient, spread over future days and both practitioners.
         await conn.execute(
             """
@@ -139,9 +122,10 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
-async def _ready(port: int) -> None:
+async def _ready(port: int, what: str = "notifier", log: Path | None = None) -> None:
+    """Wait (at most 30 s) for the service on `port` to answer /readyz with 200."""
     async with aiohttp.ClientSession() as http:
-        for _ in range(400):
+        for _ in range(600):
             try:
                 async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
                     if response.status == 200:
@@ -149,7 +133,30 @@ async def _ready(port: int) -> None:
             except aiohttp.ClientConnectionError:
                 pass
             await asyncio.sleep(0.05)
-    raise RuntimeError(f"notifier on port {port} did not become ready")
+    where = f"; see {log}" if log is not None else ""
+    raise RuntimeError(f"{what} on port {port} did not become ready{where}")
+
+
+async def _seed_patients(conn: asyncpg.Connection, count: int) -> None:
+    """`count` patients of clinic 1, every one consenting to SMS and email."""
+    await conn.execute(
+        """
+        INSERT INTO patient (clinic_id, first_name, last_name, mobile, email, created_at,
+                             updated_at)
+        SELECT 1, 'Pat', 'No ' || n, '+4479' || lpad(n::text, 8, '0'),
+               'patient' || n || '@example.test', now(), now()
+        FROM generate_series(1, $1) AS n
+        """,
+        count,
+    )
+    await conn.execute(
+        """
+        INSERT INTO patient_consent (patient_id, kind, granted, source, wording_version,
+                                     recorded_at)
+        SELECT p.id, k, true, 'bench', 'bench', now()
+        FROM patient p CROSS JOIN unnest(ARRAY['care_sms', 'care_email']) AS k
+        """
+    )
 
 
 async def _wait_final(conn: asyncpg.Connection, tag: str, count: int) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.bench_notify import MESSAGES, StandIns, _seed, _throughput
+from bench.bench_notify import MESSAGES, StandIns, _seed, _seed_patients, _throughput
 from bench.bench_scheduling import _start_booking
 from bench.support import BenchServer, fresh_database, report
 from services.devkit.demo_data import seed_demo_data
@@ -161,24 +161,7 @@ async def _bookings(server: BenchServer, measured: bool) -> None:
         conn = await connect(url)
         try:
             await seed_demo_data(conn)
-            await conn.execute(
-                """
-                INSERT INTO patient (clinic_id, first_name, last_name, mobile, email, created_at,
-                                     updated_at)
-                SELECT 1, 'Pat', 'No ' || n, '+4479' || lpad(n::text, 8, '0'),
-                       'patient' || n || '@example.test', now(), now()
-                FROM generate_series(1, $1) AS n
-                """,
-                BOOKINGS,
-            )
-            await conn.execute(
-                """
-                INSERT INTO patient_consent (patient_id, kind, granted, source, wording_version,
-                                             recorded_at)
-                SELECT p.id, k, true, 'bench', 'bench', now()
-                FROM patient p CROSS JOIN unnest(ARRAY['care_sms', 'care_email']) AS k
-                """
-            )
+            await _seed_patients(conn, BOOKINGS)
             token, _ = await staff_tokens.insert(
                 conn, name="bench", role="admin", now=datetime.now(UTC)
             )

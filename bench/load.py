@@ -39,7 +39,7 @@ import aiohttp
 import asyncpg
 import psutil
 
-from bench.bench_notify import AUTH_TOKEN, StandIns
+from bench.bench_notify import AUTH_TOKEN, StandIns, _ready
 from bench.support import percentile
 from services.devkit.demo_data import lunch_break_week, seed_demo_data
 from shared.config import DEV_TWILIO_ACCOUNT_SID, DEV_TWILIO_FROM
@@ -203,19 +203,6 @@ class Services:
 
     def exited(self) -> list[str]:
         return [name for name, child in self.processes.items() if child.poll() is not None]
-
-
-async def _ready(port: int, name: str, log: Path) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{name} did not become ready; see {log}")
 
 
 def _spawn(service: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
